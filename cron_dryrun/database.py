@@ -1,0 +1,311 @@
+"""Database providers (url, testcontainers, embedded, auto) and local provisioning.
+
+A provider yields a *server* DSN. For the local stack a fresh database is created
+on it and the app's tables (fixtures/schema.sql) are loaded; against staging the
+given URL is used as it is and only ever read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+READY_TIMEOUT_S = 30.0
+UNPRIVILEGED_USER = "nobody"
+
+
+class DatabaseUnavailable(RuntimeError):
+    """No database could be had; the message lists every way out."""
+
+
+NO_POSTGRES_MESSAGE = (
+    "no PostgreSQL for the local stack: the embedded backend found neither the pgserver wheel "
+    "(CPython 3.9-3.12 only) nor PostgreSQL server binaries (checked `pg_config --bindir`, PATH "
+    "and /usr/lib/postgresql/*/bin). Ways out: (1) point at a database with DATABASE_URL="
+    "postgres://... (or --database-url); (2) start Docker and use DB_BACKEND=testcontainers; "
+    "(3) install PostgreSQL (e.g. `apt-get install postgresql` or `pip install pgserver`)."
+)
+
+
+@dataclass
+class RunningPostgres:
+    """A server we can create databases on; ``stop`` releases whatever was started."""
+
+    dsn: str
+    backend: str
+    stop: Callable[[], None] = field(default=lambda: None, repr=False)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its whole userinfo replaced, safe for messages and evidence."""
+    parts = urlsplit(dsn)
+    if "@" not in parts.netloc:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def with_database(dsn: str, dbname: str) -> str:
+    """The same server DSN pointing at another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(dbname), parts.query, parts.fragment))
+
+
+# -- readiness ------------------------------------------------------------------------------------
+
+
+def wait_until_accepting(dsn: str, timeout_s: float = READY_TIMEOUT_S, alive: Callable[[], bool] | None = None) -> None:
+    """Bounded retry on a real connection; gives up after ``timeout_s`` with the last error."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise DatabaseUnavailable(f"PostgreSQL exited before accepting connections ({last})")
+        try:
+            with psycopg.connect(dsn, connect_timeout=2) as conn:
+                conn.execute("select 1")
+            return
+        except psycopg.OperationalError as exc:
+            last = exc
+        # backoff between connection attempts, bounded by the deadline above
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.5)
+    raise DatabaseUnavailable(f"PostgreSQL did not accept connections within {timeout_s:.0f}s: {last}")
+
+
+# -- embedded: system binaries --------------------------------------------------------------------
+
+
+def find_postgres_bindir() -> Path | None:
+    """Where initdb and postgres live: pg_config --bindir, PATH, /usr/lib/postgresql/*/bin."""
+    candidates: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            candidates.append(Path(out))
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(Path(initdb).resolve().parent)
+    candidates.extend(
+        sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: p.parent.name, reverse=True)
+    )
+    for bindir in candidates:
+        if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
+            return bindir
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _demote(user: str) -> tuple[Callable[[], None] | None, int | None, int | None]:
+    """As root, initdb and postgres refuse to run: run them as an unprivileged user."""
+    if os.geteuid() != 0:
+        return None, None, None
+    entry = pwd.getpwnam(user)
+
+    def demote() -> None:
+        os.setgid(entry.pw_gid)
+        os.setgroups([])
+        os.setuid(entry.pw_uid)
+
+    return demote, entry.pw_uid, entry.pw_gid
+
+
+def start_system_postgres(bindir: Path, base_dir: Path | None = None) -> RunningPostgres:
+    """initdb + postgres from the machine's binaries, on 127.0.0.1 and an ephemeral port."""
+    root = Path(tempfile.mkdtemp(prefix="cron-dryrun-pg-", dir=base_dir))
+    data = root / "data"
+    demote, uid, gid = _demote(UNPRIVILEGED_USER)
+    if uid is not None:
+        os.chmod(root, 0o755)
+        os.chown(root, uid, gid if gid is not None else -1)
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    env.pop("PGDATA", None)
+    init = subprocess.run(
+        [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        capture_output=True,
+        text=True,
+        preexec_fn=demote,
+        env=env,
+        cwd=root,
+        timeout=120,
+    )
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        raise DatabaseUnavailable(f"initdb failed ({bindir}): {init.stderr.strip()[-800:]}")
+    last_error = ""
+    for _attempt in range(5):  # another process may take the port between probe and bind
+        port = free_port()
+        log = open(root / "postgres.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [
+                str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}",
+                "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=demote,
+            env=env,
+            cwd=root,
+        )
+        log.close()
+        dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+        def stop(proc: subprocess.Popen[bytes] = proc) -> None:
+            if proc.poll() is None:
+                proc.terminate()  # SIGTERM: smart shutdown
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            shutil.rmtree(root, ignore_errors=True)
+
+        try:
+            wait_until_accepting(dsn, alive=lambda proc=proc: proc.poll() is None)
+            return RunningPostgres(dsn=dsn, backend="embedded (system binaries)", stop=stop)
+        except DatabaseUnavailable as exc:
+            last_error = str(exc)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
+    log_tail = (root / "postgres.log").read_text(errors="replace")[-800:]
+    shutil.rmtree(root, ignore_errors=True)
+    raise DatabaseUnavailable(f"postgres did not start ({bindir}): {last_error}\n{log_tail}")
+
+
+# -- embedded: pgserver wheel ---------------------------------------------------------------------
+
+
+def pgserver_available() -> bool:
+    try:
+        import pgserver  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def start_pgserver(base_dir: Path | None = None) -> RunningPostgres:
+    import pgserver
+
+    root = Path(tempfile.mkdtemp(prefix="cron-dryrun-pgserver-", dir=base_dir))
+    server = pgserver.get_server(root, cleanup_mode="delete")
+    dsn = server.get_uri()
+
+    def stop() -> None:
+        with contextlib.suppress(Exception):
+            server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+    wait_until_accepting(dsn)
+    return RunningPostgres(dsn=dsn, backend="embedded (pgserver)", stop=stop)
+
+
+def start_embedded(base_dir: Path | None = None, prefer: str = "auto") -> RunningPostgres:
+    """pgserver where its wheel is installed, else the machine's binaries, else a clear error."""
+    if prefer in ("auto", "pgserver") and pgserver_available():
+        return start_pgserver(base_dir)
+    if prefer == "pgserver":
+        raise DatabaseUnavailable("the pgserver wheel is not installed (pip install pgserver)")
+    bindir = find_postgres_bindir()
+    if bindir is None:
+        raise DatabaseUnavailable(NO_POSTGRES_MESSAGE)
+    return start_system_postgres(bindir, base_dir)
+
+
+# -- provisioning ---------------------------------------------------------------------------------
+
+
+def docker_engine_answers(timeout_s: float = 2.0) -> bool:
+    """True when a Docker engine answers its ping; never raises."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=int(max(1, timeout_s)))
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def choose_backend(backend: str, database_url: str | None, docker_answers: Callable[[], bool]) -> str:
+    """design.md's auto rule: url if given, else testcontainers if Docker answers, else embedded."""
+    if backend != "auto":
+        return backend
+    if database_url:
+        return "url"
+    return "testcontainers" if docker_answers() else "embedded"
+
+
+@contextlib.contextmanager
+def provide_server(backend: str, postgres_image: str) -> Iterator[RunningPostgres]:
+    """A PostgreSQL server from the testcontainers or embedded backend, stopped on exit."""
+    if backend == "testcontainers":
+        from cron_dryrun.containers import start_postgres_container
+
+        running = start_postgres_container(postgres_image)
+    elif backend == "embedded":
+        running = start_embedded()
+    else:
+        raise ValueError(f"backend {backend!r} does not provision a server")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def schema_sql() -> str:
+    """The app's tables: fixtures/schema.sql in a checkout, the packaged copy otherwise."""
+    here = Path(__file__).resolve().parent.parent / "fixtures" / "schema.sql"
+    if here.is_file():
+        return here.read_text()
+    return resources.files("cron_dryrun").joinpath("data/schema.sql").read_text()
+
+
+def create_app_database(server_dsn: str, name: str | None = None) -> str:
+    """A fresh database with the app's tables; returns its DSN."""
+    name = name or f"cron_dryrun_{secrets.token_hex(4)}"
+    with psycopg.connect(server_dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = with_database(server_dsn, name)
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        conn.execute(schema_sql().encode())
+    return dsn
+
+
+def drop_database(server_dsn: str, name: str) -> None:
+    with psycopg.connect(server_dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def read_only(dsn: str) -> psycopg.Connection:
+    """A connection whose every transaction is READ ONLY: the suite never writes by accident."""
+    conn = psycopg.connect(dsn, connect_timeout=10, autocommit=False)
+    conn.read_only = True
+    return conn

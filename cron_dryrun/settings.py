@@ -1,0 +1,343 @@
+"""One frozen Settings object, resolved once: CLI > environment > ini > default.
+
+Pure: takes plain mappings, so each layer is tested without pytest. The
+plugin feeds it ``config.getoption`` / ``os.environ`` / ``config.getini``
+values once, at configure time; nothing reads those sources afterwards.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DB_BACKENDS = ("auto", "url", "testcontainers", "embedded")
+CRON_METHODS = ("POST", "GET")
+DEFAULT_POSTGRES_IMAGE = "postgres:15-alpine"
+# Codes the app can emit that do not block the gate by default (contract.md section 2).
+DEFAULT_ALLOWED_ISSUE_CODES = ("PRICING_FALLBACK",)
+KNOWN_ISSUE_CODES = (
+    "SCHEMA_MISSING",
+    "CONFIGURATION_ERROR",
+    "SCOPE_MISSING",
+    "UNAUTHORIZED",
+    "PROVIDER_ERROR",
+    "PRICING_FALLBACK",
+    "UNKNOWN",
+)
+
+# Faults the stand-in can inject (issue 6). Kept here so a bad --fault stops the
+# run at start, before any stack is built.
+FAULTS = (
+    "none",
+    "auth-open",
+    "auth-no-header",
+    "auth-401-writes",
+    "no-post",
+    "flag-off",
+    "flag-missing",
+    "flag-string",
+    "window-shift",
+    "window-wide",
+    "stale-update",
+    "simulated",
+    "simulated-count",
+    "token-drift",
+    "small-drift",
+    "drop-window",
+    "duplicate-rerun",
+    "provider-error",
+    "pricing-fallback",
+    "html-500",
+    "slow",
+    "throttle",
+)
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the option and env variable."""
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One setting as it enters: CLI flag, env variable, ini key, default, help."""
+
+    name: str
+    flag: str | None
+    env: str | None
+    help: str
+    default: Any = None
+    multiple: bool = False
+    is_flag: bool = False
+
+    @property
+    def ini(self) -> str:
+        return f"cron_dryrun_{self.name}"
+
+    def where(self) -> str:
+        places = [p for p in (self.flag, self.env) if p]
+        return " / ".join(places) if places else self.ini
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("cron_url", "--cron-url", "CRON_URL", "full URL of /api/cron/daily-usage; unset: the local stack"),
+    OptionSpec("database_url", "--database-url", "DATABASE_URL", "the app's PostgreSQL DSN; unset: provisioned by --db-backend"),
+    OptionSpec("db_backend", "--db-backend", "DB_BACKEND", "auto, url, testcontainers or embedded", "auto"),
+    OptionSpec("postgres_image", "--postgres-image", "POSTGRES_IMAGE", "image for the testcontainers backend", DEFAULT_POSTGRES_IMAGE),
+    OptionSpec("cron_method", "--cron-method", "CRON_METHOD", "POST (runbook) or GET (platform scheduler)", "POST"),
+    OptionSpec("cron_timeout", "--cron-timeout", "CRON_TIMEOUT", "seconds to wait for the cron's answer", 300.0),
+    OptionSpec("openai_export", "--openai-export", "OPENAI_EXPORT", "OpenAI usage export file or folder (repeatable; env: os.pathsep-separated)", (), multiple=True),
+    OptionSpec("parity_threshold", "--parity-threshold", "PARITY_THRESHOLD", "max relative token delta, in (0, 1)", 0.02),
+    OptionSpec("dry_run_start", "--dry-run-start", "DRY_RUN_START", "ISO start of the 48 h dry run; default: the first ledger entry"),
+    OptionSpec("audit_dir", "--audit-dir", "AUDIT_DIR", "evidence root", "audit"),
+    OptionSpec("run_label", "--run-label", "RUN_LABEL", "label of this run in summary.md and the notes", "Dry run"),
+    OptionSpec("allow_issue_code", "--allow-issue-code", "ALLOW_ISSUE_CODE", "issuesByCode entries that only warn (repeatable; env: comma-separated)", DEFAULT_ALLOWED_ISSUE_CODES, multiple=True),
+    OptionSpec("promotion_gate", "--promotion-gate", None, "also require a complete 48 h ledger for GO", False, is_flag=True),
+    OptionSpec("allow_destructive", "--allow-destructive", None, "permit the rollback check to delete rows", False, is_flag=True),
+    OptionSpec("fault", "--fault", None, "local stack only: inject one stand-in fault", "none"),
+)
+OPTIONS_BY_NAME = {spec.name: spec for spec in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a dry run is configured by. Built only by ``resolve_settings``."""
+
+    cron_url: str | None = None
+    cron_secret: str | None = field(default=None, repr=False)
+    database_url: str | None = field(default=None, repr=False)
+    db_backend: str = "auto"
+    postgres_image: str = DEFAULT_POSTGRES_IMAGE
+    cron_method: str = "POST"
+    cron_timeout: float = 300.0
+    openai_export: tuple[Path, ...] = ()
+    parity_threshold: float = 0.02
+    dry_run_start: datetime | None = None
+    audit_dir: Path = Path("audit")
+    run_label: str = "Dry run"
+    allow_issue_code: tuple[str, ...] = DEFAULT_ALLOWED_ISSUE_CODES
+    promotion_gate: bool = False
+    allow_destructive: bool = False
+    fault: str = "none"
+
+    @property
+    def is_remote(self) -> bool:
+        """True when a real cron URL was given: staging, not the local stack."""
+        return self.cron_url is not None
+
+    @property
+    def target_name(self) -> str:
+        return self.cron_url if self.cron_url else "local stack"
+
+    def missing_remote_configuration(self) -> list[str]:
+        """What a remote run lacks, each naming the variable and how to set it."""
+        if not self.is_remote:
+            return []
+        missing = []
+        if not self.cron_secret:
+            missing.append("CRON_SECRET is not set: export CRON_SECRET=<staging secret> (env only)")
+        if not self.database_url:
+            missing.append(
+                "DATABASE_URL is not set: export DATABASE_URL=postgres://... "
+                "or pass --database-url (the staging database the cron writes to)"
+            )
+        if not self.openai_export:
+            missing.append(
+                "OPENAI_EXPORT is not set: pass --openai-export PATH "
+                "(the OpenAI usage export CSV or a folder of them) or set OPENAI_EXPORT"
+            )
+        return missing
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback_url(url: str) -> bool:
+    return _is_loopback_host(urlsplit(url).hostname or "")
+
+
+def _fail(spec: OptionSpec, value: object, why: str) -> SettingsError:
+    return SettingsError(f"{spec.where()}: {why} (got {value!r})")
+
+
+def _check_url(spec: OptionSpec, value: str, schemes: Sequence[str]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise _fail(
+            spec,
+            _redact_dsn(value),
+            f"expected a URL like {schemes[0]}://host/..., with a scheme among {', '.join(schemes)}",
+        )
+    return value
+
+
+def _redact_dsn(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    return value.replace(f":{parts.password}@", ":***@", 1)
+
+
+def _as_float(spec: OptionSpec, value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise _fail(spec, value, "expected a number") from None
+
+
+def _as_bool(spec: OptionSpec, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise _fail(spec, value, "expected true or false")
+
+
+def _split_multi(spec: OptionSpec, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        sep = "," if spec.name == "allow_issue_code" else None
+        if sep is None:
+            import os
+
+            sep = os.pathsep
+        return tuple(v.strip() for v in value.split(sep) if v.strip())
+    return tuple(str(v) for v in value)  # type: ignore[union-attr]
+
+
+def _pick(
+    spec: OptionSpec,
+    cli: Mapping[str, Any],
+    env: Mapping[str, str],
+    ini: Mapping[str, Any],
+) -> Any:
+    """The first layer that says something wins: CLI, then env, then ini, then default."""
+    value = cli.get(spec.name)
+    if value not in (None, [], (), False):
+        return value
+    if spec.env and env.get(spec.env, "").strip():
+        return env[spec.env].strip()
+    value = ini.get(spec.name)
+    if value not in (None, "", [], ()):
+        return value
+    return spec.default
+
+
+def parse_utc(text: str) -> datetime:
+    """ISO 8601 to an aware UTC datetime; a naive value is taken as UTC."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def resolve_settings(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    ini: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build and validate Settings from the three layers; raise SettingsError on a bad value."""
+    cli = cli or {}
+    env = env or {}
+    ini = ini or {}
+    raw = {spec.name: _pick(spec, cli, env, ini) for spec in OPTIONS}
+    o = OPTIONS_BY_NAME
+
+    cron_url = raw["cron_url"] or None
+    if cron_url is not None:
+        _check_url(o["cron_url"], cron_url, ("https", "http"))
+    database_url = raw["database_url"] or None
+    if database_url is not None:
+        _check_url(o["database_url"], database_url, ("postgresql", "postgres"))
+
+    db_backend = str(raw["db_backend"]).lower()
+    if db_backend not in DB_BACKENDS:
+        raise _fail(o["db_backend"], raw["db_backend"], f"expected one of {', '.join(DB_BACKENDS)}")
+    if db_backend == "url" and database_url is None:
+        raise SettingsError(
+            "--db-backend / DB_BACKEND is 'url' but no database URL was given: "
+            "set DATABASE_URL or pass --database-url"
+        )
+    if cron_url is not None and db_backend in ("testcontainers", "embedded"):
+        raise SettingsError(
+            f"--db-backend / DB_BACKEND is {db_backend!r}, which provisions a local database, "
+            "but --cron-url / CRON_URL points at a remote cron: give its DATABASE_URL instead"
+        )
+
+    cron_method = str(raw["cron_method"]).upper()
+    if cron_method not in CRON_METHODS:
+        raise _fail(o["cron_method"], raw["cron_method"], "expected POST or GET")
+
+    cron_timeout = _as_float(o["cron_timeout"], raw["cron_timeout"])
+    if not 0 < cron_timeout <= 3600:
+        raise _fail(o["cron_timeout"], raw["cron_timeout"], "expected seconds in (0, 3600]")
+
+    threshold = _as_float(o["parity_threshold"], raw["parity_threshold"])
+    if not 0 < threshold < 1:
+        raise _fail(
+            o["parity_threshold"],
+            raw["parity_threshold"],
+            "expected a fraction strictly between 0 and 1 (0.02 means 2 %)",
+        )
+
+    dry_run_start = None
+    if raw["dry_run_start"]:
+        try:
+            dry_run_start = parse_utc(str(raw["dry_run_start"]))
+        except ValueError:
+            raise _fail(
+                o["dry_run_start"], raw["dry_run_start"], "expected an ISO time like 2025-10-07T02:00:00Z"
+            ) from None
+
+    fault = str(raw["fault"])
+    if fault not in FAULTS:
+        raise _fail(o["fault"], fault, f"unknown fault; known faults: {', '.join(FAULTS)}")
+    if fault != "none" and cron_url is not None:
+        raise SettingsError(
+            f"--fault {fault} injects a fault into the local stand-in only, but --cron-url / CRON_URL "
+            "points at a remote cron: drop --fault, or unset CRON_URL to use the local stack"
+        )
+
+    allowed = tuple(c.upper() for c in _split_multi(o["allow_issue_code"], raw["allow_issue_code"]))
+    unknown = [c for c in allowed if c not in KNOWN_ISSUE_CODES]
+    if unknown:
+        raise _fail(
+            o["allow_issue_code"],
+            ",".join(unknown),
+            f"unknown issue code; the app emits {', '.join(KNOWN_ISSUE_CODES)}",
+        )
+
+    run_label = str(raw["run_label"]).strip()
+    if not run_label or "\n" in run_label:
+        raise _fail(o["run_label"], raw["run_label"], "expected a one-line, non-empty label")
+
+    return Settings(
+        cron_url=cron_url,
+        cron_secret=env.get("CRON_SECRET") or None,
+        database_url=database_url,
+        db_backend=db_backend,
+        postgres_image=str(raw["postgres_image"]),
+        cron_method=cron_method,
+        cron_timeout=cron_timeout,
+        openai_export=tuple(Path(p) for p in _split_multi(o["openai_export"], raw["openai_export"])),
+        parity_threshold=threshold,
+        dry_run_start=dry_run_start,
+        audit_dir=Path(str(raw["audit_dir"])),
+        run_label=run_label,
+        allow_issue_code=allowed,
+        promotion_gate=_as_bool(o["promotion_gate"], raw["promotion_gate"]),
+        allow_destructive=_as_bool(o["allow_destructive"], raw["allow_destructive"]),
+        fault=fault,
+    )

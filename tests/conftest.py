@@ -1,0 +1,29 @@
+"""Shared fixtures for the project's own tests: one PostgreSQL for the whole run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from cron_dryrun.database import RunningPostgres, create_app_database, drop_database, start_embedded
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[RunningPostgres]:
+    """One real PostgreSQL (embedded backend) shared by every test that needs a database."""
+    running = start_embedded()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def app_database(pg_server: RunningPostgres) -> Iterator[str]:
+    """A fresh database holding the app's tables (fixtures/schema.sql), empty; its DSN."""
+    dsn = create_app_database(pg_server.dsn)
+    try:
+        yield dsn
+    finally:
+        drop_database(pg_server.dsn, dsn.rsplit("/", 1)[1].split("?")[0])
