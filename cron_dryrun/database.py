@@ -299,6 +299,12 @@ def create_app_database(server_dsn: str, name: str | None = None) -> str:
     return dsn
 
 
+def database_name(dsn: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(urlsplit(dsn).path.lstrip("/"))
+
+
 def drop_database(server_dsn: str, name: str) -> None:
     with psycopg.connect(server_dsn, autocommit=True, connect_timeout=10) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cron_dryrun.database import RunningPostgres, create_app_database, drop_database, start_embedded
+from cron_dryrun.database import RunningPostgres, create_app_database, database_name, drop_database, start_embedded
 
 
 @pytest.fixture(scope="session")
@@ -26,4 +26,4 @@ def app_database(pg_server: RunningPostgres) -> Iterator[str]:
     try:
         yield dsn
     finally:
-        drop_database(pg_server.dsn, dsn.rsplit("/", 1)[1].split("?")[0])
+        drop_database(pg_server.dsn, database_name(dsn))
