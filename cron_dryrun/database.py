@@ -315,3 +315,67 @@ def read_only(dsn: str) -> psycopg.Connection:
     conn = psycopg.connect(dsn, connect_timeout=10, autocommit=False)
     conn.read_only = True
     return conn
+
+
+# -- read-only observations around a trigger ------------------------------------------------------
+# The app's usage_events has no updated_at column; a row's xmin (the transaction that wrote
+# its current version) is the exact, read-only way to find what a run inserted or updated.
+# xmin is a 32-bit xid, so the 64-bit watermark is compared modulo 2^32 (a wraparound inside
+# one run is not handled).
+
+XID_MODULUS = 2**32
+
+
+def xid_watermark(conn: psycopg.Connection) -> int:
+    """The first transaction id that did not exist yet: rows with xmin >= it are newer."""
+    row = conn.execute("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
+    conn.rollback()
+    assert row is not None
+    return int(row[0]) % XID_MODULUS
+
+
+def usage_row_count(conn: psycopg.Connection) -> int:
+    row = conn.execute("select count(*) from usage_events").fetchone()
+    conn.rollback()
+    assert row is not None
+    return int(row[0])
+
+
+def rows_written_since(conn: psycopg.Connection, watermark: int) -> list[tuple]:
+    """(id, key_id, model, window_start, window_end) of rows whose current version is newer."""
+    rows = conn.execute(
+        "select id, key_id, model, window_start, window_end from usage_events "
+        "where xmin::text::bigint >= %s order by id",
+        (watermark,),
+    ).fetchall()
+    conn.rollback()
+    return rows
+
+
+def active_openai_keys(conn: psycopg.Connection) -> int:
+    row = conn.execute("select count(*) from provider_keys where provider = 'openai'").fetchone()
+    conn.rollback()
+    assert row is not None
+    return int(row[0])
+
+
+def usage_events_columns(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute(
+        "select column_name from information_schema.columns "
+        "where table_name = 'usage_events' and table_schema = any(current_schemas(false))"
+    ).fetchall()
+    conn.rollback()
+    return [r[0] for r in rows]
+
+
+def duplicate_bucket_keys(conn: psycopg.Connection) -> int:
+    """How many usage_admin_bucket_idx keys are held by more than one row (0 when the index holds)."""
+    row = conn.execute(
+        "select count(*) from (select 1 from usage_events where window_start is not null "
+        "group by key_id, model, window_start, window_end, coalesce(project_id, ''), "
+        "coalesce(openai_api_key_id, ''), coalesce(openai_user_id, ''), "
+        "coalesce(service_tier, ''), coalesce(batch, false) having count(*) > 1) d"
+    ).fetchone()
+    conn.rollback()
+    assert row is not None
+    return int(row[0])

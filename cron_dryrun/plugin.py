@@ -1,0 +1,504 @@
+"""The pytest plugin: options, fixtures, the shared exchange, the gate verdict, evidence.
+
+Hooks stay thin: judging lives in ``checks``/``gate``/``reconcile``, files in
+``evidence``. The only pytest-aware module besides the acceptance tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cron_dryrun import __version__
+from cron_dryrun import database as db
+from cron_dryrun.checks import exchange_problem
+from cron_dryrun.client import CronClient, Transcript
+from cron_dryrun.gate import REQUIRED_STEPS, CheckOutcome, Verdict, decide, first_line
+from cron_dryrun.run import DbObservation, RecordedRun, UsageRow
+from cron_dryrun.settings import OPTIONS, Settings, SettingsError, is_loopback_url, resolve_settings
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+STATE_KEY = pytest.StashKey["DryRunState"]()
+STEP_MARKERS = tuple(REQUIRED_STEPS)
+
+
+@dataclass
+class Target:
+    """What the checks talk to: the cron URL and secret, the app DSN, the exports."""
+
+    cron_url: str
+    secret: str
+    database_dsn: str
+    exports: tuple[Path, ...]
+    is_local: bool
+    backend: str
+
+
+@dataclass
+class DryRunState:
+    """Everything the session accumulates for the verdict and the evidence."""
+
+    settings: Settings
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    active: bool = False  # dryrun checks were collected: the gate applies
+    outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
+    attachments: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)
+    transcripts: list[Transcript] = field(default_factory=list)
+    run: RecordedRun | None = None
+    target: Target | None = None
+    verdict: Verdict | None = None
+    config_error: str | None = None
+    artefacts: dict[str, Path] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
+
+
+# -- options --------------------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cron-dryrun", "daily usage cron dry run (env variables in brackets)")
+    for spec in OPTIONS:
+        help_text = f"{spec.help} [{spec.env}]" if spec.env else spec.help
+        if spec.flag:
+            dest = f"cron_dryrun_{spec.name}"
+            if spec.is_flag:
+                group.addoption(spec.flag, action="store_true", default=False, dest=dest, help=help_text)
+            elif spec.multiple:
+                group.addoption(spec.flag, action="append", default=None, dest=dest, help=help_text)
+            else:
+                group.addoption(spec.flag, action="store", default=None, dest=dest, help=help_text)
+        ini_type = "linelist" if spec.multiple else ("bool" if spec.is_flag else "string")
+        parser.addini(spec.ini, help=help_text, type=ini_type, default=None)
+
+
+def _ini_values(config: pytest.Config) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for spec in OPTIONS:
+        try:
+            value = config.getini(spec.ini)
+        except ValueError:
+            value = None
+        values[spec.name] = value if value not in ("", []) else None
+    return values
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    cli = {spec.name: config.getoption(f"cron_dryrun_{spec.name}", None) for spec in OPTIONS if spec.flag}
+    try:
+        settings = resolve_settings(cli=cli, env=os.environ, ini=_ini_values(config))
+    except SettingsError as exc:
+        raise pytest.UsageError(f"cron-dryrun: {exc}") from None
+    config.stash[SETTINGS_KEY] = settings
+    state = DryRunState(settings=settings)
+    for value in (settings.cron_secret, _dsn_password(settings.database_url)):
+        if value:
+            state.secrets.add(value)
+    config.stash[STATE_KEY] = state
+    _configure_html_report(config, settings, state)
+    if config.pluginmanager.hasplugin("html"):
+        config.pluginmanager.register(_HtmlHooks(config), "cron_dryrun_html")
+
+
+def _dsn_password(dsn: str | None) -> str | None:
+    if not dsn:
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    password = urlsplit(dsn).password
+    return unquote(password) if password else None
+
+
+def _wants_dryrun(config: pytest.Config) -> bool:
+    """Whether this invocation aims at the acceptance suite (decided before collection)."""
+    markexpr = config.getoption("markexpr", "") or ""
+    if "dryrun" in markexpr and "not dryrun" not in markexpr:
+        return True
+    return any("acceptance" in str(arg) for arg in config.args)
+
+
+def _configure_html_report(config: pytest.Config, settings: Settings, state: DryRunState) -> None:
+    # pytest-html reads --html in its own pytest_configure, which runs after this tryfirst hook.
+    if not config.pluginmanager.hasplugin("html") or not _wants_dryrun(config):
+        return
+    if getattr(config.option, "htmlpath", None):
+        state.artefacts["report"] = Path(config.option.htmlpath)
+    else:
+        stamp = state.started_at.strftime("%Y%m%dT%H%M%S%fZ")
+        path = settings.audit_dir / f"report-{stamp}.html"
+        config.option.htmlpath = str(path)
+        state.artefacts["report"] = path
+    config.option.self_contained_html = True
+
+
+# -- collection: the gate applies when dryrun checks are selected ---------------------------------
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash[STATE_KEY]
+    settings = state.settings
+    if not settings.allow_destructive:
+        kept = [i for i in items if i.get_closest_marker("destructive") is None]
+        dropped = [i for i in items if i.get_closest_marker("destructive") is not None]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = kept
+    if any(i.get_closest_marker("dryrun") for i in items):
+        state.active = True
+        missing = settings.missing_remote_configuration()
+        if missing:
+            state.config_error = "; ".join(missing)
+            lines = "\n".join(f"  - {m}" for m in missing)
+            raise pytest.UsageError(
+                f"cron-dryrun: the run against CRON_URL={settings.cron_url} is not configured:\n{lines}\n"
+                "Nothing was triggered. Set the variables above, or unset CRON_URL to run on the local stack."
+            )
+
+    # Checks that only read the shared exchange run first; checks that trigger the cron
+    # themselves (auth negatives, rerun) after them, so they cannot disturb what the
+    # others judge; destructive ones last.
+    def phase(item: pytest.Item) -> int:
+        if item.get_closest_marker("destructive"):
+            return 2
+        if item.get_closest_marker("triggers_cron"):
+            return 1
+        return 0
+
+    items.sort(key=phase)  # stable: file order within a phase
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dryrun_settings(pytestconfig: pytest.Config) -> Settings:
+    """The resolved, frozen settings of this run."""
+    return pytestconfig.stash[SETTINGS_KEY]
+
+
+@pytest.fixture(scope="session")
+def dryrun_state(pytestconfig: pytest.Config) -> DryRunState:
+    return pytestconfig.stash[STATE_KEY]
+
+
+@pytest.fixture(scope="session")
+def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Iterator[Target]:
+    """Staging when CRON_URL is set; else the local stack (real PostgreSQL + stand-ins on loopback)."""
+    s = dryrun_settings
+    if s.is_remote:
+        assert s.cron_url and s.cron_secret and s.database_url  # checked at collection
+        target = Target(s.cron_url, s.cron_secret, s.database_url, s.openai_export, False, "url")
+        dryrun_state.target = target
+        yield target
+        return
+    with ExitStack() as stack:
+        backend = db.choose_backend(s.db_backend, s.database_url, db.docker_engine_answers)
+        if backend == "url":
+            assert s.database_url
+            server_dsn = s.database_url
+            backend_name = "url"
+        else:
+            server = stack.enter_context(db.provide_server(backend, s.postgres_image))
+            server_dsn = server.dsn
+            backend_name = server.backend
+        app_dsn = db.create_app_database(server_dsn)
+        stack.callback(db.drop_database, server_dsn, db.database_name(app_dsn))
+        secret = s.cron_secret or secrets.token_urlsafe(24)
+        dryrun_state.secrets.add(secret)
+        export_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cron-dryrun-export-")))
+
+        from cron_dryrun.standin import start_local_stack
+
+        local = stack.enter_context(
+            start_local_stack(
+                app_dsn,
+                secret=secret,
+                fault=s.fault,
+                export_dir=export_dir,
+                slow_delay_s=s.cron_timeout + 2.0,
+            )
+        )
+        exports = s.openai_export or tuple(local.export_paths)
+        target = Target(local.cron_url, local.secret, app_dsn, exports, True, backend_name)
+        dryrun_state.target = target
+        yield target
+
+
+@pytest.fixture(scope="session")
+def app_dsn(dryrun_target: Target) -> str:
+    """DSN of the app's database. The suite only reads it (see ``database.read_only``)."""
+    return dryrun_target.database_dsn
+
+
+@pytest.fixture(scope="session")
+def openai_exports(dryrun_target: Target) -> tuple[Path, ...]:
+    """The OpenAI usage export(s) the parity check reconciles against."""
+    return dryrun_target.exports
+
+
+@pytest.fixture(scope="session")
+def cron_client(dryrun_settings: Settings, dryrun_target: Target) -> CronClient:
+    return CronClient(
+        url=dryrun_target.cron_url,
+        secret=dryrun_target.secret,
+        method=dryrun_settings.cron_method,
+        timeout_s=dryrun_settings.cron_timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def cron_run(
+    dryrun_settings: Settings, dryrun_target: Target, cron_client: CronClient, dryrun_state: DryRunState
+) -> RecordedRun:
+    """The one shared trigger of the session, with what the database saw around it."""
+    return trigger_and_observe(cron_client, dryrun_target, dryrun_state, label="main exchange")
+
+
+def trigger_and_observe(client: CronClient, target: Target, state: DryRunState, label: str) -> RecordedRun:
+    """Watermark the database (read-only), trigger once, read what the trigger wrote."""
+    db_error = None
+    watermark = count_before = keys = None
+    try:
+        with db.read_only(target.database_dsn) as conn:
+            watermark = db.xid_watermark(conn)
+            count_before = db.usage_row_count(conn)
+            keys = db.active_openai_keys(conn)
+    except Exception as exc:  # the checks report it; the trigger still happens
+        db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
+    run_at = datetime.now(UTC)
+    exchange = client.trigger(label)
+    state.transcripts.extend(exchange.attempts)
+    problem = exchange_problem(exchange)
+    body = None if problem else exchange.final.json_body()
+    observation = None
+    if watermark is not None and count_before is not None:
+        try:
+            with db.read_only(target.database_dsn) as conn:
+                changed = tuple(UsageRow(*row) for row in db.rows_written_since(conn, watermark))
+                observation = DbObservation(count_before, db.usage_row_count(conn), changed)
+        except Exception as exc:
+            db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
+    run = RecordedRun(
+        target=target.cron_url,
+        method=client.method,
+        run_at=run_at,
+        exchange=exchange,
+        problem=problem,
+        body=body,
+        active_openai_keys=keys,
+        db=observation,
+        db_error=db_error,
+    )
+    if state.run is None:
+        state.run = run
+    return run
+
+
+class Evidence:
+    """Per-test handle: attach text to the HTML report, record facts for the run summary."""
+
+    def __init__(self, state: DryRunState, nodeid: str) -> None:
+        self._state = state
+        self._nodeid = nodeid
+
+    def attach(self, title: str, text: str) -> None:
+        self._state.attachments.setdefault(self._nodeid, []).append((title, text))
+
+    def record(self, name: str, value: object) -> None:
+        self._state.records[name] = value
+
+    def report_path(self, relpath: str) -> Path:
+        """A path under the audit folder that no earlier file holds (a suffix when taken)."""
+        path = self._state.settings.audit_dir / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        candidate, n = path, 1
+        while candidate.exists():
+            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+            n += 1
+        return candidate
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest, dryrun_state: DryRunState) -> Evidence:
+    return Evidence(dryrun_state, request.node.nodeid)
+
+
+# -- outcomes -------------------------------------------------------------------------------------
+
+
+def _step_of(item: pytest.Item) -> str | None:
+    if item.get_closest_marker("dryrun") is None:
+        return None
+    for marker in item.iter_markers():
+        if marker.name in REQUIRED_STEPS:
+            return marker.name
+    return None
+
+
+def _reason(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
+    if call.excinfo is not None:
+        value = call.excinfo.value
+        text = getattr(value, "msg", None) or str(value) or call.excinfo.typename
+        return first_line(f"{text}")
+    if isinstance(report.longrepr, tuple):
+        return first_line(str(report.longrepr[2]))
+    return first_line(str(report.longrepr or ""))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report: pytest.TestReport = yield
+    state = item.config.stash.get(STATE_KEY, None)
+    step = _step_of(item)
+    if state is None or step is None:
+        return report
+    status = None
+    if report.when == "call":
+        if hasattr(report, "wasxfail"):
+            status = "xfailed" if report.skipped else "xpassed"
+        else:
+            status = report.outcome
+    elif report.failed:
+        status = "error"
+    elif report.skipped and report.when == "setup":
+        status = "skipped"
+    if status is not None:
+        previous = state.outcomes.get(item.nodeid)
+        if previous is None or previous.status == "passed":
+            reason = _reason(report, call) if status != "passed" else ""
+            state.outcomes[item.nodeid] = CheckOutcome(item.nodeid, step, status, reason)
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _attach_html_extras(item, report, state)
+    return report
+
+
+def _attach_html_extras(item: pytest.Item, report: pytest.TestReport, state: DryRunState) -> None:
+    try:
+        from pytest_html import extras
+    except ImportError:
+        return
+    redact = _redactor(state)
+    attached = state.attachments.get(item.nodeid, [])
+    if not attached:
+        return
+    existing = list(getattr(report, "extras", []))
+    for title, text in attached:
+        existing.append(extras.text(redact(text), name=title))
+    report.extras = existing
+
+
+def _redactor(state: DryRunState) -> Any:
+    try:
+        from cron_dryrun.evidence import Redactor
+
+        return Redactor(sorted(state.secrets)).redact
+    except ImportError:  # pragma: no cover - evidence module missing in a partial build
+
+        def redact(text: str) -> str:
+            for s in state.secrets:
+                text = text.replace(s, "[REDACTED]")
+            return text
+
+        return redact
+
+
+# -- end of session: verdict, evidence, exit status -----------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is None or not state.active:
+        return
+    extra = []
+    if state.config_error:
+        extra.append(f"configuration: {state.config_error}")
+    state.verdict = decide(list(state.outcomes.values()), extra_reasons=extra)
+    from cron_dryrun import reporting
+
+    reporting.write_run_evidence(state)
+    if not state.verdict.go and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or not state.active or state.verdict is None:
+        return
+    from cron_dryrun import reporting
+
+    reporting.finish_html_report(state)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or not state.active or state.verdict is None:
+        return
+    from cron_dryrun import reporting
+
+    reporting.print_terminal_summary(terminalreporter, state)
+
+
+# -- pytest-html ----------------------------------------------------------------------------------
+
+
+class _HtmlHooks:
+    """Registered only when pytest-html is installed: its hooks are unknown otherwise."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_html_report_title(self, report: Any) -> None:
+        state = self.config.stash[STATE_KEY]
+        report.title = f"cron-dryrun gate: {state.settings.target_name}"
+
+    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str]) -> None:
+        from cron_dryrun import reporting
+
+        state = self.config.stash[STATE_KEY]
+        prefix.extend(reporting.html_verdict_block(state))
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "cron_dryrun": __version__,
+        "python": platform.python_version(),
+        "pytest": pytest.__version__,
+    }
+
+
+def describe_target(state: DryRunState) -> str:
+    if state.target is None:
+        return state.settings.target_name
+    t = state.target
+    if t.is_local:
+        return f"local stack ({t.backend}, fault {state.settings.fault})"
+    return t.cron_url
+
+
+def loopback(url: str) -> bool:
+    return is_loopback_url(url)
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def fail_if(problem: str | None) -> None:
+    """Fail the calling check with the judging rule's message, without a Python traceback."""
+    __tracebackhide__ = True
+    if problem:
+        pytest.fail(problem, pytrace=False)

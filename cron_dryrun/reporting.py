@@ -1,0 +1,128 @@
+"""End-of-run output: gate.json, the run's evidence files, the terminal table, the HTML verdict.
+
+Called by the plugin's session hooks; every file goes through the evidence writer.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from cron_dryrun import __version__
+from cron_dryrun.gate import REQUIRED_STEPS
+from cron_dryrun.windows import iso, scope_range
+
+if TYPE_CHECKING:
+    from cron_dryrun.plugin import DryRunState
+
+
+def versions() -> dict[str, str]:
+    return {"cron_dryrun": __version__, "python": platform.python_version(), "pytest": pytest.__version__}
+
+
+def describe_target(state: DryRunState) -> str:
+    t = state.target
+    if t is None:
+        return state.settings.target_name
+    if t.is_local:
+        return f"local stack ({t.backend}; fault {state.settings.fault})"
+    return t.cron_url
+
+
+def gate_document(state: DryRunState) -> dict[str, Any]:
+    """audit/gate.json, as schemas/gate.schema.json describes it."""
+    verdict = state.verdict
+    assert verdict is not None
+    run_at = state.run.run_at if state.run else state.started_at
+    window = scope_range(run_at)
+    checks = []
+    for outcome in sorted(state.outcomes.values(), key=lambda o: (list(REQUIRED_STEPS).index(o.step), o.nodeid)):
+        checks.append(
+            {"name": outcome.step, "nodeid": outcome.nodeid, "status": outcome.status,
+             "reason": outcome.reason, "required": True}
+        )
+    for step in verdict.steps:
+        if step.status == "not-run":
+            checks.append({"name": step.step, "nodeid": None, "status": "not-run", "reason": step.reason, "required": True})
+    doc: dict[str, Any] = {
+        "verdict": verdict.label,
+        "reasons": list(verdict.reasons),
+        "steps": [{"name": s.step, "status": s.status, "reason": s.reason} for s in verdict.steps],
+        "checks": checks,
+        "target": describe_target(state),
+        "run_at": iso(run_at),
+        "window_range": {"start": iso(window.start), "end": iso(window.end)},
+        "versions": versions(),
+        "promotion_gate": state.settings.promotion_gate,
+        "method": state.settings.cron_method,
+        "label": state.settings.run_label,
+    }
+    dry_run = state.records.get("dry_run_status")
+    if dry_run is not None:
+        doc["dry_run"] = dry_run
+    return doc
+
+
+def write_run_evidence(state: DryRunState) -> None:
+    from cron_dryrun import evidence_run
+
+    evidence_run.write_all(state, gate_document)
+
+
+def finish_html_report(state: DryRunState) -> None:
+    from cron_dryrun import evidence_run
+
+    evidence_run.finish_html(state)
+
+
+def print_terminal_summary(tr: Any, state: DryRunState) -> None:
+    verdict = state.verdict
+    assert verdict is not None
+    tr.section(f"cron-dryrun gate: {verdict.label}", sep="=", bold=True, green=verdict.go, red=not verdict.go)
+    tr.line(f"target: {describe_target(state)}   method: {state.settings.cron_method}")
+    width = max(len(s) for s in REQUIRED_STEPS)
+    for step in verdict.steps:
+        mark = "ok " if step.status == "passed" else "!! "
+        tr.line(f"  {mark}{step.step:<{width}}  {step.status:<8}  {step.reason}")
+    for line in state.records.get("terminal_notes", []):
+        tr.line(line)
+    for name, path in sorted(state.artefacts.items()):
+        tr.line(f"  {name}: {path}")
+    tr.line(f"verdict: {verdict.label}", bold=True, green=verdict.go, red=not verdict.go)
+
+
+def html_verdict_block(state: DryRunState) -> list[str]:
+    """The verdict at the top of the pytest-html report (it runs before the table is drawn)."""
+    verdict = state.verdict
+    if verdict is None:
+        return ["<p><strong>Gate verdict:</strong> pending (the run has not finished)</p>"]
+    colour = "#1a7f37" if verdict.go else "#cf222e"
+    rows = "".join(
+        f"<tr><td>{html.escape(s.step)}</td><td>{html.escape(s.status)}</td><td>{html.escape(s.reason)}</td></tr>"
+        for s in verdict.steps
+    )
+    status = html.escape(str(state.records.get("dry_run_description", "")))
+    return [
+        f'<h2 id="gate-verdict" style="color:{colour}">Gate verdict: {verdict.label}</h2>',
+        f"<p>Target: {html.escape(describe_target(state))} &middot; method {html.escape(state.settings.cron_method)}"
+        f" &middot; generated {html.escape(iso(datetime.now(UTC)))}</p>",
+        f"<p>Dry run: {status}</p>" if status else "",
+        '<table id="gate-steps"><tr><th>check</th><th>status</th><th>reason</th></tr>' + rows + "</table>",
+    ]
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
