@@ -231,6 +231,7 @@ def start_embedded(base_dir: Path | None = None, prefer: str = "auto") -> Runnin
         return start_pgserver(base_dir)
     if prefer == "pgserver":
         raise DatabaseUnavailable("the pgserver wheel is not installed (pip install pgserver)")
+    # prefer == "system", or "auto" without the wheel
     bindir = find_postgres_bindir()
     if bindir is None:
         raise DatabaseUnavailable(NO_POSTGRES_MESSAGE)
