@@ -1,22 +1,204 @@
-"""Glue between the session's state and the evidence library: what each run writes where."""
+"""Glue between the session's state and the evidence library: what each run writes where.
+
+Order at the end of a session: ledger line (the checks' verdict), ledger status
+(the promotion gate may turn GO into NO-GO), smoke log + summary + notes +
+manifest, gate.json. The HTML report is copied in through the writer after
+pytest-html has written it (``finish_html``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from cron_dryrun import ledger
+from cron_dryrun.evidence import (
+    GATE_RELPATH,
+    LATEST_REPORT_RELPATH,
+    LEDGER_RELPATH,
+    EvidenceWriter,
+    Redactor,
+    RunFacts,
+    flag_state_of,
+    manual_fallback_of,
+    report_relpath,
+    run_secrets,
+    telemetry_of,
+    write_manifest,
+    write_run_evidence,
+)
+from cron_dryrun.gate import Verdict
+from cron_dryrun.windows import daily_windows, expected_windows_processed, iso
 
 if TYPE_CHECKING:
     from cron_dryrun.plugin import DryRunState
 
 
+def writer_for(state: DryRunState) -> EvidenceWriter:
+    dsn = state.target.database_dsn if state.target else None
+    secrets = run_secrets(state.settings.cron_secret, state.settings.database_url, dsn)
+    return EvidenceWriter(state.settings.audit_dir, Redactor([*secrets, *sorted(state.secrets)]))
+
+
+def previous_manual_fallback_windows(audit_dir: Path, target: str) -> int | None:
+    """manualFallbackWindows of this target's last recorded run, for the two-runs-in-a-row rule."""
+    read = ledger.read_ledger(audit_dir / LEDGER_RELPATH)
+    mine = [e for e in read.entries if e.target == target]
+    return mine[-1].manual_fallback_windows if mine else None
+
+
+def _request_line(state: DryRunState) -> str:
+    run = state.run
+    if run is None or run.exchange is None:
+        return f"{state.settings.cron_method} {state.settings.target_name}: not triggered"
+    t = run.exchange.final
+    answer = f"{t.status} {t.reason}" if t.status is not None else f"no answer ({t.error})"
+    retries = f" after {len(run.exchange.attempts) - 1} throttled attempt(s)" if len(run.exchange.attempts) > 1 else ""
+    return f"{t.method} {t.url} -> {answer} in {t.elapsed_s:.2f}s{retries}"
+
+
+def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
+    run = state.run
+    body = run.body if run else None
+    telemetry = telemetry_of(body)
+    keys = run.active_openai_keys if run else None
+    parity = state.records.get("parity") or {}
+    notable = [*state.records.get("telemetry_warnings", [])]
+    if run and run.problem:
+        notable.append(f"exchange: {run.problem}")
+    if run and run.db_error:
+        notable.append(f"database: {run.db_error}")
+    follow_ups = [r for r in verdict.reasons]
+    issues = telemetry.get("issuesByCode") if isinstance(telemetry.get("issuesByCode"), dict) else {}
+    return RunFacts(
+        run_at=run.run_at if run else state.started_at,
+        label=state.settings.run_label,
+        target=describe(state),
+        method=state.settings.cron_method,
+        request=_request_line(state),
+        windows_processed=telemetry.get("windowsProcessed"),
+        expected_windows=expected_windows_processed(keys) if keys is not None else None,
+        stored_events=telemetry.get("storedEvents"),
+        updated_events=telemetry.get("updatedEvents"),
+        issues_by_code=issues or {},
+        throttling_headers=run.exchange.throttling_headers if run and run.exchange else {},
+        manual_fallback=manual_fallback_of(body),
+        flag_state=flag_state_of(body),
+        verdict=verdict.label,
+        checks=tuple((s.step, s.status, s.reason) for s in verdict.steps),
+        diff_report=parity.get("report_relpath"),
+        body_json=json.dumps(body, indent=2, sort_keys=True) if body is not None else None,
+        notable=tuple(notable),
+        follow_ups=tuple(follow_ups),
+        parity_result=str(parity.get("summary", "not run")),
+    )
+
+
+def describe(state: DryRunState) -> str:
+    from cron_dryrun.reporting import describe_target
+
+    return describe_target(state)
+
+
 def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[str, Any]]) -> None:
-    audit = state.settings.audit_dir
-    audit.mkdir(parents=True, exist_ok=True)
-    path = audit / "gate.json"
-    path.write_text(json.dumps(gate_document(state), indent=2, sort_keys=True))
-    state.artefacts["gate"] = path
+    """Every file of the run; one failing piece is reported and does not lose the others."""
+    assert state.verdict is not None
+    writer = writer_for(state)
+    checks_verdict = state.verdict
+    run_at = state.run.run_at if state.run else state.started_at
+    target_key = state.settings.target_name
+    notes: list[str] = state.records.setdefault("terminal_notes", [])
+
+    # 1. the ledger line records the checks' verdict; completeness is judged on it
+    telemetry = telemetry_of(state.run.body if state.run else None)
+    entry = ledger.LedgerEntry(
+        time=run_at,
+        target=target_key,
+        verdict=checks_verdict.label,
+        label=state.settings.run_label,
+        telemetry={k: v for k, v in telemetry.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+        windows=tuple((iso(w.start), iso(w.end)) for w in daily_windows(run_at)),
+        artefacts={},
+        manual_fallback_windows=telemetry.get("manualFallbackWindows")
+        if isinstance(telemetry.get("manualFallbackWindows"), int)
+        else None,
+        failed_checks=tuple(s.step for s in checks_verdict.steps if s.status != "passed"),
+    )
+    status = None
+    try:
+        ledger.append_entry(writer, entry)
+        read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
+        status = ledger.assess(
+            read.entries, state.settings.dry_run_start, datetime.now(UTC), target=target_key, problems=read.problems
+        )
+        state.records["dry_run_status"] = status.to_json()
+        state.records["dry_run_description"] = status.describe()
+        notes.append(f"dry run: {status.describe()}")
+        if status.manual_fallback_note:
+            notes.append(f"dry run: {status.manual_fallback_note}")
+    except Exception as exc:  # the verdict must still be written
+        notes.append(f"ledger could not be updated: {type(exc).__name__}: {exc}")
+
+    if state.settings.promotion_gate:
+        if status is None:
+            extra = "promotion gate: the 48-hour ledger could not be read"
+        elif not status.complete:
+            extra = f"promotion gate: the 48-hour dry run is not complete ({status.describe()})"
+        else:
+            extra = None
+        if extra:
+            state.verdict = Verdict(go=False, steps=checks_verdict.steps, reasons=(*checks_verdict.reasons, extra))
+
+    # 2. smoke log, summary entry, notes, manifest
+    try:
+        facts = run_facts(state, state.verdict)
+        if state.artefacts.get("report"):
+            facts = replace(facts, report=LATEST_REPORT_RELPATH)
+        written = write_run_evidence(writer, facts, list(state.transcripts))
+        for name, rel in (
+            ("smoke log", written.smoke_log),
+            ("summary", written.summary),
+            ("notes", written.notes),
+            ("manifest", written.manifest),
+            ("diff report", written.diff_report),
+        ):
+            if rel:
+                state.artefacts[name] = writer.path(rel)
+    except Exception as exc:
+        notes.append(f"evidence could not be written in full: {type(exc).__name__}: {exc}")
+
+    # 3. gate.json last, so it lists every artefact
+    doc = gate_document(state)
+    doc["artefacts"] = {name: writer.relpath(path) for name, path in state.artefacts.items() if _inside(writer, path)}
+    state.artefacts["gate"] = writer.write_json(GATE_RELPATH, doc)
+    state.records["run_id_stamp"] = run_at
+
+
+def _inside(writer: EvidenceWriter, path: Path) -> bool:
+    try:
+        writer.relpath(path)
+    except Exception:
+        return False
+    return True
 
 
 def finish_html(state: DryRunState) -> None:
-    return None
+    """Copy pytest-html's report into audit/ through the writer (redacted), dated and as latest."""
+    source = state.records.get("html_temp_path")
+    if not source or not Path(source).is_file():
+        return
+    writer = writer_for(state)
+    run_at = state.run.run_at if state.run else state.started_at
+    data = Path(source).read_bytes()
+    dated = writer.write_new(report_relpath(run_at), data)
+    writer.write_bytes(LATEST_REPORT_RELPATH, data)
+    with contextlib.suppress(Exception):
+        write_manifest(writer, f"{dated.stem}", [writer.relpath(dated)])
+    shutil.rmtree(Path(source).parent, ignore_errors=True)
+    state.artefacts["report"] = dated

@@ -6,9 +6,7 @@ Hooks stay thin: judging lives in ``checks``/``gate``/``reconcile``, files in
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -20,13 +18,12 @@ from typing import Any
 
 import pytest
 
-from cron_dryrun import __version__
 from cron_dryrun import database as db
 from cron_dryrun.checks import exchange_problem
 from cron_dryrun.client import CronClient, Transcript
 from cron_dryrun.gate import REQUIRED_STEPS, CheckOutcome, Verdict, decide, first_line
 from cron_dryrun.run import DbObservation, RecordedRun, UsageRow
-from cron_dryrun.settings import OPTIONS, Settings, SettingsError, is_loopback_url, resolve_settings
+from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_settings
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 STATE_KEY = pytest.StashKey["DryRunState"]()
@@ -130,17 +127,18 @@ def _wants_dryrun(config: pytest.Config) -> bool:
 
 
 def _configure_html_report(config: pytest.Config, settings: Settings, state: DryRunState) -> None:
+    """Have pytest-html write a self-contained report to a temp file; it is copied into the
+    audit folder through the evidence writer (redacted) when the session ends."""
     # pytest-html reads --html in its own pytest_configure, which runs after this tryfirst hook.
     if not config.pluginmanager.hasplugin("html") or not _wants_dryrun(config):
         return
     if getattr(config.option, "htmlpath", None):
-        state.artefacts["report"] = Path(config.option.htmlpath)
-    else:
-        stamp = state.started_at.strftime("%Y%m%dT%H%M%S%fZ")
-        path = settings.audit_dir / f"report-{stamp}.html"
-        config.option.htmlpath = str(path)
-        state.artefacts["report"] = path
+        return  # the operator chose a path: leave it to pytest-html
+    temp = Path(tempfile.mkdtemp(prefix="cron-dryrun-html-")) / "report.html"
+    config.option.htmlpath = str(temp)
     config.option.self_contained_html = True
+    state.records["html_temp_path"] = str(temp)
+    state.artefacts["report"] = settings.audit_dir / "report.html"
 
 
 # -- collection: the gate applies when dryrun checks are selected ---------------------------------
@@ -263,6 +261,14 @@ def cron_run(
     dryrun_settings: Settings, dryrun_target: Target, cron_client: CronClient, dryrun_state: DryRunState
 ) -> RecordedRun:
     """The one shared trigger of the session, with what the database saw around it."""
+    from cron_dryrun.evidence_run import previous_manual_fallback_windows
+
+    try:
+        dryrun_state.records["previous_manual_fallback_windows"] = previous_manual_fallback_windows(
+            dryrun_settings.audit_dir, dryrun_settings.target_name
+        )
+    except Exception:  # a corrupt ledger is reported by the ledger status, not here
+        dryrun_state.records["previous_manual_fallback_windows"] = None
     return trigger_and_observe(cron_client, dryrun_target, dryrun_state, label="main exchange")
 
 
@@ -429,6 +435,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from cron_dryrun import reporting
 
     reporting.write_run_evidence(state)
+    _redact_html_environment(session.config, state)
     if not state.verdict.go and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -455,6 +462,31 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 # -- pytest-html ----------------------------------------------------------------------------------
 
 
+def _redact_html_environment(config: pytest.Config, state: DryRunState) -> None:
+    """pytest-metadata's environment table goes into the report: redact its values."""
+    try:
+        from pytest_metadata.plugin import metadata_key
+    except ImportError:
+        return
+    metadata = config.stash.get(metadata_key, None)
+    if not metadata:
+        return
+    redact = _redactor(state)
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    for key in list(metadata):
+        metadata[key] = clean(metadata[key])
+    from cron_dryrun.reporting import describe_target
+
+    metadata["cron-dryrun target"] = redact(describe_target(state))
+
+
 class _HtmlHooks:
     """Registered only when pytest-html is installed: its hooks are unknown otherwise."""
 
@@ -470,31 +502,6 @@ class _HtmlHooks:
 
         state = self.config.stash[STATE_KEY]
         prefix.extend(reporting.html_verdict_block(state))
-
-
-def _versions() -> dict[str, str]:
-    return {
-        "cron_dryrun": __version__,
-        "python": platform.python_version(),
-        "pytest": pytest.__version__,
-    }
-
-
-def describe_target(state: DryRunState) -> str:
-    if state.target is None:
-        return state.settings.target_name
-    t = state.target
-    if t.is_local:
-        return f"local stack ({t.backend}, fault {state.settings.fault})"
-    return t.cron_url
-
-
-def loopback(url: str) -> bool:
-    return is_loopback_url(url)
-
-
-def dump_json(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
 def fail_if(problem: str | None) -> None:

@@ -1,0 +1,915 @@
+"""Every file written under audit/: redaction, atomic and locked writes, renderers, checksums.
+
+Three layers, usable on their own:
+
+- ``Redactor``: pure text rewriting that removes secrets (no I/O).
+- ``EvidenceWriter``: the only way bytes reach the audit folder. It redacts,
+  then writes atomically (temp file + fsync + rename); ``update_locked`` and
+  ``append_jsonl_locked`` serialise read-modify-write across processes.
+- Pure renderers (``format_transcripts``, ``render_summary_entry``,
+  ``insert_run_entry``, ``render_notes``) and the manifest helpers.
+
+No pytest, httpx or psycopg here: transcripts are duck-typed (``client.Transcript``).
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import posixpath
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus, unquote, urlsplit
+
+if TYPE_CHECKING:
+    from cron_dryrun.client import Transcript
+
+REDACTED = "[REDACTED]"
+
+# Where each artefact lives, relative to the audit folder (contract.md section 7).
+DRY_RUN_DIR = "cron-dry-run"
+SUMMARY_RELPATH = f"{DRY_RUN_DIR}/summary.md"
+LEDGER_RELPATH = f"{DRY_RUN_DIR}/ledger.jsonl"
+ROLLBACK_LOG_RELPATH = "rollback_log.md"
+GATE_RELPATH = "gate.json"
+LATEST_REPORT_RELPATH = "report.html"
+MANIFEST_DIR = "manifests"
+# Files that later runs legitimately rewrite: a manifest of them would fail the
+# next verify-evidence, so write_manifest refuses them.
+MUTABLE_RELPATHS = frozenset(
+    {SUMMARY_RELPATH, LEDGER_RELPATH, ROLLBACK_LOG_RELPATH, GATE_RELPATH, LATEST_REPORT_RELPATH}
+)
+
+SUMMARY_TITLE = "# Daily usage cron dry run — summary"
+LOCK_TIMEOUT_S = 60.0
+
+
+class EvidenceError(RuntimeError):
+    """An audit file could not be written as required; the message names the file."""
+
+
+# -- redaction ------------------------------------------------------------------------------------
+
+_MIN_ENCODED_LEN = 4  # encoded variants of very short secrets would match ordinary text
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/?#<>\"'`]+)@")
+# Credential-carrying names as a quoted key: JSON, Python dict repr, or a (name, value) tuple repr.
+_SECRET_KEYS = (
+    r"(?:proxy-)?authorization|x-api-key|api[_-]?key|password|passwd|cron_secret|secret|cookie"
+)
+_AUTH_QUOTED = re.compile(
+    r"""(?P<head>(?P<q>["'])(?:"""
+    + _SECRET_KEYS
+    + r""")(?P=q)\s*[:,]\s*)(?P<vq>["'])(?P<value>(?:\\.|(?!(?P=vq)).)*)(?P=vq)""",
+    re.IGNORECASE,
+)
+# "Authorization: value" / "Authorization=value" up to the end of the line (headers, logs).
+_AUTH_LINE = re.compile(
+    r"(?P<head>\b(?:(?:proxy-)?authorization|x-api-key|(?:set-)?cookie)\s*[:=][ \t]*)(?P<value>[^\r\n]*)",
+    re.IGNORECASE,
+)
+_AUTH_SCHEME = re.compile(
+    r"^(?P<scheme>Bearer|Basic|Token|Digest)(?P<sp>\s+)(?P<rest>.*)$", re.I | re.S
+)
+_BEARER = re.compile(
+    r"(?P<head>\bBearer\s+)(?!\[REDACTED\])(?P<token>[^\s\"',;\\]+)", re.IGNORECASE
+)
+_SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
+_PASSWORD_KV = re.compile(
+    r"(?P<head>\bpassword\s*=\s*)(?P<value>'(?:\\.|[^'])*'|[^\s'\"&;]+)", re.I
+)
+
+
+def _encoded_variants(secret: str) -> set[str]:
+    """Cheap encodings a secret shows up in: URL-quoted, JSON-escaped, base64."""
+    variants = {secret}
+    stripped = secret.strip()
+    if stripped:
+        variants.add(stripped)
+    if len(secret) < _MIN_ENCODED_LEN:
+        return variants
+    raw = secret.encode("utf-8")
+    for b64 in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = b64.decode("ascii")
+        variants.add(text)
+        variants.add(text.rstrip("="))
+    variants.add(quote(secret, safe=""))
+    variants.add(quote_plus(secret, safe=""))
+    variants.add(json.dumps(secret)[1:-1])
+    unq = unquote(secret)
+    if unq != secret:
+        variants.add(unq)
+    return {v for v in variants if v}
+
+
+class Redactor:
+    """Removes secrets from text: given values (and encodings), DSN userinfo, auth values, keys.
+
+    Idempotent: redacting redacted text changes nothing, because the marker
+    itself is matched first and kept (even when a secret is a substring of it).
+    """
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        values: set[str] = set()
+        for secret in secrets:
+            if secret:
+                values |= _encoded_variants(secret)
+        self._secrets = tuple(sorted(values, key=lambda v: (-len(v), v)))
+        self._literal: re.Pattern[str] | None = None
+        if self._secrets:
+            alternatives = "|".join(re.escape(v) for v in self._secrets)
+            self._literal = re.compile(f"(?P<marker>{re.escape(REDACTED)})|(?:{alternatives})")
+
+    def redact(self, text: str) -> str:
+        # userinfo first: a password inside it then goes with the rest of the userinfo
+        text = _URL_USERINFO.sub(r"\1***@", text)
+        if self._literal is not None:
+            text = self._literal.sub(lambda m: m.group("marker") or REDACTED, text)
+        text = _AUTH_QUOTED.sub(self._auth_quoted, text)
+        text = _AUTH_LINE.sub(self._auth_line, text)
+        text = _BEARER.sub(lambda m: m.group("head") + REDACTED, text)
+        text = _SK_KEY.sub(REDACTED, text)
+        text = _PASSWORD_KV.sub(lambda m: m.group("head") + REDACTED, text)
+        return text
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        # surrogateescape round-trips bytes that are not UTF-8 unchanged
+        return self.redact(data.decode("utf-8", "surrogateescape")).encode(
+            "utf-8", "surrogateescape"
+        )
+
+    @staticmethod
+    def _mask_auth_value(value: str) -> str:
+        """Keep the scheme word (it tells a reader which auth negative this was), drop the rest."""
+        if not value.strip() or value.strip() == REDACTED:
+            return value
+        scheme = _AUTH_SCHEME.match(value)
+        if scheme is not None:
+            if not scheme.group("rest").strip():
+                return value  # "Bearer " with an empty token: nothing to hide
+            return scheme.group("scheme") + scheme.group("sp") + REDACTED
+        return REDACTED
+
+    def _auth_quoted(self, m: re.Match[str]) -> str:
+        masked = self._mask_auth_value(m.group("value"))
+        return f"{m.group('head')}{m.group('vq')}{masked}{m.group('vq')}"
+
+    def _auth_line(self, m: re.Match[str]) -> str:
+        value = m.group("value")
+        if value[:1] in ("'", '"'):
+            return m.group(0)  # a quoted value: handled by _AUTH_QUOTED
+        return m.group("head") + self._mask_auth_value(value)
+
+
+def run_secrets(cron_secret: str | None, *dsns: str | None) -> list[str]:
+    """The values a run must never write: the cron secret and each DSN's password."""
+    found: list[str] = [cron_secret] if cron_secret else []
+    for dsn in dsns:
+        if not dsn:
+            continue
+        try:
+            password = urlsplit(dsn).password
+        except ValueError:
+            password = None
+        if password:
+            found.extend({password, unquote(password)})
+    return found
+
+
+# -- the writer -----------------------------------------------------------------------------------
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _numbered(path: Path, n: int) -> Path:
+    """smoke-X.log, smoke-X-2.log, smoke-X-3.log ... (the suffix goes before the extension)."""
+    if n == 1:
+        return path
+    name = path.name
+    stem, dot, ext = name.partition(".")
+    return path.with_name(f"{stem}-{n}{dot}{ext}")
+
+
+class EvidenceWriter:
+    """The only writer of the audit folder: redacts every byte, writes atomically, locks appends."""
+
+    def __init__(self, audit_dir: Path, redactor: Redactor, lock_timeout_s: float = LOCK_TIMEOUT_S):
+        self.audit_dir = Path(audit_dir)
+        self.redactor = redactor
+        self.lock_timeout_s = lock_timeout_s
+
+    # paths
+
+    def path(self, relpath: str | Path) -> Path:
+        """The absolute path of ``relpath``; refuses anything that leaves the audit folder."""
+        rel = PurePosixPath(Path(relpath).as_posix())
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise EvidenceError(
+                f"{relpath}: evidence paths must be relative and stay inside {self.audit_dir}"
+            )
+        return self.audit_dir / rel
+
+    def relpath(self, path: str | Path) -> str:
+        """``path`` relative to the audit folder, POSIX style (as links and manifests use)."""
+        p = Path(path)
+        if not p.is_absolute():
+            try:
+                return p.relative_to(self.audit_dir).as_posix()
+            except ValueError:
+                return p.as_posix()
+        return p.resolve().relative_to(self.audit_dir.resolve()).as_posix()
+
+    # plain writes
+
+    def write_bytes(self, relpath: str | Path, data: bytes) -> Path:
+        path = self.path(relpath)
+        self._atomic_write(path, self.redactor.redact_bytes(data))
+        return path
+
+    def write_text(self, relpath: str | Path, text: str) -> Path:
+        return self.write_bytes(relpath, text.encode("utf-8"))
+
+    def write_json(self, relpath: str | Path, obj: Any) -> Path:
+        return self.write_text(relpath, dump_json(obj))
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    # files that must never be overwritten
+
+    def new_path(self, relpath_pattern: str | Path) -> Path:
+        """Reserve a fresh, empty file: ``relpath_pattern``, else ``<stem>-2.<ext>``, ``-3`` ...
+
+        O_EXCL makes the reservation race-free between processes. Fill it with
+        ``write_text(path, ...)``; prefer ``write_new`` which never shows an empty file.
+        """
+        base = self.path(relpath_pattern)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            candidate = _numbered(base, n)
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            os.close(fd)
+            return candidate
+        raise EvidenceError(f"{relpath_pattern}: no free name after 9999 attempts")
+
+    def write_new(self, relpath_pattern: str | Path, data: str | bytes) -> Path:
+        """Write a file that never replaces another: a suffix is added when the name is taken.
+
+        The content is written to a temp file first and then hard-linked into
+        place; link() fails when the name exists, so a concurrent run can
+        neither overwrite nor see a half-written file.
+        """
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        raw = self.redactor.redact_bytes(raw)
+        base = self.path(relpath_pattern)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=base.parent, prefix=f".{base.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(raw)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            for n in range(1, 10_000):
+                candidate = _numbered(base, n)
+                try:
+                    os.link(tmp, candidate)
+                except FileExistsError:
+                    continue
+                _fsync_dir(base.parent)
+                return candidate
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        raise EvidenceError(f"{relpath_pattern}: no free name after 9999 attempts")
+
+    # read-modify-write under a lock
+
+    def update_locked(self, relpath: str | Path, transform: Callable[[str], str]) -> Path:
+        """Read, transform and atomically replace a file while holding an exclusive lock.
+
+        The lock is on a sidecar ``.<name>.lock`` file, not on the file itself:
+        os.replace swaps the inode, so a lock on the old inode would not stop a
+        second writer that opened the new one.
+        """
+        path = self.path(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = path.with_name(f".{path.name}.lock")
+        with open(lock_path, "a+b") as lock:
+            self._acquire(lock.fileno(), lock_path)
+            try:
+                existing = path.read_text(encoding="utf-8") if path.exists() else ""
+                self._atomic_write(path, self.redactor.redact(transform(existing)).encode("utf-8"))
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        return path
+
+    def append_jsonl_locked(self, relpath: str | Path, obj: Any) -> Path:
+        line = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+
+        def append(existing: str) -> str:
+            if existing and not existing.endswith("\n"):
+                existing += "\n"
+            return existing + line + "\n"
+
+        return self.update_locked(relpath, append)
+
+    def _acquire(self, fd: int, lock_path: Path) -> None:
+        """flock with a bound: a stuck writer makes this fail with the lock's name, not hang."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= deadline:
+                raise EvidenceError(
+                    f"{lock_path}: another process held the lock for over {self.lock_timeout_s:.0f}s; "
+                    "is a second dry run still writing to this audit folder?"
+                )
+            # polling, bounded by the deadline above: flock has no timeout of its own
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+def dump_json(obj: Any) -> str:
+    """The audit folder's JSON style: sorted keys, indent 2, trailing newline."""
+    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+# -- artefact names -------------------------------------------------------------------------------
+
+
+def stamp(moment: datetime) -> str:
+    """20251008T020004Z: the compact UTC stamp of smoke logs and manifests."""
+    return _utc(moment).strftime("%Y%m%dT%H%M%SZ")
+
+
+def smoke_log_relpath(run_at: datetime) -> str:
+    return f"{DRY_RUN_DIR}/smoke-{stamp(run_at)}.log"
+
+
+def notes_relpath(run_at: datetime) -> str:
+    return f"{DRY_RUN_DIR}/notes-{_utc(run_at).date().isoformat()}.md"
+
+
+def diff_relpath(run_at: datetime) -> str:
+    """telemetry-audit/2025-10-07T22-44-28Z-cron-diff.json (':' replaced by '-')."""
+    return f"telemetry-audit/{_utc(run_at).strftime('%Y-%m-%dT%H-%M-%SZ')}-cron-diff.json"
+
+
+def report_relpath(run_at: datetime) -> str:
+    return f"report-{stamp(run_at)}.html"
+
+
+def manifest_relpath(run_id: str) -> str:
+    return f"{MANIFEST_DIR}/{run_id}.sha256"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def iso_z(moment: datetime) -> str:
+    return _utc(moment).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# -- curl -i style transcripts --------------------------------------------------------------------
+
+
+def _request_target(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target += f"?{parts.query}"
+    return target, parts.netloc.rsplit("@", 1)[-1]
+
+
+def format_transcripts(transcripts: Iterable[Transcript]) -> str:
+    """The exchanges as ``curl -v``/``-i`` shows them, each under a ``### <label>`` marker line."""
+    blocks: list[str] = []
+    for t in transcripts:
+        target, host = _request_target(t.url)
+        lines = [
+            f"### {t.label}",
+            f"# {t.method} {t.url} at {iso_z(t.started_at)}, {t.elapsed_s:.3f}s",
+            f"> {t.method} {target} {t.http_version or 'HTTP/1.1'}",
+        ]
+        if not any(k.lower() == "host" for k, _ in t.request_headers):
+            lines.append(f"> Host: {host}")
+        lines.extend(f"> {k}: {v}" for k, v in t.request_headers)
+        lines.append(">")
+        if t.request_body:
+            lines.append(t.request_body.decode("utf-8", "replace"))
+        if t.status is None:
+            lines.append(f"! transport error, no response: {t.error or 'unknown'}")
+        else:
+            lines.append(f"< {t.http_version or 'HTTP/1.1'} {t.status} {t.reason}".rstrip())
+            lines.extend(f"< {k}: {v}" for k, v in t.response_headers)
+            lines.append("<")
+            body = t.response_body.decode("utf-8", "replace")
+            lines.append(body.rstrip("\n") if body else "(empty body)")
+            if t.body_truncated or t.error:
+                lines.append(f"! {t.error or 'body truncated'}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+# -- run facts and the summary entry --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What one run found, in the words of summary.md and the notes. Plain data.
+
+    Artefact paths (smoke_log, diff_report, report) are relative to the audit folder.
+    """
+
+    run_at: datetime
+    label: str
+    target: str
+    method: str
+    request: str  # one line, e.g. "POST https://host/api/cron/daily-usage -> 200 OK in 1.23s"
+    windows_processed: int | None
+    expected_windows: int | None
+    stored_events: int | None
+    updated_events: int | None
+    issues_by_code: Mapping[str, int]
+    throttling_headers: Mapping[str, str]
+    manual_fallback: Mapping[str, int]  # manualFallbackInserts/Updates/Windows/Keys as found
+    flag_state: str  # as found: "true", "false", "missing", '"true" (a string)'
+    verdict: str  # "GO" or "NO-GO"
+    checks: Sequence[tuple[str, str, str]] = ()  # (name, status, reason)
+    smoke_log: str | None = None
+    diff_report: str | None = None
+    report: str | None = None
+    body_json: str | None = None
+    notable: Sequence[str] = ()
+    follow_ups: Sequence[str] = ()
+    parity_result: str = "not run"
+    trigger_mode: str | None = None  # default: derived from method
+
+    @property
+    def trigger(self) -> str:
+        if self.trigger_mode:
+            return self.trigger_mode
+        if self.method.upper() == "POST":
+            return "manual trigger, POST as the runbook's curl command"
+        return f"{self.method.upper()} as the platform scheduler calls it"
+
+
+def telemetry_of(body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """body["telemetry"] when it is an object, else {} (helper for building RunFacts)."""
+    telemetry = body.get("telemetry") if isinstance(body, Mapping) else None
+    return dict(telemetry) if isinstance(telemetry, Mapping) else {}
+
+
+def manual_fallback_of(body: Mapping[str, Any] | None) -> dict[str, int]:
+    return {k: v for k, v in telemetry_of(body).items() if k.startswith("manualFallback")}
+
+
+def flag_state_of(body: Mapping[str, Any] | None) -> str:
+    """flags.enableDailyUsageWindows as found: true, false, missing, or the odd value shown."""
+    flags = body.get("flags") if isinstance(body, Mapping) else None
+    if not isinstance(flags, Mapping) or "enableDailyUsageWindows" not in flags:
+        return "missing"
+    value = flags["enableDailyUsageWindows"]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{json.dumps(value)} (not a JSON boolean)"
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+def _num(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def _issues(issues: Mapping[str, int]) -> str:
+    if not issues:
+        return "none"
+    return ", ".join(f"`{_one_line(k)}`: {_one_line(v)}" for k, v in sorted(issues.items()))
+
+
+def _headers(headers: Mapping[str, str]) -> str:
+    if not headers:
+        return "none"
+    return ", ".join(f"`{_one_line(k)}: {_one_line(v)}`" for k, v in headers.items())
+
+
+def _manual_fallback(values: Mapping[str, int]) -> str:
+    if not values:
+        return "not reported"
+    text = ", ".join(f"{k} {v}" for k, v in sorted(values.items()))
+    used = any(isinstance(v, int | float) and v > 0 for v in values.values())
+    return text + (" (writes went through the manual fallback path)" if used else "")
+
+
+def _verdict_line(facts: RunFacts) -> str:
+    bad = [c for c in facts.checks if c[1] != "passed"]
+    if not bad:
+        return f"**{facts.verdict}**"
+    listed = "; ".join(
+        f"{name} {status}" + (f": {_one_line(reason)}" if reason else "")
+        for name, status, reason in bad
+    )
+    return f"**{facts.verdict}** ({listed})"
+
+
+def _link(from_dir: str, target: str, text: str) -> str:
+    rel = posixpath.relpath(target, from_dir) if from_dir else target
+    return f"[{text}]({quote(rel, safe='/.-_~')})"
+
+
+def _fenced(body: str, lang: str) -> str:
+    """A code fence longer than any backtick run in ``body`` (a body cannot close it early)."""
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{body.rstrip()}\n{fence}\n"
+
+
+def _pretty_body(body_json: str | None) -> str:
+    if body_json is None:
+        return "(no JSON body)"
+    try:
+        return json.dumps(json.loads(body_json), indent=2, ensure_ascii=False)
+    except ValueError:
+        return body_json
+
+
+def _artefact_links(facts: RunFacts, from_dir: str) -> str:
+    links = []
+    if facts.smoke_log:
+        links.append(_link(from_dir, facts.smoke_log, "smoke log"))
+    if facts.diff_report:
+        links.append(_link(from_dir, facts.diff_report, "diff JSON"))
+    if facts.report:
+        links.append(_link(from_dir, facts.report, "HTML report"))
+    return " · ".join(links) if links else "none"
+
+
+def render_summary_entry(facts: RunFacts) -> str:
+    """One summary.md entry: ``#### <UTC time> — <label>``, the bullets, the JSON body."""
+    notes = [*facts.notable, *(f"follow-up: {f}" for f in facts.follow_ups)]
+    expected = "unknown" if facts.expected_windows is None else str(facts.expected_windows)
+    lines = [
+        f"#### {iso_z(facts.run_at)} — {_one_line(facts.label)}",
+        "",
+        f"- **Request:** {_one_line(facts.request)}",
+        f"- **Target:** {_one_line(facts.target)}",
+        f"- **Windows processed:** {_num(facts.windows_processed)} (expected {expected})",
+        f"- **Stored events:** {_num(facts.stored_events)}",
+        f"- **Updated events:** {_num(facts.updated_events)}",
+        f"- **Issues by code:** {_issues(facts.issues_by_code)}",
+        f"- **Retry-After/throttling headers:** {_headers(facts.throttling_headers)}",
+        f"- **Manual fallback:** {_manual_fallback(facts.manual_fallback)}",
+        f"- **Flag state:** `flags.enableDailyUsageWindows` {_one_line(facts.flag_state)}",
+        f"- **Verdict:** {_verdict_line(facts)}",
+        f"- **Notes:** {'; '.join(_one_line(n) for n in notes) if notes else 'none'}",
+        f"- **Artefacts:** {_artefact_links(facts, DRY_RUN_DIR)}",
+        "",
+        _fenced(_pretty_body(facts.body_json), "json"),
+    ]
+    return "\n".join(lines)
+
+
+_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+_RUNS_HEADING = re.compile(r"^##[ \t]+Runs[ \t]*$")
+_SECTION_END = re.compile(r"^#{1,2}[ \t]")
+_ENTRY_HEADING = re.compile(r"^#{3,4}[ \t]")
+
+
+def _outside_fences(lines: list[str]) -> list[bool]:
+    """For each line: True when it is not inside a fenced code block (JSON bodies are)."""
+    result = []
+    fence: str | None = None
+    for line in lines:
+        m = _FENCE.match(line)
+        if fence is None:
+            result.append(True)
+            if m:
+                fence = m.group(1)
+        else:
+            result.append(False)
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
+                fence = None
+    return result
+
+
+def insert_run_entry(existing: str, entry: str) -> str:
+    """``entry`` at the top of ``## Runs`` (newest first); every other byte stays as it was.
+
+    "Top" means before the first ``###``/``####`` entry heading of the section,
+    so an operator's intro text under ``## Runs`` stays above the entries.
+    The section (or the whole file, with a title) is created when missing.
+    """
+    entry = entry if entry.endswith("\n") else entry + "\n"
+    if not existing.strip():
+        return f"{SUMMARY_TITLE}\n\n## Runs\n\n{entry}"
+    lines = existing.splitlines(keepends=True)
+    plain = _outside_fences(lines)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    heading = next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if plain[i] and _RUNS_HEADING.match(line.rstrip("\r\n"))
+        ),
+        None,
+    )
+    if heading is None:
+        sep = "" if existing.endswith("\n\n") else ("\n" if existing.endswith("\n") else "\n\n")
+        return f"{existing}{sep}## Runs\n\n{entry}"
+    pos = None
+    for i in range(heading + 1, len(lines)):
+        if not plain[i]:
+            continue
+        if _ENTRY_HEADING.match(lines[i]):
+            return existing[: offsets[i]] + entry + "\n" + existing[offsets[i] :]
+        if _SECTION_END.match(lines[i]):
+            pos = i
+            break
+    # no entry yet: at the end of the section, after any intro text
+    cut = offsets[pos] if pos is not None else len(existing)
+    before, after = existing[:cut], existing[cut:]
+    lead = "" if before.endswith("\n\n") else ("\n" if before.endswith("\n") else "\n\n")
+    return before + lead + entry + ("\n" if after else "") + after
+
+
+# -- notes-<date>.md ------------------------------------------------------------------------------
+
+FACTS_START = "<!-- cron-dryrun:facts:start (generated: rewritten by each run of the day) -->"
+FACTS_END = "<!-- cron-dryrun:facts:end -->"
+_RUN_MARK = re.compile(r"^<!-- cron-dryrun:run (?P<key>\S+) -->$", re.M)
+OPERATOR_HEADING = "## Operator comments"
+OPERATOR_HINT = (
+    "<!-- Write below; cron-dryrun keeps this section verbatim when it rewrites the facts. -->"
+)
+
+
+def _notes_block(facts: RunFacts) -> str:
+    key = iso_z(facts.run_at)
+    follow = [_one_line(f) for f in facts.follow_ups] or ["none"]
+    notable = [_one_line(n) for n in facts.notable] or ["none"]
+    expected = "unknown" if facts.expected_windows is None else str(facts.expected_windows)
+    lines = [
+        f"<!-- cron-dryrun:run {key} -->",
+        f"### Run {key} — {_one_line(facts.label)}",
+        "",
+        f"- Run timestamp: {key}",
+        f"- Target: {_one_line(facts.target)}",
+        f"- Trigger mode: {_one_line(facts.trigger)}",
+        f"- Flag state: flags.enableDailyUsageWindows {_one_line(facts.flag_state)}",
+        f"- Windows processed: {_num(facts.windows_processed)} (expected {expected})",
+        f"- Updated events: {_num(facts.updated_events)}",
+        f"- Issues by code: {_issues(facts.issues_by_code)}",
+        f"- Retry-After headers: {_headers(facts.throttling_headers)}",
+        f"- Manual fallback usage: {_manual_fallback(facts.manual_fallback)}",
+        "- Notable logs:",
+        *(f"  - {n}" for n in notable),
+        f"- Parity diff result: {_one_line(facts.parity_result)}",
+        "- Follow-ups:",
+        *(f"  - [ ] {f}" if f != "none" else "  - none" for f in follow),
+        f"- Verdict: {_verdict_line(facts)}",
+        f"- Artefacts: {_artefact_links(facts, DRY_RUN_DIR)}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _split_blocks(region: str) -> list[tuple[str, str]]:
+    marks = list(_RUN_MARK.finditer(region))
+    blocks = []
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(region)
+        blocks.append((m.group("key"), region[m.start() : end].rstrip("\n") + "\n"))
+    return blocks
+
+
+def render_notes(facts: RunFacts, existing: str | None) -> str:
+    """notes-<date>.md with this run's facts; everything outside the generated region is kept.
+
+    One facts block per run of the day, newest first (a rerun of the same
+    run time replaces its block). The operator comments, and anything else
+    outside the markers, are kept byte for byte. A hand-written notes file
+    without markers becomes the operator comments of the generated one.
+    """
+    block = _notes_block(facts)
+    key = iso_z(facts.run_at)
+    if existing and FACTS_START in existing and FACTS_END in existing.split(FACTS_START, 1)[1]:
+        before, rest = existing.split(FACTS_START, 1)
+        region, after = rest.split(FACTS_END, 1)
+        blocks = [(k, b) for k, b in _split_blocks(region) if k != key]
+        blocks = sorted([(key, block), *blocks], key=lambda kb: kb[0], reverse=True)
+        body = "\n".join(b for _, b in blocks)
+        return f"{before}{FACTS_START}\n{body}{FACTS_END}{after}"
+    day = _utc(facts.run_at).date().isoformat()
+    comments = existing if existing else ""
+    if comments and not comments.endswith("\n"):
+        comments += "\n"
+    return (
+        f"# Operator notes — {day}\n\n"
+        f"Daily usage cron dry run, {_one_line(facts.target)}.\n\n"
+        f"{FACTS_START}\n{block}{FACTS_END}\n\n"
+        f"{OPERATOR_HEADING}\n\n{OPERATOR_HINT}\n\n{comments}"
+    )
+
+
+# -- manifests ------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(writer: EvidenceWriter, run_id: str, paths: Iterable[str | Path]) -> Path:
+    """manifests/<run-id>.sha256 in sha256sum format, paths relative to the audit folder.
+
+    Only a run's own, never-rewritten artefacts belong here (smoke log, diff
+    JSON, dated report, ...); summary.md and friends change with every run.
+    An existing manifest is never replaced: a suffix is added.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_id):
+        raise EvidenceError(f"run id {run_id!r}: expected letters, digits, '.', '_' or '-'")
+    lines = []
+    seen: set[str] = set()
+    for item in paths:
+        rel = writer.relpath(item)
+        if rel in seen:
+            continue
+        seen.add(rel)
+        if rel in MUTABLE_RELPATHS or re.fullmatch(rf"{DRY_RUN_DIR}/notes-[0-9-]+\.md", rel):
+            raise EvidenceError(
+                f"{rel} is rewritten by later runs, so a checksum of it would fail verify-evidence "
+                "after the next run; list only this run's own artefacts"
+            )
+        path = writer.path(rel)
+        if not path.is_file():
+            raise EvidenceError(f"{rel}: cannot checksum a file that does not exist")
+        lines.append(f"{sha256_file(path)}  {rel}\n")
+    return writer.write_new(manifest_relpath(run_id), "".join(lines))
+
+
+@dataclass(frozen=True)
+class ManifestCheck:
+    manifests: int
+    files: int
+    problems: tuple[str, ...]
+
+
+_MANIFEST_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]{64}) [ *](?P<path>.+)$")
+
+
+def check_manifests(audit_dir: Path) -> ManifestCheck:
+    """Every manifests/*.sha256 under ``audit_dir`` checked; each problem names its file."""
+    audit_dir = Path(audit_dir)
+    folder = audit_dir / MANIFEST_DIR
+    manifests = sorted(folder.glob("*.sha256")) if folder.is_dir() else []
+    if not manifests:
+        return ManifestCheck(0, 0, (f"no manifests in {folder}: nothing to verify",))
+    problems: list[str] = []
+    files = 0
+    root = audit_dir.resolve()
+    for manifest in manifests:
+        name = f"{MANIFEST_DIR}/{manifest.name}"
+        text = manifest.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            m = _MANIFEST_LINE.match(line)
+            if m is None:
+                problems.append(f"{name} line {number}: not a sha256sum line: {line[:80]!r}")
+                continue
+            rel = m.group("path")
+            files += 1
+            target = (audit_dir / rel).resolve()
+            if root not in target.parents:
+                problems.append(f"{rel}: listed in {name} but outside the audit folder")
+            elif not target.is_file():
+                problems.append(f"{rel}: missing (listed in {name})")
+            else:
+                actual = sha256_file(target)
+                if actual != m.group("hex").lower():
+                    problems.append(
+                        f"{rel}: changed (listed in {name}; sha256 expected {m.group('hex')[:12]}…, "
+                        f"found {actual[:12]}…)"
+                    )
+    return ManifestCheck(len(manifests), files, tuple(problems))
+
+
+def verify_manifests(audit_dir: Path) -> list[str]:
+    """The problems of ``check_manifests``: empty when every listed file is present and unchanged."""
+    return list(check_manifests(audit_dir).problems)
+
+
+# -- one run's evidence, end to end ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunEvidence:
+    """Where one run's evidence went, relative to the audit folder."""
+
+    facts: RunFacts
+    smoke_log: str | None
+    diff_report: str | None
+    summary: str
+    notes: str
+    manifest: str | None
+    written: tuple[str, ...] = field(default=())
+
+
+def write_run_evidence(
+    writer: EvidenceWriter,
+    facts: RunFacts,
+    transcripts: Sequence[Transcript],
+    *,
+    diff: Any | None = None,
+    extra_artefacts: Iterable[str | Path] = (),
+    run_id: str | None = None,
+) -> RunEvidence:
+    """Smoke log, diff JSON, summary entry, notes, manifest: in that order, each on its own.
+
+    ``facts.smoke_log``/``diff_report`` are filled with the paths actually
+    written (a suffix when a run in the same second came first). Write the
+    dated HTML report before calling and pass it in ``extra_artefacts`` (and
+    ``facts.report``) to have it checksummed. gate.json and the ledger line
+    are separate calls: ``writer.write_json(GATE_RELPATH, ...)``,
+    ``ledger.append_entry(writer, ...)``.
+    """
+    smoke = None
+    if transcripts:
+        smoke = writer.relpath(
+            writer.write_new(smoke_log_relpath(facts.run_at), format_transcripts(transcripts))
+        )
+        facts = replace(facts, smoke_log=smoke)
+    diff_rel = facts.diff_report
+    if diff is not None:
+        diff_rel = writer.relpath(writer.write_new(diff_relpath(facts.run_at), dump_json(diff)))
+        facts = replace(facts, diff_report=diff_rel)
+    entry = render_summary_entry(facts)
+    writer.update_locked(SUMMARY_RELPATH, lambda old: insert_run_entry(old, entry))
+    notes = notes_relpath(facts.run_at)
+    writer.update_locked(notes, lambda old: render_notes(facts, old or None))
+    own = [p for p in (smoke, diff_rel if diff is not None else None) if p]
+    own.extend(writer.relpath(p) for p in extra_artefacts)
+    manifest = None
+    if own:
+        rid = run_id or (
+            PurePosixPath(smoke).stem.removeprefix("smoke-") if smoke else stamp(facts.run_at)
+        )
+        manifest = writer.relpath(write_manifest(writer, rid, own))
+    return RunEvidence(
+        facts=facts,
+        smoke_log=smoke,
+        diff_report=diff_rel,
+        summary=SUMMARY_RELPATH,
+        notes=notes,
+        manifest=manifest,
+        written=tuple(p for p in (smoke, diff_rel, SUMMARY_RELPATH, notes, manifest) if p),
+    )

@@ -1,0 +1,354 @@
+"""The 48-hour dry-run ledger: one JSON line per run, and the rules that say when it is complete.
+
+``assess`` is pure (time comes in as ``now``), so the rules are tested with
+freezegun or plain datetimes. The rules, in the runbook's words:
+
+- Each run looks back 24 hours (the cron's window), so a green run vouches
+  for the day before it. Two green runs 20 to 28 hours apart (a daily cadence,
+  with 4 hours of slack for the scheduler or the operator) cover 48 hours.
+- Only runs at or after the dry-run start count (default: the ledger's first
+  run for the target).
+- Consecutive counted greens must be 20-28 h apart. A green run less than 20 h
+  after the last counted one is an extra trigger: recorded, not counted, and
+  not breaking the cadence. A gap over 28 h restarts the count.
+- A red (NO-GO) run after the first green one blocks completion until a later
+  green run follows it.
+- ``manualFallbackWindows > 0`` on two consecutive runs is flagged (contract.md
+  section 2: it warrants an ingestion ticket); it does not block completion.
+- A corrupt ledger line blocks completion: the ledger is the evidence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cron_dryrun.evidence import EvidenceWriter
+
+LEDGER_VERSION = 1
+REQUIRED_GREENS = 2
+MIN_GAP = timedelta(hours=20)
+MAX_GAP = timedelta(hours=28)
+LOOKBACK = timedelta(hours=24)
+REQUIRED_COVERAGE = timedelta(hours=48)
+GREEN = "GO"
+RED = "NO-GO"
+
+
+class LedgerError(ValueError):
+    """The ledger file cannot be trusted as it is; the message names file and line."""
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _parse_time(text: str) -> datetime:
+    return _utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
+
+
+def short_time(value: datetime) -> str:
+    """2025-10-08T02:00Z: the precision an operator plans the next trigger with."""
+    return _utc(value).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def iso_z(value: datetime) -> str:
+    return _utc(value).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One run of the dry run, as recorded in cron-dry-run/ledger.jsonl."""
+
+    time: datetime
+    target: str
+    verdict: str  # "GO" or "NO-GO"
+    label: str = ""
+    telemetry: Mapping[str, Any] = field(default_factory=dict)  # the response's numbers
+    windows: Sequence[tuple[str, str]] = ()  # expected windows [start, end), ISO
+    artefacts: Mapping[str, str] = field(default_factory=dict)  # name -> path under audit/
+    manual_fallback_windows: int | None = None
+    failed_checks: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.verdict not in (GREEN, RED):
+            raise ValueError(f"verdict must be {GREEN!r} or {RED!r}, got {self.verdict!r}")
+        object.__setattr__(self, "time", _utc(self.time))
+
+    @property
+    def green(self) -> bool:
+        return self.verdict == GREEN
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": LEDGER_VERSION,
+            "time": iso_z(self.time),
+            "target": self.target,
+            "verdict": self.verdict,
+            "label": self.label,
+            "telemetry": dict(self.telemetry),
+            "windows": [{"start": s, "end": e} for s, e in self.windows],
+            "artefacts": dict(self.artefacts),
+            "manual_fallback_windows": self.manual_fallback_windows,
+            "failed_checks": list(self.failed_checks),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LedgerEntry:
+        """Raises ValueError (with the field's name) on anything that is not a ledger entry."""
+        if not isinstance(data, Mapping):
+            raise ValueError("expected a JSON object")
+        for key in ("time", "target", "verdict"):
+            if not isinstance(data.get(key), str):
+                raise ValueError(f"field {key!r} missing or not a string")
+        try:
+            when = _parse_time(data["time"])
+        except ValueError:
+            raise ValueError(f"field 'time' is not an ISO time: {data['time']!r}") from None
+        mfw = data.get("manual_fallback_windows")
+        if mfw is not None and (not isinstance(mfw, int) or isinstance(mfw, bool)):
+            raise ValueError(f"field 'manual_fallback_windows' is not an integer: {mfw!r}")
+        windows = tuple((str(w["start"]), str(w["end"])) for w in data.get("windows") or ())
+        return cls(
+            time=when,
+            target=data["target"],
+            verdict=data["verdict"],
+            label=str(data.get("label") or ""),
+            telemetry=dict(data.get("telemetry") or {}),
+            windows=windows,
+            artefacts=dict(data.get("artefacts") or {}),
+            manual_fallback_windows=mfw,
+            failed_checks=tuple(data.get("failed_checks") or ()),
+        )
+
+
+# -- I/O ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerRead:
+    entries: tuple[LedgerEntry, ...]
+    problems: tuple[str, ...]
+
+
+def read_ledger(path: Path) -> LedgerRead:
+    """Every good line as an entry and every bad one as a problem naming its line; missing file: empty."""
+    path = Path(path)
+    if not path.exists():
+        return LedgerRead((), ())
+    entries: list[LedgerEntry] = []
+    problems: list[str] = []
+    for number, line in enumerate(
+        path.read_text(encoding="utf-8", errors="replace").splitlines(), 1
+    ):
+        if not line.strip():
+            continue
+        try:
+            entries.append(LedgerEntry.from_json(json.loads(line)))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            problems.append(f"{path} line {number}: corrupt ledger entry ({exc})")
+    return LedgerRead(tuple(entries), tuple(problems))
+
+
+def load_ledger(path: Path) -> list[LedgerEntry]:
+    """The entries of ``path`` ([] when it does not exist); raises LedgerError on a corrupt line."""
+    read = read_ledger(path)
+    if read.problems:
+        raise LedgerError("; ".join(read.problems))
+    return list(read.entries)
+
+
+def append_entry(writer: EvidenceWriter, entry: LedgerEntry, relpath: str | None = None) -> Path:
+    """Append one line to cron-dry-run/ledger.jsonl under the writer's lock."""
+    from cron_dryrun.evidence import LEDGER_RELPATH
+
+    return writer.append_jsonl_locked(relpath or LEDGER_RELPATH, entry.to_json())
+
+
+# -- the rules ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DryRunStatus:
+    """Where the 48-hour dry run stands at ``now``."""
+
+    complete: bool
+    greens: int  # green runs since the start (counted or not)
+    reds: int
+    counted: tuple[datetime, ...]  # the green runs that make (or start) the cadence
+    dry_run_start: datetime | None
+    now: datetime
+    target: str | None
+    next_due: tuple[datetime, datetime] | None = None
+    blocking_red: datetime | None = None
+    restarted_after: tuple[datetime, datetime] | None = (
+        None  # (last counted, next green) > 28h apart
+    )
+    manual_fallback_streak: bool = False
+    manual_fallback_note: str | None = None
+    problems: tuple[str, ...] = ()
+    runs: int = 0
+
+    def describe(self) -> str:
+        """One line for the terminal summary and the gate command."""
+        if self.problems:
+            return f"not complete: the ledger has {len(self.problems)} corrupt line(s): {self.problems[0]}"
+        if self.complete:
+            first, last = self.counted[0], self.counted[-1]
+            covered = (last - first + LOOKBACK).total_seconds() / 3600
+            return (
+                f"complete: {len(self.counted)} green runs, {short_time(first)} and {short_time(last)} "
+                f"({_hours(self.counted)}), covering {covered:.0f}h since {short_time(self.dry_run_start or first)}"
+            )
+        start = short_time(self.dry_run_start) if self.dry_run_start else None
+        if self.runs == 0:
+            since = f" since {start}" if start else ""
+            return f"run 0 of {REQUIRED_GREENS}: no runs recorded{since}; trigger the first run now"
+        parts: list[str] = []
+        if self.blocking_red is not None:
+            parts.append(
+                f"not complete: the run at {short_time(self.blocking_red)} was NO-GO and no green run "
+                "has followed it"
+            )
+        if len(self.counted) >= REQUIRED_GREENS:
+            parts.append(
+                f"{len(self.counted)} green runs counted ({short_time(self.counted[0])} and "
+                f"{short_time(self.counted[-1])}); one more green run, at any time, completes it"
+            )
+        elif not self.counted:
+            parts.append(
+                f"run 0 of {REQUIRED_GREENS}: no green run yet; the next green run starts the count"
+            )
+        else:
+            n = min(len(self.counted), REQUIRED_GREENS - 1)
+            progress = f"run {n} of {REQUIRED_GREENS}"
+            if self.restarted_after is not None:
+                a, b = self.restarted_after
+                progress += (
+                    f" (count restarted: {short_time(a)} to {short_time(b)} is more than 28h)"
+                )
+            if self.next_due is not None:
+                lo, hi = self.next_due
+                if self.now > hi:
+                    progress += (
+                        f"; the next run was due by {short_time(hi)} and is overdue: "
+                        "the next green run restarts the count"
+                    )
+                else:
+                    progress += f"; next run due between {short_time(lo)} and {short_time(hi)}"
+            parts.append(progress)
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``dry_run`` object of gate.json."""
+        return {
+            "complete": self.complete,
+            "description": self.describe(),
+            "greens": self.greens,
+            "reds": self.reds,
+            "counted": [iso_z(t) for t in self.counted],
+            "dry_run_start": iso_z(self.dry_run_start) if self.dry_run_start else None,
+            "next_due": [iso_z(t) for t in self.next_due] if self.next_due else None,
+            "manual_fallback_streak": self.manual_fallback_streak,
+            "manual_fallback_note": self.manual_fallback_note,
+            "problems": list(self.problems),
+        }
+
+
+def _hours(times: Sequence[datetime]) -> str:
+    gaps = [f"{(b - a).total_seconds() / 3600:.1f}h" for a, b in itertools.pairwise(times)]
+    return ", ".join(gaps) + " apart"
+
+
+def _manual_fallback(runs: Sequence[LedgerEntry]) -> tuple[bool, str | None]:
+    for a, b in itertools.pairwise(runs):
+        if (a.manual_fallback_windows or 0) > 0 and (b.manual_fallback_windows or 0) > 0:
+            return True, (
+                f"manualFallbackWindows > 0 on two consecutive runs ({short_time(a.time)}: "
+                f"{a.manual_fallback_windows}, {short_time(b.time)}: {b.manual_fallback_windows}): "
+                "open an ingestion ticket (the unique-index upsert is not in use)"
+            )
+    return False, None
+
+
+def assess(
+    entries: Iterable[LedgerEntry],
+    dry_run_start: datetime | None,
+    now: datetime,
+    *,
+    target: str | None = None,
+    problems: Sequence[str] = (),
+) -> DryRunStatus:
+    """Apply the dry-run rules (module docstring) to the ledger at ``now``.
+
+    ``target``: only that target's runs count; None takes the latest run's target.
+    """
+    now = _utc(now)
+    all_entries = sorted(entries, key=lambda e: e.time)
+    if target is None and all_entries:
+        target = all_entries[-1].target
+    runs = [e for e in all_entries if e.target == target and e.time <= now]
+    start = _utc(dry_run_start) if dry_run_start else (runs[0].time if runs else None)
+    if start is not None:
+        runs = [e for e in runs if e.time >= start]
+
+    chain: list[datetime] = []
+    completed: tuple[datetime, ...] | None = None
+    restarted: tuple[datetime, datetime] | None = None
+    blocking_red: datetime | None = None
+    for run in runs:
+        if not run.green:
+            if chain:  # reds before the first green do not matter
+                blocking_red = blocking_red or run.time
+            continue
+        blocking_red = None
+        if not chain:
+            chain = [run.time]
+            continue
+        gap = run.time - chain[-1]
+        if gap < MIN_GAP:
+            continue  # an extra trigger the same day: recorded, not counted
+        if gap <= MAX_GAP:
+            chain.append(run.time)
+        else:
+            restarted = (chain[-1], run.time)
+            chain = [run.time]
+        if completed is None and len(chain) >= REQUIRED_GREENS:
+            covered = chain[-1] - chain[0] + LOOKBACK
+            if covered >= REQUIRED_COVERAGE - (MAX_GAP - LOOKBACK):
+                completed = tuple(chain)
+
+    streak, note = _manual_fallback(runs)
+    complete = completed is not None and blocking_red is None and not problems
+    counted = completed if completed is not None else tuple(chain)
+    next_due = None
+    if not complete and chain:
+        next_due = (chain[-1] + MIN_GAP, chain[-1] + MAX_GAP)
+    return DryRunStatus(
+        complete=complete,
+        greens=sum(1 for r in runs if r.green),
+        reds=sum(1 for r in runs if not r.green),
+        counted=counted,
+        dry_run_start=start,
+        now=now,
+        target=target,
+        next_due=next_due,
+        blocking_red=blocking_red,
+        restarted_after=restarted if not complete and len(chain) < REQUIRED_GREENS else None,
+        manual_fallback_streak=streak,
+        manual_fallback_note=note,
+        problems=tuple(problems),
+        runs=len(runs),
+    )
+
+
+def first_entry_time(entries: Iterable[LedgerEntry], target: str | None = None) -> datetime | None:
+    """The default dry-run start: the first recorded run (for ``target`` when given)."""
+    times = [e.time for e in entries if target is None or e.target == target]
+    return min(times) if times else None
