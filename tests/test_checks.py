@@ -151,11 +151,12 @@ def test_auth_cases_cover_the_runbook_and_near_misses() -> None:
     assert cases["near miss: last character changed"] == "Bearer s3crea"
     assert cases["token 'undefined'"] == "Bearer undefined"
     assert all(v != "Bearer s3cret" for v in cases.values())
-    assert padded_secret_case("s3cret").authorization == "Bearer   s3cret  "
+    assert cases["empty bearer token"] == "Bearer"
+    assert padded_secret_case("s3cret").authorization == "Bearer    s3cret"
 
 
 def test_refusal_must_be_401_with_json_error() -> None:
-    case = AuthCase("empty bearer token", "Bearer ")
+    case = AuthCase("empty bearer token", "Bearer")
     assert judge_auth_case(case, answer(401, b'{"error":"Unauthorized"}')) is None
     assert judge_auth_case(case, answer(200, b"{}")) == (
         "empty bearer token: expected 401 Unauthorized, got status 200 OK, content type application/json, body: {}"
@@ -169,7 +170,7 @@ def test_padded_secret_must_be_accepted() -> None:
     case = padded_secret_case("s3cret")
     assert judge_auth_case(case, answer(200, b"{}")) is None
     assert judge_auth_case(case, answer(401, b"{}")).startswith(
-        "secret padded with spaces (the app trims): expected 200 (accepted), got status 401"
+        "secret padded with spaces (the app trims the token): expected 200 (accepted), got status 401"
     )
 
 
