@@ -92,12 +92,21 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
         flag_state=flag_state_of(body),
         verdict=verdict.label,
         checks=tuple((s.step, s.status, s.reason) for s in verdict.steps),
-        diff_report=parity.get("report_relpath"),
+        diff_report=_relative_to_audit(state, parity.get("report")),
         body_json=json.dumps(body, indent=2, sort_keys=True) if body is not None else None,
         notable=tuple(notable),
         follow_ups=tuple(follow_ups),
         parity_result=str(parity.get("summary", "not run")),
     )
+
+
+def _relative_to_audit(state: DryRunState, path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(state.settings.audit_dir.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def describe(state: DryRunState) -> str:

@@ -6,7 +6,10 @@ Hooks stay thin: judging lives in ``checks``/``gate``/``reconcile``, files in
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -202,13 +205,24 @@ def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Itera
         yield target
         return
     with ExitStack() as stack:
+        stack.enter_context(_sigterm_as_interrupt())
         backend = db.choose_backend(s.db_backend, s.database_url, db.docker_engine_answers)
         if backend == "url":
             assert s.database_url
             server_dsn = s.database_url
             backend_name = "url"
         else:
-            server = stack.enter_context(db.provide_server(backend, s.postgres_image))
+            try:
+                server = stack.enter_context(db.provide_server(backend, s.postgres_image))
+            except db.DatabaseUnavailable as exc:
+                if s.db_backend != "auto" or backend != "testcontainers":
+                    raise
+                # auto picked Docker because an engine answered, but it could not start the
+                # image (e.g. no registry): the embedded backend needs neither.
+                dryrun_state.records.setdefault("terminal_notes", []).append(
+                    f"auto backend: testcontainers failed ({first_line(str(exc))}); used embedded instead"
+                )
+                server = stack.enter_context(db.provide_server("embedded", s.postgres_image))
             server_dsn = server.dsn
             backend_name = server.backend
         app_dsn = db.create_app_database(server_dsn)
@@ -232,6 +246,23 @@ def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Itera
         target = Target(local.cron_url, local.secret, app_dsn, exports, True, backend_name)
         dryrun_state.target = target
         yield target
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A CI job cancelled with SIGTERM still stops the local stack (containers included)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="session")

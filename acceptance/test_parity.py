@@ -1,0 +1,62 @@
+"""Runbook, Post-Run Verification 1: "Compare totals with OpenAI exports" (the parity diff).
+
+The run's windows are reconciled against the OpenAI usage export: yesterday's UTC day
+is judged, today's (still open) is reported and not judged. Policy and report:
+``cron_dryrun.reconcile``; the same check runs without pytest as ``cron-dryrun diff``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cron_dryrun.diff_command import terminal_summary
+from cron_dryrun.plugin import fail_if
+from cron_dryrun.reconcile import (
+    Policy,
+    detail_path_for,
+    failure_message,
+    judge,
+    reconcile,
+    summary_line,
+    write_report,
+)
+from cron_dryrun.settings import Settings
+from cron_dryrun.usage_totals import totals_writer
+from cron_dryrun.windows import daily_windows
+
+pytestmark = [pytest.mark.dryrun, pytest.mark.parity]
+
+
+def test_db_totals_match_the_openai_export(
+    dryrun_settings: Settings,
+    app_dsn: str,
+    openai_exports: tuple[Path, ...],
+    cron_run: Any,
+    evidence: Any,
+) -> None:
+    cron_run.require_exchange()  # no exchange, nothing the cron wrote to compare
+    windows = daily_windows(cron_run.run_at)
+    yesterday, today = windows[0].start.date(), windows[-1].start.date()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    report = evidence.report_path(f"telemetry-audit/{stamp}-cron-diff.json")
+    result = reconcile(
+        openai_exports,
+        totals_writer(app_dsn),
+        first_day=yesterday,
+        last_day=today,
+        open_from=today,
+        policy=Policy(threshold=dryrun_settings.parity_threshold),
+        detail_path=detail_path_for(report),
+    )
+    write_report(result, report)
+    judgement = judge(result)
+    evidence.attach("parity diff", terminal_summary(result, report))
+    evidence.record(
+        "parity",
+        {"verdict": judgement.verdict, "report": str(report), "summary": summary_line(result)},
+    )
+    fail_if(None if judgement.passed else failure_message(result, report))

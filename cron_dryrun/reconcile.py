@@ -1,0 +1,811 @@
+"""The parity diff: OpenAI usage export vs usage_events, per key and UTC day.
+
+Policy (the runbook's defaults, contract.md section 6):
+
+- a key x day present on one side only fails;
+- a token metric whose relative delta ``(db - export) / max(export, 1)`` exceeds the
+  threshold (default 0.02) fails, per key-day and in total;
+- ``num_model_requests`` must match exactly;
+- a day the export does not fully cover, or the run's still-open day, is reported
+  and not judged;
+- rows without project, key and user ids are counted and reported, never compared;
+- bad export rows fail the check by default and are never added to a total.
+
+The judging rules are the pure functions ``metric_findings`` and ``judge``; the
+comparison at scale runs in DuckDB (in process) with the same rule written in SQL.
+The database side arrives as a CSV of daily totals (``TOTALS_COLUMNS``) written by a
+callable, so this module never talks to PostgreSQL itself (see usage_totals).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cron_dryrun.exports import (
+    EXACT_METRICS,
+    KEY_TEXT_COLUMNS,
+    METRICS,
+    SECONDS_PER_DAY,
+    TOTALS_COLUMNS,
+    DailyRollup,
+    DayKey,
+    ExportProblem,
+    common_metrics,
+    day_coverage,
+    expand_export_paths,
+    load_delimited_duckdb,
+    overlapping_buckets,
+    read_json_pages,
+    sniff_export,
+    write_totals_csv,
+)
+
+REPORT_SCHEMA_VERSION = 1
+SAMPLE_SIZE = 50
+# DuckDB spills to disk past this (a soft cap: peak RSS at 1M keys is higher, see benchmarks/)
+DUCKDB_MEMORY_LIMIT = "300MB"
+
+# writes the database's daily totals for [first_day, last_day] as TOTALS_COLUMNS CSV rows
+DbTotalsWriter = Callable[[date, date, Path], None]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Policy:
+    threshold: float = 0.02
+    bad_rows_fail: bool = True
+    sample_size: int = SAMPLE_SIZE
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"parity threshold must be in (0, 1), got {self.threshold!r}")
+
+
+# -- the judging rule (pure) ----------------------------------------------------------------------
+
+
+def relative_delta(export: int, db: int) -> float:
+    """(db - export) relative to the export; an export of 0 counts as 1 so 0 vs 3 is +300 %."""
+    return (db - export) / max(export, 1)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One metric out of policy."""
+
+    metric: str
+    export: int
+    db: int
+
+    @property
+    def delta(self) -> int:
+        return self.db - self.export
+
+    @property
+    def relative(self) -> float:
+        return relative_delta(self.export, self.db)
+
+    def describe(self) -> str:
+        return (
+            f"{self.metric} export {self.export} db {self.db} "
+            f"delta {self.delta:+d} ({self.relative * 100:+.2f} %)"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "export": self.export,
+            "db": self.db,
+            "delta": self.delta,
+            "relativeDelta": round(self.relative, 6),
+        }
+
+
+def metric_findings(
+    export: Mapping[str, int], db: Mapping[str, int], metrics: Sequence[str], threshold: float
+) -> list[Finding]:
+    """Metrics out of policy: token metrics beyond the threshold, exact metrics unequal."""
+    findings = []
+    for metric in metrics:
+        e, d = int(export.get(metric, 0)), int(db.get(metric, 0))
+        out = e != d if metric in EXACT_METRICS else abs(relative_delta(e, d)) > threshold
+        if out:
+            findings.append(Finding(metric, e, d))
+    return findings
+
+
+def _sql_fails(metric: str, threshold: float) -> str:
+    """metric_findings' rule in SQL, over e_<m> / d_<m> columns (same float operations)."""
+    e, d = f'coalesce("e_{metric}", 0)', f'coalesce("d_{metric}", 0)'
+    if metric in EXACT_METRICS:
+        return f"({e} <> {d})"
+    return f"(abs(CAST({d} - {e} AS DOUBLE) / greatest({e}, 1)) > {threshold!r})"
+
+
+# -- result -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Offender:
+    """A key-day on one side only, or with metrics out of policy."""
+
+    kind: str  # "mismatched", "missingInDb" or "missingInCsv"
+    key: DayKey
+    judged: bool
+    export: dict[str, int] | None
+    db: dict[str, int] | None
+    export_records: int
+    db_records: int
+    findings: tuple[Finding, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "mismatched":
+            return f"{self.key.label()}: " + "; ".join(f.describe() for f in self.findings)
+        side = self.export if self.kind == "missingInDb" else self.db
+        where = "missing in DB" if self.kind == "missingInDb" else "missing in export"
+        usage = ", ".join(
+            f"{m} {(side or {}).get(m, 0)}" for m in ("input_tokens", "output_tokens")
+        )
+        other = "export" if self.kind == "missingInDb" else "db"
+        return f"{self.key.label()}: {where} ({other} {usage})"
+
+
+@dataclass
+class DayResult:
+    day: date
+    judged: bool
+    reason: str | None
+    coverage_seconds: int
+    export: dict[str, int] = field(default_factory=lambda: dict.fromkeys(METRICS, 0))
+    db: dict[str, int] = field(default_factory=lambda: dict.fromkeys(METRICS, 0))
+    key_days: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("matched", *OFFENDER_KINDS), 0)
+    )
+
+
+OFFENDER_KINDS = ("mismatched", "missingInDb", "missingInCsv")
+
+
+@dataclass
+class DiffResult:
+    policy: Policy
+    first_day: date
+    last_day: date
+    open_from: date | None
+    files: list[str]
+    metrics_compared: tuple[str, ...]
+    days: list[DayResult]
+    counts: dict[str, int]
+    offenders: dict[str, list[Offender]]  # samples, worst first
+    problems: list[ExportProblem]  # sample
+    without_ids: dict[str, dict[str, int]]
+    generated_at: datetime
+    detail_path: Path | None = None
+    detail_lines: int = 0
+    elapsed_seconds: float = 0.0
+
+    @property
+    def judged_days(self) -> list[date]:
+        return [d.day for d in self.days if d.judged]
+
+    def totals(self, side: str) -> dict[str, int]:
+        """Sum over judged days: what was actually compared."""
+        out = dict.fromkeys(METRICS, 0)
+        for day in self.days:
+            if day.judged:
+                for metric, value in getattr(day, side).items():
+                    out[metric] += value
+        return out
+
+    @property
+    def total_findings(self) -> list[Finding]:
+        return metric_findings(
+            self.totals("export"), self.totals("db"), self.metrics_compared, self.policy.threshold
+        )
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: str  # "pass", "fail" or "inconclusive"
+    reasons: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+
+def judge(result: DiffResult) -> Judgement:
+    """The parity verdict from a diff result: every failing rule becomes one reason."""
+    reasons = []
+    c = result.counts
+    if c["exportBadRows"] and result.policy.bad_rows_fail:
+        first = f" (first: {result.problems[0]})" if result.problems else ""
+        reasons.append(f"{c['exportBadRows']} bad export row(s){first}")
+    for kind, text in (
+        ("mismatched", "key-day(s) with metrics out of policy"),
+        ("missingInDb", "key-day(s) in the export but missing in the DB"),
+        ("missingInCsv", "key-day(s) in the DB but missing in the export"),
+    ):
+        if c[kind]:
+            reasons.append(f"{c[kind]} {text}")
+    reasons.extend(f"total {f.describe()}" for f in result.total_findings)
+    if reasons:
+        return Judgement("fail", tuple(reasons))
+    if not result.judged_days:
+        unjudged = "; ".join(f"{d.day}: {d.reason}" for d in result.days) or "no days in range"
+        return Judgement("inconclusive", (f"no day could be judged ({unjudged})",))
+    return Judgement("pass", ())
+
+
+def summary_line(result: DiffResult) -> str:
+    """One line for logs and the run summary."""
+    judgement = judge(result)
+    c = result.counts
+    days = ", ".join(d.isoformat() for d in result.judged_days) or "none"
+    return (
+        f"parity {judgement.verdict.upper()}: judged {days}; {c['judgedKeyDays']} key-days, "
+        f"{c['mismatched']} mismatched, {c['missingInDb']} missing in DB, "
+        f"{c['missingInCsv']} missing in export, {c['exportBadRows']} bad export rows "
+        f"(threshold {result.policy.threshold * 100:g} %)"
+    )
+
+
+def failure_message(result: DiffResult, report: Path | None = None, limit: int = 5) -> str:
+    """What a failing check says: the reasons, then the worst offenders, worst first."""
+    judgement = judge(result)
+    lines = [f"parity check {judgement.verdict}: " + "; ".join(judgement.reasons)]
+    worst = [o for kind in OFFENDER_KINDS for o in result.offenders[kind] if o.judged]
+    if worst:
+        lines.append("worst offenders:")
+        lines.extend(f"  {o.describe()}" for o in worst[:limit])
+        if len(worst) > limit or result.counts["judgedOffenders"] > limit:
+            lines.append(f"  ... {result.counts['judgedOffenders'] - limit} more")
+    unjudged = [d for d in result.days if not d.judged]
+    if unjudged:
+        lines.append(
+            "not judged: " + "; ".join(f"{d.day.isoformat()} ({d.reason})" for d in unjudged)
+        )
+    if report is not None:
+        lines.append(f"report: {report}")
+    return "\n".join(lines)
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def report_path(audit_dir: Path, now: datetime) -> Path:
+    """audit/telemetry-audit/<2025-10-07T22-44-28Z>-cron-diff.json; never an existing file."""
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    folder = Path(audit_dir) / "telemetry-audit"
+    candidate = folder / f"{stamp}-cron-diff.json"
+    n = 2
+    while candidate.exists() or detail_path_for(candidate).exists():
+        candidate = folder / f"{stamp}-cron-diff-{n}.json"
+        n += 1
+    return candidate
+
+
+def detail_path_for(report: Path) -> Path:
+    return report.with_name(report.name.removesuffix(".json") + ".detail.jsonl.gz")
+
+
+def _record(key: DayKey, metrics: Mapping[str, int] | None, records: int) -> dict[str, Any]:
+    """The app's record shape (key fields, metrics, recordCount), plus the day."""
+    start = datetime(key.day.year, key.day.month, key.day.day, tzinfo=UTC)
+    return {
+        "day": key.day.isoformat(),
+        "windowStartIso": start.isoformat().replace("+00:00", "Z"),
+        "windowEndIso": (start + timedelta(days=1)).isoformat().replace("+00:00", "Z"),
+        "projectId": key.project_id,
+        "apiKeyId": key.api_key_id,
+        "userId": key.user_id,
+        "model": key.model,
+        "serviceTier": key.service_tier or None,
+        "batch": key.batch,
+        "metrics": dict(metrics or {}),
+        "recordCount": records,
+    }
+
+
+def _key_json(key: DayKey) -> dict[str, Any]:
+    record = _record(key, None, 0)
+    for extra in ("metrics", "recordCount"):
+        record.pop(extra)
+    return record
+
+
+def report_dict(result: DiffResult, report: Path | None = None) -> dict[str, Any]:
+    """The bounded report: a superset of the app's diff output (contract.md section 6)."""
+    judgement = judge(result)
+    mismatched = []
+    for o in result.offenders["mismatched"]:
+        mismatched.append(
+            {
+                "key": _key_json(o.key),
+                # the app's sign: csv - db
+                "deltas": {
+                    m: (o.export or {}).get(m, 0) - (o.db or {}).get(m, 0)
+                    for m in result.metrics_compared
+                    if (o.export or {}).get(m, 0) != (o.db or {}).get(m, 0)
+                },
+                "csv": _record(o.key, o.export, o.export_records),
+                "db": _record(o.key, o.db, o.db_records),
+                "findings": [f.as_json() for f in o.findings],
+                "judged": o.judged,
+            }
+        )
+
+    def one_sided(kind: str, side: str) -> list[dict[str, Any]]:
+        out = []
+        for o in result.offenders[kind]:
+            metrics = o.export if side == "export" else o.db
+            records = o.export_records if side == "export" else o.db_records
+            out.append({**_record(o.key, metrics, records), "judged": o.judged})
+        return out
+
+    return {
+        "schemaVersion": REPORT_SCHEMA_VERSION,
+        "tool": "cron-dryrun diff",
+        "generatedAt": result.generated_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "verdict": judgement.verdict,
+        "reasons": list(judgement.reasons),
+        "summary": summary_line(result),
+        "policy": {
+            "threshold": result.policy.threshold,
+            "relativeDelta": "(db - export) / max(export, 1)",
+            "tokenMetrics": [m for m in result.metrics_compared if m not in EXACT_METRICS],
+            "exactMetrics": [m for m in result.metrics_compared if m in EXACT_METRICS],
+            "metricsNotInExport": [m for m in METRICS if m not in result.metrics_compared],
+            "badRowsFail": result.policy.bad_rows_fail,
+            "sampleSize": result.policy.sample_size,
+        },
+        "windowRange": {
+            "from": result.first_day.isoformat(),
+            "to": result.last_day.isoformat(),
+            "openFrom": result.open_from.isoformat() if result.open_from else None,
+            "judgedDays": [d.isoformat() for d in result.judged_days],
+        },
+        "days": [
+            {
+                "day": d.day.isoformat(),
+                "judged": d.judged,
+                "reason": d.reason,
+                "exportCoverageSeconds": d.coverage_seconds,
+                "csv": d.export,
+                "db": d.db,
+                "keyDays": d.key_days,
+            }
+            for d in result.days
+        ],
+        "counts": dict(result.counts),
+        "withoutIds": result.without_ids,
+        "mismatched": mismatched,
+        "missingInDb": one_sided("missingInDb", "export"),
+        "missingInCsv": one_sided("missingInCsv", "db"),
+        "totals": {"csv": result.totals("export"), "db": result.totals("db")},
+        "totalFindings": [f.as_json() for f in result.total_findings],
+        "badRows": [{"file": p.file, "line": p.line, "reason": p.reason} for p in result.problems],
+        "inspectedCsvFiles": list(result.files),
+        "detail": (
+            {"path": str(result.detail_path), "lines": result.detail_lines}
+            if result.detail_path
+            else None
+        ),
+        "report": str(report) if report else None,
+        "elapsedSeconds": round(result.elapsed_seconds, 3),
+    }
+
+
+def write_report(result: DiffResult, path: Path) -> dict[str, Any]:
+    """Write the report exclusively (an existing file is never overwritten)."""
+    data = report_dict(result, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    return data
+
+
+# -- the comparison (DuckDB) ------------------------------------------------------------------
+
+
+def _totals_ddl(table: str) -> str:
+    types = {"day": "DATE", "batch": "BOOLEAN", "aligned": "BOOLEAN"}
+    cols = ", ".join(
+        f'"{c}" {types.get(c, "VARCHAR" if c in KEY_TEXT_COLUMNS else "BIGINT")}'
+        for c in TOTALS_COLUMNS
+    )
+    return f"CREATE TEMP TABLE {table} ({cols})"
+
+
+def _load_totals_csv(con: Any, table: str, path: Path) -> None:
+    types = {"day": "DATE", "batch": "INTEGER", "aligned": "INTEGER"}
+    columns = ", ".join(
+        f"'{c}': '{types.get(c, 'VARCHAR' if c in KEY_TEXT_COLUMNS else 'BIGINT')}'"
+        for c in TOTALS_COLUMNS
+    )
+    text = ", ".join(f"coalesce(\"{c}\", '')" for c in KEY_TEXT_COLUMNS)
+    rest = ", ".join(f'"{c}"' for c in TOTALS_COLUMNS[len(KEY_TEXT_COLUMNS) + 1 + 2 :])
+    con.execute(
+        f"INSERT INTO {table} SELECT day, {text}, batch <> 0, aligned <> 0, {rest} "
+        f"FROM read_csv('{_esc(path)}', columns={{{columns}}}, header=false, auto_detect=false, "
+        f"delim=',', quote='\"', escape='\"', allow_quoted_nulls=false)"
+    )
+
+
+def _esc(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def reconcile(
+    exports: Sequence[Path],
+    db_totals: DbTotalsWriter,
+    *,
+    first_day: date | None = None,
+    last_day: date | None = None,
+    open_from: date | None = None,
+    policy: Policy | None = None,
+    detail_path: Path | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> DiffResult:
+    """Compare the exports with the database's daily totals over [first_day, last_day].
+
+    Without a range, the export's days are used. ``open_from``: that day and later are
+    still open (the run's current day) and are reported, not judged.
+    """
+    import duckdb  # imported here: the pure parts of this module must not need it
+
+    policy = policy or Policy()
+    started = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    files = expand_export_paths(exports)
+    if not files:
+        raise ValueError("no export files given (or the folders hold no .csv/.tsv/.json files)")
+    with tempfile.TemporaryDirectory(prefix="cron-dryrun-diff-") as tmp:
+        work = Path(tmp)
+        con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT, "temp_directory": tmp})
+        try:
+            con.execute("SET preserve_insertion_order = false")
+            db_csv = work / "db_totals.csv"
+            db_thread: _DbThread | None = None
+            if first_day is not None and last_day is not None:
+                # the database groups while DuckDB reads the export: two cores, both busy
+                db_thread = _DbThread(db_totals, first_day, last_day, db_csv)
+                db_thread.start()
+            con.execute(_totals_ddl("export_parts"))
+            buckets: dict[str, set[tuple[datetime, datetime]]] = {}
+            metric_sets: list[set[str]] = []
+            rollup = DailyRollup()  # counts for every file; totals only from JSON pages
+            for i, path in enumerate(files, 1):
+                say(f"reading export {i}/{len(files)}: {path.name}")
+                fmt = sniff_export(path)
+                metric_sets.append(set(fmt.metrics))
+                if fmt.kind == "json":
+                    part = DailyRollup()
+                    for item in read_json_pages(path):
+                        part.add(item, first_day, last_day)
+                    csv_path = work / f"export_{i}.csv"
+                    with open(csv_path, "w", encoding="utf-8", newline="") as fh:
+                        write_totals_csv(part, fh)
+                    _load_totals_csv(con, "export_parts", csv_path)
+                    _merge_counts(
+                        rollup,
+                        part.rows,
+                        part.empty_bucket_rows,
+                        part.rows_without_ids,
+                        part.rows_outside_range,
+                        part.without_ids_totals,
+                        part.problems,
+                        part.problem_count,
+                    )
+                    buckets[str(path)] = part.buckets.get(str(path), set())
+                else:
+                    load = load_delimited_duckdb(
+                        con, path, "export_parts", first_day, last_day, fmt
+                    )
+                    _merge_counts(
+                        rollup,
+                        load.rows,
+                        load.empty_bucket_rows,
+                        load.rows_without_ids,
+                        load.rows_outside_range,
+                        load.without_ids_totals,
+                        load.problems,
+                        load.problem_count,
+                    )
+                    buckets[str(path)] = load.buckets
+            for problem in overlapping_buckets(buckets):
+                rollup.add_problem(problem)
+            coverage = day_coverage(b for spans in buckets.values() for b in spans)
+            if first_day is None or last_day is None:
+                known = sorted(coverage)
+                if not known:
+                    raise ValueError("the export holds no readable bucket: nothing to compare")
+                first_day = first_day or known[0]
+                last_day = last_day or known[-1]
+                con.execute(
+                    f"DELETE FROM export_parts WHERE day < DATE '{first_day}' OR day > DATE '{last_day}'"
+                )
+            if db_thread is None:
+                say("querying the database")
+                db_totals(first_day, last_day, db_csv)
+            else:
+                say("waiting for the database")
+                db_thread.join()
+                if db_thread.error is not None:
+                    raise db_thread.error
+            say("comparing")
+            con.execute(_totals_ddl("db_daily"))
+            _load_totals_csv(con, "db_daily", db_csv)
+            metrics = common_metrics(metric_sets)
+            days = [
+                _day_result(day, coverage.get(day, 0), open_from)
+                for day in _days(first_day, last_day)
+            ]
+            result = _compare(
+                con, policy, metrics, days, files, rollup, first_day, last_day, open_from
+            )
+            if detail_path is not None:
+                say("writing the detail file")
+                result.detail_path = detail_path
+                result.detail_lines = _write_detail(con, detail_path, metrics, rollup)
+        finally:
+            con.close()
+    result.generated_at = now or datetime.now(UTC)
+    result.elapsed_seconds = time.perf_counter() - started
+    return result
+
+
+class _DbThread(threading.Thread):
+    def __init__(self, writer: DbTotalsWriter, first: date, last: date, out: Path) -> None:
+        super().__init__(name="db-totals", daemon=True)
+        self.writer, self.first, self.last, self.out = writer, first, last, out
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.writer(self.first, self.last, self.out)
+        except BaseException as exc:  # handed to the main thread, raised there
+            self.error = exc
+
+
+def _merge_counts(
+    rollup: DailyRollup,
+    rows: int,
+    empties: int,
+    no_ids: int,
+    outside: int,
+    no_id_totals: Sequence[int],
+    problems: Sequence[ExportProblem],
+    problem_count: int,
+) -> None:
+    rollup.rows += rows
+    rollup.empty_bucket_rows += empties
+    rollup.rows_without_ids += no_ids
+    rollup.rows_outside_range += outside
+    rollup.without_ids_totals = [
+        a + b for a, b in zip(rollup.without_ids_totals, no_id_totals, strict=True)
+    ]
+    for problem in problems:
+        rollup.add_problem(problem)
+    rollup.problem_count += problem_count - len(problems)
+
+
+def _day_result(day: date, covered: int, open_from: date | None) -> DayResult:
+    if open_from is not None and day >= open_from:
+        reason: str | None = f"still open: the run's current day (from {open_from.isoformat()})"
+    elif covered < SECONDS_PER_DAY:
+        reason = f"export covers {covered} of {SECONDS_PER_DAY} s of this day"
+    else:
+        reason = None
+    return DayResult(day, reason is None, reason, covered)
+
+
+def _compare(
+    con: Any,
+    policy: Policy,
+    metrics: tuple[str, ...],
+    days: list[DayResult],
+    files: list[Path],
+    rollup: DailyRollup,
+    first_day: date,
+    last_day: date,
+    open_from: date | None,
+) -> DiffResult:
+    keys = ("day", *KEY_TEXT_COLUMNS, "batch")
+    key_list = ", ".join(f'"{k}"' for k in keys)
+    sums = ", ".join(f'sum("{m}") AS "{m}"' for m in METRICS)
+    has_ids = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
+    if len(files) > 1:
+        # several files may carry the same key-day: add them up (overlaps are reported)
+        con.execute(
+            f"CREATE TEMP TABLE e AS SELECT {key_list}, sum(record_count) AS record_count, "
+            f"{sums} FROM export_parts GROUP BY ALL"
+        )
+        con.execute("DROP TABLE export_parts")
+    else:  # one file is already one row per key-day: no second aggregation
+        con.execute("ALTER TABLE export_parts RENAME TO e")
+    db_rows, db_no_ids, db_unaligned, *db_no_id_sums = con.execute(
+        f"SELECT coalesce(sum(record_count), 0), "
+        f"coalesce(sum(record_count) FILTER (WHERE aligned AND NOT {has_ids}), 0), "
+        f"coalesce(sum(record_count) FILTER (WHERE NOT aligned), 0), "
+        + ", ".join(
+            f'coalesce(sum("{m}") FILTER (WHERE aligned AND NOT {has_ids}), 0)' for m in METRICS
+        )
+        + " FROM db_daily"
+    ).fetchone()
+    # PostgreSQL grouped by key-day and alignment: the aligned rows are one per key-day
+    con.execute(f"CREATE TEMP VIEW d AS SELECT * FROM db_daily WHERE aligned AND {has_ids}")
+    judged_days = [d.day for d in days if d.judged]
+    judged_sql = (
+        "day IN (" + ", ".join(f"DATE '{d.isoformat()}'" for d in judged_days) + ")"
+        if judged_days
+        else "false"
+    )
+    fails = " OR ".join(_sql_fails(m, policy.threshold) for m in metrics) or "false"
+    worst = (
+        "greatest("
+        + ", ".join(
+            f'abs(CAST(coalesce("d_{m}", 0) - coalesce("e_{m}", 0) AS DOUBLE) '
+            f'/ greatest(coalesce("e_{m}", 0), 1))'
+            for m in metrics
+        )
+        + ")"
+        if metrics
+        else "0.0"
+    )
+    on = " AND ".join(f'e."{k}" = d."{k}"' for k in keys)
+    picked = ", ".join(f'coalesce(e."{k}", d."{k}") AS "{k}"' for k in keys)
+    sides = ", ".join(f'e."{m}" AS "e_{m}", d."{m}" AS "d_{m}"' for m in METRICS)
+    # one pass over the join keeps only what is not matched (small unless parity is bad)
+    con.execute(
+        f"CREATE TEMP TABLE offenders AS SELECT *, {judged_sql} AS judged, "
+        f"CASE WHEN status = 'mismatched' THEN {worst} "
+        f"ELSE CAST(coalesce(e_input_tokens, d_input_tokens, 0) + coalesce(e_output_tokens, "
+        f"d_output_tokens, 0) AS DOUBLE) END AS worst FROM (SELECT *, CASE WHEN e_n IS NULL "
+        f"THEN 'missingInCsv' WHEN d_n IS NULL THEN 'missingInDb' WHEN {fails} THEN 'mismatched' "
+        f"ELSE 'matched' END AS status FROM (SELECT {picked}, e.record_count AS e_n, "
+        f"d.record_count AS d_n, {sides} FROM e FULL OUTER JOIN d ON {on})) "
+        f"WHERE status <> 'matched'"
+    )
+    by_day = {d.day: d for d in days}
+    side_sums = ", ".join(f'coalesce(sum("{m}"), 0)' for m in METRICS)
+    export_key_days = db_key_days = 0
+    for side, table in (("export", "e"), ("db", "d")):
+        for day, n, *values in con.execute(
+            f"SELECT day, count(*), {side_sums} FROM {table} GROUP BY day"
+        ).fetchall():
+            if side == "export":
+                export_key_days += n
+            else:
+                db_key_days += n
+            result_day = by_day.get(day)
+            if result_day is None:
+                continue
+            getattr(result_day, side).update(zip(METRICS, (int(v) for v in values), strict=True))
+            if side == "export":
+                result_day.key_days["matched"] += n  # corrected by the offenders below
+    counts = dict.fromkeys(("matched", *OFFENDER_KINDS), 0)
+    unjudged_key_days = 0
+    for day, status, n in con.execute(
+        "SELECT day, status, count(*) FROM offenders GROUP BY ALL"
+    ).fetchall():
+        result_day = by_day.get(day)
+        if result_day is not None:
+            result_day.key_days[status] += n
+            if status != "missingInCsv":  # an export key-day that did not match
+                result_day.key_days["matched"] -= n
+    for d in days:
+        if d.judged:
+            for status, n in d.key_days.items():
+                counts[status] += n
+        else:
+            unjudged_key_days += sum(d.key_days.values())
+    offenders = {kind: _sample(con, kind, metrics, policy) for kind in OFFENDER_KINDS}
+    (judged_offenders,) = con.execute("SELECT count(*) FROM offenders WHERE judged").fetchone()
+    counts_out = {
+        "exportRows": rollup.rows,
+        "exportBadRows": rollup.problem_count,
+        "exportEmptyBucketRows": rollup.empty_bucket_rows,
+        "exportRowsWithoutIds": rollup.rows_without_ids,
+        "exportRowsOutsideRange": rollup.rows_outside_range,
+        "exportKeyDays": export_key_days,
+        "dbRows": int(db_rows),
+        "dbRowsWithoutIds": int(db_no_ids),
+        "dbUnalignedRows": int(db_unaligned),
+        "dbKeyDays": db_key_days,
+        "judgedKeyDays": sum(counts.values()),
+        "unjudgedKeyDays": unjudged_key_days,
+        "judgedOffenders": int(judged_offenders),
+        **counts,
+    }
+    return DiffResult(
+        policy=policy,
+        first_day=first_day,
+        last_day=last_day,
+        open_from=open_from,
+        files=[str(f) for f in files],
+        metrics_compared=metrics,
+        days=days,
+        counts=counts_out,
+        offenders=offenders,
+        problems=list(rollup.problems[: policy.sample_size]),
+        without_ids={
+            "export": dict(zip(METRICS, rollup.without_ids_totals, strict=True)),
+            "db": dict(zip(METRICS, (int(v) for v in db_no_id_sums), strict=True)),
+        },
+        generated_at=datetime.now(UTC),
+    )
+
+
+def _sample(con: Any, kind: str, metrics: tuple[str, ...], policy: Policy) -> list[Offender]:
+    """The worst offenders of one kind: judged first, then by relative delta (or size)."""
+    keys = ("day", *KEY_TEXT_COLUMNS, "batch")
+    cols = ", ".join(f'"{c}"' for c in (*keys, "judged", "e_n", "d_n"))
+    e_cols = ", ".join(f'"e_{m}"' for m in METRICS)
+    d_cols = ", ".join(f'"d_{m}"' for m in METRICS)
+    rows = con.execute(
+        f"SELECT {cols}, {e_cols}, {d_cols} FROM offenders WHERE status = ? "
+        f"ORDER BY judged DESC, worst DESC, day, project_id, api_key_id, user_id, model "
+        f"LIMIT {int(policy.sample_size)}",
+        [kind],
+    ).fetchall()
+    out = []
+    k = len(keys)
+    for row in rows:
+        key = DayKey(*row[:k])
+        judged, e_n, d_n = row[k : k + 3]
+        e_vals, d_vals = row[k + 3 : k + 3 + len(METRICS)], row[k + 3 + len(METRICS) :]
+        export = (
+            None if e_n is None else {m: int(v or 0) for m, v in zip(METRICS, e_vals, strict=True)}
+        )
+        db = None if d_n is None else {m: int(v or 0) for m, v in zip(METRICS, d_vals, strict=True)}
+        findings: tuple[Finding, ...] = ()
+        if export is not None and db is not None:
+            found = metric_findings(export, db, metrics, policy.threshold)
+            found.sort(key=lambda f: -abs(f.relative) if math.isfinite(f.relative) else 0)
+            findings = tuple(found)
+        out.append(
+            Offender(kind, key, bool(judged), export, db, int(e_n or 0), int(d_n or 0), findings)
+        )
+    return out
+
+
+def _write_detail(con: Any, path: Path, metrics: tuple[str, ...], rollup: DailyRollup) -> int:
+    """Every offender and bad row, one JSON object a line, gzip; streamed by DuckDB."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    e_struct = ", ".join(f'"{m}" := "e_{m}"' for m in METRICS)
+    d_struct = ", ".join(f'"{m}" := "d_{m}"' for m in METRICS)
+    con.execute(
+        f'COPY (SELECT status AS kind, judged, CAST(day AS VARCHAR) AS day, project_id AS "projectId", '
+        f'api_key_id AS "apiKeyId", user_id AS "userId", model, service_tier AS "serviceTier", '
+        f"batch, CASE WHEN e_n IS NULL THEN NULL ELSE struct_pack({e_struct}) END AS csv, "
+        f"CASE WHEN d_n IS NULL THEN NULL ELSE struct_pack({d_struct}) END AS db, "
+        f'e_n AS "csvRecordCount", d_n AS "dbRecordCount", worst '
+        f"FROM offenders ORDER BY judged DESC, worst DESC) "
+        f"TO '{_esc(path)}' (FORMAT json, COMPRESSION gzip)"
+    )
+    (lines,) = con.execute("SELECT count(*) FROM offenders").fetchone()
+    # the bad-row sample is appended as a second gzip member (readers see one stream)
+    with gzip.open(path, "at", encoding="utf-8") as fh:
+        for p in rollup.problems:
+            fh.write(
+                json.dumps({"kind": "badRow", "file": p.file, "line": p.line, "reason": p.reason})
+                + "\n"
+            )
+    return int(lines) + len(rollup.problems)

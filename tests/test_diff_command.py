@@ -1,0 +1,220 @@
+"""`cron-dryrun diff` and the grouped usage_events query, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import jsonschema
+import psycopg
+import pytest
+
+from cron_dryrun import cli, diff_command, usage_totals
+from tests.test_exports import bucket_row, write_export
+
+SCHEMA = json.loads(
+    (Path(__file__).parent.parent / "schemas" / "diff-report.schema.json").read_text()
+)
+D6, D7 = date(2025, 10, 6), date(2025, 10, 7)
+
+
+def midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day)  # naive: the columns hold UTC
+
+
+def seed(dsn: str, rows: list[dict[str, object]]) -> None:
+    """A users row and an admin provider key (the FKs), then usage_events rows."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO users (id) VALUES ('u1')")
+        (key_id,) = conn.execute(
+            "INSERT INTO provider_keys (user_id, provider, encrypted_key, iv, auth_tag, usage_mode) "
+            "VALUES ('u1', 'openai', 'x', 'x', 'x', 'admin') RETURNING id"
+        ).fetchone()  # type: ignore[misc]
+        for row in rows:
+            start = row.pop("window_start", midnight(D7))
+            end = row.pop("window_end", start + timedelta(days=1))  # type: ignore[operator]
+            values = {
+                "key_id": key_id, "model": "gpt-4o", "tokens_in": 100, "tokens_out": 10,
+                "timestamp": start, "window_start": start, "window_end": end,
+                "project_id": "proj_a", "openai_api_key_id": "key_a", "openai_user_id": "user_a",
+                "service_tier": "default", "batch": False, "num_model_requests": 1, **row,
+            }  # fmt: skip
+            cols = ", ".join(values)
+            marks = ", ".join(["%s"] * len(values))
+            conn.execute(
+                f"INSERT INTO usage_events ({cols}) VALUES ({marks})", list(values.values())
+            )
+
+
+def diff(tmp_path: Path, *extra: str) -> int:
+    return cli.main(["diff", "--audit-dir", str(tmp_path / "audit"), "--no-progress", *extra])
+
+
+def only_report(tmp_path: Path) -> dict[str, object]:
+    (path,) = (tmp_path / "audit" / "telemetry-audit").glob("*-cron-diff*.json")
+    data = json.loads(path.read_text())
+    jsonschema.validate(data, SCHEMA)
+    return data
+
+
+# -- the grouped query ---------------------------------------------------------------------------
+
+
+def test_totals_query_groups_per_key_and_day_in_postgres(app_database: str) -> None:
+    seed(
+        app_database,
+        [
+            # hourly rows of one key roll into the day, like the export's buckets
+            *(
+                {
+                    "window_start": midnight(D7) + timedelta(hours=h),
+                    "window_end": midnight(D7) + timedelta(hours=h + 1),
+                    "tokens_in": 10,
+                    "openai_user_id": "user_h",
+                }
+                for h in range(3)
+            ),
+            {"openai_user_id": "user_a", "tokens_in": 7, "input_cached_tokens": 2},
+            # legacy standard-mode row: no ids, no tier, no batch
+            {
+                "project_id": None,
+                "openai_api_key_id": None,
+                "openai_user_id": None,
+                "service_tier": None,
+                "batch": None,
+            },
+            # flag off: a window crossing midnight is grouped apart (not aligned)
+            {
+                "window_start": midnight(D7) + timedelta(hours=2),
+                "window_end": midnight(D7) + timedelta(hours=26),
+                "openai_user_id": "user_x",
+            },
+            # outside the range
+            {"window_start": midnight(D6), "openai_user_id": "user_old"},
+        ],
+    )
+    rows = usage_totals.fetch_daily_totals(app_database, D7, D7)
+    by_user = {r[3]: r for r in rows}
+    assert set(by_user) == {"user_h", "user_a", "", "user_x"}
+    day, project, key, _user, model, tier, batch, aligned, records, tokens_in = by_user["user_h"][
+        :10
+    ]
+    assert (day, project, key, model, tier, batch, aligned, records, tokens_in) == (
+        D7, "proj_a", "key_a", "gpt-4o", "default", 0, 1, 3, 30,
+    )  # fmt: skip
+    assert by_user[""][1:7] == ("", "", "", "gpt-4o", "", 0)
+    assert by_user["user_x"][7] == 0
+    assert by_user["user_a"][9 + 2] == 2  # input_cached_tokens, by name
+
+
+def test_csv_stream_matches_the_grouped_rows(app_database: str, tmp_path: Path) -> None:
+    seed(app_database, [{"openai_user_id": f"user_{i}", "project_id": 'pro,"j'} for i in range(5)])
+    out = tmp_path / "totals.csv"
+    usage_totals.copy_daily_totals(app_database, D7, D7, out)
+    import csv
+
+    with open(out, newline="") as fh:
+        lines = list(csv.reader(fh))
+    assert len(lines) == 5
+    assert {line[1] for line in lines} == {'pro,"j'}
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def test_parity_passes_with_exit_0(
+    app_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(
+        app_database, [{"tokens_out": 100_000}, {"openai_user_id": "user_b", "tokens_out": 50_500}]
+    )
+    export = write_export(
+        tmp_path / "export.csv",
+        [bucket_row(output_tokens=100_000), bucket_row(user="user_b", output_tokens=50_000)],
+    )
+    code = diff(
+        tmp_path,
+        "--export",
+        str(export),
+        "--database-url",
+        app_database,
+        "--from",
+        "2025-10-07",
+        "--to",
+        "2025-10-07",
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("parity diff: PASS  (threshold 2 %, 2025-10-07 .. 2025-10-07)")
+    data = only_report(tmp_path)
+    assert data["verdict"] == "pass"
+    assert data["counts"]["matched"] == 2  # type: ignore[index]
+
+
+def test_drift_fails_with_exit_1_and_names_the_offender(
+    app_database: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed(app_database, [{"tokens_out": 103_000}])
+    export = write_export(tmp_path / "export.csv", [bucket_row(output_tokens=100_000)])
+    monkeypatch.setenv("DATABASE_URL", app_database)  # the fallback when --database-url is absent
+    code = diff(tmp_path, "--export", str(export), "--from", "2025-10-07", "--to", "2025-10-07")
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "output_tokens export 100000 db 103000 delta +3000 (+3.00 %)" in captured.err
+    assert only_report(tmp_path)["verdict"] == "fail"
+
+
+def test_threshold_option_changes_the_verdict(app_database: str, tmp_path: Path) -> None:
+    seed(app_database, [{"tokens_out": 103_000}])
+    export = write_export(tmp_path / "export.csv", [bucket_row(output_tokens=100_000)])
+    args = [
+        "--export",
+        str(export),
+        "--database-url",
+        app_database,
+        "--from",
+        "2025-10-07",
+        "--to",
+        "2025-10-07",
+    ]
+    assert diff(tmp_path, *args, "--threshold", "0.05") == 0
+
+
+def test_no_database_url_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    export = write_export(tmp_path / "export.csv", [bucket_row()])
+    assert diff(tmp_path, "--export", str(export)) == 2
+    assert "--database-url" in capsys.readouterr().err
+    assert "DATABASE_URL" in diff_command.NO_DATABASE
+
+
+def test_an_existing_report_is_never_overwritten(
+    app_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = write_export(tmp_path / "export.csv", [bucket_row()])
+    taken = tmp_path / "taken.json"
+    taken.write_text("keep me")
+    code = diff(
+        tmp_path, "--export", str(export), "--database-url", app_database, "--output", str(taken)
+    )
+    assert code == 2
+    assert taken.read_text() == "keep me"
+    assert "never overwritten" in capsys.readouterr().err
+
+
+def test_today_is_open_by_default(app_database: str, tmp_path: Path) -> None:
+    seed(app_database, [{}])
+    export = write_export(tmp_path / "export.csv", [bucket_row()])
+    args = ["diff", "--export", str(export), "--database-url", app_database, "--no-progress"]
+    parsed = cli.build_parser().parse_args([*args, "--audit-dir", str(tmp_path / "audit")])
+    now = datetime(2025, 10, 7, 12, tzinfo=UTC)
+    assert diff_command.run(parsed, env={}, now=now) == 1  # nothing judged: inconclusive
+    data = only_report(tmp_path)
+    assert data["verdict"] == "inconclusive"
+    assert data["windowRange"]["openFrom"] == "2025-10-07"  # type: ignore[index]
