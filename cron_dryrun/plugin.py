@@ -356,6 +356,13 @@ class Evidence:
     def record(self, name: str, value: object) -> None:
         self._state.records[name] = value
 
+    @property
+    def writer(self) -> Any:
+        """The evidence writer (cron_dryrun.evidence.EvidenceWriter): redacts, writes atomically."""
+        from cron_dryrun.evidence_run import writer_for
+
+        return writer_for(self._state)
+
     def report_path(self, relpath: str) -> Path:
         """A path under the audit folder that no earlier file holds (a suffix when taken)."""
         path = self._state.settings.audit_dir / relpath
