@@ -172,7 +172,9 @@ def _fail(spec: OptionSpec, value: object, why: str) -> SettingsError:
 
 def _check_url(spec: OptionSpec, value: str, schemes: Sequence[str]) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.hostname:
+    # libpq URLs may name the host (or a socket directory) in the query: ?host=/run/postgresql
+    has_host = bool(parts.hostname) or "host=" in parts.query
+    if parts.scheme not in schemes or not has_host:
         raise _fail(
             spec,
             _redact_dsn(value),

@@ -1,0 +1,149 @@
+"""The stand-in's faults (issue 6): each makes it wrong in one way the runbook exists to catch.
+
+A fault is a ``Fault`` value: a handful of switches the cron app, the stand-in
+OpenAI API and the stack read. ``none`` has every switch off. Parity judges only
+admin-mode rows (standard rows carry no ids), so faults that must fail parity
+act on the ADMIN key, and faults that must not (window-wide, stale-update) act
+on a STANDARD key's rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+FlagsField = Literal["boolean", "missing", "string"]
+Rounding = Literal["ceil", "floor"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What one fault changes; the defaults are the healthy stand-in."""
+
+    name: str
+    breaks: str  # one line: what goes wrong, in the runbook's words
+    # -- authentication
+    accept_any_token: bool = False
+    accept_missing_header: bool = False
+    ingest_before_401: bool = False
+    # -- transport
+    reject_post: bool = False
+    html_500: bool = False
+    slow: bool = False
+    throttle_first: bool = False
+    # -- the flag and the body
+    windows_flag_on: bool = True
+    flags_field: FlagsField = "boolean"
+    extra_simulated_key_count: int | None = None
+    # -- admin key (parity must see these)
+    shift_one_admin_row_days: int = 0
+    output_drift: float = 0.0
+    drift_rounding: Rounding = "floor"
+    skip_admin_yesterday: bool = False
+    admin_refusal_status: int | None = None  # what the OpenAI stand-in answers the admin key
+    simulate_on_scope_missing: bool = False
+    dated_model: bool = False
+    # -- standard key (parity cannot see these)
+    wide_standard_row: bool = False
+    rewrite_stale_standard_row: bool = False
+    # -- database
+    plain_inserts: bool = False  # and the stack drops usage_admin_bucket_idx
+
+
+def _f(name: str, breaks: str, **switches: object) -> Fault:
+    return Fault(name=name, breaks=breaks, **switches)  # type: ignore[arg-type]
+
+
+FAULTS: Mapping[str, Fault] = {
+    f.name: f
+    for f in (
+        _f("none", "nothing: the stand-in behaves"),
+        _f("auth-open", "accepts any bearer token", accept_any_token=True),
+        _f("auth-no-header", "accepts a request without Authorization", accept_missing_header=True),
+        _f(
+            "auth-401-writes",
+            "ingests first, then answers 401 to a wrong token",
+            ingest_before_401=True,
+        ),
+        _f(
+            "no-post",
+            "answers POST with 405 and an empty body (the app's GET-only route)",
+            reject_post=True,
+        ),
+        _f(
+            "flag-off",
+            "ingests with ENABLE_DAILY_USAGE_WINDOWS off: one unaligned [T-24h, T) window per key, flag false",
+            windows_flag_on=False,
+        ),
+        _f(
+            "flag-missing",
+            "omits the `flags` object (as the app's current source does)",
+            flags_field="missing",
+        ),
+        _f(
+            "flag-string",
+            'reports "enableDailyUsageWindows": "true", a string',
+            flags_field="string",
+        ),
+        _f(
+            "window-shift",
+            "writes one of yesterday's admin rows a day earlier",
+            shift_one_admin_row_days=-1,
+        ),
+        _f(
+            "window-wide",
+            "writes one extra standard-key row with a two-day window",
+            wide_standard_row=True,
+        ),
+        _f(
+            "stale-update",
+            "also rewrites a standard-key row from five days ago, same values",
+            rewrite_stale_standard_row=True,
+        ),
+        _f(
+            "simulated",
+            "the admin key lacks scope and simulation is on: invented usage, simulatedKeys 1, SCOPE_MISSING 2",
+            admin_refusal_status=403,
+            simulate_on_scope_missing=True,
+        ),
+        _f("simulated-count", "adds telemetry.simulatedKeyCount: 2", extra_simulated_key_count=2),
+        _f("token-drift", "admin output tokens +3 %", output_drift=0.03, drift_rounding="ceil"),
+        _f("small-drift", "admin output tokens +1 % (inside the 2 % tolerance)", output_drift=0.01),
+        _f("drop-window", "skips yesterday's window for the admin key", skip_admin_yesterday=True),
+        _f(
+            "duplicate-rerun",
+            "plain INSERTs into a table without usage_admin_bucket_idx: a rerun duplicates rows",
+            plain_inserts=True,
+        ),
+        _f(
+            "provider-error",
+            "the provider fails for the admin key: PROVIDER_ERROR 1, failedKeys 1, still 200",
+            admin_refusal_status=500,
+        ),
+        _f(
+            "pricing-fallback",
+            "the provider reports a dated model name: PRICING_FALLBACK 1",
+            dated_model=True,
+        ),
+        _f("html-500", "answers 500 with an HTML body", html_500=True),
+        _f(
+            "slow",
+            "answers only after the stack's slow_delay_s (above the client timeout)",
+            slow=True,
+        ),
+        _f(
+            "throttle",
+            "answers the first authorised request 429 with Retry-After: 1",
+            throttle_first=True,
+        ),
+    )
+}
+
+
+def get_fault(name: str) -> Fault:
+    """The fault called ``name``; a ValueError listing the known ones otherwise."""
+    try:
+        return FAULTS[name]
+    except KeyError:
+        raise ValueError(f"unknown fault {name!r}; known faults: {', '.join(FAULTS)}") from None

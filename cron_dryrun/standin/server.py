@@ -1,0 +1,98 @@
+"""Serve an ASGI app with uvicorn in a background thread, on 127.0.0.1 and an ephemeral port.
+
+Readiness is signalled by the server itself (an Event set right after uvicorn's
+startup has bound its sockets), so nothing sleeps and guesses; the port is read
+from the bound socket, so nothing races for a "free" port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+LOOPBACK = "127.0.0.1"
+READY_TIMEOUT_S = 15.0
+GRACEFUL_SHUTDOWN_S = 1.0
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that tells another thread when its sockets are listening."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # False when startup failed (uvicorn then exits)
+            self.ready.set()
+
+
+class RunningServer:
+    """A started server: ``url`` is its base URL; ``stop`` shuts it down (idempotent)."""
+
+    def __init__(self, server: _Server, thread: threading.Thread, port: int) -> None:
+        self._server = server
+        self._thread = thread
+        self.port = port
+        self.url = f"http://{LOOPBACK}:{port}"
+
+    def signal_stop(self) -> None:
+        """Ask the server to stop without waiting: several servers then wind down in parallel."""
+        self._server.should_exit = True
+
+    def stop(self, timeout_s: float = GRACEFUL_SHUTDOWN_S + 5.0) -> None:
+        self.signal_stop()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():  # graceful shutdown overran: cut open connections
+            self._server.force_exit = True
+            self._thread.join(timeout_s)
+
+
+def start_server(app: Any, *, name: str, ready_timeout_s: float = READY_TIMEOUT_S) -> RunningServer:
+    """Start ``app`` on loopback; return once it accepts connections, or raise ServerStartError."""
+    config = uvicorn.Config(
+        app,
+        host=LOOPBACK,
+        port=0,
+        lifespan="off",
+        log_config=None,  # leave the process's logging alone (we may run inside pytest)
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=2,
+    )
+    server = _Server(config)
+    thread = threading.Thread(target=server.run, name=f"standin-{name}", daemon=True)
+    thread.start()
+    # Event.wait in short slices, so a thread that died during startup is noticed at once.
+    deadline = time.monotonic() + ready_timeout_s
+    while not server.ready.wait(0.05):
+        if not thread.is_alive() or time.monotonic() >= deadline:
+            server.should_exit = True
+            thread.join(5.0)
+            raise ServerStartError(
+                f"the {name} server did not start on {LOOPBACK} within {ready_timeout_s:.0f}s"
+            )
+    port = int(server.servers[0].sockets[0].getsockname()[1])
+    return RunningServer(server, thread, port)
+
+
+@contextlib.contextmanager
+def serving(app: Any, *, name: str) -> Iterator[RunningServer]:
+    """``start_server`` as a context manager: the server always stops on exit."""
+    running = start_server(app, name=name)
+    try:
+        yield running
+    finally:
+        running.stop()
