@@ -120,7 +120,7 @@ class CronClient:
     """Triggers the cron. ``sleep`` and ``now`` are injectable so tests never wait."""
 
     url: str
-    secret: str | None
+    secret: str | None = field(repr=False)
     method: str = "POST"
     timeout_s: float = 300.0
     max_body_bytes: int = MAX_BODY_BYTES

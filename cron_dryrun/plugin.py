@@ -25,7 +25,7 @@ from cron_dryrun import database as db
 from cron_dryrun.checks import exchange_problem
 from cron_dryrun.client import CronClient, Transcript
 from cron_dryrun.gate import REQUIRED_STEPS, CheckOutcome, Verdict, decide, first_line
-from cron_dryrun.run import DbObservation, RecordedRun, UsageRow
+from cron_dryrun.run import DbObservation, ExchangeMissing, RecordedRun, UsageRow
 from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_settings
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -33,13 +33,20 @@ STATE_KEY = pytest.StashKey["DryRunState"]()
 STEP_MARKERS = tuple(REQUIRED_STEPS)
 
 
+class RedactedDsn(str):
+    """A DSN that shows no userinfo when pytest prints a fixture's value in a traceback."""
+
+    def __repr__(self) -> str:
+        return repr(db.redact_dsn(str(self)))
+
+
 @dataclass
 class Target:
     """What the checks talk to: the cron URL and secret, the app DSN, the exports."""
 
     cron_url: str
-    secret: str
-    database_dsn: str
+    secret: str = field(repr=False)
+    database_dsn: str = field(repr=False)
     exports: tuple[Path, ...]
     is_local: bool
     backend: str
@@ -61,7 +68,7 @@ class DryRunState:
     verdict: Verdict | None = None
     config_error: str | None = None
     artefacts: dict[str, Path] = field(default_factory=dict)
-    secrets: set[str] = field(default_factory=set)
+    secrets: set[str] = field(default_factory=set, repr=False)
 
 
 # -- options --------------------------------------------------------------------------------------
@@ -268,7 +275,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def app_dsn(dryrun_target: Target) -> str:
     """DSN of the app's database. The suite only reads it (see ``database.read_only``)."""
-    return dryrun_target.database_dsn
+    return RedactedDsn(dryrun_target.database_dsn)
 
 
 @pytest.fixture(scope="session")
@@ -380,6 +387,15 @@ def evidence(request: pytest.FixtureRequest, dryrun_state: DryRunState) -> Evide
 
 
 # -- outcomes -------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A check that cannot judge for want of the exchange fails with that sentence alone."""
+    try:
+        return (yield)
+    except ExchangeMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _step_of(item: pytest.Item) -> str | None:
