@@ -1,0 +1,75 @@
+"""The plugin as operators meet it: fail-fast configuration, deselection, concurrent evidence."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGING = "https://staging.cogni-track.app/api/cron/daily-usage"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRON_", "DATABASE_URL", "DB_BACKEND", "OPENAI_EXPORT", "AUDIT_DIR", "PYTEST_ADDOPTS"))}
+    env.update(extra)
+    return env
+
+
+def run_acceptance(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pytest", "acceptance/", "-m", "dryrun", "-p", "no:cacheprovider", "-q", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_remote_target_without_database_url_fails_fast_naming_it(tmp_path: Path) -> None:
+    export = tmp_path / "export.csv"
+    export.write_text("start_time\n")
+    env = clean_env(CRON_URL=STAGING, CRON_SECRET="not-used", OPENAI_EXPORT=str(export))
+    result = run_acceptance("--audit-dir", str(tmp_path / "audit"), env=env, timeout=60)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR
+    lines = result.stderr.splitlines()
+    assert f"ERROR: cron-dryrun: the run against CRON_URL={STAGING} is not configured:" in lines
+    assert (
+        "  - DATABASE_URL is not set: export DATABASE_URL=postgres://... or pass --database-url "
+        "(the staging database the cron writes to)"
+    ) in lines
+    assert "Nothing was triggered. Set the variables above, or unset CRON_URL to run on the local stack." in lines
+
+
+def test_remote_target_lists_every_missing_variable(tmp_path: Path) -> None:
+    result = run_acceptance("--audit-dir", str(tmp_path), env=clean_env(CRON_URL=STAGING), timeout=60)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR
+    for name in ("CRON_SECRET is not set", "DATABASE_URL is not set", "OPENAI_EXPORT is not set"):
+        assert name in result.stderr
+
+
+def test_rollback_check_is_deselected_without_allow_destructive(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(str(ROOT / "acceptance" / "test_rollback.py"), "--collect-only", "-q", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*1 deselected*"])
+
+
+def test_two_suites_at_once_keep_both_entries_and_earlier_text(tmp_path: Path) -> None:
+    audit = tmp_path / "audit"
+    summary = audit / "cron-dry-run" / "summary.md"
+    summary.parent.mkdir(parents=True)
+    earlier = "# Dry run summary\n\nOperator intro, kept verbatim.\n\n## Runs\n\n#### 2025-10-07T02:00:00Z — earlier run\n\n- Request: by hand\n"
+    summary.write_text(earlier)
+    env = clean_env()
+
+    def one(label: str) -> subprocess.CompletedProcess[str]:
+        return run_acceptance("--audit-dir", str(audit), "--run-label", label, "-k", "not rerun and not refused", env=env)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, ["suite A", "suite B"]))
+    assert all("verdict:" in r.stdout for r in results), results[0].stdout[-2000:]
+    text = summary.read_text()
+    assert text.startswith("# Dry run summary\n\nOperator intro, kept verbatim.\n\n## Runs\n")
+    assert text.count("— suite A") == 1 and text.count("— suite B") == 1
+    assert text.endswith("#### 2025-10-07T02:00:00Z — earlier run\n\n- Request: by hand\n")
+    assert len(list((audit / "cron-dry-run").glob("smoke-*.log"))) == 2
+    ledger = (audit / "cron-dry-run" / "ledger.jsonl").read_text().splitlines()
+    assert len(ledger) == 2
