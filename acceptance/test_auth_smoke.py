@@ -43,7 +43,10 @@ def test_secret_is_accepted_with_a_json_body(cron_run: RecordedRun, evidence: Ev
     fail_if(cron_run.problem)
     body = cron_run.require_exchange()
     validator = jsonschema.Draft202012Validator(SCHEMA)
-    errors = [f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in validator.iter_errors(body)]
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}"
+        for e in validator.iter_errors(body)
+    ]
     fail_if(judge_success_body(body, errors))
 
 
@@ -55,7 +58,9 @@ class Refusals:
 
 
 @pytest.fixture(scope="module")
-def refusals(cron_client: CronClient, dryrun_target: Target, dryrun_state: DryRunState) -> Iterator[Refusals]:
+def refusals(
+    cron_client: CronClient, dryrun_target: Target, dryrun_state: DryRunState
+) -> Iterator[Refusals]:
     """Send every case once, between two read-only looks at usage_events."""
     watermark = None
     db_error = None
@@ -66,7 +71,9 @@ def refusals(cron_client: CronClient, dryrun_target: Target, dryrun_state: DryRu
         db_error = str(exc)
     results = {}
     for case in auth_cases(dryrun_target.secret):
-        transcript = cron_client.send(f"auth negative: {case.name}", authorization=case.authorization)
+        transcript = cron_client.send(
+            f"auth negative: {case.name}", authorization=case.authorization
+        )
         dryrun_state.transcripts.append(transcript)
         results[case.name] = (case, transcript)
     changed: tuple[UsageRow, ...] = ()

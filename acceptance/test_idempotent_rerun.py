@@ -34,4 +34,8 @@ def test_rerun_updates_and_never_duplicates(
     with db.read_only(dryrun_target.database_dsn) as conn:
         duplicates = db.duplicate_bucket_keys(conn)
     assert rerun.body is not None
-    fail_if(judge_rerun(rerun.body, observation.row_count_before, observation.row_count_after, duplicates))
+    fail_if(
+        judge_rerun(
+            rerun.body, observation.row_count_before, observation.row_count_after, duplicates
+        )
+    )

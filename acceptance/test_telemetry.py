@@ -39,14 +39,20 @@ def test_telemetry_matches_the_daily_windows(
         body,
         keys,
         dryrun_settings.allow_issue_code,
-        previous_manual_fallback_windows=dryrun_state.records.get("previous_manual_fallback_windows"),
+        previous_manual_fallback_windows=dryrun_state.records.get(
+            "previous_manual_fallback_windows"
+        ),
     )
     evidence.record("telemetry_warnings", judgement.warnings)
     evidence.attach(
         "telemetry",
         json.dumps(
-            {"telemetry": body.get("telemetry"), "openai_keys": keys, "throttling_headers": throttling,
-             "warnings": judgement.warnings},
+            {
+                "telemetry": body.get("telemetry"),
+                "openai_keys": keys,
+                "throttling_headers": throttling,
+                "warnings": judgement.warnings,
+            },
             indent=2,
         ),
     )

@@ -21,8 +21,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def one_round(extra: list[str]) -> tuple[float, int]:
     with tempfile.TemporaryDirectory(prefix="cron-dryrun-bench-") as audit:
-        command = [sys.executable, "-m", "pytest", "acceptance/", "-m", "dryrun", "-q", "-p", "no:cacheprovider",
-                   "--audit-dir", audit, *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "acceptance/",
+            "-m",
+            "dryrun",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--audit-dir",
+            audit,
+            *extra,
+        ]
         started = time.perf_counter()
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
         return time.perf_counter() - started, result.returncode

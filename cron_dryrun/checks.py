@@ -144,7 +144,7 @@ def judge_auth_case(case: AuthCase, t: Transcript) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return f"{case.name}: expected a JSON error body with the 401, got {describe_answer(t)}"
     if not isinstance(body, dict) or not isinstance(body.get("error"), str):
-        return f"{case.name}: expected a JSON body like {{\"error\": \"Unauthorized\"}} with the 401, got {describe_answer(t)}"
+        return f'{case.name}: expected a JSON body like {{"error": "Unauthorized"}} with the 401, got {describe_answer(t)}'
     return None
 
 
@@ -172,7 +172,9 @@ def judge_flag(body: Mapping[str, Any]) -> str | None:
     if not isinstance(flags, dict):
         return f"flags.enableDailyUsageWindows is missing: `flags` is {json.dumps(flags)}, not an object"
     if "enableDailyUsageWindows" not in flags:
-        return "flags.enableDailyUsageWindows is missing from the `flags` object " + json.dumps(flags)
+        return "flags.enableDailyUsageWindows is missing from the `flags` object " + json.dumps(
+            flags
+        )
     value = flags["enableDailyUsageWindows"]
     if value is True:
         return None
@@ -220,7 +222,9 @@ def judge_telemetry(
     if _number(body, "errors") != 0:
         j.failures.append(f"errors is {json.dumps(body.get('errors'))}, expected 0")
     if _number(telemetry, "failedKeys") != 0:
-        j.failures.append(f"telemetry.failedKeys is {json.dumps(telemetry.get('failedKeys'))}, expected 0")
+        j.failures.append(
+            f"telemetry.failedKeys is {json.dumps(telemetry.get('failedKeys'))}, expected 0"
+        )
     issues = telemetry.get("issuesByCode")
     if not isinstance(issues, dict):
         j.failures.append(f"telemetry.issuesByCode is {json.dumps(issues)}, expected an object")
@@ -253,7 +257,9 @@ def judge_telemetry(
 # -- window scoping -------------------------------------------------------------------------------
 
 
-def judge_window_scoping(run_at: datetime, db: DbObservation, reported_writes: int | None = None) -> str | None:
+def judge_window_scoping(
+    run_at: datetime, db: DbObservation, reported_writes: int | None = None
+) -> str | None:
     """Every row the run wrote is one UTC day starting yesterday or today; nothing else changed.
 
     ``reported_writes`` (storedEvents + updatedEvents) guards against judging the wrong
@@ -274,7 +280,11 @@ def judge_window_scoping(run_at: datetime, db: DbObservation, reported_writes: i
         return None
     today = day_start(run_at)
     listed = "\n".join(f"  {row.describe()}: {why}" for row, why in offending[:MAX_LISTED_ROWS])
-    more = f"\n  ... and {len(offending) - MAX_LISTED_ROWS} more" if len(offending) > MAX_LISTED_ROWS else ""
+    more = (
+        f"\n  ... and {len(offending) - MAX_LISTED_ROWS} more"
+        if len(offending) > MAX_LISTED_ROWS
+        else ""
+    )
     yesterday = iso(today - timedelta(days=1))
     return (
         f"{len(offending)} usage_events row(s) written by the run at {iso(run_at)} fall outside "
@@ -335,13 +345,21 @@ def judge_rerun(
     stored = _number(telemetry, "storedEvents")
     updated = _number(telemetry, "updatedEvents")
     if stored != 0:
-        problems.append(f"storedEvents is {json.dumps(telemetry.get('storedEvents'))}, expected 0 on a rerun")
+        problems.append(
+            f"storedEvents is {json.dumps(telemetry.get('storedEvents'))}, expected 0 on a rerun"
+        )
     if not updated or updated <= 0:
-        problems.append(f"updatedEvents is {json.dumps(telemetry.get('updatedEvents'))}, expected > 0 on a rerun")
+        problems.append(
+            f"updatedEvents is {json.dumps(telemetry.get('updatedEvents'))}, expected > 0 on a rerun"
+        )
     if count_after != count_before:
-        problems.append(f"usage_events went from {count_before} to {count_after} rows, expected no change")
+        problems.append(
+            f"usage_events went from {count_before} to {count_after} rows, expected no change"
+        )
     if duplicate_keys:
-        problems.append(f"{duplicate_keys} unique-index key(s) of usage_admin_bucket_idx are held by more than one row")
+        problems.append(
+            f"{duplicate_keys} unique-index key(s) of usage_admin_bucket_idx are held by more than one row"
+        )
     if not problems:
         return None
     return "a rerun inside the same windows is not idempotent: " + "; ".join(problems)
@@ -365,8 +383,10 @@ def judge_exports_present(paths: Iterable[str]) -> str | None:
         return "no OpenAI usage export given: pass --openai-export PATH or set OPENAI_EXPORT"
     missing = [str(p) for p in listed if not p.exists()]
     if missing:
-        return f"OpenAI usage export not found: {', '.join(missing)} (--openai-export / OPENAI_EXPORT)"
-    empty = [str(p) for p in listed if p.is_dir() and not any(f.is_file() for f in p.rglob('*'))]
+        return (
+            f"OpenAI usage export not found: {', '.join(missing)} (--openai-export / OPENAI_EXPORT)"
+        )
+    empty = [str(p) for p in listed if p.is_dir() and not any(f.is_file() for f in p.rglob("*"))]
     if empty:
         return f"OpenAI usage export folder holds no files: {', '.join(empty)} (--openai-export / OPENAI_EXPORT)"
     return None
@@ -383,4 +403,3 @@ def judge_window_columns(columns: Iterable[str]) -> str | None:
             "condition): run the app's migrations first"
         )
     return None
-

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Daily usage cron dry run: parity diff, rollback, gate status, local stand-in, evidence checks.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in SUBCOMMANDS.items():
+    for _name, module_name in SUBCOMMANDS.items():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

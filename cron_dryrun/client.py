@@ -137,7 +137,9 @@ class CronClient:
             headers["Authorization"] = str(authorization)
         return headers
 
-    def send(self, label: str, authorization: object = WITH_SECRET, method: str | None = None) -> Transcript:
+    def send(
+        self, label: str, authorization: object = WITH_SECRET, method: str | None = None
+    ) -> Transcript:
         """One request, never retried, never followed; a transport failure is recorded, not raised."""
         method = (method or self.method).upper()
         headers = self.headers(authorization)

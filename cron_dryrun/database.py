@@ -63,13 +63,17 @@ def redact_dsn(dsn: str) -> str:
 def with_database(dsn: str, dbname: str) -> str:
     """The same server DSN pointing at another database."""
     parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(dbname), parts.query, parts.fragment))
+    return urlunsplit(
+        (parts.scheme, parts.netloc, "/" + quote(dbname), parts.query, parts.fragment)
+    )
 
 
 # -- readiness ------------------------------------------------------------------------------------
 
 
-def wait_until_accepting(dsn: str, timeout_s: float = READY_TIMEOUT_S, alive: Callable[[], bool] | None = None) -> None:
+def wait_until_accepting(
+    dsn: str, timeout_s: float = READY_TIMEOUT_S, alive: Callable[[], bool] | None = None
+) -> None:
     """Bounded retry on a real connection; gives up after ``timeout_s`` with the last error."""
     deadline = time.monotonic() + timeout_s
     delay = 0.02
@@ -86,7 +90,9 @@ def wait_until_accepting(dsn: str, timeout_s: float = READY_TIMEOUT_S, alive: Ca
         # backoff between connection attempts, bounded by the deadline above
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.5)
-    raise DatabaseUnavailable(f"PostgreSQL did not accept connections within {timeout_s:.0f}s: {last}")
+    raise DatabaseUnavailable(
+        f"PostgreSQL did not accept connections within {timeout_s:.0f}s: {last}"
+    )
 
 
 # -- embedded: system binaries --------------------------------------------------------------------
@@ -145,7 +151,17 @@ def start_system_postgres(bindir: Path, base_dir: Path | None = None) -> Running
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
     env.pop("PGDATA", None)
     init = subprocess.run(
-        [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
         capture_output=True,
         text=True,
         preexec_fn=demote,
@@ -162,9 +178,21 @@ def start_system_postgres(bindir: Path, base_dir: Path | None = None) -> Running
         log = open(root / "postgres.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             [
-                str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}",
-                "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off",
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={root}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "synchronous_commit=off",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -255,7 +283,9 @@ def docker_engine_answers(timeout_s: float = 2.0) -> bool:
         return False
 
 
-def choose_backend(backend: str, database_url: str | None, docker_answers: Callable[[], bool]) -> str:
+def choose_backend(
+    backend: str, database_url: str | None, docker_answers: Callable[[], bool]
+) -> str:
     """design.md's auto rule: url if given, else testcontainers if Docker answers, else embedded."""
     if backend != "auto":
         return backend
@@ -308,7 +338,9 @@ def database_name(dsn: str) -> str:
 
 def drop_database(server_dsn: str, name: str) -> None:
     with psycopg.connect(server_dsn, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def read_only(dsn: str) -> psycopg.Connection:

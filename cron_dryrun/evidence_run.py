@@ -59,7 +59,11 @@ def _request_line(state: DryRunState) -> str:
         return f"{state.settings.cron_method} {state.settings.target_name}: not triggered"
     t = run.exchange.final
     answer = f"{t.status} {t.reason}" if t.status is not None else f"no answer ({t.error})"
-    retries = f" after {len(run.exchange.attempts) - 1} throttled attempt(s)" if len(run.exchange.attempts) > 1 else ""
+    retries = (
+        f" after {len(run.exchange.attempts) - 1} throttled attempt(s)"
+        if len(run.exchange.attempts) > 1
+        else ""
+    )
     return f"{t.method} {t.url} -> {answer} in {t.elapsed_s:.2f}s{retries}"
 
 
@@ -75,7 +79,9 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
     if run and run.db_error:
         notable.append(f"database: {run.db_error}")
     follow_ups = [r for r in verdict.reasons]
-    issues = telemetry.get("issuesByCode") if isinstance(telemetry.get("issuesByCode"), dict) else {}
+    issues = (
+        telemetry.get("issuesByCode") if isinstance(telemetry.get("issuesByCode"), dict) else {}
+    )
     return RunFacts(
         run_at=run.run_at if run else state.started_at,
         label=state.settings.run_label,
@@ -131,7 +137,11 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         target=target_key,
         verdict=checks_verdict.label,
         label=state.settings.run_label,
-        telemetry={k: v for k, v in telemetry.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+        telemetry={
+            k: v
+            for k, v in telemetry.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        },
         windows=tuple((iso(w.start), iso(w.end)) for w in daily_windows(run_at)),
         artefacts={},
         manual_fallback_windows=telemetry.get("manualFallbackWindows")
@@ -144,7 +154,11 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         ledger.append_entry(writer, entry)
         read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
         status = ledger.assess(
-            read.entries, state.settings.dry_run_start, datetime.now(UTC), target=target_key, problems=read.problems
+            read.entries,
+            state.settings.dry_run_start,
+            datetime.now(UTC),
+            target=target_key,
+            problems=read.problems,
         )
         state.records["dry_run_status"] = status.to_json()
         state.records["dry_run_description"] = status.describe()
@@ -162,7 +176,9 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         else:
             extra = None
         if extra:
-            state.verdict = Verdict(go=False, steps=checks_verdict.steps, reasons=(*checks_verdict.reasons, extra))
+            state.verdict = Verdict(
+                go=False, steps=checks_verdict.steps, reasons=(*checks_verdict.reasons, extra)
+            )
 
     # 2. smoke log, summary entry, notes, manifest
     try:
@@ -184,7 +200,11 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
 
     # 3. gate.json last, so it lists every artefact
     doc = gate_document(state)
-    doc["artefacts"] = {name: writer.relpath(path) for name, path in state.artefacts.items() if _inside(writer, path)}
+    doc["artefacts"] = {
+        name: writer.relpath(path)
+        for name, path in state.artefacts.items()
+        if _inside(writer, path)
+    }
     state.artefacts["gate"] = writer.write_json(GATE_RELPATH, doc)
     state.records["run_id_stamp"] = run_at
 

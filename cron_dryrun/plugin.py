@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 import secrets
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -81,7 +81,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         if spec.flag:
             dest = f"cron_dryrun_{spec.name}"
             if spec.is_flag:
-                group.addoption(spec.flag, action="store_true", default=False, dest=dest, help=help_text)
+                group.addoption(
+                    spec.flag, action="store_true", default=False, dest=dest, help=help_text
+                )
             elif spec.multiple:
                 group.addoption(spec.flag, action="append", default=None, dest=dest, help=help_text)
             else:
@@ -103,7 +105,11 @@ def _ini_values(config: pytest.Config) -> dict[str, Any]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    cli = {spec.name: config.getoption(f"cron_dryrun_{spec.name}", None) for spec in OPTIONS if spec.flag}
+    cli = {
+        spec.name: config.getoption(f"cron_dryrun_{spec.name}", None)
+        for spec in OPTIONS
+        if spec.flag
+    }
     try:
         settings = resolve_settings(cli=cli, env=os.environ, ini=_ini_values(config))
     except SettingsError as exc:
@@ -154,7 +160,9 @@ def _configure_html_report(config: pytest.Config, settings: Settings, state: Dry
 # -- collection: the gate applies when dryrun checks are selected ---------------------------------
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     state = config.stash[STATE_KEY]
     settings = state.settings
     if not settings.allow_destructive:
@@ -236,7 +244,9 @@ def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Itera
         stack.callback(db.drop_database, server_dsn, db.database_name(app_dsn))
         secret = s.cron_secret or secrets.token_urlsafe(24)
         dryrun_state.secrets.add(secret)
-        export_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cron-dryrun-export-")))
+        export_dir = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="cron-dryrun-export-"))
+        )
 
         from cron_dryrun.standin import start_local_stack
 
@@ -296,7 +306,10 @@ def cron_client(dryrun_settings: Settings, dryrun_target: Target) -> CronClient:
 
 @pytest.fixture(scope="session")
 def cron_run(
-    dryrun_settings: Settings, dryrun_target: Target, cron_client: CronClient, dryrun_state: DryRunState
+    dryrun_settings: Settings,
+    dryrun_target: Target,
+    cron_client: CronClient,
+    dryrun_state: DryRunState,
 ) -> RecordedRun:
     """The one shared trigger of the session, with what the database saw around it."""
     from cron_dryrun.evidence_run import previous_manual_fallback_windows
@@ -310,7 +323,9 @@ def cron_run(
     return trigger_and_observe(cron_client, dryrun_target, dryrun_state, label="main exchange")
 
 
-def trigger_and_observe(client: CronClient, target: Target, state: DryRunState, label: str) -> RecordedRun:
+def trigger_and_observe(
+    client: CronClient, target: Target, state: DryRunState, label: str
+) -> RecordedRun:
     """Watermark the database (read-only), trigger once, read what the trigger wrote."""
     db_error = None
     watermark = count_before = keys = None
@@ -551,7 +566,9 @@ class _HtmlHooks:
         state = self.config.stash[STATE_KEY]
         report.title = f"cron-dryrun gate: {state.settings.target_name}"
 
-    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str]) -> None:
+    def pytest_html_results_summary(
+        self, prefix: list[str], summary: list[str], postfix: list[str]
+    ) -> None:
         from cron_dryrun import reporting
 
         state = self.config.stash[STATE_KEY]

@@ -23,7 +23,11 @@ if TYPE_CHECKING:
 
 
 def versions() -> dict[str, str]:
-    return {"cron_dryrun": __version__, "python": platform.python_version(), "pytest": pytest.__version__}
+    return {
+        "cron_dryrun": __version__,
+        "python": platform.python_version(),
+        "pytest": pytest.__version__,
+    }
 
 
 def describe_target(state: DryRunState) -> str:
@@ -42,14 +46,29 @@ def gate_document(state: DryRunState) -> dict[str, Any]:
     run_at = state.run.run_at if state.run else state.started_at
     window = scope_range(run_at)
     checks = []
-    for outcome in sorted(state.outcomes.values(), key=lambda o: (list(REQUIRED_STEPS).index(o.step), o.nodeid)):
+    for outcome in sorted(
+        state.outcomes.values(), key=lambda o: (list(REQUIRED_STEPS).index(o.step), o.nodeid)
+    ):
         checks.append(
-            {"name": outcome.step, "nodeid": outcome.nodeid, "status": outcome.status,
-             "reason": outcome.reason, "required": True}
+            {
+                "name": outcome.step,
+                "nodeid": outcome.nodeid,
+                "status": outcome.status,
+                "reason": outcome.reason,
+                "required": True,
+            }
         )
     for step in verdict.steps:
         if step.status == "not-run":
-            checks.append({"name": step.step, "nodeid": None, "status": "not-run", "reason": step.reason, "required": True})
+            checks.append(
+                {
+                    "name": step.step,
+                    "nodeid": None,
+                    "status": "not-run",
+                    "reason": step.reason,
+                    "required": True,
+                }
+            )
     doc: dict[str, Any] = {
         "verdict": verdict.label,
         "reasons": list(verdict.reasons),
@@ -84,7 +103,13 @@ def finish_html_report(state: DryRunState) -> None:
 def print_terminal_summary(tr: Any, state: DryRunState) -> None:
     verdict = state.verdict
     assert verdict is not None
-    tr.section(f"cron-dryrun gate: {verdict.label}", sep="=", bold=True, green=verdict.go, red=not verdict.go)
+    tr.section(
+        f"cron-dryrun gate: {verdict.label}",
+        sep="=",
+        bold=True,
+        green=verdict.go,
+        red=not verdict.go,
+    )
     tr.line(f"target: {describe_target(state)}   method: {state.settings.cron_method}")
     width = max(len(s) for s in REQUIRED_STEPS)
     for step in verdict.steps:
@@ -113,7 +138,9 @@ def html_verdict_block(state: DryRunState) -> list[str]:
         f"<p>Target: {html.escape(describe_target(state))} &middot; method {html.escape(state.settings.cron_method)}"
         f" &middot; generated {html.escape(iso(datetime.now(UTC)))}</p>",
         f"<p>Dry run: {status}</p>" if status else "",
-        '<table id="gate-steps"><tr><th>check</th><th>status</th><th>reason</th></tr>' + rows + "</table>",
+        '<table id="gate-steps"><tr><th>check</th><th>status</th><th>reason</th></tr>'
+        + rows
+        + "</table>",
     ]
 
 

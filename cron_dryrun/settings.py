@@ -84,20 +84,95 @@ class OptionSpec:
 
 
 OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("cron_url", "--cron-url", "CRON_URL", "full URL of /api/cron/daily-usage; unset: the local stack"),
-    OptionSpec("database_url", "--database-url", "DATABASE_URL", "the app's PostgreSQL DSN; unset: provisioned by --db-backend"),
-    OptionSpec("db_backend", "--db-backend", "DB_BACKEND", "auto, url, testcontainers or embedded", "auto"),
-    OptionSpec("postgres_image", "--postgres-image", "POSTGRES_IMAGE", "image for the testcontainers backend", DEFAULT_POSTGRES_IMAGE),
-    OptionSpec("cron_method", "--cron-method", "CRON_METHOD", "POST (runbook) or GET (platform scheduler)", "POST"),
-    OptionSpec("cron_timeout", "--cron-timeout", "CRON_TIMEOUT", "seconds to wait for the cron's answer", 300.0),
-    OptionSpec("openai_export", "--openai-export", "OPENAI_EXPORT", "OpenAI usage export file or folder (repeatable; env: os.pathsep-separated)", (), multiple=True),
-    OptionSpec("parity_threshold", "--parity-threshold", "PARITY_THRESHOLD", "max relative token delta, in (0, 1)", 0.02),
-    OptionSpec("dry_run_start", "--dry-run-start", "DRY_RUN_START", "ISO start of the 48 h dry run; default: the first ledger entry"),
+    OptionSpec(
+        "cron_url",
+        "--cron-url",
+        "CRON_URL",
+        "full URL of /api/cron/daily-usage; unset: the local stack",
+    ),
+    OptionSpec(
+        "database_url",
+        "--database-url",
+        "DATABASE_URL",
+        "the app's PostgreSQL DSN; unset: provisioned by --db-backend",
+    ),
+    OptionSpec(
+        "db_backend", "--db-backend", "DB_BACKEND", "auto, url, testcontainers or embedded", "auto"
+    ),
+    OptionSpec(
+        "postgres_image",
+        "--postgres-image",
+        "POSTGRES_IMAGE",
+        "image for the testcontainers backend",
+        DEFAULT_POSTGRES_IMAGE,
+    ),
+    OptionSpec(
+        "cron_method",
+        "--cron-method",
+        "CRON_METHOD",
+        "POST (runbook) or GET (platform scheduler)",
+        "POST",
+    ),
+    OptionSpec(
+        "cron_timeout",
+        "--cron-timeout",
+        "CRON_TIMEOUT",
+        "seconds to wait for the cron's answer",
+        300.0,
+    ),
+    OptionSpec(
+        "openai_export",
+        "--openai-export",
+        "OPENAI_EXPORT",
+        "OpenAI usage export file or folder (repeatable; env: os.pathsep-separated)",
+        (),
+        multiple=True,
+    ),
+    OptionSpec(
+        "parity_threshold",
+        "--parity-threshold",
+        "PARITY_THRESHOLD",
+        "max relative token delta, in (0, 1)",
+        0.02,
+    ),
+    OptionSpec(
+        "dry_run_start",
+        "--dry-run-start",
+        "DRY_RUN_START",
+        "ISO start of the 48 h dry run; default: the first ledger entry",
+    ),
     OptionSpec("audit_dir", "--audit-dir", "AUDIT_DIR", "evidence root", "audit"),
-    OptionSpec("run_label", "--run-label", "RUN_LABEL", "label of this run in summary.md and the notes", "Dry run"),
-    OptionSpec("allow_issue_code", "--allow-issue-code", "ALLOW_ISSUE_CODE", "issuesByCode entries that only warn (repeatable; env: comma-separated)", DEFAULT_ALLOWED_ISSUE_CODES, multiple=True),
-    OptionSpec("promotion_gate", "--promotion-gate", None, "also require a complete 48 h ledger for GO", False, is_flag=True),
-    OptionSpec("allow_destructive", "--allow-destructive", None, "permit the rollback check to delete rows", False, is_flag=True),
+    OptionSpec(
+        "run_label",
+        "--run-label",
+        "RUN_LABEL",
+        "label of this run in summary.md and the notes",
+        "Dry run",
+    ),
+    OptionSpec(
+        "allow_issue_code",
+        "--allow-issue-code",
+        "ALLOW_ISSUE_CODE",
+        "issuesByCode entries that only warn (repeatable; env: comma-separated)",
+        DEFAULT_ALLOWED_ISSUE_CODES,
+        multiple=True,
+    ),
+    OptionSpec(
+        "promotion_gate",
+        "--promotion-gate",
+        None,
+        "also require a complete 48 h ledger for GO",
+        False,
+        is_flag=True,
+    ),
+    OptionSpec(
+        "allow_destructive",
+        "--allow-destructive",
+        None,
+        "permit the rollback check to delete rows",
+        False,
+        is_flag=True,
+    ),
     OptionSpec("fault", "--fault", None, "local stack only: inject one stand-in fault", "none"),
 )
 OPTIONS_BY_NAME = {spec.name: spec for spec in OPTIONS}
@@ -300,7 +375,9 @@ def resolve_settings(
             dry_run_start = parse_utc(str(raw["dry_run_start"]))
         except ValueError:
             raise _fail(
-                o["dry_run_start"], raw["dry_run_start"], "expected an ISO time like 2025-10-07T02:00:00Z"
+                o["dry_run_start"],
+                raw["dry_run_start"],
+                "expected an ISO time like 2025-10-07T02:00:00Z",
             ) from None
 
     fault = str(raw["fault"])
@@ -333,7 +410,9 @@ def resolve_settings(
         postgres_image=str(raw["postgres_image"]),
         cron_method=cron_method,
         cron_timeout=cron_timeout,
-        openai_export=tuple(Path(p) for p in _split_multi(o["openai_export"], raw["openai_export"])),
+        openai_export=tuple(
+            Path(p) for p in _split_multi(o["openai_export"], raw["openai_export"])
+        ),
         parity_threshold=threshold,
         dry_run_start=dry_run_start,
         audit_dir=Path(str(raw["audit_dir"])),

@@ -94,11 +94,7 @@ def in_scope(run_at: datetime, window_start: datetime, window_end: datetime) -> 
     start = as_utc(window_start)
     end = as_utc(window_end)
     today = day_start(run_at)
-    return (
-        end - start == DAY
-        and start == day_start(start)
-        and today - DAY <= start <= today
-    )
+    return end - start == DAY and start == day_start(start) and today - DAY <= start <= today
 
 
 def scope_range(run_at: datetime) -> Window:

@@ -6,7 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from cron_dryrun.database import RunningPostgres, create_app_database, database_name, drop_database, start_embedded
+from cron_dryrun.database import (
+    RunningPostgres,
+    create_app_database,
+    database_name,
+    drop_database,
+    start_embedded,
+)
 
 
 @pytest.fixture(scope="session")

@@ -32,25 +32,53 @@ from cron_dryrun.run import DbObservation, ExchangeMissing, RecordedRun, UsageRo
 RUN_AT = datetime(2025, 10, 8, 2, 0, 0, tzinfo=UTC)
 
 
-def answer(status: int | None, body: bytes = b"", content_type: str = "application/json", **kw: Any) -> Transcript:
-    headers = (("content-type", content_type),) + tuple(kw.pop("headers", ()))
+def answer(
+    status: int | None, body: bytes = b"", content_type: str = "application/json", **kw: Any
+) -> Transcript:
+    headers = (("content-type", content_type), *tuple(kw.pop("headers", ())))
     return Transcript(
-        label="main", method=kw.pop("method", "POST"), url="http://127.0.0.1:1/api/cron/daily-usage",
-        request_headers=(), request_body=b"", started_at=RUN_AT, status=status,
-        reason=kw.pop("reason", "OK"), response_headers=headers, response_body=body, **kw,
+        label="main",
+        method=kw.pop("method", "POST"),
+        url="http://127.0.0.1:1/api/cron/daily-usage",
+        request_headers=(),
+        request_body=b"",
+        started_at=RUN_AT,
+        status=status,
+        reason=kw.pop("reason", "OK"),
+        response_headers=headers,
+        response_body=body,
+        **kw,
     )
 
 
 def good_body(**telemetry: Any) -> dict[str, Any]:
     t = {
-        "processedUsers": 3, "processedKeys": 4, "simulatedKeys": 0, "failedKeys": 0,
-        "storedEvents": 12, "updatedEvents": 0, "windowsProcessed": 8, "constraintInserts": 12,
-        "constraintUpdates": 0, "manualFallbackInserts": 0, "manualFallbackUpdates": 0,
-        "manualFallbackWindows": 0, "manualFallbackKeys": 0, "issuesByCode": {},
+        "processedUsers": 3,
+        "processedKeys": 4,
+        "simulatedKeys": 0,
+        "failedKeys": 0,
+        "storedEvents": 12,
+        "updatedEvents": 0,
+        "windowsProcessed": 8,
+        "constraintInserts": 12,
+        "constraintUpdates": 0,
+        "manualFallbackInserts": 0,
+        "manualFallbackUpdates": 0,
+        "manualFallbackWindows": 0,
+        "manualFallbackKeys": 0,
+        "issuesByCode": {},
     }
     t.update(telemetry)
-    return {"success": True, "processed": 3, "successful": 3, "errors": 0, "warningCount": 0,
-            "timestamp": "2025-10-08T02:00:01.000Z", "telemetry": t, "flags": {"enableDailyUsageWindows": True}}
+    return {
+        "success": True,
+        "processed": 3,
+        "successful": 3,
+        "errors": 0,
+        "warningCount": 0,
+        "timestamp": "2025-10-08T02:00:01.000Z",
+        "telemetry": t,
+        "flags": {"enableDailyUsageWindows": True},
+    }
 
 
 # -- exchange ----------------------------------------------------------------------------------------
@@ -69,7 +97,12 @@ def test_405_names_the_method_and_the_option() -> None:
 
 
 def test_html_500_shows_status_type_and_body() -> None:
-    t = answer(500, b"<html><body>Internal Server Error</body></html>", content_type="text/html", reason="Internal Server Error")
+    t = answer(
+        500,
+        b"<html><body>Internal Server Error</body></html>",
+        content_type="text/html",
+        reason="Internal Server Error",
+    )
     assert exchange_problem(Exchange((t,))) == (
         "expected 200 OK with a JSON body, got status 500 Internal Server Error, content type text/html, "
         "body: <html><body>Internal Server Error</body></html>"
@@ -78,7 +111,10 @@ def test_html_500_shows_status_type_and_body() -> None:
 
 def test_non_json_200() -> None:
     t = answer(200, b"ok", content_type="text/plain")
-    assert exchange_problem(Exchange((t,))) == "expected a JSON body, got status 200 OK, content type text/plain, body: ok"
+    assert (
+        exchange_problem(Exchange((t,)))
+        == "expected a JSON body, got status 200 OK, content type text/plain, body: ok"
+    )
 
 
 def test_json_that_is_not_an_object() -> None:
@@ -89,7 +125,10 @@ def test_json_that_is_not_an_object() -> None:
 
 
 def test_timeout_is_named() -> None:
-    t = answer(None, error="timed out after 2s (ReadTimeout); raise --cron-timeout / CRON_TIMEOUT if the cron is just slow")
+    t = answer(
+        None,
+        error="timed out after 2s (ReadTimeout); raise --cron-timeout / CRON_TIMEOUT if the cron is just slow",
+    )
     assert exchange_problem(Exchange((t,))) == (
         "POST http://127.0.0.1:1/api/cron/daily-usage failed: timed out after 2s (ReadTimeout); "
         "raise --cron-timeout / CRON_TIMEOUT if the cron is just slow"
@@ -113,19 +152,31 @@ def test_redirect_is_not_followed() -> None:
 def test_throttled_note_is_kept() -> None:
     t = answer(429, b"{}", reason="Too Many Requests", headers=(("retry-after", "3600"),))
     problem = exchange_problem(Exchange((t,), note="throttled: 429 with Retry-After '3600'"))
-    assert problem.startswith("throttled: 429 with Retry-After '3600'; status 429 Too Many Requests")
+    assert problem.startswith(
+        "throttled: 429 with Retry-After '3600'; status 429 Too Many Requests"
+    )
 
 
 def test_truncated_body_is_named() -> None:
-    t = answer(200, b"{" * 10, body_truncated=True, error="response body larger than 10 bytes; read stopped there")
+    t = answer(
+        200,
+        b"{" * 10,
+        body_truncated=True,
+        error="response body larger than 10 bytes; read stopped there",
+    )
     assert exchange_problem(Exchange((t,))).startswith(
         "the answer could not be read whole: response body larger than 10 bytes; read stopped there"
     )
 
 
 def test_missing_exchange_fails_every_dependent_check() -> None:
-    run = RecordedRun("local", "POST", RUN_AT, None, problem="the endpoint refused the method POST", body=None)
-    with pytest.raises(ExchangeMissing, match="the cron exchange was not made, so this check cannot judge it: the endpoint refused"):
+    run = RecordedRun(
+        "local", "POST", RUN_AT, None, problem="the endpoint refused the method POST", body=None
+    )
+    with pytest.raises(
+        ExchangeMissing,
+        match="the cron exchange was not made, so this check cannot judge it: the endpoint refused",
+    ):
         run.require_exchange()
 
 
@@ -189,11 +240,23 @@ def test_rejections_that_wrote_rows() -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (None, "flags.enableDailyUsageWindows is missing: the response has no `flags` object (the app's current source emits none); the runbook requires the JSON boolean true"),
+        (
+            None,
+            "flags.enableDailyUsageWindows is missing: the response has no `flags` object (the app's current source emits none); the runbook requires the JSON boolean true",
+        ),
         ({}, "flags.enableDailyUsageWindows is missing from the `flags` object {}"),
-        ({"enableDailyUsageWindows": False}, "flags.enableDailyUsageWindows is false (false); expected the JSON boolean true"),
-        ({"enableDailyUsageWindows": "true"}, 'flags.enableDailyUsageWindows is "true" (a string); expected the JSON boolean true'),
-        ({"enableDailyUsageWindows": 1}, "flags.enableDailyUsageWindows is 1 (1); expected the JSON boolean true"),
+        (
+            {"enableDailyUsageWindows": False},
+            "flags.enableDailyUsageWindows is false (false); expected the JSON boolean true",
+        ),
+        (
+            {"enableDailyUsageWindows": "true"},
+            'flags.enableDailyUsageWindows is "true" (a string); expected the JSON boolean true',
+        ),
+        (
+            {"enableDailyUsageWindows": 1},
+            "flags.enableDailyUsageWindows is 1 (1); expected the JSON boolean true",
+        ),
     ],
 )
 def test_flag_failures(flags: Any, message: str) -> None:
@@ -218,17 +281,25 @@ def test_telemetry_healthy() -> None:
 
 def test_windows_processed_must_be_two_per_key() -> None:
     j = judge_telemetry(good_body(windowsProcessed=4), 4, [])
-    assert j.message() == "windowsProcessed is 4, expected 8 (2 daily windows x 4 OpenAI keys in provider_keys)"
+    assert (
+        j.message()
+        == "windowsProcessed is 4, expected 8 (2 daily windows x 4 OpenAI keys in provider_keys)"
+    )
 
 
 def test_errors_and_failed_keys() -> None:
     body = good_body(failedKeys=1)
     body["errors"] = 2
-    assert judge_telemetry(body, 4, []).message() == "errors is 2, expected 0; telemetry.failedKeys is 1, expected 0"
+    assert (
+        judge_telemetry(body, 4, []).message()
+        == "errors is 2, expected 0; telemetry.failedKeys is 1, expected 0"
+    )
 
 
 def test_blocking_issue_codes_fail_and_pricing_fallback_warns() -> None:
-    j = judge_telemetry(good_body(issuesByCode={"PRICING_FALLBACK": 1, "SCOPE_MISSING": 2}), 4, ["PRICING_FALLBACK"])
+    j = judge_telemetry(
+        good_body(issuesByCode={"PRICING_FALLBACK": 1, "SCOPE_MISSING": 2}), 4, ["PRICING_FALLBACK"]
+    )
     assert j.message() == (
         "blocking issues by code: SCOPE_MISSING: 2 (each needs a follow-up; --allow-issue-code CODE tolerates one)"
     )
@@ -241,9 +312,14 @@ def test_allow_issue_code_changes_the_allowed_set() -> None:
 
 
 def test_manual_fallback_warns_and_flags_two_runs() -> None:
-    j = judge_telemetry(good_body(manualFallbackWindows=6), 4, [], previous_manual_fallback_windows=6)
+    j = judge_telemetry(
+        good_body(manualFallbackWindows=6), 4, [], previous_manual_fallback_windows=6
+    )
     assert j.message() is None
-    assert j.warnings[-1] == "manualFallbackWindows > 0 on two consecutive runs: open an ingestion ticket"
+    assert (
+        j.warnings[-1]
+        == "manualFallbackWindows > 0 on two consecutive runs: open an ingestion ticket"
+    )
 
 
 def test_missing_telemetry() -> None:
@@ -261,7 +337,10 @@ def rows(*windows: tuple[datetime | None, datetime | None]) -> DbObservation:
 
 
 def test_rows_in_yesterday_and_today_pass() -> None:
-    obs = rows((datetime(2025, 10, 7), datetime(2025, 10, 8)), (datetime(2025, 10, 8), datetime(2025, 10, 9)))
+    obs = rows(
+        (datetime(2025, 10, 7), datetime(2025, 10, 8)),
+        (datetime(2025, 10, 8), datetime(2025, 10, 9)),
+    )
     assert judge_window_scoping(RUN_AT, obs) is None
 
 
@@ -332,7 +411,10 @@ def test_rerun_duplicates() -> None:
 
 def test_target_scheme() -> None:
     assert judge_target_scheme("http://127.0.0.1:9/api", loopback=True) is None
-    assert judge_target_scheme("https://staging.cogni-track.app/api/cron/daily-usage", loopback=False) is None
+    assert (
+        judge_target_scheme("https://staging.cogni-track.app/api/cron/daily-usage", loopback=False)
+        is None
+    )
     assert judge_target_scheme("http://staging.cogni-track.app/api", loopback=False) == (
         "CRON_URL http://staging.cogni-track.app/api is not https: the bearer secret would cross the network in clear; use https://"
     )
@@ -349,7 +431,10 @@ def test_window_columns() -> None:
 
 
 def test_exports_present(tmp_path: Any) -> None:
-    assert judge_exports_present([]) == "no OpenAI usage export given: pass --openai-export PATH or set OPENAI_EXPORT"
+    assert (
+        judge_exports_present([])
+        == "no OpenAI usage export given: pass --openai-export PATH or set OPENAI_EXPORT"
+    )
     missing = tmp_path / "nope.csv"
     assert judge_exports_present([str(missing)]) == (
         f"OpenAI usage export not found: {missing} (--openai-export / OPENAI_EXPORT)"

@@ -6,6 +6,7 @@ leave a transcript to put in the evidence.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import struct
@@ -38,14 +39,15 @@ def raw_server(respond: Handler) -> Iterator[str]:
                     return
                 data += chunk
             hits["n"] += 1
-            try:
+            # OSError: the client hung up, as it should on a hostile answer
+            with contextlib.suppress(OSError):
                 respond(conn, hits["n"])
-            except OSError:
-                pass  # the client hung up, as it should on a hostile answer
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage"
@@ -61,14 +63,18 @@ def http(status: str, body: bytes, *headers: str) -> bytes:
 
 def client(url: str, **kw: object) -> CronClient:
     sleeps: list[float] = []
-    c = CronClient(url=url, secret="test-secret", timeout_s=kw.pop("timeout_s", 2.0), sleep=sleeps.append, **kw)  # type: ignore[arg-type]
+    c = CronClient(
+        url=url, secret="test-secret", timeout_s=kw.pop("timeout_s", 2.0), sleep=sleeps.append, **kw
+    )  # type: ignore[arg-type]
     c.sleeps = sleeps  # type: ignore[attr-defined]
     return c
 
 
 def test_huge_body_is_capped_and_fails_cleanly() -> None:
     def respond(conn: socket.socket, _: int) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 52428800\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 52428800\r\n\r\n"
+        )
         block = b"[" * 65536
         for _ in range(800):  # 50 MB, bounded
             conn.sendall(block)
@@ -84,7 +90,9 @@ def test_huge_body_is_capped_and_fails_cleanly() -> None:
 
 def test_body_that_never_ends_hits_the_deadline() -> None:
     def respond(conn: socket.socket, _: int) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         deadline = time.monotonic() + 30  # bounded even if the client never hangs up
         while time.monotonic() < deadline:
             conn.sendall(b"1\r\n{\r\n")
@@ -95,12 +103,19 @@ def test_body_that_never_ends_hits_the_deadline() -> None:
         exchange = client(url, timeout_s=1.0).trigger()
         elapsed = time.monotonic() - started
     assert elapsed < 20, "the client must stop reading at its deadline"
-    assert exchange.final.error == "timed out after 1s while reading the body (--cron-timeout / CRON_TIMEOUT)"
-    assert exchange_problem(exchange).startswith("the answer could not be read whole: timed out after 1s")
+    assert (
+        exchange.final.error
+        == "timed out after 1s while reading the body (--cron-timeout / CRON_TIMEOUT)"
+    )
+    assert exchange_problem(exchange).startswith(
+        "the answer could not be read whole: timed out after 1s"
+    )
 
 
 def test_malformed_json() -> None:
-    with raw_server(lambda c, _: c.sendall(http("200 OK", b'{"success": tru', "Content-Type: application/json"))) as url:
+    with raw_server(
+        lambda c, _: c.sendall(http("200 OK", b'{"success": tru', "Content-Type: application/json"))
+    ) as url:
         exchange = client(url).trigger()
     assert exchange_problem(exchange) == (
         'expected a JSON body, got status 200 OK, content type application/json, body: {"success": tru'
@@ -108,13 +123,20 @@ def test_malformed_json() -> None:
 
 
 def test_json_that_is_not_an_object() -> None:
-    with raw_server(lambda c, _: c.sendall(http("200 OK", b'"ok"', "Content-Type: application/json"))) as url:
+    with raw_server(
+        lambda c, _: c.sendall(http("200 OK", b'"ok"', "Content-Type: application/json"))
+    ) as url:
         exchange = client(url).trigger()
-    assert exchange_problem(exchange) == 'expected a JSON object, got str: status 200 OK, content type application/json, body: "ok"'
+    assert (
+        exchange_problem(exchange)
+        == 'expected a JSON object, got str: status 200 OK, content type application/json, body: "ok"'
+    )
 
 
 def test_redirect_to_another_host_is_not_followed() -> None:
-    with raw_server(lambda c, _: c.sendall(http("302 Found", b"", "Location: http://203.0.113.9/steal"))) as url:
+    with raw_server(
+        lambda c, _: c.sendall(http("302 Found", b"", "Location: http://203.0.113.9/steal"))
+    ) as url:
         exchange = client(url).trigger()
     assert len(exchange.attempts) == 1 and exchange.final.status == 302
     assert exchange_problem(exchange).startswith(
@@ -123,7 +145,9 @@ def test_redirect_to_another_host_is_not_followed() -> None:
 
 
 def test_retry_after_of_an_hour_is_not_waited() -> None:
-    with raw_server(lambda c, _: c.sendall(http("429 Too Many Requests", b"{}", "Retry-After: 3600"))) as url:
+    with raw_server(
+        lambda c, _: c.sendall(http("429 Too Many Requests", b"{}", "Retry-After: 3600"))
+    ) as url:
         c = client(url)
         exchange = c.trigger()
     assert c.sleeps == []  # type: ignore[attr-defined]
@@ -137,7 +161,9 @@ def test_retry_after_of_an_hour_is_not_waited() -> None:
 def test_short_retry_after_is_honoured_once_then_succeeds() -> None:
     def respond(conn: socket.socket, n: int) -> None:
         if n == 1:
-            conn.sendall(http("429 Too Many Requests", b"{}", "Retry-After: 1", "X-RateLimit-Remaining: 0"))
+            conn.sendall(
+                http("429 Too Many Requests", b"{}", "Retry-After: 1", "X-RateLimit-Remaining: 0")
+            )
         else:
             conn.sendall(http("200 OK", b'{"success": true}', "Content-Type: application/json"))
 
@@ -151,7 +177,9 @@ def test_short_retry_after_is_honoured_once_then_succeeds() -> None:
 
 
 def test_persistent_429_is_bounded() -> None:
-    with raw_server(lambda c, _: c.sendall(http("429 Too Many Requests", b"{}", "Retry-After: 0"))) as url:
+    with raw_server(
+        lambda c, _: c.sendall(http("429 Too Many Requests", b"{}", "Retry-After: 0"))
+    ) as url:
         c = client(url)
         exchange = c.trigger()
     assert len(exchange.attempts) == 4
@@ -160,7 +188,9 @@ def test_persistent_429_is_bounded() -> None:
 
 def test_connection_reset() -> None:
     def respond(conn: socket.socket, _: int) -> None:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+        conn.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )  # close with RST
 
     with raw_server(respond) as url:
         exchange = client(url).trigger()
@@ -204,7 +234,9 @@ def test_the_secret_is_sent_as_bearer_and_get_is_an_option() -> None:
     assert "authorization: Bearer s3cret" in head.lower().replace("bearer s3cret", "Bearer s3cret")
 
 
-@pytest.mark.parametrize(("value", "seconds"), [("5", 5.0), ("Wed, 08 Oct 2025 02:01:00 GMT", 60.0), ("soon", None)])
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("5", 5.0), ("Wed, 08 Oct 2025 02:01:00 GMT", 60.0), ("soon", None)]
+)
 def test_retry_after_forms(value: str, seconds: float | None) -> None:
     from datetime import UTC, datetime
 

@@ -51,7 +51,12 @@ def test_embedded_as_the_current_user(prefer: str) -> None:
     try:
         dsn = db.create_app_database(running.dsn)
         with psycopg.connect(dsn) as conn:
-            indexes = {r[0] for r in conn.execute("select indexname from pg_indexes where tablename = 'usage_events'")}
+            indexes = {
+                r[0]
+                for r in conn.execute(
+                    "select indexname from pg_indexes where tablename = 'usage_events'"
+                )
+            }
         assert "usage_admin_bucket_idx" in indexes
         assert running.backend.startswith("embedded")
     finally:
@@ -66,12 +71,18 @@ def test_embedded_as_an_ordinary_user(prefer: str, tmp_path: Path) -> None:
     else:
         requires_system_binaries()
     script = ORDINARY_USER_SCRIPT.format(prefer=prefer)
-    env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
     command = [sys.executable, "-c", script]
     if os.geteuid() == 0:
         os.chmod(tmp_path, 0o777)
         command = ["runuser", "-u", db.UNPRIVILEGED_USER, "--", *command]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     line = result.stdout.strip().splitlines()[-1]
     ok, uid, *_rest = line.split(" ")
@@ -104,7 +115,10 @@ def test_auto_backend(backend: str, url: str | None, docker: bool, expected: str
 
 
 def test_redact_dsn() -> None:
-    assert db.redact_dsn("postgresql://app:pw@db.example:5432/app") == "postgresql://***@db.example:5432/app"
+    assert (
+        db.redact_dsn("postgresql://app:pw@db.example:5432/app")
+        == "postgresql://***@db.example:5432/app"
+    )
     assert db.redact_dsn("postgresql://127.0.0.1/app") == "postgresql://127.0.0.1/app"
 
 
@@ -116,12 +130,18 @@ def test_read_only_connection_refuses_writes(app_database: str) -> None:
 def test_rows_written_since_the_watermark(app_database: str) -> None:
     with psycopg.connect(app_database) as conn:
         conn.execute("insert into users (id) values ('u1')")
-        conn.execute("insert into provider_keys (user_id, provider, encrypted_key, iv, auth_tag) values ('u1', 'openai', 'k', 'i', 't')")
-        conn.execute("insert into usage_events (key_id, model, timestamp, window_start, window_end) values (1, 'old', now(), '2025-10-01', '2025-10-02')")
+        conn.execute(
+            "insert into provider_keys (user_id, provider, encrypted_key, iv, auth_tag) values ('u1', 'openai', 'k', 'i', 't')"
+        )
+        conn.execute(
+            "insert into usage_events (key_id, model, timestamp, window_start, window_end) values (1, 'old', now(), '2025-10-01', '2025-10-02')"
+        )
     with db.read_only(app_database) as ro:
         mark = db.xid_watermark(ro)
     with psycopg.connect(app_database) as conn:
-        conn.execute("insert into usage_events (key_id, model, timestamp, window_start, window_end) values (1, 'new', now(), '2025-10-07', '2025-10-08')")
+        conn.execute(
+            "insert into usage_events (key_id, model, timestamp, window_start, window_end) values (1, 'new', now(), '2025-10-07', '2025-10-08')"
+        )
     with db.read_only(app_database) as ro:
         written = db.rows_written_since(ro, mark)
         assert [r[2] for r in written] == ["new"]

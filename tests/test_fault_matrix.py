@@ -39,7 +39,9 @@ MATRIX: dict[str, frozenset[str]] = {
     "auth-no-header": frozenset({"auth_smoke"}),
     "auth-401-writes": frozenset({"auth_smoke"}),
     "no-post": ALL_BUT_PREREQUISITES,
-    "flag-off": frozenset({"flag_state", "telemetry", "window_scoping", "parity", "idempotent_rerun"}),
+    "flag-off": frozenset(
+        {"flag_state", "telemetry", "window_scoping", "parity", "idempotent_rerun"}
+    ),
     "flag-missing": frozenset({"flag_state"}),
     "flag-string": frozenset({"flag_state"}),
     "window-shift": frozenset({"window_scoping", "parity"}),
@@ -77,7 +79,24 @@ class MatrixRun:
 
 
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRON_", "DATABASE_URL", "DB_BACKEND", "OPENAI_EXPORT", "PARITY_", "AUDIT_DIR", "RUN_LABEL", "ALLOW_ISSUE", "DRY_RUN", "PYTEST_ADDOPTS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            (
+                "CRON_",
+                "DATABASE_URL",
+                "DB_BACKEND",
+                "OPENAI_EXPORT",
+                "PARITY_",
+                "AUDIT_DIR",
+                "RUN_LABEL",
+                "ALLOW_ISSUE",
+                "DRY_RUN",
+                "PYTEST_ADDOPTS",
+            )
+        )
+    }
     env["CRON_SECRET"] = KNOWN_SECRET
     return env
 
@@ -88,27 +107,56 @@ def _password_dsn(server_dsn: str) -> str:
 
     parts = urlsplit(server_dsn)
     host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, f"{MATRIX_ROLE}:{DB_PASSWORD}@{host}", parts.path, parts.query, ""))
+    return urlunsplit(
+        (parts.scheme, f"{MATRIX_ROLE}:{DB_PASSWORD}@{host}", parts.path, parts.query, "")
+    )
 
 
 def _run_one(fault: str, database_url: str, root: Path) -> MatrixRun:
     audit = root / fault
     command = [
-        sys.executable, "-m", "pytest", "acceptance/", "-m", "dryrun", "-p", "no:cacheprovider", "-q",
-        "--fault", fault, "--db-backend", "url", "--database-url", database_url,
-        "--audit-dir", str(audit), "--run-label", f"matrix {fault}",
+        sys.executable,
+        "-m",
+        "pytest",
+        "acceptance/",
+        "-m",
+        "dryrun",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--fault",
+        fault,
+        "--db-backend",
+        "url",
+        "--database-url",
+        database_url,
+        "--audit-dir",
+        str(audit),
+        "--run-label",
+        f"matrix {fault}",
     ]
     if fault == "slow":
         command += ["--cron-timeout", SLOW_TIMEOUT_S]
     started = time.monotonic()
-    result = subprocess.run(command, cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        command, cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=300
+    )
     gate_path = audit / "gate.json"
     gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
-    return MatrixRun(fault, result.returncode, result.stdout + result.stderr, audit, gate, time.monotonic() - started)
+    return MatrixRun(
+        fault,
+        result.returncode,
+        result.stdout + result.stderr,
+        audit,
+        gate,
+        time.monotonic() - started,
+    )
 
 
 @pytest.fixture(scope="module")
-def matrix(pg_server: RunningPostgres, tmp_path_factory: pytest.TempPathFactory) -> dict[str, MatrixRun]:
+def matrix(
+    pg_server: RunningPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, MatrixRun]:
     with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
         conn.execute(f"DROP ROLE IF EXISTS {MATRIX_ROLE}")
         conn.execute(f"CREATE ROLE {MATRIX_ROLE} LOGIN SUPERUSER PASSWORD '{DB_PASSWORD}'")
@@ -153,16 +201,28 @@ def test_every_fault_leaves_its_evidence(fault: str, matrix: dict[str, MatrixRun
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", sorted(NO_EXCHANGE))
-def test_checks_needing_the_exchange_say_it_was_not_made(fault: str, matrix: dict[str, MatrixRun]) -> None:
+def test_checks_needing_the_exchange_say_it_was_not_made(
+    fault: str, matrix: dict[str, MatrixRun]
+) -> None:
     gate = matrix[fault].gate
     assert gate is not None
     reasons = {s["name"]: s["reason"] for s in gate["steps"]}
-    for step in ("flag_state", "telemetry", "window_scoping", "no_simulated_keys", "idempotent_rerun", "parity"):
+    for step in (
+        "flag_state",
+        "telemetry",
+        "window_scoping",
+        "no_simulated_keys",
+        "idempotent_rerun",
+        "parity",
+    ):
         assert reasons[step].startswith("the cron exchange was not made"), (step, reasons[step])
     if fault == "slow":
         assert "timed out after 2s" in reasons["auth_smoke"]
     if fault == "no-post":
-        assert "refused the method POST" in reasons["auth_smoke"] and "--cron-method GET" in reasons["auth_smoke"]
+        assert (
+            "refused the method POST" in reasons["auth_smoke"]
+            and "--cron-method GET" in reasons["auth_smoke"]
+        )
 
 
 @pytest.mark.slow

@@ -18,7 +18,10 @@ def test_all_steps_passed_is_go() -> None:
 
 @pytest.mark.parametrize("status", ["failed", "error", "skipped", "xfailed", "xpassed"])
 def test_any_non_pass_is_no_go_with_reason(status: str) -> None:
-    outcomes = all_passed() + [CheckOutcome("acceptance/test_flag_state.py::x", "flag_state", status, "why")]
+    outcomes = [
+        *all_passed(),
+        CheckOutcome("acceptance/test_flag_state.py::x", "flag_state", status, "why"),
+    ]
     verdict = decide(outcomes)
     assert not verdict.go
     assert verdict.reasons == (f"flag_state: {status} - why",)
@@ -27,7 +30,9 @@ def test_any_non_pass_is_no_go_with_reason(status: str) -> None:
 def test_a_step_with_no_test_is_not_run_and_no_go() -> None:
     outcomes = [o for o in all_passed() if o.step != "parity"]
     verdict = decide(outcomes)
-    assert verdict.reasons == ("parity: not-run - not run: no test of this step was selected or collected",)
+    assert verdict.reasons == (
+        "parity: not-run - not run: no test of this step was selected or collected",
+    )
 
 
 def test_extra_reasons_make_it_no_go() -> None:

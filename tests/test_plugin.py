@@ -15,14 +15,35 @@ STAGING = "https://staging.cogni-track.app/api/cron/daily-usage"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRON_", "DATABASE_URL", "DB_BACKEND", "OPENAI_EXPORT", "AUDIT_DIR", "PYTEST_ADDOPTS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            ("CRON_", "DATABASE_URL", "DB_BACKEND", "OPENAI_EXPORT", "AUDIT_DIR", "PYTEST_ADDOPTS")
+        )
+    }
     env.update(extra)
     return env
 
 
-def run_acceptance(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pytest", "acceptance/", "-m", "dryrun", "-p", "no:cacheprovider", "-q", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+def run_acceptance(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "acceptance/",
+        "-m",
+        "dryrun",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        *args,
+    ]
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_remote_target_without_database_url_fails_fast_naming_it(tmp_path: Path) -> None:
@@ -37,18 +58,29 @@ def test_remote_target_without_database_url_fails_fast_naming_it(tmp_path: Path)
         "  - DATABASE_URL is not set: export DATABASE_URL=postgres://... or pass --database-url "
         "(the staging database the cron writes to)"
     ) in lines
-    assert "Nothing was triggered. Set the variables above, or unset CRON_URL to run on the local stack." in lines
+    assert (
+        "Nothing was triggered. Set the variables above, or unset CRON_URL to run on the local stack."
+        in lines
+    )
 
 
 def test_remote_target_lists_every_missing_variable(tmp_path: Path) -> None:
-    result = run_acceptance("--audit-dir", str(tmp_path), env=clean_env(CRON_URL=STAGING), timeout=60)
+    result = run_acceptance(
+        "--audit-dir", str(tmp_path), env=clean_env(CRON_URL=STAGING), timeout=60
+    )
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     for name in ("CRON_SECRET is not set", "DATABASE_URL is not set", "OPENAI_EXPORT is not set"):
         assert name in result.stderr
 
 
 def test_rollback_check_is_deselected_without_allow_destructive(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess(str(ROOT / "acceptance" / "test_rollback.py"), "--collect-only", "-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        str(ROOT / "acceptance" / "test_rollback.py"),
+        "--collect-only",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    )
     result.stdout.fnmatch_lines(["*1 deselected*"])
 
 
@@ -61,7 +93,15 @@ def test_two_suites_at_once_keep_both_entries_and_earlier_text(tmp_path: Path) -
     env = clean_env()
 
     def one(label: str) -> subprocess.CompletedProcess[str]:
-        return run_acceptance("--audit-dir", str(audit), "--run-label", label, "-k", "not rerun and not refused", env=env)
+        return run_acceptance(
+            "--audit-dir",
+            str(audit),
+            "--run-label",
+            label,
+            "-k",
+            "not rerun and not refused",
+            env=env,
+        )
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(one, ["suite A", "suite B"]))

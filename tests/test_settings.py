@@ -14,7 +14,12 @@ from cron_dryrun.settings import Settings, SettingsError, resolve_settings
 def test_defaults() -> None:
     s = resolve_settings()
     assert s == Settings()
-    assert (s.cron_method, s.cron_timeout, s.parity_threshold, s.db_backend) == ("POST", 300.0, 0.02, "auto")
+    assert (s.cron_method, s.cron_timeout, s.parity_threshold, s.db_backend) == (
+        "POST",
+        300.0,
+        0.02,
+        "auto",
+    )
     assert s.audit_dir == Path("audit") and not s.is_remote
 
 
@@ -33,7 +38,9 @@ def test_secret_comes_from_env_only() -> None:
 
 
 def test_exports_and_allowed_codes_split() -> None:
-    s = resolve_settings(env={"OPENAI_EXPORT": "a.csv:b", "ALLOW_ISSUE_CODE": "pricing_fallback, SCOPE_MISSING"})
+    s = resolve_settings(
+        env={"OPENAI_EXPORT": "a.csv:b", "ALLOW_ISSUE_CODE": "pricing_fallback, SCOPE_MISSING"}
+    )
     assert s.openai_export == (Path("a.csv"), Path("b"))
     assert s.allow_issue_code == ("PRICING_FALLBACK", "SCOPE_MISSING")
 
@@ -41,19 +48,58 @@ def test_exports_and_allowed_codes_split() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"cli": {"cron_url": "staging.cogni-track.app"}}, "--cron-url / CRON_URL: expected a URL like https://host/..., with a scheme among https, http (got 'staging.cogni-track.app')"),
-        ({"env": {"DATABASE_URL": "mysql://u:pw@h/db"}}, "--database-url / DATABASE_URL: expected a URL like postgresql://host/..., with a scheme among postgresql, postgres (got 'mysql://u:***@h/db')"),
-        ({"env": {"DB_BACKEND": "sqlite"}}, "--db-backend / DB_BACKEND: expected one of auto, url, testcontainers, embedded (got 'sqlite')"),
+        (
+            {"cli": {"cron_url": "staging.cogni-track.app"}},
+            "--cron-url / CRON_URL: expected a URL like https://host/..., with a scheme among https, http (got 'staging.cogni-track.app')",
+        ),
+        (
+            {"env": {"DATABASE_URL": "mysql://u:pw@h/db"}},
+            "--database-url / DATABASE_URL: expected a URL like postgresql://host/..., with a scheme among postgresql, postgres (got 'mysql://u:***@h/db')",
+        ),
+        (
+            {"env": {"DB_BACKEND": "sqlite"}},
+            "--db-backend / DB_BACKEND: expected one of auto, url, testcontainers, embedded (got 'sqlite')",
+        ),
         ({"cli": {"fault": "gremlins"}}, "--fault: unknown fault; known faults: none, auth-open"),
-        ({"env": {"PARITY_THRESHOLD": "2"}}, "--parity-threshold / PARITY_THRESHOLD: expected a fraction strictly between 0 and 1 (0.02 means 2 %) (got '2')"),
-        ({"env": {"PARITY_THRESHOLD": "0"}}, "--parity-threshold / PARITY_THRESHOLD: expected a fraction strictly between 0 and 1"),
-        ({"env": {"PARITY_THRESHOLD": "lots"}}, "--parity-threshold / PARITY_THRESHOLD: expected a number (got 'lots')"),
-        ({"env": {"CRON_METHOD": "PUT"}}, "--cron-method / CRON_METHOD: expected POST or GET (got 'PUT')"),
-        ({"env": {"CRON_TIMEOUT": "-1"}}, "--cron-timeout / CRON_TIMEOUT: expected seconds in (0, 3600] (got '-1')"),
-        ({"env": {"DRY_RUN_START": "yesterday"}}, "--dry-run-start / DRY_RUN_START: expected an ISO time like 2025-10-07T02:00:00Z (got 'yesterday')"),
-        ({"env": {"ALLOW_ISSUE_CODE": "NOPE"}}, "--allow-issue-code / ALLOW_ISSUE_CODE: unknown issue code; the app emits SCHEMA_MISSING"),
-        ({"cli": {"fault": "flag-off"}, "env": {"CRON_URL": "https://staging.cogni-track.app/api/cron/daily-usage"}}, "--fault flag-off injects a fault into the local stand-in only, but --cron-url / CRON_URL points at a remote cron: drop --fault, or unset CRON_URL to use the local stack"),
-        ({"env": {"DB_BACKEND": "url"}}, "--db-backend / DB_BACKEND is 'url' but no database URL was given: set DATABASE_URL or pass --database-url"),
+        (
+            {"env": {"PARITY_THRESHOLD": "2"}},
+            "--parity-threshold / PARITY_THRESHOLD: expected a fraction strictly between 0 and 1 (0.02 means 2 %) (got '2')",
+        ),
+        (
+            {"env": {"PARITY_THRESHOLD": "0"}},
+            "--parity-threshold / PARITY_THRESHOLD: expected a fraction strictly between 0 and 1",
+        ),
+        (
+            {"env": {"PARITY_THRESHOLD": "lots"}},
+            "--parity-threshold / PARITY_THRESHOLD: expected a number (got 'lots')",
+        ),
+        (
+            {"env": {"CRON_METHOD": "PUT"}},
+            "--cron-method / CRON_METHOD: expected POST or GET (got 'PUT')",
+        ),
+        (
+            {"env": {"CRON_TIMEOUT": "-1"}},
+            "--cron-timeout / CRON_TIMEOUT: expected seconds in (0, 3600] (got '-1')",
+        ),
+        (
+            {"env": {"DRY_RUN_START": "yesterday"}},
+            "--dry-run-start / DRY_RUN_START: expected an ISO time like 2025-10-07T02:00:00Z (got 'yesterday')",
+        ),
+        (
+            {"env": {"ALLOW_ISSUE_CODE": "NOPE"}},
+            "--allow-issue-code / ALLOW_ISSUE_CODE: unknown issue code; the app emits SCHEMA_MISSING",
+        ),
+        (
+            {
+                "cli": {"fault": "flag-off"},
+                "env": {"CRON_URL": "https://staging.cogni-track.app/api/cron/daily-usage"},
+            },
+            "--fault flag-off injects a fault into the local stand-in only, but --cron-url / CRON_URL points at a remote cron: drop --fault, or unset CRON_URL to use the local stack",
+        ),
+        (
+            {"env": {"DB_BACKEND": "url"}},
+            "--db-backend / DB_BACKEND is 'url' but no database URL was given: set DATABASE_URL or pass --database-url",
+        ),
     ],
 )
 def test_bad_values_name_the_option_and_variable(kwargs: dict, message: str) -> None:
@@ -64,7 +110,11 @@ def test_bad_values_name_the_option_and_variable(kwargs: dict, message: str) -> 
 
 def test_remote_missing_configuration_names_each_variable() -> None:
     s = resolve_settings(env={"CRON_URL": "https://staging.cogni-track.app/api/cron/daily-usage"})
-    assert [m.split(" ")[0] for m in s.missing_remote_configuration()] == ["CRON_SECRET", "DATABASE_URL", "OPENAI_EXPORT"]
+    assert [m.split(" ")[0] for m in s.missing_remote_configuration()] == [
+        "CRON_SECRET",
+        "DATABASE_URL",
+        "OPENAI_EXPORT",
+    ]
 
 
 # -- each layer through pytest itself ------------------------------------------------------------------
@@ -77,7 +127,14 @@ def test_probe(dryrun_settings):
 
 @pytest.fixture
 def probe(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for var in ("CRON_URL", "CRON_SECRET", "DATABASE_URL", "CRON_TIMEOUT", "RUN_LABEL", "OPENAI_EXPORT"):
+    for var in (
+        "CRON_URL",
+        "CRON_SECRET",
+        "DATABASE_URL",
+        "CRON_TIMEOUT",
+        "RUN_LABEL",
+        "OPENAI_EXPORT",
+    ):
         monkeypatch.delenv(var, raising=False)
     pytester.makepyfile(test_probe=PROBE)
     return pytester
@@ -113,12 +170,18 @@ def test_bad_value_stops_the_run_at_start(probe: pytest.Pytester) -> None:
     result = probe.runpytest_subprocess("--parity-threshold", "1.5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: cron-dryrun: --parity-threshold / PARITY_THRESHOLD: expected a fraction strictly between 0 and 1 (0.02 means 2 %) (got '1.5')"]
+        [
+            "ERROR: cron-dryrun: --parity-threshold / PARITY_THRESHOLD: expected a fraction strictly between 0 and 1 (0.02 means 2 %) (got '1.5')"
+        ]
     )
 
 
-def test_fault_with_remote_target_stops_the_run(probe: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fault_with_remote_target_stops_the_run(
+    probe: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CRON_URL", "https://staging.cogni-track.app/api/cron/daily-usage")
     result = probe.runpytest_subprocess("--fault", "flag-off")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: cron-dryrun: --fault flag-off injects a fault into the local stand-in only*"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: cron-dryrun: --fault flag-off injects a fault into the local stand-in only*"]
+    )
