@@ -73,15 +73,19 @@ _AUTH_QUOTED = re.compile(
     re.IGNORECASE,
 )
 # "Authorization: value" / "Authorization=value" up to the end of the line (headers, logs).
+# The value stops at a quote, backslash, '<' or '&' too: inside an HTML-escaped JSON blob
+# (pytest-html's report is one long line) it must not swallow the rest of the document.
 _AUTH_LINE = re.compile(
-    r"(?P<head>\b(?:(?:proxy-)?authorization|x-api-key|(?:set-)?cookie)\s*[:=][ \t]*)(?P<value>[^\r\n]*)",
+    r"(?P<head>\b(?:(?:proxy-)?authorization|x-api-key|(?:set-)?cookie)\s*[:=][ \t]*)(?P<value>[^\r\n\"\\<&]*)",
     re.IGNORECASE,
 )
 _AUTH_SCHEME = re.compile(
     r"^(?P<scheme>Bearer|Basic|Token|Digest)(?P<sp>\s+)(?P<rest>.*)$", re.I | re.S
 )
+# RFC 6750 b64token characters, at least 8 of them: prose such as "empty bearer token"
+# stays readable, and an HTML entity after a token (&#34;) is never eaten.
 _BEARER = re.compile(
-    r"(?P<head>\bBearer\s+)(?!\[REDACTED\])(?P<token>[^\s\"',;\\]+)", re.IGNORECASE
+    r"(?P<head>\bBearer[ \t]+)(?!\[REDACTED\])(?P<token>[A-Za-z0-9\-._~+/]{8,}=*)", re.IGNORECASE
 )
 _SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
 _PASSWORD_KV = re.compile(

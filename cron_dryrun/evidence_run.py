@@ -8,8 +8,12 @@ pytest-html has written it (``finish_html``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import html
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -217,6 +221,47 @@ def _inside(writer: EvidenceWriter, path: Path) -> bool:
     return True
 
 
+_JSON_BLOB = re.compile(r'(data-jsonblob=")([^"]*)(")')
+
+
+def _redact_json(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        head, sep, data = value.partition(";base64,")
+        if sep and head.startswith("data:"):
+            # attachments are base64 data URIs: redact what they decode to
+            try:
+                text = base64.b64decode(data, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return value
+            return head + sep + base64.b64encode(redact(text).encode()).decode("ascii")
+        return redact(value)
+    if isinstance(value, list):
+        return [_redact_json(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {redact(k): _redact_json(v, redact) for k, v in value.items()}
+    return value
+
+
+def redact_html_report(text: str, redact: Callable[[str], str]) -> str:
+    """Redact pytest-html's report without breaking it: its results live in one HTML-escaped
+    JSON attribute, redacted value by value (attachments decoded first) and re-encoded."""
+    match = _JSON_BLOB.search(text)
+    if match is None:
+        return redact(text)
+    raw = html.unescape(match.group(2))
+    try:
+        blob = json.dumps(_redact_json(json.loads(raw), redact))
+    except ValueError:
+        blob = redact(raw)
+    return (
+        redact(text[: match.start()])
+        + match.group(1)
+        + html.escape(blob, quote=True)
+        + match.group(3)
+        + redact(text[match.end() :])
+    )
+
+
 def finish_html(state: DryRunState) -> None:
     """Copy pytest-html's report into audit/ through the writer (redacted), dated and as latest."""
     source = state.records.get("html_temp_path")
@@ -224,7 +269,9 @@ def finish_html(state: DryRunState) -> None:
         return
     writer = writer_for(state)
     run_at = state.run.run_at if state.run else state.started_at
-    data = Path(source).read_bytes()
+    data = redact_html_report(
+        Path(source).read_text(encoding="utf-8"), writer.redactor.redact
+    ).encode()
     dated = writer.write_new(report_relpath(run_at), data)
     writer.write_bytes(LATEST_REPORT_RELPATH, data)
     with contextlib.suppress(Exception):

@@ -511,20 +511,39 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
+    # Normally done in the terminal summary; this covers runs without a terminal reporter.
     state = config.stash.get(STATE_KEY, None)
     if state is None or not state.active or state.verdict is None:
         return
+    _finish_html(config, state)
+
+
+def _finish_html(config: pytest.Config, state: DryRunState) -> None:
+    """Copy pytest-html's finished report into audit/ (redacted) and point its message there."""
+    if state.records.get("html_finished"):
+        return
+    state.records["html_finished"] = True
+    temp = state.records.get("html_temp_path")
     from cron_dryrun import reporting
 
     reporting.finish_html_report(state)
+    final = state.artefacts.get("report")
+    if not temp or final is None:
+        return
+    for plugin in config.pluginmanager.get_plugins():
+        # pytest-html prints "Generated html report: <path>"; the temp file is gone by then
+        if str(getattr(plugin, "_report_path", "")) == temp:
+            plugin._report_path = Path(final).resolve()
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
     if state is None or not state.active or state.verdict is None:
         return
     from cron_dryrun import reporting
 
+    _finish_html(config, state)
     reporting.print_terminal_summary(terminalreporter, state)
 
 

@@ -254,3 +254,120 @@ def test_no_secret_reaches_any_file_or_output(matrix: dict[str, MatrixRun]) -> N
     # and the scan can fail: the redacted marker is there where the secret would have been
     smoke = next((matrix["none"].audit_dir / "cron-dry-run").glob("smoke-*.log")).read_text()
     assert "Authorization: Bearer [REDACTED]" in smoke
+
+
+def _report_blob(report: Path) -> dict[str, Any]:
+    import html
+    import re
+
+    match = re.search(r'data-jsonblob="([^"]*)"', report.read_text())
+    assert match, "pytest-html's data blob is missing"
+    return json.loads(html.unescape(match.group(1)))
+
+
+@pytest.mark.slow
+def test_a_go_run_leaves_every_artefact_with_its_content(
+    matrix: dict[str, MatrixRun], tmp_path: Path
+) -> None:
+    import base64
+    import shutil
+
+    run = matrix["none"]
+    audit = run.audit_dir
+    dry = audit / "cron-dry-run"
+    summary = (dry / "summary.md").read_text()
+    assert "**Windows processed:** 8 (expected 8)" in summary
+    assert "**Verdict:** **GO**" in summary and '"enableDailyUsageWindows": true' in summary
+    smoke = next(dry.glob("smoke-*.log"))
+    assert f"[smoke log]({smoke.name})" in summary
+    smoke_text = smoke.read_text()
+    for label in (
+        "### main exchange",
+        "### auth negative: no Authorization header",
+        "### idempotent rerun",
+    ):
+        assert label in smoke_text
+    assert "< HTTP/1.1 200 OK" in smoke_text and "< HTTP/1.1 401 Unauthorized" in smoke_text
+
+    notes = next(dry.glob("notes-*.md")).read_text()
+    assert "Windows processed: 8 (expected 8)" in notes and "## Operator comments" in notes
+
+    ledger_lines = (dry / "ledger.jsonl").read_text().splitlines()
+    ledger_schema = json.loads((ROOT / "schemas" / "ledger-entry.schema.json").read_text())
+    assert len(ledger_lines) == 1
+    entry = json.loads(ledger_lines[0])
+    jsonschema.validate(entry, ledger_schema)
+    assert entry["verdict"] == "GO" and entry["telemetry"]["windowsProcessed"] == 8
+
+    diff = next((audit / "telemetry-audit").glob("*-cron-diff.json"))
+    report_doc = json.loads(diff.read_text())
+    jsonschema.validate(
+        report_doc, json.loads((ROOT / "schemas" / "diff-report.schema.json").read_text())
+    )
+    assert f"telemetry-audit/{diff.name}" in summary
+
+    blob = _report_blob(audit / "report.html")
+    assert len(blob["tests"]) >= 20
+    html_text = (audit / "report.html").read_text()
+    assert "Gate verdict: GO" in html_text and "cron-dryrun gate: local stack" in html_text
+    extras = [x for test in blob["tests"].values() for r in test for x in r.get("extras", [])]
+    main = next(x for x in extras if x["name"] == "main exchange (curl -i)")
+    decoded = base64.b64decode(main["content"].split(";base64,", 1)[1]).decode()
+    assert "### main exchange" in decoded and "Authorization: Bearer [REDACTED]" in decoded
+
+    # the manifests hold, and verify-evidence names a changed file
+    copy = tmp_path / "audit"
+    shutil.copytree(audit, copy)
+    ok = subprocess.run(
+        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    tampered = copy / "cron-dry-run" / smoke.name
+    tampered.write_text(tampered.read_text() + "edited\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and f"cron-dry-run/{smoke.name}" in bad.stdout + bad.stderr
+
+
+@pytest.mark.slow
+def test_the_report_renders_the_verdict_and_evidence_in_chromium(
+    matrix: dict[str, MatrixRun], tmp_path: Path
+) -> None:
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium)")
+    report = matrix["token-drift"].audit_dir / "report.html"
+    result = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    dom = result.stdout
+    assert "Gate verdict: NO-GO" in dom
+    # the results table is drawn by the report's script: rows exist only if it ran on our data
+    assert "test_db_totals_match_the_openai_export" in dom and 'class="collapsible"' in dom
+    assert "parity diff" in dom  # the attached diff summary's link
