@@ -113,3 +113,26 @@ def test_two_suites_at_once_keep_both_entries_and_earlier_text(tmp_path: Path) -
     assert len(list((audit / "cron-dry-run").glob("smoke-*.log"))) == 2
     ledger = (audit / "cron-dry-run" / "ledger.jsonl").read_text().splitlines()
     assert len(ledger) == 2
+
+
+def test_rollback_check_runs_on_the_local_stack_with_allow_destructive(tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(ROOT / "acceptance" / "test_rollback.py"),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--allow-destructive",
+        "--audit-dir",
+        str(tmp_path),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "1 passed" in result.stdout
+    log = (tmp_path / "rollback_log.md").read_text()
+    assert "DELETE FROM usage_events WHERE window_start >=" in log
+    assert "- [ ] Cron schedule disabled in Vercel" in log
