@@ -80,8 +80,8 @@ def throttling_headers(headers: tuple[tuple[str, str], ...] | Mapping[str, str])
     return found
 
 
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110)."""
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110); None if unreadable."""
     if value is None:
         return None
     value = value.strip()
@@ -93,7 +93,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ the idempotent rerun check.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,11 +24,11 @@ from typing import Any
 import jsonschema
 import psycopg
 import pytest
+from suite_runs import ROOT, clean_env, run_acceptance
 
 from cron_dryrun.database import RunningPostgres
 from cron_dryrun.gate import REQUIRED_STEPS
 
-ROOT = Path(__file__).resolve().parent.parent
 ALL_BUT_PREREQUISITES = frozenset(REQUIRED_STEPS) - {"prerequisites"}
 
 # fault -> the runbook steps that must fail (empty: GO)
@@ -79,26 +78,7 @@ class MatrixRun:
 
 
 def _clean_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            (
-                "CRON_",
-                "DATABASE_URL",
-                "DB_BACKEND",
-                "OPENAI_EXPORT",
-                "PARITY_",
-                "AUDIT_DIR",
-                "RUN_LABEL",
-                "ALLOW_ISSUE",
-                "DRY_RUN",
-                "PYTEST_ADDOPTS",
-            )
-        )
-    }
-    env["CRON_SECRET"] = KNOWN_SECRET
-    return env
+    return clean_env(CRON_SECRET=KNOWN_SECRET)
 
 
 def _password_dsn(server_dsn: str) -> str:
@@ -114,33 +94,12 @@ def _password_dsn(server_dsn: str) -> str:
 
 def _run_one(fault: str, database_url: str, root: Path) -> MatrixRun:
     audit = root / fault
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "acceptance/",
-        "-m",
-        "dryrun",
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        "--fault",
-        fault,
-        "--db-backend",
-        "url",
-        "--database-url",
-        database_url,
-        "--audit-dir",
-        str(audit),
-        "--run-label",
-        f"matrix {fault}",
-    ]
+    args = ["--fault", fault, "--db-backend", "url", "--database-url", database_url]
+    args += ["--audit-dir", str(audit), "--run-label", f"matrix {fault}"]
     if fault == "slow":
-        command += ["--cron-timeout", SLOW_TIMEOUT_S]
+        args += ["--cron-timeout", SLOW_TIMEOUT_S]
     started = time.monotonic()
-    result = subprocess.run(
-        command, cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=300
-    )
+    result = run_acceptance(*args, env=_clean_env())
     gate_path = audit / "gate.json"
     gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
     return MatrixRun(

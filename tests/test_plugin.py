@@ -2,48 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from suite_runs import ROOT, clean_env, run_acceptance
 
-ROOT = Path(__file__).resolve().parent.parent
 STAGING = "https://staging.cogni-track.app/api/cron/daily-usage"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            ("CRON_", "DATABASE_URL", "DB_BACKEND", "OPENAI_EXPORT", "AUDIT_DIR", "PYTEST_ADDOPTS")
-        )
-    }
-    env.update(extra)
-    return env
-
-
-def run_acceptance(
-    *args: str, env: dict[str, str], timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "acceptance/",
-        "-m",
-        "dryrun",
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        *args,
-    ]
-    return subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def test_remote_target_without_database_url_fails_fast_naming_it(tmp_path: Path) -> None:

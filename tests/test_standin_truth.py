@@ -13,6 +13,7 @@ import pytest
 from freezegun import freeze_time
 
 from cron_dryrun import settings
+from cron_dryrun.client import retry_after_seconds
 from cron_dryrun.standin import cron_app
 from cron_dryrun.standin.cron_app import authorize, iso_ms
 from cron_dryrun.standin.export import EXPORT_HEADER, export_rows, render_export
@@ -23,7 +24,6 @@ from cron_dryrun.standin.openai_api import (
     decode_cursor,
     encode_cursor,
 )
-from cron_dryrun.standin.provider_client import retry_after_seconds
 from cron_dryrun.standin.seed import decode_key, encode_key, seed_plan
 from cron_dryrun.standin.usage_rows import EventRow, cost_estimate, price
 from cron_dryrun.standin.usage_truth import (

@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from cron_dryrun.client import retry_after_seconds
 from cron_dryrun.standin.usage_truth import GROUP_FIELDS, epoch
 
 ADMIN_GROUP_BY = ",".join(GROUP_FIELDS)
@@ -32,21 +32,6 @@ class ProviderError(RuntimeError):
 class ScopeMissing(ProviderError):
     def __init__(self, message: str) -> None:
         super().__init__(message, code="SCOPE_MISSING")
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date; None if unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    reference = now or datetime.now(when.tzinfo)
-    return max(0.0, (when - reference).total_seconds())
 
 
 class UsageApiClient:
