@@ -30,7 +30,6 @@ from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_setti
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 STATE_KEY = pytest.StashKey["DryRunState"]()
-STEP_MARKERS = tuple(REQUIRED_STEPS)
 
 
 class RedactedDsn(str):
@@ -475,18 +474,9 @@ def _attach_html_extras(item: pytest.Item, report: pytest.TestReport, state: Dry
 
 
 def _redactor(state: DryRunState) -> Any:
-    try:
-        from cron_dryrun.evidence import Redactor
+    from cron_dryrun.evidence_run import writer_for
 
-        return Redactor(sorted(state.secrets)).redact
-    except ImportError:  # pragma: no cover - evidence module missing in a partial build
-
-        def redact(text: str) -> str:
-            for s in state.secrets:
-                text = text.replace(s, "[REDACTED]")
-            return text
-
-        return redact
+    return writer_for(state).redactor.redact
 
 
 # -- end of session: verdict, evidence, exit status -----------------------------------------------

@@ -6,10 +6,8 @@ Called by the plugin's session hooks; every file goes through the evidence write
 from __future__ import annotations
 
 import html
-import json
 import platform
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -142,14 +140,3 @@ def html_verdict_block(state: DryRunState) -> list[str]:
         + rows
         + "</table>",
     ]
-
-
-def dump(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
-
-
-def relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
