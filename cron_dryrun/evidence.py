@@ -796,7 +796,10 @@ def write_manifest(writer: EvidenceWriter, run_id: str, paths: Iterable[str | Pa
         path = writer.path(rel)
         if not path.is_file():
             raise EvidenceError(f"{rel}: cannot checksum a file that does not exist")
-        lines.append(f"{sha256_file(path)}  {rel}\n")
+        digest = sha256_file(path)
+        lines.append(f"{digest}  {rel}\n")
+        # the team's convention: a .sha256 beside each archived artefact, `sha256sum -c` ready
+        writer.write_text(f"{rel}.sha256", f"{digest}  {path.name}\n")
     return writer.write_new(manifest_relpath(run_id), "".join(lines))
 
 
@@ -820,6 +823,7 @@ def check_manifests(audit_dir: Path) -> ManifestCheck:
     problems: list[str] = []
     files = 0
     root = audit_dir.resolve()
+    listed: set[Path] = set()  # checked through a manifest: its .sha256 beside it adds nothing
     for manifest in manifests:
         name = f"{MANIFEST_DIR}/{manifest.name}"
         text = manifest.read_text(encoding="utf-8", errors="replace")
@@ -833,6 +837,7 @@ def check_manifests(audit_dir: Path) -> ManifestCheck:
             rel = m.group("path")
             files += 1
             target = (audit_dir / rel).resolve()
+            listed.add(target)
             if root not in target.parents:
                 problems.append(f"{rel}: listed in {name} but outside the audit folder")
             elif not target.is_file():
@@ -844,6 +849,29 @@ def check_manifests(audit_dir: Path) -> ManifestCheck:
                         f"{rel}: changed (listed in {name}; sha256 expected {m.group('hex')[:12]}…, "
                         f"found {actual[:12]}…)"
                     )
+    for beside in sorted(audit_dir.rglob("*.sha256")):
+        if beside.parent.resolve() == folder.resolve():
+            continue  # the manifests themselves, checked above
+        name = str(beside.relative_to(audit_dir))
+        for line in beside.read_text(encoding="utf-8", errors="replace").splitlines():
+            m = _MANIFEST_LINE.match(line)
+            if m is None:
+                if line.strip():
+                    problems.append(f"{name}: not a sha256sum line: {line[:80]!r}")
+                continue
+            target = beside.parent / m.group("path")
+            if target.resolve() in listed:
+                continue
+            rel = (
+                str(target.relative_to(audit_dir))
+                if root in target.resolve().parents
+                else m.group("path")
+            )
+            files += 1
+            if not target.is_file():
+                problems.append(f"{rel}: missing (listed in {name})")
+            elif sha256_file(target) != m.group("hex").lower():
+                problems.append(f"{rel}: changed (listed in {name})")
     return ManifestCheck(len(manifests), files, tuple(problems))
 
 

@@ -84,3 +84,22 @@ def test_default_audit_dir_is_audit(
     monkeypatch.delenv("AUDIT_DIR", raising=False)
     assert main(["verify-evidence"]) == 0
     assert capsys.readouterr().out.endswith("unchanged under audit\n")
+
+
+def test_a_checksum_file_sits_beside_each_artefact(audit: Path) -> None:
+    beside = audit / "cron-dry-run/smoke-20251008T020004Z.log.sha256"
+    digest, name = beside.read_text().split()
+    assert name == "smoke-20251008T020004Z.log" and len(digest) == 64
+
+
+def test_an_artefact_archived_without_its_manifest_is_still_checked(
+    audit: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # archives often keep the artefact and its .sha256, not the run's manifest
+    (audit / "manifests/20251008T020004Z.sha256").unlink()
+    (audit / "cron-dry-run/smoke-20251008T020004Z.log").write_text("edited by hand\n")
+    assert main(["verify-evidence", "--audit-dir", str(audit)]) == 1
+    assert (
+        "cron-dry-run/smoke-20251008T020004Z.log: changed "
+        "(listed in cron-dry-run/smoke-20251008T020004Z.log.sha256)"
+    ) in capsys.readouterr().err
