@@ -16,10 +16,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
@@ -229,19 +231,30 @@ def start_system_postgres(bindir: Path, base_dir: Path | None = None) -> Running
 # -- embedded: pgserver wheel ---------------------------------------------------------------------
 
 
+def _import_pgserver() -> Any:
+    # pgserver resolves a runtime dir at import and warns when XDG_RUNTIME_DIR is unset
+    # (as in CI); the fallback it picks works, so the warning is noise for operators.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
+
+    return pgserver
+
+
 def pgserver_available() -> bool:
     try:
-        import pgserver  # noqa: F401
+        _import_pgserver()
     except ImportError:
         return False
     return True
 
 
 def start_pgserver(base_dir: Path | None = None) -> RunningPostgres:
-    import pgserver
-
+    pgserver = _import_pgserver()
     root = Path(tempfile.mkdtemp(prefix="cron-dryrun-pgserver-", dir=base_dir))
-    server = pgserver.get_server(root, cleanup_mode="delete")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        server = pgserver.get_server(root, cleanup_mode="delete")
     dsn = server.get_uri()
 
     def stop() -> None:

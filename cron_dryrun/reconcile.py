@@ -43,10 +43,11 @@ from cron_dryrun.exports import (
     common_metrics,
     day_coverage,
     expand_export_paths,
-    load_delimited_duckdb,
     overlapping_buckets,
     read_json_pages,
     sniff_export,
+    stage_delimited_duckdb,
+    totals_table_ddl,
     write_totals_csv,
 )
 
@@ -55,8 +56,9 @@ SAMPLE_SIZE = 50
 # DuckDB spills to disk past this (a soft cap: peak RSS at 1M keys is higher, see benchmarks/)
 DUCKDB_MEMORY_LIMIT = "300MB"
 
-# writes the database's daily totals for [first_day, last_day] as TOTALS_COLUMNS CSV rows
-DbTotalsWriter = Callable[[date, date, Path], None]
+# writes the database's daily totals for [first_day, last_day] as headerless TOTALS_COLUMNS
+# CSV rows to the given path; returns the files it wrote (None: just that path)
+DbTotalsWriter = Callable[[date, date, Path], Sequence[Path] | None]
 Progress = Callable[[str], None]
 
 
@@ -420,27 +422,32 @@ def write_report(result: DiffResult, path: Path) -> dict[str, Any]:
 
 
 def _totals_ddl(table: str) -> str:
-    types = {"day": "DATE", "batch": "BOOLEAN", "aligned": "BOOLEAN"}
-    cols = ", ".join(
-        f'"{c}" {types.get(c, "VARCHAR" if c in KEY_TEXT_COLUMNS else "BIGINT")}'
-        for c in TOTALS_COLUMNS
-    )
-    return f"CREATE TEMP TABLE {table} ({cols})"
+    return totals_table_ddl(table)
 
 
-def _load_totals_csv(con: Any, table: str, path: Path) -> None:
+def _totals_csv_reader(paths: Sequence[Path]) -> str:
+    """TOTALS_COLUMNS rows from headerless CSV files (the database side, or a JSON export's).
+
+    Empty text cells are '' and empty counts 0: the database side writes a zero sum as an
+    empty cell (cheaper for the server to format).
+    """
     types = {"day": "DATE", "batch": "INTEGER", "aligned": "INTEGER"}
     columns = ", ".join(
         f"'{c}': '{types.get(c, 'VARCHAR' if c in KEY_TEXT_COLUMNS else 'BIGINT')}'"
         for c in TOTALS_COLUMNS
     )
-    text = ", ".join(f"coalesce(\"{c}\", '')" for c in KEY_TEXT_COLUMNS)
-    rest = ", ".join(f'"{c}"' for c in TOTALS_COLUMNS[len(KEY_TEXT_COLUMNS) + 1 + 2 :])
-    con.execute(
-        f"INSERT INTO {table} SELECT day, {text}, batch <> 0, aligned <> 0, {rest} "
-        f"FROM read_csv('{_esc(path)}', columns={{{columns}}}, header=false, auto_detect=false, "
+    files = "[" + ", ".join(f"'{_esc(p)}'" for p in paths) + "]"
+    text = ", ".join(f"coalesce(\"{c}\", '') AS \"{c}\"" for c in KEY_TEXT_COLUMNS)
+    counts = ", ".join(f'coalesce("{c}", 0) AS "{c}"' for c in ("record_count", *METRICS))
+    return (
+        f"SELECT day, {text}, batch <> 0 AS batch, aligned <> 0 AS aligned, {counts} "
+        f"FROM read_csv({files}, columns={{{columns}}}, header=false, auto_detect=false, "
         f"delim=',', quote='\"', escape='\"', allow_quoted_nulls=false)"
     )
+
+
+def _load_totals_csv(con: Any, table: str, path: Path) -> None:
+    con.execute(f"INSERT INTO {table} {_totals_csv_reader([path])}")
 
 
 def _esc(path: Path) -> str:
@@ -467,6 +474,10 @@ def reconcile(
 
     Without a range, the export's days are used. ``open_from``: that day and later are
     still open (the run's current day) and are reported, not judged.
+
+    The database groups and streams its totals (a thread, one or two server processes)
+    while DuckDB reads the export; then one full outer join on key x day keeps only the
+    offenders. Neither side is ever held in Python.
     """
     import duckdb  # imported here: the pure parts of this module must not need it
 
@@ -478,18 +489,23 @@ def reconcile(
         raise ValueError("no export files given (or the folders hold no .csv/.tsv/.json files)")
     with tempfile.TemporaryDirectory(prefix="cron-dryrun-diff-") as tmp:
         work = Path(tmp)
-        con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT, "temp_directory": tmp})
+        con = duckdb.connect(
+            config={
+                "memory_limit": DUCKDB_MEMORY_LIMIT,
+                "temp_directory": tmp,
+                "preserve_insertion_order": False,
+            }
+        )
         try:
-            con.execute("SET preserve_insertion_order = false")
             db_csv = work / "db_totals.csv"
             db_thread: _DbThread | None = None
             if first_day is not None and last_day is not None:
                 # the database groups while DuckDB reads the export: two cores, both busy
                 db_thread = _DbThread(db_totals, first_day, last_day, db_csv)
                 db_thread.start()
-            con.execute(_totals_ddl("export_parts"))
             buckets: dict[str, set[tuple[datetime, datetime]]] = {}
             metric_sets: list[set[str]] = []
+            sources: list[str] = []  # SELECTs of TOTALS_COLUMNS key-day rows, one per file
             rollup = DailyRollup()  # counts for every file; totals only from JSON pages
             for i, path in enumerate(files, 1):
                 say(f"reading export {i}/{len(files)}: {path.name}")
@@ -502,7 +518,9 @@ def reconcile(
                     csv_path = work / f"export_{i}.csv"
                     with open(csv_path, "w", encoding="utf-8", newline="") as fh:
                         write_totals_csv(part, fh)
-                    _load_totals_csv(con, "export_parts", csv_path)
+                    con.execute(_totals_ddl(f"export_json_{i}"))
+                    _load_totals_csv(con, f"export_json_{i}", csv_path)
+                    sources.append(f"SELECT * FROM export_json_{i}")
                     _merge_counts(
                         rollup,
                         part.rows,
@@ -515,9 +533,12 @@ def reconcile(
                     )
                     buckets[str(path)] = part.buckets.get(str(path), set())
                 else:
-                    load = load_delimited_duckdb(
-                        con, path, "export_parts", first_day, last_day, fmt
+                    staged = stage_delimited_duckdb(
+                        con, path, f"export_rows_{i}", first_day, last_day, fmt
                     )
+                    load = staged.load
+                    if staged.relation is not None:
+                        sources.append(staged.relation)
                     _merge_counts(
                         rollup,
                         load.rows,
@@ -538,20 +559,19 @@ def reconcile(
                     raise ValueError("the export holds no readable bucket: nothing to compare")
                 first_day = first_day or known[0]
                 last_day = last_day or known[-1]
-                con.execute(
-                    f"DELETE FROM export_parts WHERE day < DATE '{first_day}' OR day > DATE '{last_day}'"
-                )
+            _export_side(con, sources, first_day, last_day)
+            db_files: Sequence[Path] = [db_csv]
             if db_thread is None:
                 say("querying the database")
-                db_totals(first_day, last_day, db_csv)
+                db_files = db_totals(first_day, last_day, db_csv) or [db_csv]
             else:
                 say("waiting for the database")
                 db_thread.join()
                 if db_thread.error is not None:
                     raise db_thread.error
+                db_files = db_thread.files or [db_csv]
             say("comparing")
-            con.execute(_totals_ddl("db_daily"))
-            _load_totals_csv(con, "db_daily", db_csv)
+            con.execute(f"CREATE TEMP VIEW db_daily AS {_totals_csv_reader(db_files)}")
             metrics = common_metrics(metric_sets)
             days = [
                 _day_result(day, coverage.get(day, 0), open_from)
@@ -571,15 +591,34 @@ def reconcile(
     return result
 
 
+def _export_side(con: Any, sources: Sequence[str], first_day: date, last_day: date) -> None:
+    """View ``e``: the export's key-day rows in [first_day, last_day], one per key-day."""
+    ranged = f"day BETWEEN DATE '{first_day.isoformat()}' AND DATE '{last_day.isoformat()}'"
+    if len(sources) == 1:  # one file is already one row per key-day: nothing to group
+        con.execute(f"CREATE TEMP VIEW e AS SELECT * FROM ({sources[0]}) WHERE {ranged}")
+        return
+    con.execute(_totals_ddl("e"))
+    if sources:
+        # several files may carry the same key-day: add them up (overlaps are reported)
+        keys = ", ".join(f'"{k}"' for k in ("day", *KEY_TEXT_COLUMNS, "batch"))
+        sums = ", ".join(f'sum("{m}")::BIGINT' for m in ("record_count", *METRICS))
+        union = " UNION ALL ".join(f"SELECT * FROM ({src})" for src in sources)
+        con.execute(
+            f"INSERT INTO e SELECT {keys}, true, {sums} FROM ({union}) WHERE {ranged} "
+            f"GROUP BY ALL"
+        )
+
+
 class _DbThread(threading.Thread):
     def __init__(self, writer: DbTotalsWriter, first: date, last: date, out: Path) -> None:
         super().__init__(name="db-totals", daemon=True)
         self.writer, self.first, self.last, self.out = writer, first, last, out
         self.error: BaseException | None = None
+        self.files: Sequence[Path] | None = None
 
     def run(self) -> None:
         try:
-            self.writer(self.first, self.last, self.out)
+            self.files = self.writer(self.first, self.last, self.out)
         except BaseException as exc:  # handed to the main thread, raised there
             self.error = exc
 
@@ -628,27 +667,28 @@ def _compare(
     open_from: date | None,
 ) -> DiffResult:
     keys = ("day", *KEY_TEXT_COLUMNS, "batch")
-    key_list = ", ".join(f'"{k}"' for k in keys)
-    sums = ", ".join(f'sum("{m}") AS "{m}"' for m in METRICS)
     has_ids = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
-    if len(files) > 1:
-        # several files may carry the same key-day: add them up (overlaps are reported)
-        con.execute(
-            f"CREATE TEMP TABLE e AS SELECT {key_list}, sum(record_count) AS record_count, "
-            f"{sums} FROM export_parts GROUP BY ALL"
-        )
-        con.execute("DROP TABLE export_parts")
-    else:  # one file is already one row per key-day: no second aggregation
-        con.execute("ALTER TABLE export_parts RENAME TO e")
-    db_rows, db_no_ids, db_unaligned, *db_no_id_sums = con.execute(
-        f"SELECT coalesce(sum(record_count), 0), "
-        f"coalesce(sum(record_count) FILTER (WHERE aligned AND NOT {has_ids}), 0), "
-        f"coalesce(sum(record_count) FILTER (WHERE NOT aligned), 0), "
-        + ", ".join(
-            f'coalesce(sum("{m}") FILTER (WHERE aligned AND NOT {has_ids}), 0)' for m in METRICS
-        )
-        + " FROM db_daily"
-    ).fetchone()
+    by_day = {d.day: d for d in days}
+    side_sums = ", ".join(f'coalesce(sum("{m}"), 0)' for m in METRICS)
+    # the database side in one pass over its files: everything but the join
+    db_rows = db_no_ids = db_unaligned = db_key_days = 0
+    db_no_id_sums = [0] * len(METRICS)
+    for day, aligned, ids, groups, records, *values in con.execute(
+        f"SELECT day, aligned, {has_ids}, count(*), coalesce(sum(record_count), 0), "
+        f"{side_sums} FROM db_daily GROUP BY ALL"
+    ).fetchall():
+        db_rows += int(records)
+        if not aligned:
+            db_unaligned += int(records)
+        elif not ids:
+            db_no_ids += int(records)
+            db_no_id_sums = [a + int(b) for a, b in zip(db_no_id_sums, values, strict=True)]
+        else:
+            db_key_days += int(groups)
+            result_day = by_day.get(day)
+            if result_day is not None:
+                for metric, value in zip(METRICS, values, strict=True):
+                    result_day.db[metric] += int(value)
     # PostgreSQL grouped by key-day and alignment: the aligned rows are one per key-day
     con.execute(f"CREATE TEMP VIEW d AS SELECT * FROM db_daily WHERE aligned AND {has_ids}")
     judged_days = [d.day for d in days if d.judged]
@@ -658,6 +698,8 @@ def _compare(
         else "false"
     )
     fails = " OR ".join(_sql_fails(m, policy.threshold) for m in metrics) or "false"
+    # most key-days agree exactly: an integer comparison settles them before any division
+    equal = " AND ".join(f'"e_{m}" = "d_{m}"' for m in metrics) or "true"
     worst = (
         "greatest("
         + ", ".join(
@@ -678,28 +720,21 @@ def _compare(
         f"CASE WHEN status = 'mismatched' THEN {worst} "
         f"ELSE CAST(coalesce(e_input_tokens, d_input_tokens, 0) + coalesce(e_output_tokens, "
         f"d_output_tokens, 0) AS DOUBLE) END AS worst FROM (SELECT *, CASE WHEN e_n IS NULL "
-        f"THEN 'missingInCsv' WHEN d_n IS NULL THEN 'missingInDb' WHEN {fails} THEN 'mismatched' "
-        f"ELSE 'matched' END AS status FROM (SELECT {picked}, e.record_count AS e_n, "
-        f"d.record_count AS d_n, {sides} FROM e FULL OUTER JOIN d ON {on})) "
-        f"WHERE status <> 'matched'"
+        f"THEN 'missingInCsv' WHEN d_n IS NULL THEN 'missingInDb' WHEN {equal} THEN 'matched' "
+        f"WHEN {fails} THEN 'mismatched' ELSE 'matched' END AS status FROM (SELECT {picked}, "
+        f"e.record_count AS e_n, d.record_count AS d_n, {sides} FROM e FULL OUTER JOIN d "
+        f"ON {on})) WHERE status <> 'matched'"
     )
-    by_day = {d.day: d for d in days}
-    side_sums = ", ".join(f'coalesce(sum("{m}"), 0)' for m in METRICS)
-    export_key_days = db_key_days = 0
-    for side, table in (("export", "e"), ("db", "d")):
-        for day, n, *values in con.execute(
-            f"SELECT day, count(*), {side_sums} FROM {table} GROUP BY day"
-        ).fetchall():
-            if side == "export":
-                export_key_days += n
-            else:
-                db_key_days += n
-            result_day = by_day.get(day)
-            if result_day is None:
-                continue
-            getattr(result_day, side).update(zip(METRICS, (int(v) for v in values), strict=True))
-            if side == "export":
-                result_day.key_days["matched"] += n  # corrected by the offenders below
+    export_key_days = 0
+    for day, n, *values in con.execute(
+        f"SELECT day, count(*), {side_sums} FROM e GROUP BY day"
+    ).fetchall():
+        export_key_days += n
+        result_day = by_day.get(day)
+        if result_day is None:
+            continue
+        result_day.export.update(zip(METRICS, (int(v) for v in values), strict=True))
+        result_day.key_days["matched"] += n  # corrected by the offenders below
     counts = dict.fromkeys(("matched", *OFFENDER_KINDS), 0)
     unjudged_key_days = 0
     for day, status, n in con.execute(
@@ -725,9 +760,9 @@ def _compare(
         "exportRowsWithoutIds": rollup.rows_without_ids,
         "exportRowsOutsideRange": rollup.rows_outside_range,
         "exportKeyDays": export_key_days,
-        "dbRows": int(db_rows),
-        "dbRowsWithoutIds": int(db_no_ids),
-        "dbUnalignedRows": int(db_unaligned),
+        "dbRows": db_rows,
+        "dbRowsWithoutIds": db_no_ids,
+        "dbUnalignedRows": db_unaligned,
         "dbKeyDays": db_key_days,
         "judgedKeyDays": sum(counts.values()),
         "unjudgedKeyDays": unjudged_key_days,
@@ -747,7 +782,7 @@ def _compare(
         problems=list(rollup.problems[: policy.sample_size]),
         without_ids={
             "export": dict(zip(METRICS, rollup.without_ids_totals, strict=True)),
-            "db": dict(zip(METRICS, (int(v) for v in db_no_id_sums), strict=True)),
+            "db": dict(zip(METRICS, db_no_id_sums, strict=True)),
         },
         generated_at=datetime.now(UTC),
     )
