@@ -6,6 +6,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from suite_runs import ROOT, clean_env, run_acceptance
@@ -103,3 +104,25 @@ def test_rollback_check_runs_on_the_local_stack_with_allow_destructive(tmp_path:
     log = (tmp_path / "rollback_log.md").read_text()
     assert "DELETE FROM usage_events WHERE window_start >=" in log
     assert "- [ ] Cron schedule disabled in Vercel" in log
+
+
+def test_staging_mode_runs_unchanged_against_a_remote_cron(pg_server: Any, tmp_path: Path) -> None:
+    """CRON_URL + CRON_SECRET + DATABASE_URL + export: the suite targets them and provisions nothing."""
+    from cron_dryrun.database import create_app_database
+    from cron_dryrun.standin import start_local_stack
+
+    app_dsn = create_app_database(pg_server.dsn)
+    with start_local_stack(
+        app_dsn, secret="staging-like-secret-42", export_dir=tmp_path / "exports"
+    ) as stack:
+        env = clean_env(
+            CRON_URL=stack.cron_url,
+            CRON_SECRET=stack.secret,
+            DATABASE_URL=app_dsn,
+            OPENAI_EXPORT=str(tmp_path / "exports"),
+        )
+        result = run_acceptance("--audit-dir", str(tmp_path / "audit"), env=env)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert f"target: {stack.cron_url}" in result.stdout and "verdict: GO" in result.stdout
+    gate = (tmp_path / "audit" / "gate.json").read_text()
+    assert stack.cron_url in gate and "staging-like-secret-42" not in gate
