@@ -31,8 +31,7 @@ def one_round(extra: list[str]) -> tuple[float, int]:
             "-q",
             "-p",
             "no:cacheprovider",
-            "--audit-dir",
-            audit,
+            f"--audit-dir={audit}",
             *extra,
         ]
         started = time.perf_counter()

@@ -7,6 +7,7 @@ Hooks stay thin: judging lives in ``checks``/``gate``/``reconcile``, files in
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import signal
@@ -27,6 +28,8 @@ from cron_dryrun.client import CronClient, Transcript
 from cron_dryrun.gate import REQUIRED_STEPS, CheckOutcome, Verdict, decide, first_line
 from cron_dryrun.run import DbObservation, ExchangeMissing, RecordedRun, UsageRow
 from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_settings
+
+OPTIONS_BY_FLAG = {spec.flag: spec for spec in OPTIONS if spec.flag}
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 STATE_KEY = pytest.StashKey["DryRunState"]()
@@ -102,8 +105,33 @@ def _ini_values(config: pytest.Config) -> dict[str, Any]:
     return values
 
 
+# Options whose value is a path: pytest picks the rootdir (and so its ini file) before plugin
+# options are known, so `--audit-dir /existing/dir` is first read as a test path.
+PATH_OPTIONS = ("--audit-dir", "--openai-export")
+
+
+def path_value_read_as_test_path(args: list[str], ini_found: bool) -> str | None:
+    """The message for a path option given as two words that cost the run its ini file."""
+    if ini_found:
+        return None
+    for flag, value in itertools.pairwise(args):
+        if flag in PATH_OPTIONS and Path(value).exists():
+            env = OPTIONS_BY_FLAG[flag].env
+            return (
+                f"cron-dryrun: `{flag} {value}` was read by pytest as a test path before the plugin "
+                f"was loaded, so no ini file (markers, addopts) was found; write `{flag}={value}` "
+                f"or set {env}={value}"
+            )
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    problem = path_value_read_as_test_path(
+        list(config.invocation_params.args), config.inipath is not None
+    )
+    if problem:
+        raise pytest.UsageError(problem)
     cli = {
         spec.name: config.getoption(f"cron_dryrun_{spec.name}", None)
         for spec in OPTIONS

@@ -33,6 +33,6 @@ SECONDS=0
 tc_image=$(bash scripts/docker-postgres-image.sh | tail -n 1)
 echo "testcontainers: engine and image ${tc_image} ready after ${SECONDS}s"
 DB_BACKEND=testcontainers POSTGRES_IMAGE="$tc_image" run_pytest -p no:cacheprovider acceptance/ -m dryrun \
-    --audit-dir audit/testcontainers --run-label "CI testcontainers"
+    --audit-dir=audit/testcontainers --run-label "CI testcontainers"
 POSTGRES_IMAGE="$tc_image" run_pytest -p no:cacheprovider tests/test_containers.py
 echo "testcontainers backend: ${SECONDS}s extra CI time"

@@ -218,3 +218,47 @@ def test_today_is_open_by_default(app_database: str, tmp_path: Path) -> None:
     data = only_report(tmp_path)
     assert data["verdict"] == "inconclusive"
     assert data["windowRange"]["openFrom"] == "2025-10-07"  # type: ignore[index]
+
+
+def test_split_days_covers_the_range_once() -> None:
+    assert usage_totals.split_days(D6, D6, 2) == [(D6, D6)]
+    assert usage_totals.split_days(D6, D7, 2) == [(D6, D6), (D7, D7)]
+    ten = usage_totals.split_days(D6, D6 + timedelta(days=9), 2)
+    assert ten == [(D6, D6 + timedelta(days=4)), (D6 + timedelta(days=5), D6 + timedelta(days=9))]
+
+
+def test_parallel_parts_and_stats_match_the_grouped_rows(app_database: str, tmp_path: Path) -> None:
+    seed(
+        app_database,
+        [
+            {"window_start": midnight(D6), "openai_user_id": "user_6", "tokens_in": 5},
+            {"openai_user_id": "user_7", "tokens_in": 0, "tokens_out": 0},
+            {"project_id": None, "openai_api_key_id": None, "openai_user_id": None},
+            {
+                "window_start": midnight(D7) + timedelta(hours=2),
+                "window_end": midnight(D7) + timedelta(hours=26),
+                "openai_user_id": "user_x",
+            },
+        ],
+    )
+    files = usage_totals.copy_daily_totals_parallel(app_database, D6, D7, tmp_path / "t.csv")
+    import csv
+
+    def rows(path: Path) -> list[list[str]]:
+        return list(csv.reader(path.read_text().splitlines()))
+
+    lines = [line for path in files.totals for line in rows(path)]
+    expected = usage_totals.fetch_daily_totals(app_database, D6, D7)
+    assert len(files.totals) == 2 and len(lines) == len(expected) == 4
+    # zero sums travel as empty cells
+    by_user = {line[3]: line for line in lines}
+    assert by_user["user_7"][9:11] == ["", ""] and by_user["user_6"][9] == "5"
+    assert files.stats is not None
+    stats = sorted(rows(files.stats))
+    # (day, aligned, has ids, rows, tokens_in ...): per day, split by alignment and ids
+    assert [row[:5] for row in stats] == [
+        ["2025-10-06", "1", "1", "1", "5"],
+        ["2025-10-07", "0", "1", "1", "100"],
+        ["2025-10-07", "1", "0", "1", "100"],
+        ["2025-10-07", "1", "1", "1", "0"],
+    ]

@@ -372,3 +372,51 @@ def test_parse_count_rules() -> None:
     assert ex.parse_count("") == 0
     for bad in ("12.5", "-1", "nan", "inf", "abc", "1e400", "99999999999999999999"):
         assert ex.parse_count(bad) is None, bad
+
+
+# -- the DuckDB fast path and its fallback -------------------------------------------------------
+
+
+def staged(path: Path) -> tuple[dict[ex.DayKey, list[int]], ex.StagedExport]:
+    con = duckdb.connect()
+    st = ex.stage_delimited_duckdb(con, path, "rows")
+    totals = {}
+    if st.relation is not None:
+        for row in con.execute(st.relation).fetchall():
+            totals[ex.DayKey(*row[:7])] = [int(v) for v in row[9:]]
+    return totals, st
+
+
+def test_a_clean_file_takes_the_fast_path_and_agrees(tmp_path: Path) -> None:
+    rows = [bucket_row(user=f"user_{i}", input_tokens=f"{i}.0") for i in range(5)]
+    path = write_export(tmp_path / "e.csv", [*rows, empty_row()])  # type: ignore[list-item]
+    totals, st = staged(path)
+    assert st.fast and st.unique
+    rollup = reference([path])
+    assert totals == rollup.totals
+    assert st.load.rows == rollup.rows and st.load.empty_bucket_rows == 1
+    assert st.load.buckets == rollup.buckets[str(path)]
+
+
+def test_a_bad_file_falls_back_to_the_exact_reader(tmp_path: Path) -> None:
+    _, st = staged(bad_export(tmp_path))
+    assert not st.fast
+    assert [(p.line, p.reason) for p in st.load.problems] == EXPECTED_PROBLEMS
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        bucket_row(input_tokens=str(2**32)),  # beyond the fast path's UINTEGER: exact path
+        {**bucket_row(), "start_time_iso": ""},  # ISO empty: the epoch cell decides
+    ],
+)
+def test_what_the_fast_path_does_not_decide_is_read_exactly(
+    tmp_path: Path, row: dict[str, str]
+) -> None:
+    path = write_export(tmp_path / "e.csv", [row, bucket_row(user="user_b")])
+    totals, st = staged(path)
+    assert not st.fast
+    rollup = reference([path])
+    assert rollup.problem_count == 0 and st.load.problem_count == 0
+    assert totals == rollup.totals

@@ -95,7 +95,7 @@ def _password_dsn(server_dsn: str) -> str:
 def _run_one(fault: str, database_url: str, root: Path) -> MatrixRun:
     audit = root / fault
     args = ["--fault", fault, "--db-backend", "url", "--database-url", database_url]
-    args += ["--audit-dir", str(audit), "--run-label", f"matrix {fault}"]
+    args += [f"--audit-dir={audit}", "--run-label", f"matrix {fault}"]
     if fault == "slow":
         args += ["--cron-timeout", SLOW_TIMEOUT_S]
     started = time.monotonic()
@@ -278,7 +278,7 @@ def test_a_go_run_leaves_every_artefact_with_its_content(
     copy = tmp_path / "audit"
     shutil.copytree(audit, copy)
     ok = subprocess.run(
-        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(copy)],
+        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", f"--audit-dir={copy}"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -287,7 +287,7 @@ def test_a_go_run_leaves_every_artefact_with_its_content(
     tampered = copy / "cron-dry-run" / smoke.name
     tampered.write_text(tampered.read_text() + "edited\n")
     bad = subprocess.run(
-        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(copy)],
+        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", f"--audit-dir={copy}"],
         capture_output=True,
         text=True,
         timeout=60,

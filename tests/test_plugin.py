@@ -18,7 +18,7 @@ def test_remote_target_without_database_url_fails_fast_naming_it(tmp_path: Path)
     export = tmp_path / "export.csv"
     export.write_text("start_time\n")
     env = clean_env(CRON_URL=STAGING, CRON_SECRET="not-used", OPENAI_EXPORT=str(export))
-    result = run_acceptance("--audit-dir", str(tmp_path / "audit"), env=env, timeout=60)
+    result = run_acceptance(f"--audit-dir={tmp_path / 'audit'}", env=env, timeout=60)
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     lines = result.stderr.splitlines()
     assert f"ERROR: cron-dryrun: the run against CRON_URL={STAGING} is not configured:" in lines
@@ -33,9 +33,7 @@ def test_remote_target_without_database_url_fails_fast_naming_it(tmp_path: Path)
 
 
 def test_remote_target_lists_every_missing_variable(tmp_path: Path) -> None:
-    result = run_acceptance(
-        "--audit-dir", str(tmp_path), env=clean_env(CRON_URL=STAGING), timeout=60
-    )
+    result = run_acceptance(f"--audit-dir={tmp_path}", env=clean_env(CRON_URL=STAGING), timeout=60)
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     for name in ("CRON_SECRET is not set", "DATABASE_URL is not set", "OPENAI_EXPORT is not set"):
         assert name in result.stderr
@@ -62,8 +60,7 @@ def test_two_suites_at_once_keep_both_entries_and_earlier_text(tmp_path: Path) -
 
     def one(label: str) -> subprocess.CompletedProcess[str]:
         return run_acceptance(
-            "--audit-dir",
-            str(audit),
+            f"--audit-dir={audit}",
             "--run-label",
             label,
             "-k",
@@ -93,8 +90,7 @@ def test_rollback_check_runs_on_the_local_stack_with_allow_destructive(tmp_path:
         "no:cacheprovider",
         "-q",
         "--allow-destructive",
-        "--audit-dir",
-        str(tmp_path),
+        f"--audit-dir={tmp_path}",
     ]
     result = subprocess.run(
         command, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300
@@ -121,8 +117,34 @@ def test_staging_mode_runs_unchanged_against_a_remote_cron(pg_server: Any, tmp_p
             DATABASE_URL=app_dsn,
             OPENAI_EXPORT=str(tmp_path / "exports"),
         )
-        result = run_acceptance("--audit-dir", str(tmp_path / "audit"), env=env)
+        result = run_acceptance(f"--audit-dir={tmp_path / 'audit'}", env=env)
     assert result.returncode == 0, result.stdout[-3000:]
     assert f"target: {stack.cron_url}" in result.stdout and "verdict: GO" in result.stdout
     gate = (tmp_path / "audit" / "gate.json").read_text()
     assert stack.cron_url in gate and "staging-like-secret-42" not in gate
+
+
+def test_a_path_option_read_as_a_test_path_is_a_usage_error(tmp_path: Path) -> None:
+    from cron_dryrun.plugin import path_value_read_as_test_path
+
+    existing = str(tmp_path)
+    assert (
+        path_value_read_as_test_path(["acceptance/", "--audit-dir", existing], ini_found=True)
+        is None
+    )
+    assert (
+        path_value_read_as_test_path(["--audit-dir", str(tmp_path / "new")], ini_found=False)
+        is None
+    )
+    assert path_value_read_as_test_path(["--audit-dir", existing], ini_found=False) == (
+        f"cron-dryrun: `--audit-dir {existing}` was read by pytest as a test path before the plugin was "
+        f"loaded, so no ini file (markers, addopts) was found; write `--audit-dir={existing}` or set "
+        f"AUDIT_DIR={existing}"
+    )
+    # no test path given: the only "path" pytest sees is the audit folder, so no ini is found
+    command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "--audit-dir", existing]
+    result = subprocess.run(
+        command, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR
+    assert f"write `--audit-dir={existing}`" in result.stderr
