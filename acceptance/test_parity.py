@@ -3,6 +3,10 @@
 The run's windows are reconciled against the OpenAI usage export: yesterday's UTC day
 is judged, today's (still open) is reported and not judged. Policy and report:
 ``cron_dryrun.reconcile``; the same check runs without pytest as ``cron-dryrun diff``.
+
+The report JSON goes through the evidence writer (redacted, atomic, never overwriting);
+the compressed detail side file is streamed by DuckDB straight next to it, under a name
+reserved before the diff runs.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from cron_dryrun.reconcile import (
     failure_message,
     judge,
     reconcile,
+    report_dict,
+    report_json,
+    reserve_report,
     summary_line,
-    write_report,
 )
 from cron_dryrun.settings import Settings
 from cron_dryrun.usage_totals import totals_writer
@@ -41,18 +47,24 @@ def test_db_totals_match_the_openai_export(
     cron_run.require_exchange()  # no exchange, nothing the cron wrote to compare
     windows = daily_windows(cron_run.run_at)
     yesterday, today = windows[0].start.date(), windows[-1].start.date()
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
-    report = evidence.report_path(f"telemetry-audit/{stamp}-cron-diff.json")
-    result = reconcile(
-        openai_exports,
-        totals_writer(app_dsn),
-        first_day=yesterday,
-        last_day=today,
-        open_from=today,
-        policy=Policy(threshold=dryrun_settings.parity_threshold),
-        detail_path=detail_path_for(report),
-    )
-    write_report(result, report)
+    writer = evidence.writer
+    planned = reserve_report(writer.audit_dir, datetime.now(UTC))
+    try:
+        result = reconcile(
+            openai_exports,
+            totals_writer(app_dsn),
+            first_day=yesterday,
+            last_day=today,
+            open_from=today,
+            policy=Policy(threshold=dryrun_settings.parity_threshold),
+            detail_path=detail_path_for(planned),
+        )
+    except BaseException:
+        detail_path_for(planned).unlink(missing_ok=True)  # only the empty reservation
+        raise
+    report = writer.write_new(writer.relpath(planned), report_json(report_dict(result, planned)))
+    if report != planned:  # only if something else wrote that exact name meanwhile
+        raise AssertionError(f"parity report {planned} was taken; written as {report}")
     judgement = judge(result)
     evidence.attach("parity diff", terminal_summary(result, report))
     evidence.record(

@@ -943,9 +943,10 @@ def fast_rows_sql(path: Path, fmt: ExportFormat) -> str:
 
     A cell the reader cannot type, or a row of the wrong length, makes the query fail
     (strict mode); the caller then falls back to ``load_delimited_exact``. Per row:
-    bstart/bend (as ``delimited_rows_sql`` computes them), the trimmed key text, the
-    lower-cased batch cell, ``ok`` (every count whole, non-negative and exact) and the
-    counts as BIGINT.
+    bstart/bend (as ``delimited_rows_sql`` computes them), the trimmed key text, batch,
+    ``ok`` (the batch cell is TRUE/FALSE/1/0/empty and every count whole, non-negative
+    and at most FAST_MAX_COUNT) and the counts as UINTEGER. Kept narrow on purpose: the
+    rows of a 1M-row export are held in memory until the comparison is done.
     """
     types = {c: ("DOUBLE" if c in fmt.metrics else "VARCHAR") for c in fmt.columns}
     columns = ", ".join(f"{_lit(c)}: {_lit(t)}" for c, t in types.items())
@@ -954,29 +955,46 @@ def fast_rows_sql(path: Path, fmt: ExportFormat) -> str:
         f"delim={_lit(fmt.delimiter)}, quote='\"', escape='\"', strict_mode=true, "
         f"encoding='utf-8')"
     )
-    start, _ = _sql_time(fmt.columns, "start_time", _cell)
-    end, _ = _sql_time(fmt.columns, "end_time", _cell)
+    # with ISO columns the epoch ones are not read: a row whose ISO cell is empty gets no
+    # time here and goes to the exact path, which falls back to the epoch as the rules say
+    times = [
+        c
+        for c in fmt.columns
+        if not (c in ("start_time", "end_time") and f"{c}_iso" in fmt.columns)
+    ]
+    start, _ = _sql_time(times, "start_time", _cell)
+    end, _ = _sql_time(times, "end_time", _cell)
     text = ", ".join(
         (f"trim({_cell(c)})" if c in fmt.columns else "''") + f" AS {_q(c)}"
         for c in KEY_TEXT_COLUMNS
     )
     batch = f"lower(trim({_cell('batch')}))" if "batch" in fmt.columns else "''"
     ok = " AND ".join(
-        f"({_q(m)} IS NULL OR ({_q(m)} >= 0 AND {_q(m)} = floor({_q(m)}) "
-        f"AND {_q(m)} <= {MAX_EXACT}))"
-        for m in fmt.metrics
+        [
+            "batch_cell IN ('true', 'false', '1', '0', '')",
+            *(
+                f"({_q(m)} IS NULL OR ({_q(m)} >= 0 AND {_q(m)} = floor({_q(m)}) "
+                f"AND {_q(m)} <= {FAST_MAX_COUNT}))"
+                for m in fmt.metrics
+            ),
+        ]
     )
     counts = ", ".join(
-        (f"TRY_CAST(coalesce({_q(m)}, 0) AS BIGINT)" if m in fmt.metrics else "0::BIGINT")
+        (f"TRY_CAST(coalesce({_q(m)}, 0) AS UINTEGER)" if m in fmt.metrics else "0::UINTEGER")
         + f" AS {_q(m)}"
         for m in METRICS
     )
     return (
-        f"SELECT {start} AS bstart, {end} AS bend, {text}, {batch} AS batch_cell, "
-        f"{ok or 'true'} AS ok, {counts} FROM {reader}"
+        f"SELECT bstart, bend, {', '.join(_q(c) for c in KEY_TEXT_COLUMNS)}, "
+        f"batch_cell IN ('true', '1') AS batch, {ok} AS ok, {counts} FROM (SELECT *, "
+        f"{start} AS bstart, {end} AS bend, {batch} AS batch_cell FROM (SELECT {text}, "
+        f"{', '.join(_q(c) for c in fmt.columns if c not in KEY_TEXT_COLUMNS)} FROM {reader}))"
     )
 
 
+# The fast path stores counts as UINTEGER; a larger count (never seen per bucket and key)
+# is not an error: that file is read by the exact path instead.
+FAST_MAX_COUNT = 2**32 - 1
 HAS_IDS_SQL = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
 
 
@@ -992,13 +1010,13 @@ def stage_delimited_duckdb(
     """Read one CSV/TSV export into DuckDB, the fast way when the file is clean.
 
     The fast path lets DuckDB's reader type every cell (no per-cell text checks) into a
-    table ``name`` of rows, then checks what is left per bucket and per distinct value:
-    bucket times (``bucket_problem``, in Python, once per bucket), batch cells, whole
-    counts. When every row passes and no key-day repeats, the rows themselves are the
-    key-day totals: nothing is grouped by the wide key at all. Anything else (a row the
-    reader rejects, a bad bucket, batch or count) falls back to ``load_delimited_exact``,
-    which finds and reports every bad row with its line; so the fast path never decides
-    what a bad row is, it only proves there is none.
+    table ``name`` of rows, then checks what is left per bucket: bucket times
+    (``bucket_problem``, in Python, once per bucket), batch cells and whole counts (one
+    flag per row). When every row passes and no key-day repeats, the rows themselves are
+    the key-day totals: nothing is grouped by the wide key at all. Anything else (a row
+    the reader rejects, a bad bucket, batch or count) falls back to
+    ``load_delimited_exact``, which finds and reports every bad row with its line; so the
+    fast path never decides what a bad row is, it only proves there is none.
     """
     fmt = fmt or sniff_export(path)
     if fmt.missing:
@@ -1012,7 +1030,7 @@ def stage_delimited_duckdb(
         con.execute(f"DROP TABLE IF EXISTS {name}")
         return _stage_exact(con, path, name, first_day, last_day, fmt, problem_sample)
     staged = StagedExport(FileLoad(), None, False, [name])
-    if not _check_fast(con, staged, name, first_day, last_day, fmt):
+    if not _check_fast(con, staged, name, first_day, last_day):
         staged.drop(con)
         return _stage_exact(con, path, name, first_day, last_day, fmt, problem_sample)
     return staged
@@ -1024,23 +1042,27 @@ def _check_fast(
     table: str,
     first_day: date | None,
     last_day: date | None,
-    fmt: ExportFormat,
 ) -> bool:
     """Fill ``staged`` from the typed rows; False when the exact path must decide."""
     load = staged.load
     no_usage = " AND ".join(f"{_q(m)} = 0" for m in METRICS)
     is_empty = f"(NOT {HAS_IDS_SQL} AND model = '' AND {no_usage})"
+    keys = "project_id, api_key_id, user_id, model, service_tier, batch"
     buckets = con.execute(
         f"SELECT bstart, bend, count(*), count(*) FILTER (WHERE NOT ok), "
         f"count(*) FILTER (WHERE {is_empty}), "
         f"count(*) FILTER (WHERE NOT {HAS_IDS_SQL} AND NOT {is_empty}), "
-        + ", ".join(
-            f"coalesce(sum({_q(m)}) FILTER (WHERE NOT {HAS_IDS_SQL}), 0)" for m in METRICS
-        )
+        f"count(*) FILTER (WHERE {HAS_IDS_SQL}), "
+        f"count(DISTINCT hash({keys})) FILTER (WHERE {HAS_IDS_SQL}), "
+        + ", ".join(f"coalesce(sum({_q(m)}) FILTER (WHERE NOT {HAS_IDS_SQL}), 0)" for m in METRICS)
         + f" FROM {table} GROUP BY ALL"
     ).fetchall()
-    in_range: list[date] = []
-    for bstart, bend, n, bad, empties, no_ids, *no_id_sums in buckets:
+    in_range = False
+    # no key repeats inside a bucket, and no day with two buckets: each row is a key-day
+    # (a hash collision can only lower the distinct count: then the rows are grouped)
+    days_seen: set[date] = set()
+    unique = True
+    for bstart, bend, n, bad, empties, no_ids, with_ids, distinct, *no_id_sums in buckets:
         if bad or bstart is None or bend is None:
             return False
         start, end = bstart.replace(tzinfo=UTC), bend.replace(tzinfo=UTC)
@@ -1052,15 +1074,14 @@ def _check_fast(
         if (first_day and day < first_day) or (last_day and day > last_day):
             load.rows_outside_range += int(n)
             continue
-        in_range.append(day)
+        in_range = True
+        unique = unique and with_ids == distinct and day not in days_seen
+        days_seen.add(day)
         load.empty_bucket_rows += int(empties)
         load.rows_without_ids += int(no_ids)
         load.without_ids_totals = [
             a + int(b) for a, b in zip(load.without_ids_totals, no_id_sums, strict=True)
         ]
-    cells = con.execute(f"SELECT DISTINCT batch_cell FROM {table}").fetchall()
-    if any(cell not in BATCH_VALUES for (cell,) in cells):
-        return False
     if not in_range:
         return True
     ranged = "true"
@@ -1068,21 +1089,21 @@ def _check_fast(
         ranged += f" AND bstart >= TIMESTAMP '{first_day.isoformat()}'"
     if last_day is not None:
         ranged += f" AND bstart < TIMESTAMP '{(last_day + timedelta(days=1)).isoformat()}'"
-    batch = "batch_cell IN ('true', '1')"
-    keys = f"CAST(bstart AS DATE), project_id, api_key_id, user_id, model, service_tier, {batch}"
-    rows, distinct = con.execute(
-        f"SELECT count(*), count(DISTINCT hash({keys})) FROM {table} "
-        f"WHERE {HAS_IDS_SQL} AND {ranged}"
-    ).fetchone() or (0, 0)
-    metrics = ", ".join(_q(m) for m in METRICS)
+    if not unique:  # several buckets a day (or a repeat): are the key-days still unique?
+        day_keys = f"CAST(bstart AS DATE), {keys}"
+        rows, distinct = con.execute(
+            f"SELECT count(*), count(DISTINCT hash({day_keys})) FROM {table} "
+            f"WHERE {HAS_IDS_SQL} AND {ranged}"
+        ).fetchone() or (0, 0)
+        unique = rows == distinct
+    metrics = ", ".join(f"CAST({_q(m)} AS BIGINT) AS {_q(m)}" for m in METRICS)
     relation = (
         f"SELECT CAST(bstart AS DATE) AS day, project_id, api_key_id, user_id, model, "
-        f"service_tier, {batch} AS batch, true AS aligned, 1::BIGINT AS record_count, "
+        f"service_tier, batch, true AS aligned, 1::BIGINT AS record_count, "
         f"{metrics} FROM {table} WHERE {HAS_IDS_SQL} AND {ranged}"
     )
-    # a hash collision can only make ``distinct`` smaller: then the rows are grouped
-    staged.unique = rows == distinct
-    if staged.unique:
+    staged.unique = unique
+    if unique:
         staged.relation = relation
         return True
     grouped = f"{table}_days"

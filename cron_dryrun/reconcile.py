@@ -53,12 +53,25 @@ from cron_dryrun.exports import (
 
 REPORT_SCHEMA_VERSION = 1
 SAMPLE_SIZE = 50
-# DuckDB spills to disk past this (a soft cap: peak RSS at 1M keys is higher, see benchmarks/)
+# DuckDB spills to disk past this; with Python, libraries and the transfer buffers the
+# process peaks near 400 MB at 1M key-days (benchmarks/README.md). 250MB: ~350 MB, +0.3 s.
 DUCKDB_MEMORY_LIMIT = "300MB"
 
+
+@dataclass(frozen=True)
+class DbTotalsFiles:
+    """What a DbTotalsWriter wrote: headerless TOTALS_COLUMNS CSV files, and optionally
+    the database's own per-(day, aligned, has ids) sums as DB_STATS_COLUMNS CSV (read in
+    the same snapshot), which spares DuckDB a second pass over the totals."""
+
+    totals: tuple[Path, ...]
+    stats: Path | None = None
+
+
+DB_STATS_COLUMNS: tuple[str, ...] = ("day", "aligned", "has_ids", "records", *METRICS)
 # writes the database's daily totals for [first_day, last_day] as headerless TOTALS_COLUMNS
-# CSV rows to the given path; returns the files it wrote (None: just that path)
-DbTotalsWriter = Callable[[date, date, Path], Sequence[Path] | None]
+# CSV rows to the given path; returns what it wrote (None: just that path)
+DbTotalsWriter = Callable[[date, date, Path], DbTotalsFiles | None]
 Progress = Callable[[str], None]
 
 
@@ -408,14 +421,35 @@ def report_dict(result: DiffResult, report: Path | None = None) -> dict[str, Any
     }
 
 
+def report_json(data: Mapping[str, Any]) -> str:
+    """The report file's text."""
+    return json.dumps(data, indent=2) + "\n"
+
+
 def write_report(result: DiffResult, path: Path) -> dict[str, Any]:
     """Write the report exclusively (an existing file is never overwritten)."""
     data = report_dict(result, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "x", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
+        fh.write(report_json(data))
     return data
+
+
+def reserve_report(audit_dir: Path, now: datetime) -> Path:
+    """A free report name (``report_path``) whose detail file is created empty right away.
+
+    The detail name is taken with O_EXCL, so two runs in the same second cannot pick
+    the same pair; the report itself is then written by whoever owns the audit folder
+    (the evidence writer), which never overwrites either.
+    """
+    while True:
+        report = report_path(audit_dir, now)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(detail_path_for(report), "xb"):
+                return report
+        except FileExistsError:  # taken between the check and the create: next name
+            continue
 
 
 # -- the comparison (DuckDB) ------------------------------------------------------------------
@@ -433,16 +467,28 @@ def _totals_csv_reader(paths: Sequence[Path]) -> str:
     """
     types = {"day": "DATE", "batch": "INTEGER", "aligned": "INTEGER"}
     columns = ", ".join(
-        f"'{c}': '{types.get(c, 'VARCHAR' if c in KEY_TEXT_COLUMNS else 'BIGINT')}'"
+        f"'{c}': '{types.get(c, 'BIGINT' if c in ('record_count', *METRICS) else 'VARCHAR')}'"
         for c in TOTALS_COLUMNS
     )
     files = "[" + ", ".join(f"'{_esc(p)}'" for p in paths) + "]"
-    text = ", ".join(f"coalesce(\"{c}\", '') AS \"{c}\"" for c in KEY_TEXT_COLUMNS)
+    text = ", ".join(f'coalesce("{c}", \'\') AS "{c}"' for c in KEY_TEXT_COLUMNS)
     counts = ", ".join(f'coalesce("{c}", 0) AS "{c}"' for c in ("record_count", *METRICS))
     return (
         f"SELECT day, {text}, batch <> 0 AS batch, aligned <> 0 AS aligned, {counts} "
         f"FROM read_csv({files}, columns={{{columns}}}, header=false, auto_detect=false, "
         f"delim=',', quote='\"', escape='\"', allow_quoted_nulls=false)"
+    )
+
+
+def _stats_csv_reader(path: Path) -> str:
+    """DB_STATS_COLUMNS rows (headerless CSV): the database's own per-day sums."""
+    types = {"day": "DATE", "aligned": "INTEGER", "has_ids": "INTEGER"}
+    columns = ", ".join(f"'{c}': '{types.get(c, 'BIGINT')}'" for c in DB_STATS_COLUMNS)
+    sums = ", ".join(f'coalesce("{c}", 0)' for c in DB_STATS_COLUMNS[3:])
+    return (
+        f"(SELECT day, aligned <> 0, has_ids <> 0, {sums} FROM read_csv('{_esc(path)}', "
+        f"columns={{{columns}}}, header=false, auto_detect=false, delim=',', quote='\"', "
+        f"escape='\"'))"
     )
 
 
@@ -479,8 +525,6 @@ def reconcile(
     while DuckDB reads the export; then one full outer join on key x day keeps only the
     offenders. Neither side is ever held in Python.
     """
-    import duckdb  # imported here: the pure parts of this module must not need it
-
     policy = policy or Policy()
     started = time.perf_counter()
     say = progress or (lambda _msg: None)
@@ -489,6 +533,15 @@ def reconcile(
         raise ValueError("no export files given (or the folders hold no .csv/.tsv/.json files)")
     with tempfile.TemporaryDirectory(prefix="cron-dryrun-diff-") as tmp:
         work = Path(tmp)
+        db_csv = work / "db_totals.csv"
+        db_thread: _DbThread | None = None
+        if first_day is not None and last_day is not None:
+            # the database groups while DuckDB reads the export: two cores, both busy
+            # (started first: DuckDB's import alone takes a tenth of a second)
+            db_thread = _DbThread(db_totals, first_day, last_day, db_csv)
+            db_thread.start()
+        import duckdb  # imported here: the pure parts of this module must not need it
+
         con = duckdb.connect(
             config={
                 "memory_limit": DUCKDB_MEMORY_LIMIT,
@@ -497,12 +550,7 @@ def reconcile(
             }
         )
         try:
-            db_csv = work / "db_totals.csv"
-            db_thread: _DbThread | None = None
-            if first_day is not None and last_day is not None:
-                # the database groups while DuckDB reads the export: two cores, both busy
-                db_thread = _DbThread(db_totals, first_day, last_day, db_csv)
-                db_thread.start()
+            con.execute("SET enable_progress_bar = false")
             buckets: dict[str, set[tuple[datetime, datetime]]] = {}
             metric_sets: list[set[str]] = []
             sources: list[str] = []  # SELECTs of TOTALS_COLUMNS key-day rows, one per file
@@ -560,26 +608,27 @@ def reconcile(
                 first_day = first_day or known[0]
                 last_day = last_day or known[-1]
             _export_side(con, sources, first_day, last_day)
-            db_files: Sequence[Path] = [db_csv]
+            metrics = common_metrics(metric_sets)
             if db_thread is None:
                 say("querying the database")
-                db_files = db_totals(first_day, last_day, db_csv) or [db_csv]
+                db_files = db_totals(first_day, last_day, db_csv)
             else:
                 say("waiting for the database")
                 db_thread.join()
                 if db_thread.error is not None:
                     raise db_thread.error
-                db_files = db_thread.files or [db_csv]
+                db_files = db_thread.files
+            db_files = db_files or DbTotalsFiles((db_csv,))
             say("comparing")
-            con.execute(f"CREATE TEMP VIEW db_daily AS {_totals_csv_reader(db_files)}")
-            metrics = common_metrics(metric_sets)
+            _db_side(con, db_files)
             days = [
                 _day_result(day, coverage.get(day, 0), open_from)
                 for day in _days(first_day, last_day)
             ]
             result = _compare(
-                con, policy, metrics, days, files, rollup, first_day, last_day, open_from
-            )
+                con, policy, metrics, days, files, rollup, first_day, last_day, open_from,
+                db_files.stats,
+            )  # fmt: skip
             if detail_path is not None:
                 say("writing the detail file")
                 result.detail_path = detail_path
@@ -604,9 +653,17 @@ def _export_side(con: Any, sources: Sequence[str], first_day: date, last_day: da
         sums = ", ".join(f'sum("{m}")::BIGINT' for m in ("record_count", *METRICS))
         union = " UNION ALL ".join(f"SELECT * FROM ({src})" for src in sources)
         con.execute(
-            f"INSERT INTO e SELECT {keys}, true, {sums} FROM ({union}) WHERE {ranged} "
-            f"GROUP BY ALL"
+            f"INSERT INTO e SELECT {keys}, true, {sums} FROM ({union}) WHERE {ranged} GROUP BY ALL"
         )
+
+
+def _db_side(con: Any, files: DbTotalsFiles) -> None:
+    """Views for the join: ``e_join`` (export key-days) and ``d`` (database key-days)."""
+    has_ids = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
+    con.execute(f"CREATE TEMP VIEW db_daily AS {_totals_csv_reader(files.totals)}")
+    con.execute("CREATE TEMP VIEW e_join AS SELECT * FROM e")
+    # PostgreSQL grouped by key-day and alignment: the aligned rows are one per key-day
+    con.execute(f"CREATE TEMP VIEW d AS SELECT * FROM db_daily WHERE aligned AND {has_ids}")
 
 
 class _DbThread(threading.Thread):
@@ -614,7 +671,7 @@ class _DbThread(threading.Thread):
         super().__init__(name="db-totals", daemon=True)
         self.writer, self.first, self.last, self.out = writer, first, last, out
         self.error: BaseException | None = None
-        self.files: Sequence[Path] | None = None
+        self.files: DbTotalsFiles | None = None
 
     def run(self) -> None:
         try:
@@ -665,18 +722,25 @@ def _compare(
     first_day: date,
     last_day: date,
     open_from: date | None,
+    db_stats: Path | None = None,
 ) -> DiffResult:
     keys = ("day", *KEY_TEXT_COLUMNS, "batch")
     has_ids = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
     by_day = {d.day: d for d in days}
     side_sums = ", ".join(f'coalesce(sum("{m}"), 0)' for m in METRICS)
-    # the database side in one pass over its files: everything but the join
+    if db_stats is not None:  # the database summed them in the same snapshot
+        stats_sql = f"SELECT * FROM {_stats_csv_reader(db_stats)}"
+        db_key_days_known = False
+    else:  # one pass over the totals files: everything but the join
+        stats_sql = (
+            f"SELECT day, aligned, {has_ids}, coalesce(sum(record_count), 0), {side_sums}, "
+            f"count(*) FROM db_daily GROUP BY ALL"
+        )
+        db_key_days_known = True
     db_rows = db_no_ids = db_unaligned = db_key_days = 0
     db_no_id_sums = [0] * len(METRICS)
-    for day, aligned, ids, groups, records, *values in con.execute(
-        f"SELECT day, aligned, {has_ids}, count(*), coalesce(sum(record_count), 0), "
-        f"{side_sums} FROM db_daily GROUP BY ALL"
-    ).fetchall():
+    for day, aligned, ids, records, *values in con.execute(stats_sql).fetchall():
+        groups = values.pop() if db_key_days_known else 0
         db_rows += int(records)
         if not aligned:
             db_unaligned += int(records)
@@ -689,8 +753,6 @@ def _compare(
             if result_day is not None:
                 for metric, value in zip(METRICS, values, strict=True):
                     result_day.db[metric] += int(value)
-    # PostgreSQL grouped by key-day and alignment: the aligned rows are one per key-day
-    con.execute(f"CREATE TEMP VIEW d AS SELECT * FROM db_daily WHERE aligned AND {has_ids}")
     judged_days = [d.day for d in days if d.judged]
     judged_sql = (
         "day IN (" + ", ".join(f"DATE '{d.isoformat()}'" for d in judged_days) + ")"
@@ -698,8 +760,6 @@ def _compare(
         else "false"
     )
     fails = " OR ".join(_sql_fails(m, policy.threshold) for m in metrics) or "false"
-    # most key-days agree exactly: an integer comparison settles them before any division
-    equal = " AND ".join(f'"e_{m}" = "d_{m}"' for m in metrics) or "true"
     worst = (
         "greatest("
         + ", ".join(
@@ -714,16 +774,22 @@ def _compare(
     on = " AND ".join(f'e."{k}" = d."{k}"' for k in keys)
     picked = ", ".join(f'coalesce(e."{k}", d."{k}") AS "{k}"' for k in keys)
     sides = ", ".join(f'e."{m}" AS "e_{m}", d."{m}" AS "d_{m}"' for m in METRICS)
-    # one pass over the join keeps only what is not matched (small unless parity is bad)
+    # most key-days agree exactly: integer comparisons on the join's own columns drop them
+    # before anything is computed per row; the rule then runs on what is left
+    differs = (
+        "e.record_count IS NULL OR d.record_count IS NULL OR NOT ("
+        + (" AND ".join(f'e."{m}" = d."{m}"' for m in metrics) or "false")
+        + ")"
+    )
     con.execute(
         f"CREATE TEMP TABLE offenders AS SELECT *, {judged_sql} AS judged, "
         f"CASE WHEN status = 'mismatched' THEN {worst} "
         f"ELSE CAST(coalesce(e_input_tokens, d_input_tokens, 0) + coalesce(e_output_tokens, "
         f"d_output_tokens, 0) AS DOUBLE) END AS worst FROM (SELECT *, CASE WHEN e_n IS NULL "
-        f"THEN 'missingInCsv' WHEN d_n IS NULL THEN 'missingInDb' WHEN {equal} THEN 'matched' "
-        f"WHEN {fails} THEN 'mismatched' ELSE 'matched' END AS status FROM (SELECT {picked}, "
-        f"e.record_count AS e_n, d.record_count AS d_n, {sides} FROM e FULL OUTER JOIN d "
-        f"ON {on})) WHERE status <> 'matched'"
+        f"THEN 'missingInCsv' WHEN d_n IS NULL THEN 'missingInDb' WHEN {fails} "
+        f"THEN 'mismatched' ELSE 'matched' END AS status FROM (SELECT {picked}, "
+        f"e.record_count AS e_n, d.record_count AS d_n, {sides} FROM e_join e FULL OUTER JOIN d "
+        f"ON {on} WHERE {differs})) WHERE status <> 'matched'"
     )
     export_key_days = 0
     for day, n, *values in con.execute(
@@ -745,6 +811,12 @@ def _compare(
             result_day.key_days[status] += n
             if status != "missingInCsv":  # an export key-day that did not match
                 result_day.key_days["matched"] -= n
+    if not db_key_days_known:  # every DB key-day either matched one of the export's or not
+        (db_key_days,) = con.execute(
+            "SELECT ? - count(*) FILTER (WHERE status = 'missingInDb') "
+            "+ count(*) FILTER (WHERE status = 'missingInCsv') FROM offenders",
+            [export_key_days],
+        ).fetchone()
     for d in days:
         if d.judged:
             for status, n in d.key_days.items():
@@ -763,7 +835,7 @@ def _compare(
         "dbRows": db_rows,
         "dbRowsWithoutIds": db_no_ids,
         "dbUnalignedRows": db_unaligned,
-        "dbKeyDays": db_key_days,
+        "dbKeyDays": int(db_key_days),
         "judgedKeyDays": sum(counts.values()),
         "unjudgedKeyDays": unjudged_key_days,
         "judgedOffenders": int(judged_offenders),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import select
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from psycopg import errors, pq, sql
 
 from cron_dryrun.database import read_only
 from cron_dryrun.exports import METRIC_COLUMNS
+from cron_dryrun.reconcile import DbTotalsFiles
 
 BLOCK_BYTES = 4 << 20
 WORK_MEM = "256MB"
@@ -34,7 +35,8 @@ def daily_totals_query(
     """Daily totals per key for windows starting in [first_day, last_day] (UTC, inclusive).
 
     ``window_start``/``window_end`` are ``timestamp without time zone`` holding UTC. A row
-    whose window lies inside one UTC day rolls up into that day (``aligned``); a window
+    whose window lies inside one UTC day (it ends by the next midnight,
+    ``window_start::date + 1``) rolls up into that day (``aligned``); a window
     crossing midnight (the flag-off shape) is grouped apart, counted, and not compared.
     NULL ids and tier become '' and NULL batch false, as the app's unique index does.
     ``zero_as_null``: a zero sum is sent as NULL (an empty CSV cell costs the server no
@@ -52,10 +54,33 @@ def daily_totals_query(
         "coalesce(openai_api_key_id, '') AS api_key_id, coalesce(openai_user_id, '') AS user_id, "
         "model, coalesce(service_tier, '') AS service_tier, coalesce(batch, false)::int AS batch, "
         "(window_end IS NOT NULL AND window_end > window_start "
-        "AND window_end <= date_trunc('day', window_start) + interval '1 day')::int AS aligned, "
+        "AND window_end <= window_start::date + 1)::int AS aligned, "
         "count(*) AS record_count, {metric_sums} "
         "FROM usage_events WHERE window_start >= {start} AND window_start < {end} "
         "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+    ).format(metric_sums=metric_sums, start=sql.Literal(start), end=sql.Literal(end))
+
+
+def daily_stats_query(first_day: date, last_day: date) -> sql.Composed:
+    """Per (day, aligned, has ids): rows and metric sums (reconcile.DB_STATS_COLUMNS).
+
+    A handful of rows; what the comparison needs besides the key-days themselves (the
+    per-day DB totals, rows without ids, unaligned rows), so DuckDB need not read the
+    grouped totals twice.
+    """
+    start = datetime.combine(first_day, time(0))
+    end = datetime.combine(last_day + timedelta(days=1), time(0))
+    metric_sums = sql.SQL(", ").join(
+        sql.SQL("coalesce(sum({}), 0)").format(sql.Identifier(column))
+        for _, column in METRIC_COLUMNS
+    )
+    return sql.SQL(
+        "SELECT window_start::date, (window_end IS NOT NULL AND window_end > window_start "
+        "AND window_end <= window_start::date + 1)::int, "
+        "(coalesce(project_id, '') <> '' OR coalesce(openai_api_key_id, '') <> '' "
+        "OR coalesce(openai_user_id, '') <> '')::int, count(*), {metric_sums} "
+        "FROM usage_events WHERE window_start >= {start} AND window_start < {end} "
+        "GROUP BY 1, 2, 3"
     ).format(metric_sums=metric_sums, start=sql.Literal(start), end=sql.Literal(end))
 
 
@@ -77,8 +102,12 @@ def _copy_to_file(conn: psycopg.Connection, query: sql.Composed, out: Path) -> i
     """
     pgconn = conn.pgconn
     copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query).as_bytes(conn)
-    if not pgconn.send_query(copy) and pgconn.status != pq.ConnStatus.OK:
-        raise psycopg.OperationalError(pgconn.error_message.decode(errors="replace"))
+    pgconn.send_query(copy)
+    # the connection is non-blocking: a query longer than the socket buffer goes out in
+    # pieces, as the socket takes them
+    while pgconn.flush():
+        select.select([pgconn.socket], [pgconn.socket], [])
+        pgconn.consume_input()
     written = 0
     result = _next_result(pgconn)
     if result is None or result.status != pq.ExecStatus.COPY_OUT:
@@ -148,20 +177,26 @@ def split_days(first_day: date, last_day: date, parts: int) -> list[tuple[date, 
 
 def copy_daily_totals_parallel(
     dsn: str, first_day: date, last_day: date, out: Path, parts: int = 2
-) -> list[Path]:
+) -> DbTotalsFiles:
     """The grouped result split by days over ``parts`` connections sharing one snapshot.
 
     Each part is its own CSV file (``out`` for the first, ``out`` with ``.<n>`` before
-    the suffix for the others); together they are exactly one query's result.
+    the suffix for the others); together they are exactly one query's result. One more
+    connection, same snapshot, writes ``daily_stats_query`` next to them meanwhile.
     """
     ranges = split_days(first_day, last_day, parts)
-    if len(ranges) == 1:
-        copy_daily_totals(dsn, first_day, last_day, out)
-        return [out]
-    files = [out] + [out.with_name(f"{out.stem}.{n}{out.suffix}") for n in range(2, len(ranges) + 1)]
+    files = [out] + [
+        out.with_name(f"{out.stem}.{n}{out.suffix}") for n in range(2, len(ranges) + 1)
+    ]
+    stats = out.with_name(f"{out.stem}.stats{out.suffix}")
+    jobs = [
+        (daily_totals_query(a, b, zero_as_null=True), f)
+        for (a, b), f in zip(ranges, files, strict=True)
+    ]
+    jobs.append((daily_stats_query(first_day, last_day), stats))
     conns: list[psycopg.Connection] = []
     try:
-        for _ in ranges:
+        for _ in jobs:
             conn = read_only(dsn)
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conns.append(conn)
@@ -173,19 +208,19 @@ def copy_daily_totals_parallel(
             _prepare(conn)
         failures: list[BaseException] = []
 
-        def part(conn: psycopg.Connection, first: date, last: date, path: Path) -> None:
+        def run(conn: psycopg.Connection, query: sql.Composed, path: Path) -> None:
             try:
-                _copy_to_file(conn, daily_totals_query(first, last, zero_as_null=True), path)
+                _copy_to_file(conn, query, path)
             except BaseException as exc:  # raised in the caller's thread below
                 failures.append(exc)
 
         threads = [
-            threading.Thread(target=part, args=(conn, first, last, path), daemon=True)
-            for conn, (first, last), path in zip(conns[1:], ranges[1:], files[1:], strict=True)
+            threading.Thread(target=run, args=(conn, query, path), daemon=True)
+            for conn, (query, path) in zip(conns[1:], jobs[1:], strict=True)
         ]
         for thread in threads:
             thread.start()
-        part(conns[0], ranges[0][0], ranges[0][1], files[0])
+        run(conns[0], *jobs[0])
         for thread in threads:
             thread.join()
         if failures:
@@ -195,7 +230,7 @@ def copy_daily_totals_parallel(
     finally:
         for conn in conns:
             conn.close()
-    return files
+    return DbTotalsFiles(tuple(files), stats)
 
 
 def fetch_daily_totals(dsn: str, first_day: date, last_day: date) -> list[tuple[object, ...]]:
@@ -206,10 +241,10 @@ def fetch_daily_totals(dsn: str, first_day: date, last_day: date) -> list[tuple[
     return rows
 
 
-def totals_writer(dsn: str, parts: int = 2) -> Callable[[date, date, Path], Sequence[Path]]:
+def totals_writer(dsn: str, parts: int = 2) -> Callable[[date, date, Path], DbTotalsFiles]:
     """A reconcile.DbTotalsWriter bound to ``dsn``: the files it wrote."""
 
-    def write(first_day: date, last_day: date, out: Path) -> Sequence[Path]:
+    def write(first_day: date, last_day: date, out: Path) -> DbTotalsFiles:
         return copy_daily_totals_parallel(dsn, first_day, last_day, out, parts)
 
     return write
@@ -218,6 +253,7 @@ def totals_writer(dsn: str, parts: int = 2) -> Callable[[date, date, Path], Sequ
 __all__ = [
     "copy_daily_totals",
     "copy_daily_totals_parallel",
+    "daily_stats_query",
     "daily_totals_query",
     "fetch_daily_totals",
     "split_days",
