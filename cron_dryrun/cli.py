@@ -11,35 +11,42 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# subcommand -> module holding its register(); imported lazily so `--help` stays fast
+# subcommand -> (module holding its register(), one-line help). Only the chosen subcommand's
+# module is imported, so `cron-dryrun diff` does not pay for the stand-in's imports.
 SUBCOMMANDS = {
-    "diff": "cron_dryrun.diff_command",
-    "rollback": "cron_dryrun.rollback",
-    "gate": "cron_dryrun.ledger_command",
-    "verify-evidence": "cron_dryrun.evidence_command",
-    "standin": "cron_dryrun.standin.command",
+    "diff": ("cron_dryrun.diff_command", "compare the OpenAI export with usage_events (parity)"),
+    "rollback": ("cron_dryrun.rollback", "delete the dry run's rows, after confirmation, logged"),
+    "gate": ("cron_dryrun.ledger_command", "where the 48-hour dry run stands (the ledger)"),
+    "verify-evidence": (
+        "cron_dryrun.evidence_command",
+        "check the audit folder's SHA-256 manifests",
+    ),
+    "standin": (
+        "cron_dryrun.standin.command",
+        "serve the local stack (stand-in cron + OpenAI API)",
+    ),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or with ``only`` the real parser of that subcommand alone."""
     parser = argparse.ArgumentParser(
         prog="cron-dryrun",
         description="Daily usage cron dry run: parity diff, rollback, gate status, local stand-in, evidence checks.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for _name, module_name in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # capability not installed in this build
-        module.register(sub)
+    for name, (module_name, summary) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=summary)  # listed, never parsed in this run
+            continue
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=chosen if chosen in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
