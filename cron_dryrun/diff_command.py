@@ -10,15 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from cron_dryrun.database import redact_dsn
-
 if TYPE_CHECKING:
-    from cron_dryrun.reconcile import DiffResult
+    from cron_dryrun.reconcile import DbTotalsFiles, DiffResult
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_BYTES = 20_000_000  # smaller inputs finish in about a second: no bar
@@ -127,7 +125,6 @@ def run(
         report_path,
         write_report,
     )
-    from cron_dryrun.usage_totals import totals_writer
 
     env = os.environ if env is None else env
     now = now or datetime.now(UTC)
@@ -164,7 +161,7 @@ def run(
     try:
         result = reconcile(
             files,
-            totals_writer(dsn),
+            _lazy_totals_writer(dsn),
             first_day=args.first_day,
             last_day=args.last_day,
             open_from=open_from,
@@ -178,6 +175,8 @@ def run(
         print(f"cron-dryrun diff: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # a database error: say which database, never its password
+        from cron_dryrun.database import redact_dsn
+
         bar.close()
         print(f"cron-dryrun diff: {redact_dsn(dsn)}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -189,6 +188,19 @@ def run(
         print("", file=sys.stderr)
         print(failure_message(result, output), file=sys.stderr)
     return EXIT_PASS if judgement.passed else EXIT_FAIL
+
+
+def _lazy_totals_writer(dsn: str) -> Callable[[date, date, Path], DbTotalsFiles]:
+    """usage_totals.totals_writer, imported when first called: psycopg's import (~0.12 s,
+    holding the GIL) then runs in reconcile's database thread while DuckDB reads the
+    export, instead of before everything else."""
+
+    def write(first_day: date, last_day: date, out: Path) -> DbTotalsFiles:
+        from cron_dryrun.usage_totals import totals_writer
+
+        return totals_writer(dsn)(first_day, last_day, out)
+
+    return write
 
 
 def terminal_summary(result: DiffResult, report: Path) -> str:

@@ -42,6 +42,7 @@ from cron_dryrun.exports import (
     ExportProblem,
     common_metrics,
     day_coverage,
+    duckdb_engine,
     expand_export_paths,
     overlapping_buckets,
     read_json_pages,
@@ -534,14 +535,16 @@ def reconcile(
     with tempfile.TemporaryDirectory(prefix="cron-dryrun-diff-") as tmp:
         work = Path(tmp)
         db_csv = work / "db_totals.csv"
+        # imported here: the pure parts of this module must not need it
+        duckdb = duckdb_engine()
+
         db_thread: _DbThread | None = None
         if first_day is not None and last_day is not None:
-            # the database groups while DuckDB reads the export: two cores, both busy
-            # (started first: DuckDB's import alone takes a tenth of a second)
+            # the database groups while DuckDB reads the export: two cores, both busy.
+            # Started after DuckDB's import: the writer may first import the PostgreSQL
+            # driver (GIL-bound), which then overlaps DuckDB's read (GIL released)
             db_thread = _DbThread(db_totals, first_day, last_day, db_csv)
             db_thread.start()
-        import duckdb  # imported here: the pure parts of this module must not need it
-
         con = duckdb.connect(
             config={
                 "memory_limit": DUCKDB_MEMORY_LIMIT,

@@ -3,7 +3,7 @@
 PostgreSQL adds up the rows (daily totals per key); we never pull rows. The grouped result
 leaves the server as ``COPY (query) TO STDOUT (FORMAT csv)`` and is written straight to a
 file in ``exports.TOTALS_COLUMNS`` layout, which the reconciler reads with DuckDB: 1M groups
-never become 1M Python objects (the loop below only moves libpq's buffers into 4 MB blocks).
+never become 1M Python objects (the loop below only moves libpq's buffers into 1 MB blocks).
 
 At scale the day range is split over two connections that share one snapshot
 (``pg_export_snapshot``), so the grouping and the CSV formatting run on two server
@@ -12,6 +12,7 @@ processes and the result is exactly what one query would have returned.
 
 from __future__ import annotations
 
+import csv
 import select
 import threading
 from collections.abc import Callable
@@ -25,12 +26,23 @@ from cron_dryrun.database import read_only
 from cron_dryrun.exports import METRIC_COLUMNS
 from cron_dryrun.reconcile import DbTotalsFiles
 
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 1 << 20
 WORK_MEM = "256MB"
+_ALIGNED = (
+    "(window_end IS NOT NULL AND window_end > window_start "
+    "AND window_end <= window_start::date + 1)::int"
+)
+_HAS_IDS = (
+    "(coalesce(project_id, '') <> '' OR coalesce(openai_api_key_id, '') <> '' "
+    "OR coalesce(openai_user_id, '') <> '')::int"
+)
+# a stats row of the GROUPING SETS query: 'YYYY-MM-DD' then a NULL (empty, unquoted)
+# project id; a key row's project id is quoted when empty
+_STATS_AT, _COMMA = 11, ord(",")
 
 
 def daily_totals_query(
-    first_day: date, last_day: date, *, zero_as_null: bool = False
+    first_day: date, last_day: date, *, zero_as_null: bool = False, with_stats: bool = False
 ) -> sql.Composed:
     """Daily totals per key for windows starting in [first_day, last_day] (UTC, inclusive).
 
@@ -41,6 +53,9 @@ def daily_totals_query(
     NULL ids and tier become '' and NULL batch false, as the app's unique index does.
     ``zero_as_null``: a zero sum is sent as NULL (an empty CSV cell costs the server no
     formatting; the reader turns it back into 0).
+    ``with_stats``: the same scan also yields ``daily_stats_query``'s groups (GROUPING
+    SETS), as rows whose ids are NULL (an empty unquoted cell; a key row's empty id is
+    ``""``) and whose ``batch`` cell holds the has-ids flag; ``_copy_to_file`` routes them.
     """
     start = datetime.combine(first_day, time(0))
     end = datetime.combine(last_day + timedelta(days=1), time(0))
@@ -49,15 +64,30 @@ def daily_totals_query(
         sql.SQL(sum_sql).format(sql.Identifier(column), sql.Identifier(f"m_{name}"))
         for name, column in METRIC_COLUMNS
     )
+    if not with_stats:
+        return sql.SQL(
+            "SELECT window_start::date AS day, coalesce(project_id, '') AS project_id, "
+            "coalesce(openai_api_key_id, '') AS api_key_id, "
+            "coalesce(openai_user_id, '') AS user_id, model, "
+            "coalesce(service_tier, '') AS service_tier, coalesce(batch, false)::int AS batch, "
+            f"{_ALIGNED} AS aligned, count(*) AS record_count, {{metric_sums}} "
+            "FROM usage_events WHERE window_start >= {start} AND window_start < {end} "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+        ).format(metric_sums=metric_sums, start=sql.Literal(start), end=sql.Literal(end))
+    # a grouping expression absent from a row's grouping set reads as NULL there: the
+    # batch cell carries has_ids on the stats rows, batch itself on the key rows
     return sql.SQL(
         "SELECT window_start::date AS day, coalesce(project_id, '') AS project_id, "
-        "coalesce(openai_api_key_id, '') AS api_key_id, coalesce(openai_user_id, '') AS user_id, "
-        "model, coalesce(service_tier, '') AS service_tier, coalesce(batch, false)::int AS batch, "
-        "(window_end IS NOT NULL AND window_end > window_start "
-        "AND window_end <= window_start::date + 1)::int AS aligned, "
-        "count(*) AS record_count, {metric_sums} "
+        "coalesce(openai_api_key_id, '') AS api_key_id, "
+        "coalesce(openai_user_id, '') AS user_id, model, "
+        "coalesce(service_tier, '') AS service_tier, "
+        f"coalesce(coalesce(batch, false)::int, {_HAS_IDS}) AS batch, "
+        f"{_ALIGNED} AS aligned, count(*) AS record_count, {{metric_sums}} "
         "FROM usage_events WHERE window_start >= {start} AND window_start < {end} "
-        "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+        "GROUP BY GROUPING SETS ((window_start::date, coalesce(project_id, ''), "
+        "coalesce(openai_api_key_id, ''), coalesce(openai_user_id, ''), model, "
+        f"coalesce(service_tier, ''), coalesce(batch, false)::int, {_ALIGNED}), "
+        f"(window_start::date, {_ALIGNED}, {_HAS_IDS}))"
     ).format(metric_sums=metric_sums, start=sql.Literal(start), end=sql.Literal(end))
 
 
@@ -92,8 +122,16 @@ def _prepare(conn: psycopg.Connection) -> None:
     conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
 
 
-def _copy_to_file(conn: psycopg.Connection, query: sql.Composed, out: Path) -> int:
+def _copy_to_file(
+    conn: psycopg.Connection,
+    query: sql.Composed,
+    out: Path,
+    stats: list[bytes] | None = None,
+) -> int:
     """``COPY (query) TO STDOUT (FORMAT csv)`` into ``out``; bytes written.
+
+    ``stats``: the query is ``daily_totals_query(..., with_stats=True)``; its stats rows
+    are appended there (as they came) instead of being written to ``out``.
 
     libpq hands COPY data over one row at a time; psycopg's Copy object costs several
     Python steps per row, so the rows are taken from the libpq connection directly
@@ -113,10 +151,14 @@ def _copy_to_file(conn: psycopg.Connection, query: sql.Composed, out: Path) -> i
     if result is None or result.status != pq.ExecStatus.COPY_OUT:
         _raise_for(conn, result)
     get, buffer = pgconn.get_copy_data, bytearray()
+    at = _STATS_AT if stats is not None else 0  # a key row never has a ',' first
     with open(out, "wb") as fh:
         while True:
             nbytes, data = get(1)
             if nbytes > 0:
+                if data[at] == _COMMA:  # a handful of rows
+                    stats.append(bytes(data))  # type: ignore[union-attr]
+                    continue
                 buffer += data
                 if len(buffer) >= BLOCK_BYTES:
                     written += fh.write(buffer)
@@ -181,8 +223,9 @@ def copy_daily_totals_parallel(
     """The grouped result split by days over ``parts`` connections sharing one snapshot.
 
     Each part is its own CSV file (``out`` for the first, ``out`` with ``.<n>`` before
-    the suffix for the others); together they are exactly one query's result. One more
-    connection, same snapshot, writes ``daily_stats_query`` next to them meanwhile.
+    the suffix for the others); together they are exactly one query's result. The same
+    scans also sum per (day, aligned, has ids) (GROUPING SETS): those rows are written
+    next to them as ``daily_stats_query``'s result (DB_STATS_COLUMNS, zero sums as 0).
     """
     ranges = split_days(first_day, last_day, parts)
     files = [out] + [
@@ -190,10 +233,10 @@ def copy_daily_totals_parallel(
     ]
     stats = out.with_name(f"{out.stem}.stats{out.suffix}")
     jobs = [
-        (daily_totals_query(a, b, zero_as_null=True), f)
+        (daily_totals_query(a, b, zero_as_null=True, with_stats=True), f)
         for (a, b), f in zip(ranges, files, strict=True)
     ]
-    jobs.append((daily_stats_query(first_day, last_day), stats))
+    stats_rows: list[bytes] = []  # list.append is atomic: shared by the threads
     conns: list[psycopg.Connection] = []
     try:
         for _ in jobs:
@@ -210,7 +253,7 @@ def copy_daily_totals_parallel(
 
         def run(conn: psycopg.Connection, query: sql.Composed, path: Path) -> None:
             try:
-                _copy_to_file(conn, query, path)
+                _copy_to_file(conn, query, path, stats_rows)
             except BaseException as exc:  # raised in the caller's thread below
                 failures.append(exc)
 
@@ -230,7 +273,17 @@ def copy_daily_totals_parallel(
     finally:
         for conn in conns:
             conn.close()
+    _write_stats(stats_rows, stats)
     return DbTotalsFiles(tuple(files), stats)
+
+
+def _write_stats(rows: list[bytes], out: Path) -> None:
+    """The GROUPING SETS query's stats rows as DB_STATS_COLUMNS CSV (zero sums as 0)."""
+    with open(out, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        for row in csv.reader(line.decode("utf-8") for line in rows):
+            day, has_ids, aligned, records, *sums = row[0], *row[6:]
+            writer.writerow([day, aligned, has_ids, records, *(v or "0" for v in sums)])
 
 
 def fetch_daily_totals(dsn: str, first_day: date, last_day: date) -> list[tuple[object, ...]]:

@@ -148,3 +148,34 @@ def test_a_path_option_read_as_a_test_path_is_a_usage_error(tmp_path: Path) -> N
     )
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert f"write `--audit-dir={existing}`" in result.stderr
+
+
+def test_promotion_gate_needs_a_complete_ledger(tmp_path: Path) -> None:
+    """One green run is GO for the checks but NO-GO for promotion; a green run 24 h before completes it."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from cron_dryrun.ledger import LedgerEntry
+
+    alone = run_acceptance(f"--audit-dir={tmp_path / 'alone'}", "--promotion-gate", env=clean_env())
+    assert alone.returncode == 1, alone.stdout[-3000:]
+    gate = json.loads((tmp_path / "alone" / "gate.json").read_text())
+    assert gate["verdict"] == "NO-GO" and all(s["status"] == "passed" for s in gate["steps"])
+    assert gate["reasons"][0].startswith(
+        "promotion gate: the 48-hour dry run is not complete (run 1 of 2;"
+    )
+
+    ledger = tmp_path / "paired" / "cron-dry-run" / "ledger.jsonl"
+    ledger.parent.mkdir(parents=True)
+    yesterday = LedgerEntry(
+        time=datetime.now(UTC) - timedelta(hours=24),
+        target="local stack",
+        verdict="GO",
+        label="day 1",
+    )
+    ledger.write_text(json.dumps(yesterday.to_json()) + "\n")
+    paired = run_acceptance(
+        f"--audit-dir={tmp_path / 'paired'}", "--promotion-gate", env=clean_env()
+    )
+    assert paired.returncode == 0, paired.stdout[-3000:]
+    assert "verdict: GO" in paired.stdout and "dry run: complete" in paired.stdout
