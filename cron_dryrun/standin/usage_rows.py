@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from cron_dryrun.exports import METRIC_COLUMNS
 from cron_dryrun.standin.usage_truth import Usage, from_epoch
 from cron_dryrun.windows import naive_utc
 
@@ -30,19 +31,10 @@ _FALLBACK_PRICE = PRICES_PER_MTOK["gpt-4o-mini"]
 _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _MICRO = Decimal("0.000001")  # cost_estimate is numeric(10, 6)
 
-# The token columns after num_model_requests, each named like its export column.
-TOKEN_COLUMNS = (
-    "input_cached_tokens",
-    "input_uncached_tokens",
-    "input_text_tokens",
-    "output_text_tokens",
-    "input_cached_text_tokens",
-    "input_audio_tokens",
-    "input_cached_audio_tokens",
-    "output_audio_tokens",
-    "input_image_tokens",
-    "input_cached_image_tokens",
-    "output_image_tokens",
+# The token columns after num_model_requests, each named like its export column
+# (the parity diff's list, so the stand-in writes exactly what the diff compares).
+TOKEN_COLUMNS = tuple(
+    name for name, column in METRIC_COLUMNS if name == column and name != "num_model_requests"
 )
 COLUMNS = (
     "key_id",
