@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -28,6 +28,9 @@ from cron_dryrun.client import CronClient, Transcript
 from cron_dryrun.gate import REQUIRED_STEPS, CheckOutcome, Verdict, decide, first_line
 from cron_dryrun.run import DbObservation, ExchangeMissing, RecordedRun, UsageRow
 from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_settings
+
+if TYPE_CHECKING:
+    from cron_dryrun.evidence import EvidenceWriter
 
 OPTIONS_BY_FLAG = {spec.flag: spec for spec in OPTIONS if spec.flag}
 
@@ -406,21 +409,11 @@ class Evidence:
         self._state.records[name] = value
 
     @property
-    def writer(self) -> Any:
-        """The evidence writer (cron_dryrun.evidence.EvidenceWriter): redacts, writes atomically."""
+    def writer(self) -> EvidenceWriter:
+        """The evidence writer: redacts, writes atomically, never overwrites with write_new."""
         from cron_dryrun.evidence_run import writer_for
 
         return writer_for(self._state)
-
-    def report_path(self, relpath: str) -> Path:
-        """A path under the audit folder that no earlier file holds (a suffix when taken)."""
-        path = self._state.settings.audit_dir / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        candidate, n = path, 1
-        while candidate.exists():
-            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-            n += 1
-        return candidate
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ Plain data, no I/O: built by the plugin once per session, read by every check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -54,7 +54,6 @@ class RecordedRun:
     active_openai_keys: int | None = None
     db: DbObservation | None = None
     db_error: str | None = None
-    negatives: list[Any] = field(default_factory=list)  # auth-negative transcripts, for evidence
 
     def require_exchange(self) -> dict[str, Any]:
         """The JSON body, or a failure saying why the exchange was not made."""
