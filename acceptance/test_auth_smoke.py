@@ -62,11 +62,10 @@ def refusals(
     cron_client: CronClient, dryrun_target: Target, dryrun_state: DryRunState
 ) -> Iterator[Refusals]:
     """Send every case once, between two read-only looks at usage_events."""
-    watermark = None
+    watch = None
     db_error = None
     try:
-        with db.read_only(dryrun_target.database_dsn) as conn:
-            watermark = db.xid_watermark(conn)
+        watch = db.UsageWatch(dryrun_target.database_dsn)
     except Exception as exc:
         db_error = str(exc)
     results = {}
@@ -77,9 +76,9 @@ def refusals(
         dryrun_state.transcripts.append(transcript)
         results[case.name] = (case, transcript)
     changed: tuple[UsageRow, ...] = ()
-    if watermark is not None:
-        with db.read_only(dryrun_target.database_dsn) as conn:
-            changed = tuple(UsageRow(*row) for row in db.rows_written_since(conn, watermark))
+    if watch is not None:
+        rows, _count = watch.written()
+        changed = tuple(UsageRow(*row) for row in rows)
     yield Refusals(results, changed, db_error)
 
 

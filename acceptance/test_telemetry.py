@@ -39,9 +39,7 @@ def test_telemetry_matches_the_daily_windows(
         body,
         keys,
         dryrun_settings.allow_issue_code,
-        previous_manual_fallback_windows=dryrun_state.records.get(
-            "previous_manual_fallback_windows"
-        ),
+        previous_manual_fallback_windows=dryrun_state.previous_manual_fallback_windows,
     )
     evidence.record("telemetry_warnings", judgement.warnings)
     evidence.attach(

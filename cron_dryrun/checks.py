@@ -11,11 +11,13 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cron_dryrun.client import Exchange, Transcript
 from cron_dryrun.run import DbObservation, UsageRow
 from cron_dryrun.windows import day_start, expected_windows_processed, in_scope, iso
+
+if TYPE_CHECKING:
+    from cron_dryrun.client import Exchange, Transcript
 
 BODY_EXCERPT = 300
 WINDOW_COLUMNS = ("window_start", "window_end")

@@ -372,56 +372,80 @@ def read_only(dsn: str) -> psycopg.Connection:
 XID_MODULUS = 2**32
 
 
-def xid_watermark(conn: psycopg.Connection) -> int:
-    """The first transaction id that did not exist yet: rows with xmin >= it are newer."""
-    row = conn.execute("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
-    conn.rollback()
-    assert row is not None
-    return int(row[0]) % XID_MODULUS
-
-
-def usage_row_count(conn: psycopg.Connection) -> int:
-    row = conn.execute("select count(*) from usage_events").fetchone()
+def _count(conn: psycopg.Connection, query: str) -> int:
+    """One integer, read in its own short read-only transaction."""
+    row = conn.execute(query).fetchone()
     conn.rollback()
     assert row is not None
     return int(row[0])
 
 
-def rows_written_since(conn: psycopg.Connection, watermark: int) -> list[tuple]:
-    """(id, key_id, model, window_start, window_end) of rows whose current version is newer."""
-    rows = conn.execute(
-        "select id, key_id, model, window_start, window_end from usage_events "
-        "where xmin::text::bigint >= %s order by id",
-        (watermark,),
-    ).fetchall()
+def _rows(conn: psycopg.Connection, query: str, params: tuple = ()) -> list[tuple]:
+    rows = conn.execute(query, params).fetchall()
     conn.rollback()
     return rows
 
 
+def xid_watermark(conn: psycopg.Connection) -> int:
+    """The first transaction id that did not exist yet: rows with xmin >= it are newer."""
+    return (
+        _count(conn, "select pg_snapshot_xmax(pg_current_snapshot())::text::bigint") % XID_MODULUS
+    )
+
+
+def usage_row_count(conn: psycopg.Connection) -> int:
+    return _count(conn, "select count(*) from usage_events")
+
+
+def rows_written_since(conn: psycopg.Connection, watermark: int) -> list[tuple]:
+    """(id, key_id, model, window_start, window_end) of rows whose current version is newer."""
+    return _rows(
+        conn,
+        "select id, key_id, model, window_start, window_end from usage_events "
+        "where xmin::text::bigint >= %s order by id",
+        (watermark,),
+    )
+
+
 def active_openai_keys(conn: psycopg.Connection) -> int:
-    row = conn.execute("select count(*) from provider_keys where provider = 'openai'").fetchone()
-    conn.rollback()
-    assert row is not None
-    return int(row[0])
+    return _count(conn, "select count(*) from provider_keys where provider = 'openai'")
 
 
 def usage_events_columns(conn: psycopg.Connection) -> list[str]:
-    rows = conn.execute(
+    rows = _rows(
+        conn,
         "select column_name from information_schema.columns "
-        "where table_name = 'usage_events' and table_schema = any(current_schemas(false))"
-    ).fetchall()
-    conn.rollback()
+        "where table_name = 'usage_events' and table_schema = any(current_schemas(false))",
+    )
     return [r[0] for r in rows]
 
 
 def duplicate_bucket_keys(conn: psycopg.Connection) -> int:
     """How many usage_admin_bucket_idx keys are held by more than one row (0 when the index holds)."""
-    row = conn.execute(
+    return _count(
+        conn,
         "select count(*) from (select 1 from usage_events where window_start is not null "
         "group by key_id, model, window_start, window_end, coalesce(project_id, ''), "
         "coalesce(openai_api_key_id, ''), coalesce(openai_user_id, ''), "
-        "coalesce(service_tier, ''), coalesce(batch, false) having count(*) > 1) d"
-    ).fetchone()
-    conn.rollback()
-    assert row is not None
-    return int(row[0])
+        "coalesce(service_tier, ''), coalesce(batch, false) having count(*) > 1) d",
+    )
+
+
+class UsageWatch:
+    """A read-only look at usage_events before a trigger, and what the trigger wrote after it.
+
+    The one place the suite turns the xmin watermark into "rows this request changed": the
+    shared run, the rerun and the auth negatives all use it.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        with read_only(dsn) as conn:
+            self.watermark = xid_watermark(conn)
+            self.rows_before = usage_row_count(conn)
+            self.openai_keys = active_openai_keys(conn)
+
+    def written(self) -> tuple[list[tuple], int]:
+        """The rows written since the watermark, and the row count now."""
+        with read_only(self._dsn) as conn:
+            return rows_written_since(conn, self.watermark), usage_row_count(conn)

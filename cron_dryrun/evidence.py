@@ -15,9 +15,11 @@ No pytest, httpx or psycopg here: transcripts are duck-typed (``client.Transcrip
 from __future__ import annotations
 
 import base64
+import binascii
 import errno
 import fcntl
 import hashlib
+import html
 import json
 import os
 import posixpath
@@ -174,6 +176,47 @@ class Redactor:
         return m.group("head") + self._mask_auth_value(value)
 
 
+_JSON_BLOB = re.compile(r'(data-jsonblob=")([^"]*)(")')
+
+
+def _redact_json(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        head, sep, data = value.partition(";base64,")
+        if sep and head.startswith("data:"):
+            # attachments are base64 data URIs: redact what they decode to
+            try:
+                text = base64.b64decode(data, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return value
+            return head + sep + base64.b64encode(redact(text).encode()).decode("ascii")
+        return redact(value)
+    if isinstance(value, list):
+        return [_redact_json(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {redact(k): _redact_json(v, redact) for k, v in value.items()}
+    return value
+
+
+def redact_html_report(text: str, redact: Callable[[str], str]) -> str:
+    """Redact pytest-html's report without breaking it: its results live in one HTML-escaped
+    JSON attribute, redacted value by value (attachments decoded first) and re-encoded."""
+    match = _JSON_BLOB.search(text)
+    if match is None:
+        return redact(text)
+    raw = html.unescape(match.group(2))
+    try:
+        blob = json.dumps(_redact_json(json.loads(raw), redact))
+    except ValueError:
+        blob = redact(raw)
+    return (
+        redact(text[: match.start()])
+        + match.group(1)
+        + html.escape(blob, quote=True)
+        + match.group(3)
+        + redact(text[match.end() :])
+    )
+
+
 def run_secrets(cron_secret: str | None, *dsns: str | None) -> list[str]:
     """The values a run must never write: the cron secret and each DSN's password."""
     found: list[str] = [cron_secret] if cron_secret else []
@@ -245,9 +288,16 @@ class EvidenceWriter:
 
     # plain writes
 
+    def _redacted(self, path: Path, data: bytes) -> bytes:
+        # pytest-html keeps its results in one HTML-escaped JSON attribute: redact it value by
+        # value, or a pattern could run across the JSON and the report would not render
+        if path.suffix == ".html":
+            return redact_html_report(data.decode("utf-8"), self.redactor.redact).encode("utf-8")
+        return self.redactor.redact_bytes(data)
+
     def write_bytes(self, relpath: str | Path, data: bytes) -> Path:
         path = self.path(relpath)
-        self._atomic_write(path, self.redactor.redact_bytes(data))
+        self._atomic_write(path, self._redacted(path, data))
         return path
 
     def write_text(self, relpath: str | Path, text: str) -> Path:
@@ -300,8 +350,8 @@ class EvidenceWriter:
         neither overwrite nor see a half-written file.
         """
         raw = data.encode("utf-8") if isinstance(data, str) else data
-        raw = self.redactor.redact_bytes(raw)
         base = self.path(relpath_pattern)
+        raw = self._redacted(base, raw)
         base.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=base.parent, prefix=f".{base.name}.", suffix=".tmp")
         try:

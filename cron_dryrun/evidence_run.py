@@ -8,12 +8,8 @@ pytest-html has written it (``finish_html``).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import html
 import json
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -45,9 +41,15 @@ if TYPE_CHECKING:
 
 
 def writer_for(state: DryRunState) -> EvidenceWriter:
+    """The run's one writer; rebuilt only when a new secret became known (the local stack's)."""
     dsn = state.target.database_dsn if state.target else None
-    secrets = run_secrets(state.settings.cron_secret, state.settings.database_url, dsn)
-    return EvidenceWriter(state.settings.audit_dir, Redactor([*secrets, *sorted(state.secrets)]))
+    secrets = frozenset(
+        [*run_secrets(state.settings.cron_secret, state.settings.database_url, dsn), *state.secrets]
+    )
+    if state._writer is None or state._writer[0] != secrets:
+        writer = EvidenceWriter(state.settings.audit_dir, Redactor(sorted(secrets)))
+        state._writer = (secrets, writer)
+    return state._writer[1]
 
 
 def previous_manual_fallback_windows(audit_dir: Path, target: str) -> int | None:
@@ -77,12 +79,13 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
     telemetry = telemetry_of(body)
     keys = run.active_openai_keys if run else None
     parity = state.records.get("parity") or {}
+    writer = writer_for(state)
     notable = [*state.records.get("telemetry_warnings", [])]
     if run and run.problem:
         notable.append(f"exchange: {run.problem}")
     if run and run.db_error:
         notable.append(f"database: {run.db_error}")
-    follow_ups = [r for r in verdict.reasons]
+    follow_ups = list(verdict.reasons)
     issues = (
         telemetry.get("issuesByCode") if isinstance(telemetry.get("issuesByCode"), dict) else {}
     )
@@ -102,7 +105,7 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
         flag_state=flag_state_of(body),
         verdict=verdict.label,
         checks=tuple((s.step, s.status, s.reason) for s in verdict.steps),
-        diff_report=_relative_to_audit(state, parity.get("report")),
+        diff_report=_relpath_or_none(writer, parity.get("report")),
         body_json=json.dumps(body, indent=2, sort_keys=True) if body is not None else None,
         notable=tuple(notable),
         follow_ups=tuple(follow_ups),
@@ -110,13 +113,14 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
     )
 
 
-def _relative_to_audit(state: DryRunState, path: str | None) -> str | None:
+def _relpath_or_none(writer: EvidenceWriter, path: str | Path | None) -> str | None:
+    """``path`` relative to the audit folder; None for none, or when it lies outside it."""
     if not path:
         return None
     try:
-        return str(Path(path).resolve().relative_to(state.settings.audit_dir.resolve()))
+        return writer.relpath(path)
     except ValueError:
-        return str(path)
+        return None
 
 
 def describe(state: DryRunState) -> str:
@@ -132,7 +136,7 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
     checks_verdict = state.verdict
     run_at = state.run.run_at if state.run else state.started_at
     target_key = state.settings.target_name
-    notes: list[str] = state.records.setdefault("terminal_notes", [])
+    notes = state.terminal_notes
 
     # 1. the ledger line records the checks' verdict; completeness is judged on it
     telemetry = telemetry_of(state.run.body if state.run else None)
@@ -164,8 +168,7 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
             target=target_key,
             problems=read.problems,
         )
-        state.records["dry_run_status"] = status.to_json()
-        state.records["dry_run_description"] = status.describe()
+        state.dry_run_status = status.to_json()
         notes.append(f"dry run: {status.describe()}")
         if status.manual_fallback_note:
             notes.append(f"dry run: {status.manual_fallback_note}")
@@ -204,77 +207,22 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
 
     # 3. gate.json last, so it lists every artefact
     doc = gate_document(state)
-    doc["artefacts"] = {
-        name: writer.relpath(path)
-        for name, path in state.artefacts.items()
-        if _inside(writer, path)
-    }
+    links = {name: _relpath_or_none(writer, path) for name, path in state.artefacts.items()}
+    doc["artefacts"] = {name: rel for name, rel in links.items() if rel is not None}
     state.artefacts["gate"] = writer.write_json(GATE_RELPATH, doc)
-    state.records["run_id_stamp"] = run_at
-
-
-def _inside(writer: EvidenceWriter, path: Path) -> bool:
-    try:
-        writer.relpath(path)
-    except Exception:
-        return False
-    return True
-
-
-_JSON_BLOB = re.compile(r'(data-jsonblob=")([^"]*)(")')
-
-
-def _redact_json(value: Any, redact: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        head, sep, data = value.partition(";base64,")
-        if sep and head.startswith("data:"):
-            # attachments are base64 data URIs: redact what they decode to
-            try:
-                text = base64.b64decode(data, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return value
-            return head + sep + base64.b64encode(redact(text).encode()).decode("ascii")
-        return redact(value)
-    if isinstance(value, list):
-        return [_redact_json(v, redact) for v in value]
-    if isinstance(value, dict):
-        return {redact(k): _redact_json(v, redact) for k, v in value.items()}
-    return value
-
-
-def redact_html_report(text: str, redact: Callable[[str], str]) -> str:
-    """Redact pytest-html's report without breaking it: its results live in one HTML-escaped
-    JSON attribute, redacted value by value (attachments decoded first) and re-encoded."""
-    match = _JSON_BLOB.search(text)
-    if match is None:
-        return redact(text)
-    raw = html.unescape(match.group(2))
-    try:
-        blob = json.dumps(_redact_json(json.loads(raw), redact))
-    except ValueError:
-        blob = redact(raw)
-    return (
-        redact(text[: match.start()])
-        + match.group(1)
-        + html.escape(blob, quote=True)
-        + match.group(3)
-        + redact(text[match.end() :])
-    )
 
 
 def finish_html(state: DryRunState) -> None:
     """Copy pytest-html's report into audit/ through the writer (redacted), dated and as latest."""
-    source = state.records.get("html_temp_path")
-    if not source or not Path(source).is_file():
+    source = state.html_temp_path
+    if source is None or not source.is_file():
         return
     writer = writer_for(state)
     run_at = state.run.run_at if state.run else state.started_at
-    data = redact_html_report(
-        Path(source).read_text(encoding="utf-8"), writer.redactor.redact
-    ).encode()
+    data = source.read_bytes()  # the writer redacts HTML reports value by value
     dated = writer.write_new(report_relpath(run_at), data)
     writer.write_bytes(LATEST_REPORT_RELPATH, data)
     with contextlib.suppress(Exception):
         write_manifest(writer, f"{dated.stem}", [writer.relpath(dated)])
-    shutil.rmtree(Path(source).parent, ignore_errors=True)
+    shutil.rmtree(source.parent, ignore_errors=True)
     state.artefacts["report"] = dated

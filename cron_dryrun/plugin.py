@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from cron_dryrun import database as db
-from cron_dryrun.checks import exchange_problem
-from cron_dryrun.client import CronClient, Transcript
 from cron_dryrun.gate import REQUIRED_STEPS, CheckOutcome, Verdict, decide, first_line
 from cron_dryrun.run import DbObservation, ExchangeMissing, RecordedRun, UsageRow
 from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_settings
 
 if TYPE_CHECKING:
+    from cron_dryrun.client import CronClient, Transcript
     from cron_dryrun.evidence import EvidenceWriter
+
+# psycopg, httpx and the evidence writer are imported where they are used: this module
+# is loaded by every pytest run in an environment that has cron-dryrun installed.
 
 OPTIONS_BY_FLAG = {spec.flag: spec for spec in OPTIONS if spec.flag}
 
@@ -42,7 +43,9 @@ class RedactedDsn(str):
     """A DSN that shows no userinfo when pytest prints a fixture's value in a traceback."""
 
     def __repr__(self) -> str:
-        return repr(db.redact_dsn(str(self)))
+        from cron_dryrun.database import redact_dsn
+
+        return repr(redact_dsn(str(self)))
 
 
 @dataclass
@@ -73,7 +76,14 @@ class DryRunState:
     verdict: Verdict | None = None
     config_error: str | None = None
     artefacts: dict[str, Path] = field(default_factory=dict)
+    # secrets the settings do not hold (the local stack's random one); see evidence_run.writer_for
     secrets: set[str] = field(default_factory=set, repr=False)
+    previous_manual_fallback_windows: int | None = None
+    dry_run_status: dict[str, Any] | None = None
+    terminal_notes: list[str] = field(default_factory=list)
+    html_temp_path: Path | None = None  # where pytest-html writes before the redacted copy
+    html_finished: bool = False
+    _writer: tuple[frozenset[str], EvidenceWriter] | None = field(default=None, repr=False)
 
 
 # -- options --------------------------------------------------------------------------------------
@@ -146,22 +156,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"cron-dryrun: {exc}") from None
     config.stash[SETTINGS_KEY] = settings
     state = DryRunState(settings=settings)
-    for value in (settings.cron_secret, _dsn_password(settings.database_url)):
-        if value:
-            state.secrets.add(value)
     config.stash[STATE_KEY] = state
     _configure_html_report(config, settings, state)
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(_HtmlHooks(config), "cron_dryrun_html")
-
-
-def _dsn_password(dsn: str | None) -> str | None:
-    if not dsn:
-        return None
-    from urllib.parse import unquote, urlsplit
-
-    password = urlsplit(dsn).password
-    return unquote(password) if password else None
 
 
 def _wants_dryrun(config: pytest.Config) -> bool:
@@ -183,7 +181,7 @@ def _configure_html_report(config: pytest.Config, settings: Settings, state: Dry
     temp = Path(tempfile.mkdtemp(prefix="cron-dryrun-html-")) / "report.html"
     config.option.htmlpath = str(temp)
     config.option.self_contained_html = True
-    state.records["html_temp_path"] = str(temp)
+    state.html_temp_path = temp
     state.artefacts["report"] = settings.audit_dir / "report.html"
 
 
@@ -250,6 +248,8 @@ def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Itera
         yield target
         return
     with ExitStack() as stack:
+        from cron_dryrun import database as db
+
         stack.enter_context(_sigterm_as_interrupt())
         backend = db.choose_backend(s.db_backend, s.database_url, db.docker_engine_answers)
         if backend == "url":
@@ -264,7 +264,7 @@ def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Itera
                     raise
                 # auto picked Docker because an engine answered, but it could not start the
                 # image (e.g. no registry): the embedded backend needs neither.
-                dryrun_state.records.setdefault("terminal_notes", []).append(
+                dryrun_state.terminal_notes.append(
                     f"auto backend: testcontainers failed ({first_line(str(exc))}); used embedded instead"
                 )
                 server = stack.enter_context(db.provide_server("embedded", s.postgres_image))
@@ -326,6 +326,8 @@ def openai_exports(dryrun_target: Target) -> tuple[Path, ...]:
 
 @pytest.fixture(scope="session")
 def cron_client(dryrun_settings: Settings, dryrun_target: Target) -> CronClient:
+    from cron_dryrun.client import CronClient
+
     return CronClient(
         url=dryrun_target.cron_url,
         secret=dryrun_target.secret,
@@ -344,26 +346,27 @@ def cron_run(
     """The one shared trigger of the session, with what the database saw around it."""
     from cron_dryrun.evidence_run import previous_manual_fallback_windows
 
-    try:
-        dryrun_state.records["previous_manual_fallback_windows"] = previous_manual_fallback_windows(
+    with contextlib.suppress(Exception):  # a corrupt ledger is reported by the ledger status
+        dryrun_state.previous_manual_fallback_windows = previous_manual_fallback_windows(
             dryrun_settings.audit_dir, dryrun_settings.target_name
         )
-    except Exception:  # a corrupt ledger is reported by the ledger status, not here
-        dryrun_state.records["previous_manual_fallback_windows"] = None
-    return trigger_and_observe(cron_client, dryrun_target, dryrun_state, label="main exchange")
+    dryrun_state.run = trigger_and_observe(
+        cron_client, dryrun_target, dryrun_state, label="main exchange"
+    )
+    return dryrun_state.run
 
 
 def trigger_and_observe(
     client: CronClient, target: Target, state: DryRunState, label: str
 ) -> RecordedRun:
     """Watermark the database (read-only), trigger once, read what the trigger wrote."""
+    from cron_dryrun.checks import exchange_problem
+    from cron_dryrun.database import UsageWatch
+
     db_error = None
-    watermark = count_before = keys = None
+    watch = None
     try:
-        with db.read_only(target.database_dsn) as conn:
-            watermark = db.xid_watermark(conn)
-            count_before = db.usage_row_count(conn)
-            keys = db.active_openai_keys(conn)
+        watch = UsageWatch(target.database_dsn)
     except Exception as exc:  # the checks report it; the trigger still happens
         db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
     run_at = datetime.now(UTC)
@@ -372,27 +375,25 @@ def trigger_and_observe(
     problem = exchange_problem(exchange)
     body = None if problem else exchange.final.json_body()
     observation = None
-    if watermark is not None and count_before is not None:
+    if watch is not None:
         try:
-            with db.read_only(target.database_dsn) as conn:
-                changed = tuple(UsageRow(*row) for row in db.rows_written_since(conn, watermark))
-                observation = DbObservation(count_before, db.usage_row_count(conn), changed)
+            rows, count_after = watch.written()
+            observation = DbObservation(
+                watch.rows_before, count_after, tuple(UsageRow(*r) for r in rows)
+            )
         except Exception as exc:
             db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
-    run = RecordedRun(
+    return RecordedRun(
         target=target.cron_url,
         method=client.method,
         run_at=run_at,
         exchange=exchange,
         problem=problem,
         body=body,
-        active_openai_keys=keys,
+        active_openai_keys=watch.openai_keys if watch is not None else None,
         db=observation,
         db_error=db_error,
     )
-    if state.run is None:
-        state.run = run
-    return run
 
 
 class Evidence:
@@ -531,10 +532,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _finish_html(config: pytest.Config, state: DryRunState) -> None:
     """Copy pytest-html's finished report into audit/ (redacted) and point its message there."""
-    if state.records.get("html_finished"):
+    if state.html_finished:
         return
-    state.records["html_finished"] = True
-    temp = state.records.get("html_temp_path")
+    state.html_finished = True
+    temp = state.html_temp_path
     from cron_dryrun import reporting
 
     reporting.finish_html_report(state)
@@ -543,7 +544,7 @@ def _finish_html(config: pytest.Config, state: DryRunState) -> None:
         return
     for plugin in config.pluginmanager.get_plugins():
         # pytest-html prints "Generated html report: <path>"; the temp file is gone by then
-        if str(getattr(plugin, "_report_path", "")) == temp:
+        if str(getattr(plugin, "_report_path", "")) == str(temp):
             plugin._report_path = Path(final).resolve()
 
 

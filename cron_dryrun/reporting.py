@@ -80,9 +80,8 @@ def gate_document(state: DryRunState) -> dict[str, Any]:
         "method": state.settings.cron_method,
         "label": state.settings.run_label,
     }
-    dry_run = state.records.get("dry_run_status")
-    if dry_run is not None:
-        doc["dry_run"] = dry_run
+    if state.dry_run_status is not None:
+        doc["dry_run"] = state.dry_run_status
     return doc
 
 
@@ -113,7 +112,7 @@ def print_terminal_summary(tr: Any, state: DryRunState) -> None:
     for step in verdict.steps:
         mark = "ok " if step.status == "passed" else "!! "
         tr.line(f"  {mark}{step.step:<{width}}  {step.status:<8}  {step.reason}")
-    for line in state.records.get("terminal_notes", []):
+    for line in state.terminal_notes:
         tr.line(line)
     for name, path in sorted(state.artefacts.items()):
         tr.line(f"  {name}: {path}")
@@ -130,7 +129,7 @@ def html_verdict_block(state: DryRunState) -> list[str]:
         f"<tr><td>{html.escape(s.step)}</td><td>{html.escape(s.status)}</td><td>{html.escape(s.reason)}</td></tr>"
         for s in verdict.steps
     )
-    status = html.escape(str(state.records.get("dry_run_description", "")))
+    status = html.escape(str((state.dry_run_status or {}).get("description", "")))
     return [
         f'<h2 id="gate-verdict" style="color:{colour}">Gate verdict: {verdict.label}</h2>',
         f"<p>Target: {html.escape(describe_target(state))} &middot; method {html.escape(state.settings.cron_method)}"

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cron_dryrun.client import Exchange
+if TYPE_CHECKING:
+    from cron_dryrun.client import Exchange
 
 
 class ExchangeMissing(AssertionError):

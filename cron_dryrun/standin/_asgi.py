@@ -61,3 +61,11 @@ async def lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def handled_outside_http(scope: Scope, receive: Receive, send: Send) -> bool:
+    """Lifespan and other non-HTTP scopes, the same for both apps; True when handled here."""
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send)
+        return True
+    return scope["type"] != "http"

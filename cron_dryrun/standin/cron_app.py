@@ -26,7 +26,15 @@ from typing import Any
 
 import psycopg
 
-from cron_dryrun.standin._asgi import Receive, Scope, Send, header, lifespan, respond, respond_json
+from cron_dryrun.standin._asgi import (
+    Receive,
+    Scope,
+    Send,
+    handled_outside_http,
+    header,
+    respond,
+    respond_json,
+)
 from cron_dryrun.standin.faults import Fault, get_fault
 from cron_dryrun.standin.provider_client import ProviderError, ScopeMissing, UsageApiClient
 from cron_dryrun.standin.seed import decode_key
@@ -374,10 +382,7 @@ class DailyUsageCronApp:
             return first
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
+        if await handled_outside_http(scope, receive, send):
             return
         if scope["path"].rstrip("/") != CRON_PATH:
             await respond_json(send, 404, {"error": "Not Found"})

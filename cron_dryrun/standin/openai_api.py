@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from cron_dryrun.standin._asgi import Receive, Scope, Send, header, lifespan, query, respond_json
+from cron_dryrun.standin._asgi import (
+    Receive,
+    Scope,
+    Send,
+    handled_outside_http,
+    header,
+    query,
+    respond_json,
+)
 from cron_dryrun.standin.usage_truth import (
     BUCKET_WIDTHS,
     GROUP_FIELDS,
@@ -229,10 +237,7 @@ class OpenAIUsageApi:
             return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
+        if await handled_outside_http(scope, receive, send):
             return
         path = scope["path"]
         if path not in (COMPLETIONS_PATH, LEGACY_PATH):
