@@ -179,3 +179,37 @@ def test_promotion_gate_needs_a_complete_ledger(tmp_path: Path) -> None:
     )
     assert paired.returncode == 0, paired.stdout[-3000:]
     assert "verdict: GO" in paired.stdout and "dry run: complete" in paired.stdout
+
+
+def test_prerequisites_fail_naming_the_table_when_database_url_is_not_the_apps(
+    pg_server: Any, tmp_path: Path
+) -> None:
+    """A DATABASE_URL without the app's tables: prerequisites fails (never skips), naming them."""
+    import json
+
+    import psycopg
+
+    from cron_dryrun.database import create_app_database, database_name, with_database
+    from cron_dryrun.standin import start_local_stack
+
+    app_dsn = create_app_database(pg_server.dsn)
+    empty = f"cron_dryrun_empty_{database_name(app_dsn)[-8:]}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {empty}")
+    with start_local_stack(
+        app_dsn, secret="prereq-secret-1234", export_dir=tmp_path / "exports"
+    ) as stack:
+        env = clean_env(
+            CRON_URL=stack.cron_url,
+            CRON_SECRET=stack.secret,
+            DATABASE_URL=with_database(pg_server.dsn, empty),
+            OPENAI_EXPORT=str(tmp_path / "exports"),
+        )
+        result = run_acceptance(f"--audit-dir={tmp_path / 'audit'}", env=env)
+    assert result.returncode == 1, result.stdout[-3000:]
+    gate = json.loads((tmp_path / "audit" / "gate.json").read_text())
+    steps = {s["name"]: s for s in gate["steps"]}
+    assert steps["prerequisites"]["status"] == "failed"
+    assert steps["prerequisites"]["reason"] == (
+        "table usage_events does not exist in DATABASE_URL's database (the app's SCHEMA_MISSING condition)"
+    )
