@@ -17,7 +17,10 @@ from typing import Any
 
 import httpx
 
-MAX_BODY_BYTES = 1_000_000
+from cron_dryrun.content_coding import ACCEPT_ENCODING, decode_body
+
+MAX_BODY_BYTES = 1_000_000  # bytes read off the wire
+MAX_DECODED_BYTES = 8_000_000  # bytes a compressed body may decode to
 MAX_RETRIES_ON_429 = 3
 MAX_RETRY_AFTER_S = 30.0
 THROTTLING_PREFIXES = ("ratelimit-", "x-ratelimit-")
@@ -44,6 +47,21 @@ class Transcript:
     response_body: bytes = b""
     body_truncated: bool = False
     error: str | None = None
+    # The body as received was ``raw_size`` bytes in ``content_encoding``; response_body
+    # holds it decoded. None: nothing was received.
+    raw_size: int | None = None
+    content_encoding: str = ""
+
+    @property
+    def body_sizes(self) -> str:
+        """E.g. "content-encoding br, 312 bytes received, 1204 bytes decoded"."""
+        received = self.raw_size if self.raw_size is not None else len(self.response_body)
+        if not self.content_encoding:
+            return f"no content-encoding, {received} bytes received"
+        return (
+            f"content-encoding {self.content_encoding}, {received} bytes received, "
+            f"{len(self.response_body)} bytes decoded"
+        )
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
@@ -124,13 +142,19 @@ class CronClient:
     method: str = "POST"
     timeout_s: float = 300.0
     max_body_bytes: int = MAX_BODY_BYTES
+    max_decoded_bytes: int = MAX_DECODED_BYTES
     max_retries_on_429: int = MAX_RETRIES_ON_429
     max_retry_after_s: float = MAX_RETRY_AFTER_S
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
 
     def headers(self, authorization: object = WITH_SECRET) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "User-Agent": "cron-dryrun/0.1"}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "cron-dryrun/0.1",
+            # Vercel's CDN compresses when this allows it; every coding offered is decoded.
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
         if authorization is WITH_SECRET:
             headers["Authorization"] = f"Bearer {self.secret or ''}"
         elif authorization is not None:
@@ -174,6 +198,11 @@ class CronClient:
                         error = f"timed out after {self.timeout_s:g}s while reading the body (--cron-timeout / CRON_TIMEOUT)"
                         truncated = True
                         break
+                encoding = response.headers.get("content-encoding", "")
+                decoded = decode_body(bytes(body), encoding, self.max_decoded_bytes)
+                if decoded.error:
+                    truncated = truncated or decoded.cut
+                    error = error or decoded.error
                 return Transcript(
                     **base,
                     elapsed_s=time.monotonic() - t0,
@@ -181,9 +210,11 @@ class CronClient:
                     reason=response.reason_phrase,
                     http_version=response.http_version,
                     response_headers=tuple(response.headers.multi_items()),
-                    response_body=bytes(body),
+                    response_body=decoded.body,
                     body_truncated=truncated,
                     error=error,
+                    raw_size=len(body),
+                    content_encoding=encoding,
                 )
         except httpx.TimeoutException as exc:
             error = f"timed out after {self.timeout_s:g}s ({type(exc).__name__}); raise --cron-timeout / CRON_TIMEOUT if the cron is just slow"

@@ -499,6 +499,7 @@ def format_transcripts(transcripts: Iterable[Transcript]) -> str:
             lines.append(f"< {t.http_version or 'HTTP/1.1'} {t.status} {t.reason}".rstrip())
             lines.extend(f"< {k}: {v}" for k, v in t.response_headers)
             lines.append("<")
+            lines.append(f"# body: {t.body_sizes}")
             body = t.response_body.decode("utf-8", "replace")
             lines.append(body.rstrip("\n") if body else "(empty body)")
             if t.body_truncated or t.error:

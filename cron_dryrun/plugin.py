@@ -287,12 +287,24 @@ def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Itera
                 fault=s.fault,
                 export_dir=export_dir,
                 slow_delay_s=s.cron_timeout + 2.0,
+                compress=s.standin_compress,
+                bypass_secret=_standin_bypass(s, dryrun_state),
             )
         )
         exports = s.openai_export or tuple(local.export_paths)
         target = Target(local.cron_url, local.secret, app_dsn, exports, True, backend_name)
         dryrun_state.target = target
         yield target
+
+
+def _standin_bypass(settings: Settings, state: DryRunState) -> str | None:
+    """With --standin-protection, the secret the stand-in's edge lets through: the operator's
+    VERCEL_AUTOMATION_BYPASS_SECRET, or one nobody was told (the run is then blocked)."""
+    if not settings.standin_protection:
+        return None
+    secret = settings.vercel_bypass_secret or secrets.token_urlsafe(24)
+    state.secrets.add(secret)
+    return secret
 
 
 @contextlib.contextmanager

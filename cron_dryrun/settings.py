@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 DB_BACKENDS = ("auto", "url", "testcontainers", "embedded")
 CRON_METHODS = ("POST", "GET")
+STANDIN_COMPRESSIONS = ("none", "gzip", "br", "zstd")
 DEFAULT_POSTGRES_IMAGE = "postgres:15-alpine"
 # Codes the app can emit that do not block the gate by default (contract.md section 2).
 DEFAULT_ALLOWED_ISSUE_CODES = ("PRICING_FALLBACK",)
@@ -174,6 +175,21 @@ OPTIONS: tuple[OptionSpec, ...] = (
         is_flag=True,
     ),
     OptionSpec("fault", "--fault", None, "local stack only: inject one stand-in fault", "none"),
+    OptionSpec(
+        "standin_compress",
+        "--standin-compress",
+        None,
+        "local stack only: the stand-in's edge compresses answers (none, gzip, br, zstd)",
+        "none",
+    ),
+    OptionSpec(
+        "standin_protection",
+        "--standin-protection",
+        None,
+        "local stack only: the stand-in's edge behaves like Vercel Deployment Protection",
+        False,
+        is_flag=True,
+    ),
 )
 OPTIONS_BY_NAME = {spec.name: spec for spec in OPTIONS}
 
@@ -198,6 +214,10 @@ class Settings:
     promotion_gate: bool = False
     allow_destructive: bool = False
     fault: str = "none"
+    standin_compress: str = "none"
+    standin_protection: bool = False
+    # Vercel Deployment Protection's bypass (x-vercel-protection-bypass): environment only
+    vercel_bypass_secret: str | None = field(default=None, repr=False)
 
     @property
     def is_remote(self) -> bool:
@@ -389,6 +409,20 @@ def resolve_settings(
             "points at a remote cron: drop --fault, or unset CRON_URL to use the local stack"
         )
 
+    standin_compress = str(raw["standin_compress"]).lower()
+    if standin_compress not in STANDIN_COMPRESSIONS:
+        raise _fail(
+            o["standin_compress"],
+            raw["standin_compress"],
+            f"expected one of {', '.join(STANDIN_COMPRESSIONS)}",
+        )
+    standin_protection = _as_bool(o["standin_protection"], raw["standin_protection"])
+    if cron_url is not None and (standin_compress != "none" or standin_protection):
+        raise SettingsError(
+            "--standin-compress / --standin-protection change the local stand-in only, but "
+            "--cron-url / CRON_URL points at a remote cron: drop them, or unset CRON_URL"
+        )
+
     allowed = tuple(c.upper() for c in _split_multi(o["allow_issue_code"], raw["allow_issue_code"]))
     unknown = [c for c in allowed if c not in KNOWN_ISSUE_CODES]
     if unknown:
@@ -421,4 +455,7 @@ def resolve_settings(
         promotion_gate=_as_bool(o["promotion_gate"], raw["promotion_gate"]),
         allow_destructive=_as_bool(o["allow_destructive"], raw["allow_destructive"]),
         fault=fault,
+        standin_compress=standin_compress,
+        standin_protection=standin_protection,
+        vercel_bypass_secret=env.get("VERCEL_AUTOMATION_BYPASS_SECRET") or None,
     )

@@ -21,6 +21,8 @@ OPERATOR_VARIABLES = (
     "DRY_RUN",
     "POSTGRES_IMAGE",
     "PYTEST_ADDOPTS",
+    "VERCEL_",
+    "SSL_CERT_",
 )
 
 

@@ -7,6 +7,7 @@ leave a transcript to put in the evidence.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import socket
 import socketserver
 import struct
@@ -19,6 +20,7 @@ import pytest
 
 from cron_dryrun.checks import exchange_problem
 from cron_dryrun.client import CronClient
+from cron_dryrun.evidence import format_transcripts
 
 Handler = Callable[[socket.socket, int], None]
 
@@ -243,3 +245,59 @@ def test_retry_after_forms(value: str, seconds: float | None) -> None:
     from cron_dryrun.client import retry_after_seconds
 
     assert retry_after_seconds(value, datetime(2025, 10, 8, 2, 0, tzinfo=UTC)) == seconds
+
+
+COMPRESSED_BODY = b'{"success": true, "telemetry": {"windowsProcessed": 8}}'
+
+
+def _compressors() -> dict[str, Callable[[bytes], bytes]]:
+    import brotli
+    import zstandard
+
+    return {
+        "gzip": gzip.compress,
+        "br": brotli.compress,
+        "zstd": zstandard.ZstdCompressor().compress,
+    }
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+def test_a_compressed_answer_is_decoded_and_logged_with_both_sizes(coding: str) -> None:
+    raw = _compressors()[coding](COMPRESSED_BODY)
+
+    def respond(conn: socket.socket, _: int) -> None:
+        conn.sendall(
+            http("200 OK", raw, "Content-Type: application/json", f"Content-Encoding: {coding}")
+        )
+
+    with raw_server(respond) as url:
+        exchange = client(url).trigger()
+    t = exchange.final
+    assert exchange_problem(exchange) is None
+    assert t.json_body() == {"success": True, "telemetry": {"windowsProcessed": 8}}
+    assert (t.raw_size, len(t.response_body)) == (len(raw), len(COMPRESSED_BODY))
+    log = format_transcripts([t])
+    assert "> Accept-Encoding: gzip, deflate, br, zstd\n" in log
+    assert f"< content-encoding: {coding}\n" in log  # the headers as received
+    assert (
+        f"# body: content-encoding {coding}, {len(raw)} bytes received, "
+        f"{len(COMPRESSED_BODY)} bytes decoded\n" + COMPRESSED_BODY.decode()
+    ) in log
+
+
+def test_a_decompression_bomb_fails_the_exchange_without_filling_memory() -> None:
+    bomb = gzip.compress(b" " * 30_000_000)  # 30 MB of JSON whitespace in ~30 KB
+
+    def respond(conn: socket.socket, _: int) -> None:
+        conn.sendall(
+            http("200 OK", bomb, "Content-Type: application/json", "Content-Encoding: gzip")
+        )
+
+    with raw_server(respond) as url:
+        exchange = client(url, max_decoded_bytes=1_000_000).trigger()
+    t = exchange.final
+    assert len(t.response_body) == 1_000_000 and t.body_truncated
+    assert exchange_problem(exchange).startswith(
+        f"the answer could not be read whole: the gzip body decodes to more than 1000000 bytes "
+        f"({len(bomb)} bytes on the wire): a decompression bomb or an oversized answer"
+    )

@@ -326,7 +326,7 @@ def test_format_transcripts_as_curl_shows_them(redactor: Redactor) -> None:
         error="ConnectError: refused",
     )
     text = redactor.redact(format_transcripts([transcript(), negative, failed]))
-    assert text.splitlines()[:13] == [
+    assert text.splitlines()[:14] == [
         "### main exchange",
         "# POST https://staging.cogni-track.app/api/cron/daily-usage at 2025-10-08T02:00:04Z, 1.250s",
         "> POST /api/cron/daily-usage HTTP/1.1",
@@ -338,6 +338,7 @@ def test_format_transcripts_as_curl_shows_them(redactor: Redactor) -> None:
         "< content-type: application/json",
         "< retry-after: 30",
         "<",
+        "# body: no content-encoding, 55 bytes received",
         '{"success": true, "telemetry": {"windowsProcessed": 8}}',
         "",
     ]

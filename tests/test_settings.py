@@ -100,6 +100,17 @@ def test_exports_and_allowed_codes_split() -> None:
             {"env": {"DB_BACKEND": "url"}},
             "--db-backend / DB_BACKEND is 'url' but no database URL was given: set DATABASE_URL or pass --database-url",
         ),
+        (
+            {"cli": {"standin_compress": "lz4"}},
+            "--standin-compress: expected one of none, gzip, br, zstd (got 'lz4')",
+        ),
+        (
+            {
+                "cli": {"standin_compress": "br"},
+                "env": {"CRON_URL": "https://staging.cogni-track.app/api/cron/daily-usage"},
+            },
+            "--standin-compress / --standin-protection change the local stand-in only, but --cron-url / CRON_URL points at a remote cron: drop them, or unset CRON_URL",
+        ),
     ],
 )
 def test_bad_values_name_the_option_and_variable(kwargs: dict, message: str) -> None:

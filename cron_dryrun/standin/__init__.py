@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 
 from cron_dryrun.standin.cron_app import CRON_PATH, DailyUsageCronApp, utc_now
+from cron_dryrun.standin.edge import VercelEdge
 from cron_dryrun.standin.export import export_file_name, write_export
 from cron_dryrun.standin.faults import FAULTS, Fault, get_fault
 from cron_dryrun.standin.openai_api import ApiAccount, OpenAIUsageApi
@@ -77,12 +78,16 @@ def start_local_stack(
     export_dir: Path | None = None,
     seed: int = 7,
     slow_delay_s: float = 5.0,
+    compress: str = "none",
+    bypass_secret: str | None = None,
 ) -> Iterator[LocalStack]:
     """Seed ``database_dsn`` (which already has the app's tables), start both servers, yield, stop.
 
     ``secret``: the cron's secret (pass CRON_SECRET when set); a random one when None.
     ``clock``: "now" for the cron and the seed (aware UTC); the wall clock when None.
     ``export_dir``: where the exports go; a temporary folder (removed at exit) when None.
+    ``compress``/``bypass_secret``: Vercel's edge in front of the cron (``standin.edge``):
+    answers compressed in that coding; Deployment Protection on, passed with that secret.
     """
     chosen = get_fault(fault)
     clock = clock or utc_now
@@ -118,7 +123,8 @@ def start_local_stack(
             clock=clock,
             slow_delay_s=slow_delay_s,
         )
-        cron = start_server(cron_app, name="cron")
+        edge = VercelEdge(cron_app, compress=compress, bypass_secret=bypass_secret)
+        cron = start_server(edge, name="cron")
         stack.callback(cron.stop)
         # Runs first on exit: both servers start winding down at once (each takes ~0.2 s).
         stack.callback(lambda: (cron.signal_stop(), openai.signal_stop()))

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from cron_dryrun import database as db
 from cron_dryrun.settings import FAULTS
+from cron_dryrun.standin.edge import COMPRESSIONS
 
 
 def register(subparsers: Any) -> None:
@@ -59,6 +60,12 @@ def register(subparsers: Any) -> None:
         type=float,
         default=330.0,
         help="seconds the `slow` fault waits before answering",
+    )
+    parser.add_argument(
+        "--compress",
+        default="none",
+        choices=COMPRESSIONS,
+        help="compress answers as Vercel's CDN does, when the request's Accept-Encoding allows it",
     )
     parser.add_argument(
         "--once",
@@ -101,6 +108,7 @@ def run(
                 export_dir=export_dir,
                 seed=args.seed,
                 slow_delay_s=args.slow_delay,
+                compress=args.compress,
             )
         )
         print(f"cron URL:     {local.cron_url}", file=out)
@@ -109,6 +117,7 @@ def run(
         print(f"OpenAI API:   {local.openai_url}", file=out)
         print(f"exports:      {', '.join(str(p) for p in local.export_paths)}", file=out)
         print(f"fault:        {local.fault}", file=out)
+        print(f"compression:  {args.compress} (when Accept-Encoding allows it)", file=out)
         print(
             "\nRun the dry run against it:\n  "
             + paste_line(local.cron_url, local.secret, dsn, export_dir),
