@@ -31,7 +31,7 @@ from cron_dryrun.reconcile import (
     summary_line,
 )
 from cron_dryrun.settings import Settings
-from cron_dryrun.usage_totals import totals_writer
+from cron_dryrun.usage_totals import totals_writer, unrecorded_probe
 from cron_dryrun.windows import daily_windows
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.parity]
@@ -58,6 +58,7 @@ def test_db_totals_match_the_openai_export(
             open_from=today,
             policy=Policy(threshold=dryrun_settings.parity_threshold),
             detail_path=detail_path_for(planned),
+            unrecorded_probe=unrecorded_probe(app_dsn),
         )
     except BaseException:
         detail_path_for(planned).unlink(missing_ok=True)  # only the empty reservation
@@ -69,6 +70,11 @@ def test_db_totals_match_the_openai_export(
     evidence.attach("parity diff", terminal_summary(result, report))
     evidence.record(
         "parity",
-        {"verdict": judgement.verdict, "report": str(report), "summary": summary_line(result)},
+        {
+            "verdict": judgement.verdict,
+            "report": str(report),
+            "summary": summary_line(result),
+            "warnings": list(judgement.warnings),
+        },
     )
     fail_if(None if judgement.passed else failure_message(result, report))

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from cron_dryrun.reconcile import DbTotalsFiles, DiffResult
+    from cron_dryrun.reconcile import DbTotalsFiles, DiffResult, UnrecordedProbe
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_BYTES = 20_000_000  # smaller inputs finish in about a second: no bar
@@ -169,6 +169,7 @@ def run(
             detail_path=detail_path_for(output),
             progress=bar,
             now=now,
+            unrecorded_probe=_lazy_unrecorded_probe(dsn),
         )
     except (OSError, ValueError) as exc:
         bar.close()
@@ -203,6 +204,17 @@ def _lazy_totals_writer(dsn: str) -> Callable[[date, date, Path], DbTotalsFiles]
     return write
 
 
+def _lazy_unrecorded_probe(dsn: str) -> UnrecordedProbe:
+    """usage_totals.unrecorded_probe, imported when first called (rarely: see reconcile)."""
+
+    def probe(days: Sequence[date], metrics: Sequence[str]) -> Mapping[date, frozenset[str]]:
+        from cron_dryrun.usage_totals import unrecorded_metrics
+
+        return unrecorded_metrics(dsn, days, metrics)
+
+    return probe
+
+
 def terminal_summary(result: DiffResult, report: Path) -> str:
     """One screen: verdict, range, per-day table, counts, where the report is."""
     from cron_dryrun.reconcile import judge
@@ -232,6 +244,7 @@ def terminal_summary(result: DiffResult, report: Path) -> str:
         f"empty buckets {c['exportEmptyBucketRows']}, outside range {c['exportRowsOutsideRange']}); "
         f"db rows {c['dbRows']} (without ids {c['dbRowsWithoutIds']}, unaligned {c['dbUnalignedRows']})"
     )
+    lines.extend(f"warning: {w}" for w in judgement.warnings)
     lines.append(f"report: {report}")
     if result.detail_path:
         lines.append(f"detail: {result.detail_path} ({result.detail_lines} lines)")

@@ -81,6 +81,7 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
     parity = state.records.get("parity") or {}
     writer = writer_for(state)
     notable = [*state.records.get("telemetry_warnings", [])]
+    notable.extend(f"parity warning: {w}" for w in parity.get("warnings", []))
     if run and run.problem:
         notable.append(f"exchange: {run.problem}")
     if run and run.db_error:
@@ -137,6 +138,9 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
     run_at = state.run.run_at if state.run else state.started_at
     target_key = state.settings.target_name
     notes = state.terminal_notes
+    notes.extend(
+        f"warning: parity: {w}" for w in (state.records.get("parity") or {}).get("warnings", [])
+    )
 
     # 1. the ledger line records the checks' verdict; completeness is judged on it
     telemetry = telemetry_of(state.run.body if state.run else None)

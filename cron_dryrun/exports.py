@@ -506,6 +506,8 @@ class DailyRollup:
     rows_without_ids: int = 0
     without_ids_totals: list[int] = field(default_factory=lambda: [0] * len(METRICS))
     rows_outside_range: int = 0
+    # key-days per file, for telling an overlap (same key twice) from files of other projects
+    file_keys: dict[str, set[DayKey]] = field(default_factory=dict)
 
     def add_problem(self, problem: ExportProblem) -> None:
         self.problem_count += 1
@@ -536,6 +538,7 @@ class DailyRollup:
                 ]
             return
         key = item.key()
+        self.file_keys.setdefault(item.file, set()).add(key)
         current = self.totals.get(key)
         if current is None:
             self.totals[key] = values
@@ -556,7 +559,13 @@ def rollup_daily(
         for item in read_export(path):
             rollup.add(item, first_day, last_day)
     rollup.metrics = common_metrics(metric_sets)
-    for problem in overlapping_buckets(rollup.buckets):
+
+    def shared(first: str, second: str, days: frozenset[date]) -> tuple[int, DayKey | None]:
+        a, b = rollup.file_keys.get(first, set()), rollup.file_keys.get(second, set())
+        both = sorted(k for k in a & b if k.day in days)
+        return len(both), (both[0] if both else None)
+
+    for problem in overlapping_buckets(rollup.buckets, shared):
         rollup.add_problem(problem)
     return rollup
 
@@ -590,27 +599,87 @@ def day_coverage(buckets: Iterable[tuple[datetime, datetime]]) -> dict[date, int
     return coverage
 
 
-def overlapping_buckets(per_file: dict[str, set[tuple[datetime, datetime]]]) -> list[ExportProblem]:
-    """Two files covering the same time would add the same usage twice: a problem, not a sum."""
-    spans = sorted((s, e, f) for f, buckets in per_file.items() for s, e in buckets)
+@dataclass(frozen=True)
+class TimeOverlap:
+    """Two files whose buckets cover some of the same time, on these UTC days."""
+
+    first_file: str
+    second_file: str
+    at: datetime  # where the overlap starts
+    days: frozenset[date]
+
+
+def _merged_spans(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        elif merged and start == merged[-1][1]:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def time_overlaps(per_file: dict[str, set[tuple[datetime, datetime]]]) -> list[TimeOverlap]:
+    """File pairs whose buckets share time (the days they share it on, and where it starts).
+
+    Sharing time alone is normal: one export per organisation covers the same days for
+    other projects. Only a key-day in both files of a pair would count twice
+    (``overlapping_buckets``).
+    """
+    merged = {f: _merged_spans(spans) for f, spans in per_file.items()}
+    files = sorted(merged)
+    found: list[TimeOverlap] = []
+    for i, first in enumerate(files):
+        for second in files[i + 1 :]:
+            a, b = merged[first], merged[second]
+            days: set[date] = set()
+            at: datetime | None = None
+            x = y = 0
+            while x < len(a) and y < len(b):
+                start, end = max(a[x][0], b[y][0]), min(a[x][1], b[y][1])
+                if start < end:
+                    at = start if at is None else min(at, start)
+                    day = start.date()
+                    while datetime(day.year, day.month, day.day, tzinfo=UTC) < end:
+                        days.add(day)
+                        day += timedelta(days=1)
+                if a[x][1] <= b[y][1]:
+                    x += 1
+                else:
+                    y += 1
+            if at is not None:
+                found.append(TimeOverlap(first, second, at, frozenset(days)))
+    return found
+
+
+# how many key-days two files share on some days, and the first of them (None when none)
+SharedKeyDays = Callable[[str, str, frozenset[date]], tuple[int, DayKey | None]]
+
+
+def overlapping_buckets(
+    per_file: dict[str, set[tuple[datetime, datetime]]], shared_key_days: SharedKeyDays
+) -> list[ExportProblem]:
+    """The same bucket and the same grouping key in two files: that usage would count twice.
+
+    Files for different projects (one export per organisation) over the same days are
+    normal and add up; two copies of one file are caught.
+    """
     problems: list[ExportProblem] = []
-    reported: set[tuple[str, str]] = set()
-    latest_end: datetime | None = None
-    latest_file = ""
-    for start, end, file in spans:
-        if latest_end is not None and start < latest_end and file != latest_file:
-            pair = (latest_file, file)
-            if pair not in reported:
-                reported.add(pair)
-                problems.append(
-                    ExportProblem(
-                        file,
-                        0,
-                        f"overlaps {latest_file} at {_stamp(start)}: the same usage would count twice",
-                    )
-                )
-        if latest_end is None or end > latest_end:
-            latest_end, latest_file = end, file
+    for overlap in time_overlaps(per_file):
+        count, first = shared_key_days(overlap.first_file, overlap.second_file, overlap.days)
+        if not count:
+            continue
+        example = f" (first: {first.label()})" if first is not None else ""
+        problems.append(
+            ExportProblem(
+                overlap.second_file,
+                0,
+                f"overlaps {overlap.first_file} at {_stamp(overlap.at)} on {count} key-day(s)"
+                f"{example}: the same usage would count twice",
+            )
+        )
     return problems
 
 

@@ -40,6 +40,7 @@ from cron_dryrun.exports import (
     DailyRollup,
     DayKey,
     ExportProblem,
+    SharedKeyDays,
     common_metrics,
     day_coverage,
     duckdb_engine,
@@ -73,6 +74,10 @@ DB_STATS_COLUMNS: tuple[str, ...] = ("day", "aligned", "has_ids", "records", *ME
 # writes the database's daily totals for [first_day, last_day] as headerless TOTALS_COLUMNS
 # CSV rows to the given path; returns what it wrote (None: just that path)
 DbTotalsWriter = Callable[[date, date, Path], DbTotalsFiles | None]
+# for the given days and metrics: per day, the metrics that are NULL in every usage_events
+# row of that day that parity compares (aligned windows, with ids); asked only about
+# metrics whose DB day total is 0 while the export's is not (usage_totals.unrecorded_probe)
+UnrecordedProbe = Callable[[Sequence[date], Sequence[str]], Mapping[date, frozenset[str]]]
 Progress = Callable[[str], None]
 
 
@@ -112,10 +117,16 @@ class Finding:
         return relative_delta(self.export, self.db)
 
     def describe(self) -> str:
-        return (
-            f"{self.metric} export {self.export} db {self.db} "
-            f"delta {self.delta:+d} ({self.relative * 100:+.2f} %)"
-        )
+        return f"{self.metric} export {self.export} db {self.db}: {self.direction()}"
+
+    def direction(self) -> str:
+        """Which way the delta goes, in words: nobody should have to work out a sign."""
+        if self.delta == 0:
+            return "db equals the export"
+        side = "above" if self.delta > 0 else "below"
+        if self.export == 0:
+            return f"db is {abs(self.delta)} {side} the export (export 0)"
+        return f"db is {abs(self.relative) * 100:.2f} % {side} the export ({self.delta:+d})"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -163,6 +174,7 @@ class Offender:
     export_records: int
     db_records: int
     findings: tuple[Finding, ...] = ()
+    renamed: str | None = None  # the model's name on the other side, when it was renamed
 
     def describe(self) -> str:
         if self.kind == "mismatched":
@@ -192,6 +204,23 @@ class DayResult:
 OFFENDER_KINDS = ("mismatched", "missingInDb", "missingInCsv")
 
 
+@dataclass(frozen=True)
+class Rename:
+    """Key-days on both sides that differ only in the model's punctuation."""
+
+    export_model: str
+    db_model: str
+    key_days: int
+    equal: bool  # every metric equal (else: within policy)
+
+    def describe(self) -> str:
+        agree = "totals equal" if self.equal else "totals within policy"
+        return (
+            f"model renamed by ingestion: {self.export_model} → {self.db_model} "
+            f"({self.key_days} key-days, {agree})"
+        )
+
+
 @dataclass
 class DiffResult:
     policy: Policy
@@ -209,18 +238,37 @@ class DiffResult:
     detail_path: Path | None = None
     detail_lines: int = 0
     elapsed_seconds: float = 0.0
+    # judged day -> metrics NULL in every DB row of it: not recorded by ingestion, not judged
+    unrecorded: dict[date, tuple[str, ...]] = field(default_factory=dict)
+    renames: list[Rename] = field(default_factory=list)
 
     @property
     def judged_days(self) -> list[date]:
         return [d.day for d in self.days if d.judged]
 
     def totals(self, side: str) -> dict[str, int]:
-        """Sum over judged days: what was actually compared."""
+        """Sum over judged days: what was actually compared (unrecorded metrics left out)."""
         out = dict.fromkeys(METRICS, 0)
         for day in self.days:
             if day.judged:
+                skip = self.unrecorded.get(day.day, ())
                 for metric, value in getattr(day, side).items():
-                    out[metric] += value
+                    if metric not in skip:
+                        out[metric] += value
+        return out
+
+    def warnings(self) -> list[str]:
+        """What did not fail the check but a reader must know: unrecorded metrics."""
+        by_metrics: dict[tuple[str, ...], list[date]] = {}
+        for day, metrics in sorted(self.unrecorded.items()):
+            by_metrics.setdefault(metrics, []).append(day)
+        out = []
+        for metrics, days in by_metrics.items():
+            listed = ", ".join(d.isoformat() for d in days)
+            out.append(
+                f"not recorded by ingestion: {', '.join(metrics)} NULL in every DB row of "
+                f"{listed} (the export has them): not judged; the other metrics were"
+            )
         return out
 
     @property
@@ -234,6 +282,7 @@ class DiffResult:
 class Judgement:
     verdict: str  # "pass", "fail" or "inconclusive"
     reasons: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -244,23 +293,39 @@ def judge(result: DiffResult) -> Judgement:
     """The parity verdict from a diff result: every failing rule becomes one reason."""
     reasons = []
     c = result.counts
+    warnings = tuple(result.warnings())
     if c["exportBadRows"] and result.policy.bad_rows_fail:
         first = f" (first: {result.problems[0]})" if result.problems else ""
         reasons.append(f"{c['exportBadRows']} bad export row(s){first}")
+    reasons.extend(r.describe() for r in result.renames)
+    renamed = sum(r.key_days for r in result.renames)
     for kind, text in (
         ("mismatched", "key-day(s) with metrics out of policy"),
         ("missingInDb", "key-day(s) in the export but missing in the DB"),
         ("missingInCsv", "key-day(s) in the DB but missing in the export"),
     ):
-        if c[kind]:
-            reasons.append(f"{c[kind]} {text}")
+        n = c[kind] - (renamed if kind != "mismatched" else 0)
+        if n > 0:
+            reason = f"{n} {'more ' if renamed and kind != 'mismatched' else ''}{text}"
+            if kind == "missingInDb" and c["dbUnalignedRows"]:
+                reason += "; " + unaligned_hint(c["dbUnalignedRows"])
+            reasons.append(reason)
     reasons.extend(f"total {f.describe()}" for f in result.total_findings)
     if reasons:
-        return Judgement("fail", tuple(reasons))
+        return Judgement("fail", tuple(reasons), warnings)
     if not result.judged_days:
         unjudged = "; ".join(f"{d.day}: {d.reason}" for d in result.days) or "no days in range"
-        return Judgement("inconclusive", (f"no day could be judged ({unjudged})",))
-    return Judgement("pass", ())
+        return Judgement("inconclusive", (f"no day could be judged ({unjudged})",), warnings)
+    return Judgement("pass", (), warnings)
+
+
+def unaligned_hint(rows: int) -> str:
+    """What unaligned DB rows mean: the flag-off signature, and the fix."""
+    return (
+        f"the DB holds {rows} row(s) whose windows are not UTC days (the flag-off signature: "
+        "the cron fetched [now-24h, now) instead of daily windows), so they cannot match; "
+        "set ENABLE_DAILY_USAGE_WINDOWS=true in the staging environment and redeploy"
+    )
 
 
 def summary_line(result: DiffResult) -> str:
@@ -280,12 +345,19 @@ def failure_message(result: DiffResult, report: Path | None = None, limit: int =
     """What a failing check says: the reasons, then the worst offenders, worst first."""
     judgement = judge(result)
     lines = [f"parity check {judgement.verdict}: " + "; ".join(judgement.reasons)]
-    worst = [o for kind in OFFENDER_KINDS for o in result.offenders[kind] if o.judged]
+    lines.extend(f"warning: {w}" for w in judgement.warnings)
+    worst = [
+        o
+        for kind in OFFENDER_KINDS
+        for o in result.offenders[kind]
+        if o.judged and o.renamed is None
+    ]
     if worst:
         lines.append("worst offenders:")
         lines.extend(f"  {o.describe()}" for o in worst[:limit])
-        if len(worst) > limit or result.counts["judgedOffenders"] > limit:
-            lines.append(f"  ... {result.counts['judgedOffenders'] - limit} more")
+        unexplained = result.counts["judgedOffenders"] - 2 * sum(r.key_days for r in result.renames)
+        if len(worst) > limit or unexplained > limit:
+            lines.append(f"  ... {unexplained - limit} more")
     unjudged = [d for d in result.days if not d.judged]
     if unjudged:
         lines.append(
@@ -375,6 +447,7 @@ def report_dict(result: DiffResult, report: Path | None = None) -> dict[str, Any
         "generatedAt": result.generated_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "verdict": judgement.verdict,
         "reasons": list(judgement.reasons),
+        "warnings": list(judgement.warnings),
         "summary": summary_line(result),
         "policy": {
             "threshold": result.policy.threshold,
@@ -409,6 +482,18 @@ def report_dict(result: DiffResult, report: Path | None = None) -> dict[str, Any
         "missingInDb": one_sided("missingInDb", "export"),
         "missingInCsv": one_sided("missingInCsv", "db"),
         "totals": {"csv": result.totals("export"), "db": result.totals("db")},
+        "notRecordedByIngestion": {
+            d.isoformat(): list(m) for d, m in sorted(result.unrecorded.items())
+        },
+        "renamedModels": [
+            {
+                "exportModel": r.export_model,
+                "dbModel": r.db_model,
+                "keyDays": r.key_days,
+                "totalsEqual": r.equal,
+            }
+            for r in result.renames
+        ],
         "totalFindings": [f.as_json() for f in result.total_findings],
         "badRows": [{"file": p.file, "line": p.line, "reason": p.reason} for p in result.problems],
         "inspectedCsvFiles": list(result.files),
@@ -516,11 +601,15 @@ def reconcile(
     detail_path: Path | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    unrecorded_probe: UnrecordedProbe | None = None,
 ) -> DiffResult:
     """Compare the exports with the database's daily totals over [first_day, last_day].
 
     Without a range, the export's days are used. ``open_from``: that day and later are
-    still open (the run's current day) and are reported, not judged.
+    still open (the run's current day) and are reported, not judged. ``unrecorded_probe``:
+    asked, only when a judged day's DB total of a metric is 0 while the export's is not,
+    whether that metric is NULL in every DB row of the day (then it is reported as not
+    recorded by ingestion, and not judged on that day).
 
     The database groups and streams its totals (a thread, one or two server processes)
     while DuckDB reads the export; then one full outer join on key x day keeps only the
@@ -557,6 +646,7 @@ def reconcile(
             buckets: dict[str, set[tuple[datetime, datetime]]] = {}
             metric_sets: list[set[str]] = []
             sources: list[str] = []  # SELECTs of TOTALS_COLUMNS key-day rows, one per file
+            source_of: dict[str, str] = {}  # file -> its SELECT
             rollup = DailyRollup()  # counts for every file; totals only from JSON pages
             for i, path in enumerate(files, 1):
                 say(f"reading export {i}/{len(files)}: {path.name}")
@@ -572,6 +662,7 @@ def reconcile(
                     con.execute(_totals_ddl(f"export_json_{i}"))
                     _load_totals_csv(con, f"export_json_{i}", csv_path)
                     sources.append(f"SELECT * FROM export_json_{i}")
+                    source_of[str(path)] = sources[-1]
                     _merge_counts(
                         rollup,
                         part.rows,
@@ -590,6 +681,7 @@ def reconcile(
                     load = staged.load
                     if staged.relation is not None:
                         sources.append(staged.relation)
+                        source_of[str(path)] = staged.relation
                     _merge_counts(
                         rollup,
                         load.rows,
@@ -601,7 +693,7 @@ def reconcile(
                         load.problem_count,
                     )
                     buckets[str(path)] = load.buckets
-            for problem in overlapping_buckets(buckets):
+            for problem in overlapping_buckets(buckets, _shared_key_days(con, source_of)):
                 rollup.add_problem(problem)
             coverage = day_coverage(b for spans in buckets.values() for b in spans)
             if first_day is None or last_day is None:
@@ -630,7 +722,7 @@ def reconcile(
             ]
             result = _compare(
                 con, policy, metrics, days, files, rollup, first_day, last_day, open_from,
-                db_files.stats,
+                db_files.stats, unrecorded_probe,
             )  # fmt: skip
             if detail_path is not None:
                 say("writing the detail file")
@@ -641,6 +733,30 @@ def reconcile(
     result.generated_at = now or datetime.now(UTC)
     result.elapsed_seconds = time.perf_counter() - started
     return result
+
+
+def _shared_key_days(con: Any, source_of: Mapping[str, str]) -> SharedKeyDays:
+    """How many key-days two files' rows share on the given days (DuckDB), and the first."""
+    keys = ("day", *KEY_TEXT_COLUMNS, "batch")
+
+    def shared(first: str, second: str, days: frozenset[date]) -> tuple[int, DayKey | None]:
+        a, b = source_of.get(first), source_of.get(second)
+        if a is None or b is None or not days:
+            return 0, None
+        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(days))
+        cols = ", ".join(f'"{k}"' for k in keys)
+        both = (
+            f"SELECT DISTINCT {cols} FROM ({a}) WHERE day IN ({listed}) "
+            f"INTERSECT SELECT DISTINCT {cols} FROM ({b}) WHERE day IN ({listed})"
+        )
+        row = con.execute(
+            f"SELECT count(*) OVER (), * FROM ({both}) ORDER BY {cols} LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return 0, None
+        return int(row[0]), DayKey(*row[1:])
+
+    return shared
 
 
 def _export_side(con: Any, sources: Sequence[str], first_day: date, last_day: date) -> None:
@@ -726,6 +842,7 @@ def _compare(
     last_day: date,
     open_from: date | None,
     db_stats: Path | None = None,
+    unrecorded_probe: UnrecordedProbe | None = None,
 ) -> DiffResult:
     keys = ("day", *KEY_TEXT_COLUMNS, "batch")
     has_ids = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
@@ -756,13 +873,24 @@ def _compare(
             if result_day is not None:
                 for metric, value in zip(METRICS, values, strict=True):
                     result_day.db[metric] += int(value)
+    export_key_days = 0
+    for day, n, *values in con.execute(
+        f"SELECT day, count(*), {side_sums} FROM e GROUP BY day"
+    ).fetchall():
+        export_key_days += n
+        result_day = by_day.get(day)
+        if result_day is None:
+            continue
+        result_day.export.update(zip(METRICS, (int(v) for v in values), strict=True))
+        result_day.key_days["matched"] += n  # corrected by the offenders below
+    unrecorded = _unrecorded(days, metrics, unrecorded_probe)
     judged_days = [d.day for d in days if d.judged]
     judged_sql = (
         "day IN (" + ", ".join(f"DATE '{d.isoformat()}'" for d in judged_days) + ")"
         if judged_days
         else "false"
     )
-    fails = " OR ".join(_sql_fails(m, policy.threshold) for m in metrics) or "false"
+    fails = _sql_fails_all(metrics, policy.threshold, unrecorded)
     worst = (
         "greatest("
         + ", ".join(
@@ -794,16 +922,6 @@ def _compare(
         f"e.record_count AS e_n, d.record_count AS d_n, {sides} FROM e_join e FULL OUTER JOIN d "
         f"ON {on} WHERE {differs})) WHERE status <> 'matched'"
     )
-    export_key_days = 0
-    for day, n, *values in con.execute(
-        f"SELECT day, count(*), {side_sums} FROM e GROUP BY day"
-    ).fetchall():
-        export_key_days += n
-        result_day = by_day.get(day)
-        if result_day is None:
-            continue
-        result_day.export.update(zip(METRICS, (int(v) for v in values), strict=True))
-        result_day.key_days["matched"] += n  # corrected by the offenders below
     counts = dict.fromkeys(("matched", *OFFENDER_KINDS), 0)
     unjudged_key_days = 0
     for day, status, n in con.execute(
@@ -826,7 +944,8 @@ def _compare(
                 counts[status] += n
         else:
             unjudged_key_days += sum(d.key_days.values())
-    offenders = {kind: _sample(con, kind, metrics, policy) for kind in OFFENDER_KINDS}
+    renames = _renames(con, metrics, policy.threshold, unrecorded)
+    offenders = {kind: _sample(con, kind, metrics, policy, unrecorded) for kind in OFFENDER_KINDS}
     (judged_offenders,) = con.execute("SELECT count(*) FROM offenders WHERE judged").fetchone()
     counts_out = {
         "exportRows": rollup.rows,
@@ -860,13 +979,99 @@ def _compare(
             "db": dict(zip(METRICS, db_no_id_sums, strict=True)),
         },
         generated_at=datetime.now(UTC),
+        unrecorded=unrecorded,
+        renames=renames,
     )
 
 
-def _sample(con: Any, kind: str, metrics: tuple[str, ...], policy: Policy) -> list[Offender]:
+def _unrecorded(
+    days: Sequence[DayResult], metrics: Sequence[str], probe: UnrecordedProbe | None
+) -> dict[date, tuple[str, ...]]:
+    """Judged day -> metrics NULL in every DB row of it (asked only where the DB has 0)."""
+    candidates = {
+        d.day: [m for m in metrics if d.db[m] == 0 and d.export[m] > 0] for d in days if d.judged
+    }
+    candidates = {day: ms for day, ms in candidates.items() if ms}
+    if probe is None or not candidates:
+        return {}
+    asked = sorted({m for ms in candidates.values() for m in ms}, key=METRICS.index)
+    answer = probe(sorted(candidates), asked)
+    out = {}
+    for day, ms in candidates.items():
+        found = tuple(m for m in ms if m in answer.get(day, frozenset()))
+        if found:
+            out[day] = found
+    return out
+
+
+def _sql_fails_all(
+    metrics: Sequence[str],
+    threshold: float,
+    unrecorded: Mapping[date, Sequence[str]],
+    e: str = "e_",
+    d: str = "d_",
+) -> str:
+    """Any metric out of policy, over <e><m> / <d><m> columns; unrecorded day-metrics skipped."""
+    parts = []
+    for metric in metrics:
+        rule = _sql_fails(metric, threshold).replace('"e_', f'"{e}').replace('"d_', f'"{d}')
+        skip = [day for day, ms in unrecorded.items() if metric in ms]
+        if skip:
+            listed = ", ".join(f"DATE '{day.isoformat()}'" for day in sorted(skip))
+            rule = f"(day NOT IN ({listed}) AND {rule})"
+        parts.append(rule)
+    return " OR ".join(parts) or "false"
+
+
+def _renames(
+    con: Any, metrics: Sequence[str], threshold: float, unrecorded: Mapping[date, Sequence[str]]
+) -> list[Rename]:
+    """Pair judged key-days missing on each side that differ only in the model's punctuation
+    (the app stores gpt-4.1-mini as gpt-4-1-mini) and agree on every metric; mark them."""
+    con.execute("ALTER TABLE offenders ADD COLUMN renamed VARCHAR")
+    same = " AND ".join(f'x."{k}" = y."{k}"' for k in ("day", *KEY_TEXT_COLUMNS[:3], "batch"))
+    same += " AND x.service_tier = y.service_tier"
+    norm = "regexp_replace(lower({}.model), '[^a-z0-9]', '', 'g')"
+    pairs_metrics = ", ".join(f'x."e_{m}" AS "x_{m}", y."d_{m}" AS "y_{m}"' for m in METRICS)
+    fails = _sql_fails_all(metrics, threshold, unrecorded, e="x_", d="y_")
+    equal = " AND ".join(f'coalesce("x_{m}", 0) = coalesce("y_{m}", 0)' for m in metrics) or "true"
+    con.execute(
+        f"CREATE TEMP TABLE renames AS SELECT * FROM (SELECT x.day AS day, x.model AS e_model, "
+        f"y.model AS d_model, x.project_id, x.api_key_id, x.user_id, x.service_tier, x.batch, "
+        f"{pairs_metrics} FROM offenders x JOIN offenders y ON {same} "
+        f"AND x.model <> y.model AND {norm.format('x')} = {norm.format('y')} "
+        f"WHERE x.status = 'missingInDb' AND y.status = 'missingInCsv' AND x.judged AND y.judged) "
+        f"WHERE NOT ({fails})"
+    )
+    rows = con.execute(
+        f"SELECT e_model, d_model, count(*), bool_and({equal}) FROM renames "
+        f"GROUP BY ALL ORDER BY 3 DESC, 1, 2"
+    ).fetchall()
+    if rows:
+        keys = ("day", "project_id", "api_key_id", "user_id", "service_tier", "batch")
+        match = " AND ".join(f'o."{k}" = r."{k}"' for k in keys)
+        con.execute(
+            f"UPDATE offenders o SET renamed = r.d_model FROM renames r WHERE {match} "
+            f"AND o.status = 'missingInDb' AND o.model = r.e_model"
+        )
+        con.execute(
+            f"UPDATE offenders o SET renamed = r.e_model FROM renames r WHERE {match} "
+            f"AND o.status = 'missingInCsv' AND o.model = r.d_model"
+        )
+    con.execute("DROP TABLE renames")
+    return [Rename(e, d, int(n), bool(eq)) for e, d, n, eq in rows]
+
+
+def _sample(
+    con: Any,
+    kind: str,
+    metrics: tuple[str, ...],
+    policy: Policy,
+    unrecorded: Mapping[date, Sequence[str]] | None = None,
+) -> list[Offender]:
     """The worst offenders of one kind: judged first, then by relative delta (or size)."""
     keys = ("day", *KEY_TEXT_COLUMNS, "batch")
-    cols = ", ".join(f'"{c}"' for c in (*keys, "judged", "e_n", "d_n"))
+    cols = ", ".join(f'"{c}"' for c in (*keys, "judged", "e_n", "d_n", "renamed"))
     e_cols = ", ".join(f'"e_{m}"' for m in METRICS)
     d_cols = ", ".join(f'"d_{m}"' for m in METRICS)
     rows = con.execute(
@@ -879,19 +1084,31 @@ def _sample(con: Any, kind: str, metrics: tuple[str, ...], policy: Policy) -> li
     k = len(keys)
     for row in rows:
         key = DayKey(*row[:k])
-        judged, e_n, d_n = row[k : k + 3]
-        e_vals, d_vals = row[k + 3 : k + 3 + len(METRICS)], row[k + 3 + len(METRICS) :]
+        judged, e_n, d_n, renamed = row[k : k + 4]
+        e_vals, d_vals = row[k + 4 : k + 4 + len(METRICS)], row[k + 4 + len(METRICS) :]
         export = (
             None if e_n is None else {m: int(v or 0) for m, v in zip(METRICS, e_vals, strict=True)}
         )
         db = None if d_n is None else {m: int(v or 0) for m, v in zip(METRICS, d_vals, strict=True)}
         findings: tuple[Finding, ...] = ()
         if export is not None and db is not None:
-            found = metric_findings(export, db, metrics, policy.threshold)
+            skip = (unrecorded or {}).get(key.day, ())
+            judged_metrics = [m for m in metrics if m not in skip]
+            found = metric_findings(export, db, judged_metrics, policy.threshold)
             found.sort(key=lambda f: -abs(f.relative) if math.isfinite(f.relative) else 0)
             findings = tuple(found)
         out.append(
-            Offender(kind, key, bool(judged), export, db, int(e_n or 0), int(d_n or 0), findings)
+            Offender(
+                kind,
+                key,
+                bool(judged),
+                export,
+                db,
+                int(e_n or 0),
+                int(d_n or 0),
+                findings,
+                renamed,
+            )
         )
     return out
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -294,6 +294,53 @@ def fetch_daily_totals(dsn: str, first_day: date, last_day: date) -> list[tuple[
     return rows
 
 
+def unrecorded_query(days: Sequence[date], metrics: Sequence[str]) -> sql.Composed:
+    """Per asked day: how many compared rows (aligned, with ids) carry each metric (not NULL)."""
+    columns = dict(METRIC_COLUMNS)
+    counts = sql.SQL(", ").join(
+        sql.SQL("count({})").format(sql.Identifier(columns[m])) for m in metrics
+    )
+    return sql.SQL(
+        "SELECT window_start::date, count(*), {counts} FROM usage_events "
+        "WHERE window_start::date = ANY({days}) AND "
+        + _ALIGNED.removesuffix("::int")
+        + " AND "
+        + _HAS_IDS.removesuffix("::int")
+        + " GROUP BY 1"
+    ).format(counts=counts, days=sql.Literal(list(days)))
+
+
+def unrecorded_metrics(
+    dsn: str, days: Sequence[date], metrics: Sequence[str]
+) -> dict[date, frozenset[str]]:
+    """reconcile.UnrecordedProbe: per day, the metrics NULL in every row parity compares.
+
+    Asked only about a few (day, metric) pairs whose DB total is 0 while the export's is
+    not, so it costs nothing on a healthy run; one read-only query.
+    """
+    if not days or not metrics:
+        return {}
+    with read_only(dsn) as conn:
+        rows = conn.execute(unrecorded_query(days, metrics)).fetchall()
+        conn.rollback()
+    return {
+        day: frozenset(m for m, n in zip(metrics, counts, strict=True) if n == 0)
+        for day, total, *counts in rows
+        if total
+    }
+
+
+def unrecorded_probe(
+    dsn: str,
+) -> Callable[[Sequence[date], Sequence[str]], dict[date, frozenset[str]]]:
+    """A reconcile.UnrecordedProbe bound to ``dsn``."""
+
+    def probe(days: Sequence[date], metrics: Sequence[str]) -> dict[date, frozenset[str]]:
+        return unrecorded_metrics(dsn, days, metrics)
+
+    return probe
+
+
 def totals_writer(dsn: str, parts: int = 2) -> Callable[[date, date, Path], DbTotalsFiles]:
     """A reconcile.DbTotalsWriter bound to ``dsn``: the files it wrote."""
 
@@ -311,4 +358,6 @@ __all__ = [
     "fetch_daily_totals",
     "split_days",
     "totals_writer",
+    "unrecorded_metrics",
+    "unrecorded_probe",
 ]

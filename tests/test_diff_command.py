@@ -164,7 +164,9 @@ def test_drift_fails_with_exit_1_and_names_the_offender(
     code = diff(tmp_path, "--export", str(export), "--from", "2025-10-07", "--to", "2025-10-07")
     captured = capsys.readouterr()
     assert code == 1
-    assert "output_tokens export 100000 db 103000 delta +3000 (+3.00 %)" in captured.err
+    assert "output_tokens export 100000 db 103000: db is 3.00 % above the export (+3000)" in (
+        captured.err
+    )
     assert only_report(tmp_path)["verdict"] == "fail"
 
 
@@ -262,3 +264,55 @@ def test_parallel_parts_and_stats_match_the_grouped_rows(app_database: str, tmp_
         ["2025-10-07", "1", "0", "1", "100"],
         ["2025-10-07", "1", "1", "1", "0"],
     ]
+
+
+def test_breakdown_metrics_null_in_every_row_are_not_recorded_by_ingestion(
+    app_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The app with the provider's older response shape: breakdown columns NULL everywhere."""
+    seed(app_database, [{}, {"openai_user_id": "user_b"}])  # breakdown columns left NULL
+    breakdown = {"input_uncached_tokens": 90, "input_text_tokens": 100, "output_text_tokens": 10}
+    export = write_export(
+        tmp_path / "export.csv",
+        [bucket_row(**breakdown), bucket_row(user="user_b", **breakdown)],
+    )
+    code = diff(tmp_path, "--export", str(export), "--database-url", app_database,
+                "--from", "2025-10-07", "--to", "2025-10-07")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert (
+        "warning: not recorded by ingestion: input_uncached_tokens, input_text_tokens, "
+        "output_text_tokens NULL in every DB row of 2025-10-07 (the export has them): not "
+        "judged; the other metrics were"
+    ) in out
+    assert only_report(tmp_path)["notRecordedByIngestion"] == {"2025-10-07": list(breakdown)}
+
+
+def test_a_breakdown_metric_null_in_some_rows_only_still_fails(
+    app_database: str, tmp_path: Path
+) -> None:
+    seed(app_database, [{"input_text_tokens": 100}, {"openai_user_id": "user_b"}])
+    export = write_export(
+        tmp_path / "export.csv",
+        [bucket_row(input_text_tokens=100), bucket_row(user="user_b", input_text_tokens=100)],
+    )
+    code = diff(tmp_path, "--export", str(export), "--database-url", app_database,
+                "--from", "2025-10-07", "--to", "2025-10-07")  # fmt: skip
+    assert code == 1
+    data = only_report(tmp_path)
+    assert data["notRecordedByIngestion"] == {}
+    assert data["counts"]["mismatched"] == 1  # type: ignore[index]
+
+
+def test_a_model_renamed_on_ingestion_is_explained(
+    app_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(app_database, [{"model": "gpt-4-1-mini-2025-04-14"}])
+    export = write_export(tmp_path / "export.csv", [bucket_row(model="gpt-4.1-mini-2025-04-14")])
+    code = diff(tmp_path, "--export", str(export), "--database-url", app_database,
+                "--from", "2025-10-07", "--to", "2025-10-07")  # fmt: skip
+    assert code == 1
+    assert (
+        "parity check fail: model renamed by ingestion: gpt-4.1-mini-2025-04-14 → "
+        "gpt-4-1-mini-2025-04-14 (1 key-days, totals equal)\n"
+    ) in capsys.readouterr().err

@@ -283,12 +283,49 @@ def test_epoch_columns_serve_when_iso_columns_are_absent(tmp_path: Path) -> None
     assert metric(totals[key()], "input_tokens") == 9
 
 
-def test_two_files_covering_the_same_time_are_a_problem(tmp_path: Path) -> None:
-    a = write_export(tmp_path / "a.csv", [bucket_row()])
-    b = write_export(tmp_path / "b.csv", [bucket_row()])
+def test_two_copies_of_one_export_are_a_problem(tmp_path: Path) -> None:
+    a = write_export(tmp_path / "a.csv", [bucket_row(), bucket_row(user="user_b")])
+    b = write_export(tmp_path / "b.csv", [bucket_row(), bucket_row(user="user_b")])
     rollup = reference([a, b])
     assert [p.reason for p in rollup.problems] == [
-        f"overlaps {a} at 2025-10-07T00:00:00Z: the same usage would count twice"
+        f"overlaps {a} at 2025-10-07T00:00:00Z on 2 key-day(s) (first: 2025-10-07 "
+        "project=proj_a key=key_a user=user_a model=gpt-4o tier=default batch=false): "
+        "the same usage would count twice"
+    ]
+
+
+def test_one_export_per_organisation_over_the_same_days_adds_up(tmp_path: Path) -> None:
+    """The app has one organisation per admin key: one file per project, same days."""
+    a = write_export(tmp_path / "org-a.csv", [bucket_row(project="proj_a", input_tokens=5)])
+    b = write_export(tmp_path / "org-b.csv", [bucket_row(project="proj_b", input_tokens=7)])
+    rollup = reference([a, b])
+    assert rollup.problems == []
+    assert sum(v[0] for v in rollup.totals.values()) == 12
+
+
+def test_the_same_key_in_hours_that_do_not_overlap_adds_up(tmp_path: Path) -> None:
+    midnight = datetime(2025, 10, 7, tzinfo=UTC)
+    a = write_export(
+        tmp_path / "am.csv",
+        [bucket_row(midnight + timedelta(hours=h), timedelta(hours=1)) for h in range(12)],
+    )
+    b = write_export(
+        tmp_path / "pm.csv",
+        [bucket_row(midnight + timedelta(hours=h), timedelta(hours=1)) for h in range(12, 24)],
+    )
+    assert reference([a, b]).problems == []
+
+
+def test_time_overlaps_names_the_days_shared() -> None:
+    d7 = datetime(2025, 10, 7, tzinfo=UTC)
+    day = timedelta(days=1)
+    per_file = {
+        "a": {(d7, d7 + day), (d7 + day, d7 + 2 * day)},
+        "b": {(d7 + day + timedelta(hours=3), d7 + day + timedelta(hours=4))},
+        "c": {(d7 + 5 * day, d7 + 6 * day)},
+    }
+    assert ex.time_overlaps(per_file) == [
+        ex.TimeOverlap("a", "b", d7 + day + timedelta(hours=3), frozenset({DAY + timedelta(1)}))
     ]
 
 

@@ -275,13 +275,13 @@ def test_failure_message_names_the_worst_offenders(tmp_path: Path) -> None:
     assert rc.failure_message(result, report).splitlines() == [
         "parity check fail: 2 key-day(s) with metrics out of policy; "
         "1 key-day(s) in the export but missing in the DB; "
-        "total input_tokens export 700 db 200 delta -500 (-71.43 %); "
-        "total num_model_requests export 3 db 2 delta -1 (-33.33 %)",
+        "total input_tokens export 700 db 200: db is 71.43 % below the export (-500); "
+        "total num_model_requests export 3 db 2: db is 33.33 % below the export (-1)",
         "worst offenders:",
         "  2025-10-07 project=proj_a key=key_a user=user_b model=gpt-4o tier=default batch=false: "
-        "output_tokens export 100000 db 92000 delta -8000 (-8.00 %)",
+        "output_tokens export 100000 db 92000: db is 8.00 % below the export (-8000)",
         "  2025-10-07 project=proj_a key=key_a user=user_a model=gpt-4o tier=default batch=false: "
-        "output_tokens export 100000 db 105000 delta +5000 (+5.00 %)",
+        "output_tokens export 100000 db 105000: db is 5.00 % above the export (+5000)",
         "  2025-10-07 project=proj_a key=key_a user=user_c model=o3-mini tier=default batch=false: "
         "missing in DB (export input_tokens 500, output_tokens 50)",
         "not judged: 2025-10-08 (still open: the run's current day (from 2025-10-08))",
@@ -352,3 +352,159 @@ def test_report_path_is_stamped_and_never_reused(tmp_path: Path) -> None:
 def test_policy_rejects_a_threshold_outside_0_1() -> None:
     with pytest.raises(ValueError, match="parity threshold must be in"):
         rc.Policy(threshold=2)
+
+
+# -- what the real app taught (issue 13) -----------------------------------------------------------
+
+
+def test_a_five_percent_drift_says_which_way_it_goes() -> None:
+    # the export 5 % over the DB: relative to the export the DB is 4.76 % below it
+    assert rc.Finding("output_tokens", 105_000, 100_000).describe() == (
+        "output_tokens export 105000 db 100000: db is 4.76 % below the export (-5000)"
+    )
+    assert rc.Finding("input_tokens", 0, 3).describe() == (
+        "input_tokens export 0 db 3: db is 3 above the export (export 0)"
+    )
+
+
+def test_one_export_per_organisation_is_not_an_overlap(tmp_path: Path) -> None:
+    a = write_export(tmp_path / "org-a.csv", [bucket_row(project="proj_a")])
+    b = write_export(tmp_path / "org-b.csv", [bucket_row(project="proj_b")])
+    result = rc.reconcile(
+        [a, b],
+        db_side([db_row(project="proj_a"), db_row(project="proj_b")]),
+        first_day=D7,
+        last_day=D7,
+        open_from=D8,
+        now=NOW,
+    )
+    assert result.counts["exportBadRows"] == 0
+    assert rc.judge(result).passed
+
+
+def test_two_copies_of_one_export_still_fail_as_an_overlap(tmp_path: Path) -> None:
+    a = write_export(tmp_path / "a.csv", [bucket_row(), bucket_row(user="user_b")])
+    b = write_export(tmp_path / "copy.csv", [bucket_row(), bucket_row(user="user_b")])
+    result = rc.reconcile(
+        [a, b], db_side([db_row(), db_row(user="user_b")]), first_day=D7, last_day=D7,
+        open_from=D8, now=NOW,
+    )  # fmt: skip
+    assert rc.judge(result).reasons[0] == (
+        f"1 bad export row(s) (first: {b}:0: overlaps {a} at 2025-10-07T00:00:00Z on 2 "
+        "key-day(s) (first: 2025-10-07 project=proj_a key=key_a user=user_a model=gpt-4o "
+        "tier=default batch=false): the same usage would count twice)"
+    )
+
+
+def test_a_model_renamed_by_ingestion_is_named_once_per_pair(tmp_path: Path) -> None:
+    export = [
+        bucket_row(model="gpt-4.1-mini-2025-04-14", input_tokens=700),
+        bucket_row(model="gpt-4.1-mini-2025-04-14", user="user_b", input_tokens=900),
+        bucket_row(model="gpt-4o"),
+    ]
+    db = [
+        db_row(model="gpt-4-1-mini-2025-04-14", input_tokens=700),
+        db_row(model="gpt-4-1-mini-2025-04-14", user="user_b", input_tokens=900),
+        db_row(model="gpt-4o"),
+    ]
+    result = run(tmp_path, export, db)
+    judgement = rc.judge(result)
+    assert judgement.verdict == "fail"  # the gate still fails: the DB does not say what OpenAI says
+    assert judgement.reasons == (
+        "model renamed by ingestion: gpt-4.1-mini-2025-04-14 → gpt-4-1-mini-2025-04-14 "
+        "(2 key-days, totals equal)",
+    )
+    message = rc.failure_message(result)
+    assert "missing in DB" not in message and "missing in export" not in message
+    data = rc.report_dict(result)
+    assert data["renamedModels"] == [
+        {"exportModel": "gpt-4.1-mini-2025-04-14", "dbModel": "gpt-4-1-mini-2025-04-14",
+         "keyDays": 2, "totalsEqual": True}
+    ]  # fmt: skip
+    assert len(data["missingInDb"]) == len(data["missingInCsv"]) == 2  # the facts stay listed
+    jsonschema.validate(data, SCHEMA)
+
+
+def test_a_renamed_model_whose_totals_differ_is_not_paired(tmp_path: Path) -> None:
+    export = [bucket_row(model="gpt-4.1-mini", input_tokens=700)]
+    db = [db_row(model="gpt-4-1-mini", input_tokens=300)]
+    reasons = rc.judge(run(tmp_path, export, db)).reasons
+    assert reasons[:2] == (
+        "1 key-day(s) in the export but missing in the DB",
+        "1 key-day(s) in the DB but missing in the export",
+    )
+
+
+def unrecorded_probe(
+    null_everywhere: dict[date, set[str]], asked: list[tuple[list[date], list[str]]]
+) -> rc.UnrecordedProbe:
+    def probe(days: object, metrics: object) -> dict[date, frozenset[str]]:
+        asked.append((list(days), list(metrics)))  # type: ignore[call-overload]
+        return {d: frozenset(ms) for d, ms in null_everywhere.items()}
+
+    return probe
+
+
+BREAKDOWN = {"input_uncached_tokens": 90, "input_text_tokens": 100, "output_text_tokens": 10}
+
+
+def test_metrics_null_in_every_db_row_are_a_warning_and_the_rest_is_judged(
+    tmp_path: Path,
+) -> None:
+    export = [bucket_row(**BREAKDOWN), bucket_row(user="user_b", **BREAKDOWN)]
+    db = [db_row(), db_row(user="user_b")]  # the breakdown columns NULL: summed to 0
+    asked: list[tuple[list[date], list[str]]] = []
+    path = write_export(tmp_path / "export.csv", export)
+    result = rc.reconcile(
+        [path], db_side(db), first_day=D7, last_day=D7, open_from=D8, now=NOW,
+        unrecorded_probe=unrecorded_probe({D7: set(BREAKDOWN)}, asked),
+    )  # fmt: skip
+    assert asked == [([D7], list(BREAKDOWN))]  # only where the DB has 0 and the export not
+    judgement = rc.judge(result)
+    assert judgement.passed
+    assert judgement.warnings == (
+        "not recorded by ingestion: input_uncached_tokens, input_text_tokens, output_text_tokens "
+        "NULL in every DB row of 2025-10-07 (the export has them): not judged; the other "
+        "metrics were",
+    )
+    data = rc.report_dict(result)
+    assert data["notRecordedByIngestion"] == {"2025-10-07": list(BREAKDOWN)}
+    assert data["warnings"] == list(judgement.warnings)
+    jsonschema.validate(data, SCHEMA)
+
+
+def test_unrecorded_metrics_do_not_hide_a_drift_in_the_recorded_ones(tmp_path: Path) -> None:
+    export = [bucket_row(output_tokens=1000, **BREAKDOWN)]
+    path = write_export(tmp_path / "export.csv", export)
+    result = rc.reconcile(
+        [path], db_side([db_row(output_tokens=900)]), first_day=D7, last_day=D7, open_from=D8,
+        now=NOW, unrecorded_probe=unrecorded_probe({D7: set(BREAKDOWN)}, []),
+    )  # fmt: skip
+    assert rc.judge(result).verdict == "fail"
+    assert [f.metric for f in result.offenders["mismatched"][0].findings] == ["output_tokens"]
+
+
+def test_a_metric_recorded_in_some_rows_is_still_judged(tmp_path: Path) -> None:
+    export = [bucket_row(**BREAKDOWN), bucket_row(user="user_b", **BREAKDOWN)]
+    db = [db_row(**BREAKDOWN), db_row(user="user_b")]  # NULL in one row only: sum is not 0
+    path = write_export(tmp_path / "export.csv", export)
+    asked: list[tuple[list[date], list[str]]] = []
+    result = rc.reconcile(
+        [path], db_side(db), first_day=D7, last_day=D7, open_from=D8, now=NOW,
+        unrecorded_probe=unrecorded_probe({}, asked),
+    )  # fmt: skip
+    assert asked == []
+    assert rc.judge(result).verdict == "fail"
+    assert result.counts["mismatched"] == 1
+
+
+def test_missing_in_db_beside_unaligned_rows_points_at_the_flag(tmp_path: Path) -> None:
+    export = [bucket_row(user=f"user_{i}") for i in range(3)]
+    db = [db_row(user=f"user_{i}", aligned=False) for i in range(3)]
+    reasons = rc.judge(run(tmp_path, export, db)).reasons
+    assert reasons[0] == (
+        "3 key-day(s) in the export but missing in the DB; the DB holds 3 row(s) whose windows "
+        "are not UTC days (the flag-off signature: the cron fetched [now-24h, now) instead of "
+        "daily windows), so they cannot match; set ENABLE_DAILY_USAGE_WINDOWS=true in the "
+        "staging environment and redeploy"
+    )
