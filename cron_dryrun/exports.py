@@ -16,9 +16,11 @@ Nothing here talks to a database server; DuckDB is an in-process engine over fil
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -102,11 +104,16 @@ class DayKey(NamedTuple):
 
 @dataclass(frozen=True)
 class ExportProblem:
-    """A row (or file) that could not be read: never counted, always reported."""
+    """A row (or file) that could not be read: never counted, always reported.
+
+    ``kind``: "row" (one bad row), "file" (the whole file: empty, wrong header, not
+    readable) or "overlap" (two files holding the same usage).
+    """
 
     file: str
     line: int
     reason: str
+    kind: str = "row"
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}"
@@ -159,10 +166,24 @@ class ExportFormat:
     columns: tuple[str, ...]  # header names, normalised; empty for json
     metrics: tuple[str, ...]  # metrics this file carries
     missing: tuple[str, ...] = ()  # required columns not in the header
+    compression: str = "none"  # "gzip" when the bytes are gzip (.csv.gz, or saved so)
+    unreadable: str | None = None  # why the file cannot be read at all (empty, bad gzip, ...)
 
     @property
     def delimiter(self) -> str:
         return "\t" if self.kind == "tsv" else ","
+
+    def problem(self, file: str) -> ExportProblem | None:
+        """The file-level problem that stops every row from being read, if any."""
+        if self.unreadable:
+            return ExportProblem(file, 0, self.unreadable, "file")
+        if self.missing:
+            return ExportProblem(file, 1, missing_columns_message(self.missing), "file")
+        return None
+
+    def duckdb_options(self) -> str:
+        """Extra read_csv options for this file (gzip is read by DuckDB directly)."""
+        return ", compression='gzip'" if self.compression == "gzip" else ""
 
 
 # -- sniffing -------------------------------------------------------------------------------------
@@ -182,20 +203,72 @@ def _missing_columns(columns: Sequence[str]) -> tuple[str, ...]:
     return tuple(missing)
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    """gzip by content (browsers save ``.csv.gz``, sometimes under a ``.csv`` name)."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == GZIP_MAGIC
+
+
+def open_export_text(path: Path, newline: str | None = "") -> io.TextIOBase:
+    """An export file as text: gzip decompressed on the fly, a UTF-8 BOM dropped."""
+    if is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)  # type: ignore[return-value]
+    return open(path, encoding="utf-8-sig", newline=newline)  # type: ignore[return-value]
+
+
+def export_file_message(problem: ExportProblem) -> str:
+    """How a file-level problem is said, by the suite and by ``cron-dryrun diff`` alike."""
+    return f"export file {problem.file}: {problem.reason}"
+
+
+def missing_columns_message(missing: Sequence[str]) -> str:
+    """The one message for an export header without the columns parity needs (suite and diff)."""
+    return (
+        f"header lacks column(s): {', '.join(missing)}; is this the OpenAI completions usage "
+        "export? (download it again from the usage dashboard: its header starts with "
+        "start_time,end_time,start_time_iso,end_time_iso,project_id,...)"
+    )
+
+
+def read_export_head(path: Path, size: int = 65536) -> tuple[str, str, str | None]:
+    """(text head, compression, why unreadable): the first ``size`` characters, decoded."""
+    compression = "none"
+    try:
+        compression = "gzip" if is_gzip(path) else "none"
+        with open_export_text(path) as fh:
+            head = fh.read(size)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        return "", compression, f"not a readable gzip file ({exc}): download the export again"
+    except UnicodeDecodeError as exc:
+        return (
+            "",
+            compression,
+            f"not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset "
+            f"{exc.start}): is this the OpenAI usage export (CSV, TSV or JSON)?",
+        )
+    if not head.strip():
+        return head, compression, "empty file: download the export again"
+    return head, compression, None
+
+
 def sniff_export(path: Path) -> ExportFormat:
     """JSON pages, or a delimited export whose header decides comma or tab."""
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        head = fh.read(65536)
+    head, compression, unreadable = read_export_head(path)
+    if unreadable:
+        return ExportFormat("csv", (), (), (), compression, unreadable)
     stripped = head.lstrip()
     if stripped.startswith(("{", "[")):
-        return ExportFormat("json", (), JSON_METRICS)
+        return ExportFormat("json", (), JSON_METRICS, compression=compression)
     first = head.splitlines()[0] if head else ""
     # a TSV paste: the header has tabs and splits into known names on them
     kind = "tsv" if first.count("\t") > first.count(",") else "csv"
     delimiter = "\t" if kind == "tsv" else ","
     columns = _normalise_header(next(csv.reader([first], delimiter=delimiter), []))
     metrics = tuple(m for m in METRICS if m in columns)
-    return ExportFormat(kind, columns, metrics, _missing_columns(columns))
+    return ExportFormat(kind, columns, metrics, _missing_columns(columns), compression)
 
 
 # -- cell parsing (the reference rules; the DuckDB SQL below mirrors them) -------------------------
@@ -312,10 +385,11 @@ def read_delimited(
     """Stream a dashboard CSV (or TSV paste), one row at a time."""
     fmt = fmt or sniff_export(path)
     name = str(path)
-    if fmt.missing:
-        yield ExportProblem(name, 1, f"header lacks column(s): {', '.join(fmt.missing)}")
+    problem = fmt.problem(name)
+    if problem is not None:
+        yield problem
         return
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with open_export_text(path) as fh:
         reader = csv.reader(fh, delimiter=fmt.delimiter)
         next(reader, None)
         line = reader.line_num
@@ -377,7 +451,7 @@ def read_json_pages(path: Path) -> Iterator[BucketRow | ExportProblem]:
     Problems carry the line the page starts on and say which bucket/result.
     """
     name = str(path)
-    with open(path, encoding="utf-8-sig") as fh:
+    with open_export_text(path, newline=None) as fh:
         try:
             for line, value in _iter_json_values(fh):
                 for page_no, page in enumerate(_json_pages(value), 1):
@@ -465,9 +539,20 @@ def _json_result(
 def read_export(path: Path) -> Iterator[BucketRow | ExportProblem]:
     """Any export file, by content: JSON pages or a CSV/TSV with a header."""
     fmt = sniff_export(path)
-    if fmt.kind == "json":
+    if fmt.kind == "json" and fmt.unreadable is None:
         return read_json_pages(path)
     return read_delimited(path, fmt)
+
+
+EXPORT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl")
+
+
+def _export_suffix(path: Path) -> bool:
+    """.csv, .tsv, .txt, .json, .jsonl, and each of them gzipped (.csv.gz)."""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] in EXPORT_SUFFIXES
 
 
 def expand_export_paths(paths: Iterable[Path]) -> list[Path]:
@@ -475,14 +560,7 @@ def expand_export_paths(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(
-                sorted(
-                    p
-                    for p in path.iterdir()
-                    if p.is_file()
-                    and p.suffix.lower() in (".csv", ".tsv", ".txt", ".json", ".jsonl")
-                )
-            )
+            files.extend(sorted(p for p in path.iterdir() if p.is_file() and _export_suffix(p)))
         else:
             files.append(path)
     return files
@@ -555,7 +633,8 @@ def rollup_daily(
     metric_sets = []
     for path in paths:
         fmt = sniff_export(path)
-        metric_sets.append(set(fmt.metrics))
+        if fmt.problem(str(path)) is None:
+            metric_sets.append(set(fmt.metrics))
         for item in read_export(path):
             rollup.add(item, first_day, last_day)
     rollup.metrics = common_metrics(metric_sets)
@@ -678,6 +757,7 @@ def overlapping_buckets(
                 0,
                 f"overlaps {overlap.first_file} at {_stamp(overlap.at)} on {count} key-day(s)"
                 f"{example}: the same usage would count twice",
+                "overlap",
             )
         )
     return problems
@@ -755,7 +835,7 @@ def delimited_rows_sql(path: Path, fmt: ExportFormat) -> str:
     reader = (
         f"read_csv({_lit(str(path))}, columns={{{columns}}}, header=true, auto_detect=false, "
         f"delim={_lit(fmt.delimiter)}, quote='\"', escape='\"', null_padding=true, "
-        f"strict_mode=false, nullstr='\x01', encoding='utf-8')"
+        f"strict_mode=false, nullstr='\x01', encoding='utf-8'{fmt.duckdb_options()})"
     )
     start, start_label = _sql_time(cols, "start_time")
     end, end_label = _sql_time(cols, "end_time")
@@ -877,11 +957,10 @@ def load_delimited_exact(
     fmt = fmt or sniff_export(path)
     name = str(path)
     load = FileLoad()
-    if fmt.missing:
+    problem = fmt.problem(name)
+    if problem is not None:
         load.problem_count = 1
-        load.problems.append(
-            ExportProblem(name, 1, f"header lacks column(s): {', '.join(fmt.missing)}")
-        )
+        load.problems.append(problem)
         return load
     rows = delimited_rows_sql(path, fmt)
     sums = ", ".join(f"CAST(sum({_q(m)}) AS BIGINT) AS {_q(m)}" for m in METRICS)
@@ -900,7 +979,7 @@ def load_delimited_exact(
         con.execute("DROP TABLE IF EXISTS export_groups")
     load.problem_count = len(bad)
     sample = bad[:problem_sample]
-    lines = _physical_lines(con, path, [rec for rec, _ in sample])
+    lines = _physical_lines(con, path, [rec for rec, _ in sample], fmt.duckdb_options())
     load.problems = [ExportProblem(name, lines.get(rec, rec + 1), why) for rec, why in sample]
     return load
 
@@ -946,7 +1025,7 @@ def _read_groups(
 
 
 def _physical_lines(
-    con: duckdb.DuckDBPyConnection, path: Path, recs: Sequence[int]
+    con: duckdb.DuckDBPyConnection, path: Path, recs: Sequence[int], options: str = ""
 ) -> dict[int, int]:
     """Record number -> line number: blank lines are not records, so they shift the count.
 
@@ -958,7 +1037,7 @@ def _physical_lines(
     wanted = ", ".join(str(int(r)) for r in recs)
     reader = (
         f"read_csv({_lit(str(path))}, columns={{'l': 'VARCHAR'}}, header=false, auto_detect=false, "
-        f"delim='\x1e', quote='', escape='', null_padding=true, strict_mode=false)"
+        f"delim='\x1e', quote='', escape='', null_padding=true, strict_mode=false{options})"
     )
     result = con.execute(
         f"SELECT rec, line FROM (SELECT ordinality AS line, "
@@ -1022,7 +1101,7 @@ def fast_rows_sql(path: Path, fmt: ExportFormat) -> str:
     reader = (
         f"read_csv({_lit(str(path))}, columns={{{columns}}}, header=true, auto_detect=false, "
         f"delim={_lit(fmt.delimiter)}, quote='\"', escape='\"', strict_mode=true, "
-        f"encoding='utf-8')"
+        f"encoding='utf-8'{fmt.duckdb_options()})"
     )
     # with ISO columns the epoch ones are not read: a row whose ISO cell is empty gets no
     # time here and goes to the exact path, which falls back to the epoch as the rules say
@@ -1105,7 +1184,7 @@ def stage_delimited_duckdb(
     fast path never decides what a bad row is, it only proves there is none.
     """
     fmt = fmt or sniff_export(path)
-    if fmt.missing:
+    if fmt.missing or fmt.unreadable:
         return _stage_exact(con, path, name, first_day, last_day, fmt, problem_sample)
     con.execute(f"DROP TABLE IF EXISTS {name}")
     try:

@@ -45,6 +45,7 @@ from cron_dryrun.exports import (
     day_coverage,
     duckdb_engine,
     expand_export_paths,
+    export_file_message,
     overlapping_buckets,
     read_json_pages,
     sniff_export,
@@ -295,8 +296,15 @@ def judge(result: DiffResult) -> Judgement:
     c = result.counts
     warnings = tuple(result.warnings())
     if c["exportBadRows"] and result.policy.bad_rows_fail:
-        first = f" (first: {result.problems[0]})" if result.problems else ""
-        reasons.append(f"{c['exportBadRows']} bad export row(s){first}")
+        files = [p for p in result.problems if p.kind == "file"]
+        overlaps = [p for p in result.problems if p.kind == "overlap"]
+        rows = [p for p in result.problems if p.kind == "row"]
+        reasons.extend(export_file_message(p) for p in files)
+        reasons.extend(f"export file {p.file} {p.reason}" for p in overlaps)
+        n_rows = c["exportBadRows"] - len(files) - len(overlaps)
+        if n_rows > 0:
+            first = f" (first: {rows[0]})" if rows else ""
+            reasons.append(f"{n_rows} bad export row(s){first}")
     reasons.extend(r.describe() for r in result.renames)
     renamed = sum(r.key_days for r in result.renames)
     for kind, text in (
@@ -651,8 +659,9 @@ def reconcile(
             for i, path in enumerate(files, 1):
                 say(f"reading export {i}/{len(files)}: {path.name}")
                 fmt = sniff_export(path)
-                metric_sets.append(set(fmt.metrics))
-                if fmt.kind == "json":
+                if fmt.problem(str(path)) is None:  # a file that is not read decides nothing
+                    metric_sets.append(set(fmt.metrics))
+                if fmt.kind == "json" and fmt.unreadable is None:
                     part = DailyRollup()
                     for item in read_json_pages(path):
                         part.add(item, first_day, last_day)
@@ -699,7 +708,14 @@ def reconcile(
             if first_day is None or last_day is None:
                 known = sorted(coverage)
                 if not known:
-                    raise ValueError("the export holds no readable bucket: nothing to compare")
+                    unreadable = [
+                        export_file_message(p) for p in rollup.problems if p.kind == "file"
+                    ]
+                    raise ValueError(
+                        "; ".join(
+                            [*unreadable, "the export holds no readable bucket: nothing to compare"]
+                        )
+                    )
                 first_day = first_day or known[0]
                 last_day = last_day or known[-1]
             _export_side(con, sources, first_day, last_day)

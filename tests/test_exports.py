@@ -270,9 +270,11 @@ def test_missing_required_column_is_one_problem_on_line_1(tmp_path: Path) -> Non
     header = [c for c in HEADER if c != "user_id"]
     path = write_export(tmp_path / "e.csv", [bucket_row()], header)
     rollup = reference([path])
-    assert [(p.line, p.reason) for p in rollup.problems] == [(1, "header lacks column(s): user_id")]
+    message = ex.missing_columns_message(["user_id"])
+    assert message.startswith("header lacks column(s): user_id; ")
+    assert [(p.line, p.reason) for p in rollup.problems] == [(1, message)]
     _, load = via_duckdb(path)
-    assert [(p.line, p.reason) for p in load.problems] == [(1, "header lacks column(s): user_id")]
+    assert [(p.line, p.reason) for p in load.problems] == [(1, message)]
 
 
 def test_epoch_columns_serve_when_iso_columns_are_absent(tmp_path: Path) -> None:

@@ -390,9 +390,9 @@ def test_two_copies_of_one_export_still_fail_as_an_overlap(tmp_path: Path) -> No
         open_from=D8, now=NOW,
     )  # fmt: skip
     assert rc.judge(result).reasons[0] == (
-        f"1 bad export row(s) (first: {b}:0: overlaps {a} at 2025-10-07T00:00:00Z on 2 "
+        f"export file {b} overlaps {a} at 2025-10-07T00:00:00Z on 2 "
         "key-day(s) (first: 2025-10-07 project=proj_a key=key_a user=user_a model=gpt-4o "
-        "tier=default batch=false): the same usage would count twice)"
+        "tier=default batch=false): the same usage would count twice"
     )
 
 
