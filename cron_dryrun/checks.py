@@ -346,6 +346,14 @@ def judge_rerun(
     telemetry = body.get("telemetry") if isinstance(body.get("telemetry"), dict) else {}
     stored = _number(telemetry, "storedEvents")
     updated = _number(telemetry, "updatedEvents")
+    failed = _number(telemetry, "failedKeys")
+    keys = _number(telemetry, "processedKeys")
+    if failed and keys and failed >= keys and not stored and not updated:
+        # every key failed at the provider: a rerun that writes nothing proves nothing
+        return (
+            f"the rerun ingested nothing (failedKeys {failed} of {keys}), so idempotence cannot "
+            "be shown; fix what makes every key fail (see telemetry), then run again"
+        )
     if stored != 0:
         problems.append(
             f"storedEvents is {json.dumps(telemetry.get('storedEvents'))}, expected 0 on a rerun"

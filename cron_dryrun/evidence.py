@@ -541,6 +541,8 @@ class RunFacts:
     follow_ups: Sequence[str] = ()
     parity_result: str = "not run"
     trigger_mode: str | None = None  # default: derived from method
+    # the one cause behind several failures: (cause, fix, the checks failing because of it)
+    root_cause: tuple[str, str, tuple[str, ...]] | None = None
 
     @property
     def trigger(self) -> str:
@@ -604,6 +606,18 @@ def _verdict_line(facts: RunFacts) -> str:
     bad = [c for c in facts.checks if c[1] != "passed"]
     if not bad:
         return f"**{facts.verdict}**"
+    if facts.root_cause is not None:
+        cause, fix, consequences = facts.root_cause
+        others = [c for c in bad if c[0] not in consequences]
+        rest = "; ".join(
+            f"{name} {status}" + (f": {_one_line(reason)}" if reason else "")
+            for name, status, reason in others
+        )
+        return (
+            f"**{facts.verdict}**: root cause: {_one_line(cause)}; fix: {_one_line(fix)} "
+            f"(failing because of it: {', '.join(consequences)})"
+            + (f"; also {rest}" if rest else "")
+        )
     listed = "; ".join(
         f"{name} {status}" + (f": {_one_line(reason)}" if reason else "")
         for name, status, reason in bad

@@ -86,7 +86,10 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
         notable.append(f"exchange: {run.problem}")
     if run and run.db_error:
         notable.append(f"database: {run.db_error}")
-    follow_ups = list(verdict.reasons)
+    from cron_dryrun.reporting import led_by_root_cause
+
+    follow_ups = led_by_root_cause(state) if state.verdict is verdict else list(verdict.reasons)
+    cause = state.root_cause
     issues = (
         telemetry.get("issuesByCode") if isinstance(telemetry.get("issuesByCode"), dict) else {}
     )
@@ -111,6 +114,7 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
         notable=tuple(notable),
         follow_ups=tuple(follow_ups),
         parity_result=str(parity.get("summary", "not run")),
+        root_cause=(cause.cause, cause.fix, cause.consequences) if cause is not None else None,
     )
 
 

@@ -84,10 +84,10 @@ def decide(
     return Verdict(go=not reasons, steps=tuple(steps), reasons=tuple(reasons))
 
 
-def first_line(text: str, limit: int = 160) -> str:
-    """A one-line reason for the summary table."""
+def first_line(text: str, limit: int | None = 160) -> str:
+    """A one-line reason; cut at ``limit`` characters (None: never cut, the reader wraps it)."""
     for line in text.splitlines():
         line = line.strip()
         if line:
-            return line if len(line) <= limit else line[: limit - 3] + "..."
+            return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
     return ""

@@ -29,6 +29,7 @@ from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_setti
 if TYPE_CHECKING:
     from cron_dryrun.client import CronClient, Transcript
     from cron_dryrun.evidence import EvidenceWriter
+    from cron_dryrun.root_cause import RootCause
 
 # psycopg, httpx and the evidence writer are imported where they are used: this module
 # is loaded by every pytest run in an environment that has cron-dryrun installed.
@@ -81,6 +82,7 @@ class DryRunState:
     previous_manual_fallback_windows: int | None = None
     dry_run_status: dict[str, Any] | None = None
     terminal_notes: list[str] = field(default_factory=list)
+    root_cause: RootCause | None = None  # the one cause behind several failing checks
     html_temp_path: Path | None = None  # where pytest-html writes before the redacted copy
     html_finished: bool = False
     _writer: tuple[frozenset[str], EvidenceWriter] | None = field(default=None, repr=False)
@@ -443,7 +445,9 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     try:
         return (yield)
     except ExchangeMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    # failed outside the except block: one message, not two joined by "During handling ..."
+    pytest.fail(message, pytrace=False)
 
 
 def _step_of(item: pytest.Item) -> str | None:
@@ -459,10 +463,10 @@ def _reason(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
     if call.excinfo is not None:
         value = call.excinfo.value
         text = getattr(value, "msg", None) or str(value) or call.excinfo.typename
-        return first_line(f"{text}")
+        return first_line(f"{text}", limit=None)
     if isinstance(report.longrepr, tuple):
-        return first_line(str(report.longrepr[2]))
-    return first_line(str(report.longrepr or ""))
+        return first_line(str(report.longrepr[2]), limit=None)
+    return first_line(str(report.longrepr or ""), limit=None)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -525,6 +529,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.config_error:
         extra.append(f"configuration: {state.config_error}")
     state.verdict = decide(list(state.outcomes.values()), extra_reasons=extra)
+    if not state.verdict.go:
+        from cron_dryrun.root_cause import find_root_cause, signals_from_run
+
+        state.root_cause = find_root_cause(
+            signals_from_run(state.run), [(s.step, s.status) for s in state.verdict.steps]
+        )
     from cron_dryrun import reporting
 
     reporting.write_run_evidence(state)

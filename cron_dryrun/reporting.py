@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import platform
+import textwrap
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from cron_dryrun import __version__
 from cron_dryrun.gate import REQUIRED_STEPS
+from cron_dryrun.root_cause import RootCause, advice_for
 from cron_dryrun.windows import iso, scope_range
 
 if TYPE_CHECKING:
@@ -67,9 +69,10 @@ def gate_document(state: DryRunState) -> dict[str, Any]:
                     "required": True,
                 }
             )
+    cause = state.root_cause
     doc: dict[str, Any] = {
         "verdict": verdict.label,
-        "reasons": list(verdict.reasons),
+        "reasons": led_by_root_cause(state),
         "steps": [{"name": s.step, "status": s.status, "reason": s.reason} for s in verdict.steps],
         "checks": checks,
         "target": describe_target(state),
@@ -80,9 +83,28 @@ def gate_document(state: DryRunState) -> dict[str, Any]:
         "method": state.settings.cron_method,
         "label": state.settings.run_label,
     }
+    if cause is not None:
+        doc["root_cause"] = cause.to_json()
     if state.dry_run_status is not None:
         doc["dry_run"] = state.dry_run_status
     return doc
+
+
+def led_by_root_cause(state: DryRunState) -> list[str]:
+    """The verdict's reasons, the root cause and its fix first, its consequences marked."""
+    verdict = state.verdict
+    assert verdict is not None
+    cause = state.root_cause
+    if cause is None:
+        return list(verdict.reasons)
+    lead = f"root cause: {cause.cause}; fix: {cause.fix}"
+    marked = []
+    for reason in verdict.reasons:
+        step = reason.split(":", 1)[0]
+        marked.append(
+            f"{reason} (consequence of the root cause)" if step in cause.consequences else reason
+        )
+    return [lead, *marked]
 
 
 def write_run_evidence(state: DryRunState) -> None:
@@ -108,15 +130,48 @@ def print_terminal_summary(tr: Any, state: DryRunState) -> None:
         red=not verdict.go,
     )
     tr.line(f"target: {describe_target(state)}   method: {state.settings.cron_method}")
-    width = max(len(s) for s in REQUIRED_STEPS)
-    for step in verdict.steps:
-        mark = "ok " if step.status == "passed" else "!! "
-        tr.line(f"  {mark}{step.step:<{width}}  {step.status:<8}  {step.reason}")
+    cause = state.root_cause
+    if cause is not None:
+        for i, line in enumerate(cause.lines()):
+            tr.line(line, bold=i == 0, red=i == 0)
+    for line in verdict_table_lines(verdict.steps, cause, _terminal_width(tr)):
+        tr.line(line)
     for line in state.terminal_notes:
         tr.line(line)
     for name, path in sorted(state.artefacts.items()):
         tr.line(f"  {name}: {path}")
     tr.line(f"verdict: {verdict.label}", bold=True, green=verdict.go, red=not verdict.go)
+
+
+def _terminal_width(tr: Any) -> int:
+    width = getattr(getattr(tr, "_tw", None), "fullwidth", 0) or 0
+    return max(int(width), 80)
+
+
+def verdict_table_lines(steps: Any, cause: RootCause | None, width: int) -> list[str]:
+    """The step table: reasons wrapped under their column, never cut; what to do per failure.
+
+    A failure that follows from the root cause is marked as such and needs no advice of
+    its own (the fix above is the advice).
+    """
+    name_width = max(len(s) for s in REQUIRED_STEPS)
+    indent = 2 + 3 + name_width + 2 + 8 + 2
+    room = max(width - indent - 1, 30)
+    out = []
+    for step in steps:
+        mark = "ok " if step.status == "passed" else "!! "
+        reason = step.reason
+        consequence = cause is not None and step.step in cause.consequences
+        if consequence:
+            reason = f"{reason} [consequence of the root cause]"
+        wrapped = textwrap.wrap(reason, room, break_long_words=False, break_on_hyphens=False)
+        wrapped = wrapped or [""]
+        out.append(f"  {mark}{step.step:<{name_width}}  {step.status:<8}  {wrapped[0]}")
+        out.extend(" " * indent + line for line in wrapped[1:])
+        advice = advice_for(step.step)
+        if step.status != "passed" and not consequence and advice:
+            out.extend(" " * indent + line for line in textwrap.wrap(f"what to do: {advice}", room))
+    return out
 
 
 def html_verdict_block(state: DryRunState) -> list[str]:

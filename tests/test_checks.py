@@ -406,6 +406,20 @@ def test_rerun_duplicates() -> None:
     )
 
 
+def test_rerun_after_every_key_failed_cannot_show_idempotence() -> None:
+    body = good_body(storedEvents=0, updatedEvents=0, failedKeys=3, processedKeys=3,
+                     windowsProcessed=0)  # fmt: skip
+    assert judge_rerun(body, 40, 40, 0) == (
+        "the rerun ingested nothing (failedKeys 3 of 3), so idempotence cannot be shown; fix what "
+        "makes every key fail (see telemetry), then run again"
+    )
+
+
+def test_rerun_with_some_keys_failing_is_still_judged() -> None:
+    body = good_body(storedEvents=0, updatedEvents=0, failedKeys=1, processedKeys=3)
+    assert "not idempotent: updatedEvents is 0" in (judge_rerun(body, 40, 40, 0) or "")
+
+
 # -- prerequisites ------------------------------------------------------------------------------------------------
 
 

@@ -185,6 +185,41 @@ def test_checks_needing_the_exchange_say_it_was_not_made(
 
 
 @pytest.mark.slow
+def test_flag_off_leads_with_the_flag_and_its_fix_everywhere(matrix: dict[str, MatrixRun]) -> None:
+    run = matrix["flag-off"]
+    fix = "set ENABLE_DAILY_USAGE_WINDOWS=true in the staging environment and redeploy"
+    out = run.output
+    cause_at = out.index("root cause: ENABLE_DAILY_USAGE_WINDOWS is off in staging")
+    assert out.index(f"fix: {fix}") > cause_at
+    assert cause_at < out.index("  !! flag_state")  # before the table
+    assert run.gate is not None
+    assert run.gate["root_cause"]["kind"] == "flag-off"
+    assert run.gate["root_cause"]["consequences"] == [
+        "flag_state", "telemetry", "window_scoping", "idempotent_rerun", "parity"
+    ]  # fmt: skip
+    assert run.gate["reasons"][0].startswith("root cause: ENABLE_DAILY_USAGE_WINDOWS is off")
+    assert fix in run.gate["reasons"][0]
+    summary = (run.audit_dir / "cron-dry-run" / "summary.md").read_text()
+    assert "**Verdict:** **NO-GO**: root cause: ENABLE_DAILY_USAGE_WINDOWS is off" in summary
+    assert fix in summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", sorted(NO_EXCHANGE))
+def test_an_exchange_not_made_is_the_root_cause_said_once(
+    fault: str, matrix: dict[str, MatrixRun]
+) -> None:
+    run = matrix[fault]
+    assert "During handling of the above exception" not in run.output
+    assert run.gate is not None and run.gate["root_cause"]["kind"] == "exchange-missing"
+    assert run.output.index("root cause: the cron exchange was not made") < run.output.index(
+        "  !! auth_smoke"
+    )
+    if fault == "no-post":
+        assert run.gate["root_cause"]["fix"].startswith("rerun with --cron-method GET")
+
+
+@pytest.mark.slow
 def test_throttling_header_is_in_the_evidence(matrix: dict[str, MatrixRun]) -> None:
     run = matrix["throttle"]
     smoke = next((run.audit_dir / "cron-dry-run").glob("smoke-*.log")).read_text().lower()
