@@ -21,9 +21,11 @@ from cron_dryrun.diff_command import terminal_summary
 from cron_dryrun.plugin import fail_if
 from cron_dryrun.reconcile import (
     Policy,
+    chart_days,
     detail_path_for,
     failure_message,
     judge,
+    offenders_html,
     reconcile,
     report_dict,
     report_json,
@@ -68,6 +70,7 @@ def test_db_totals_match_the_openai_export(
         raise AssertionError(f"parity report {planned} was taken; written as {report}")
     judgement = judge(result)
     evidence.attach("parity diff", terminal_summary(result, report))
+    evidence.attach_html(offenders_html(result))
     evidence.record(
         "parity",
         {
@@ -75,6 +78,7 @@ def test_db_totals_match_the_openai_export(
             "report": str(report),
             "summary": summary_line(result),
             "warnings": list(judgement.warnings),
+            "days": chart_days(result),
         },
     )
     fail_if(None if judgement.passed else failure_message(result, report))

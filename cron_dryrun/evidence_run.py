@@ -228,9 +228,25 @@ def finish_html(state: DryRunState) -> None:
     writer = writer_for(state)
     run_at = state.run.run_at if state.run else state.started_at
     data = source.read_bytes()  # the writer redacts HTML reports value by value
+    if state.verdict is not None:
+        data = _with_banner(state, data)
     dated = writer.write_new(report_relpath(run_at), data)
     writer.write_bytes(LATEST_REPORT_RELPATH, data)
     with contextlib.suppress(Exception):
         write_manifest(writer, f"{dated.stem}", [writer.relpath(dated)])
     shutil.rmtree(source.parent, ignore_errors=True)
     state.artefacts["report"] = dated
+
+
+def _with_banner(state: DryRunState, data: bytes) -> bytes:
+    """pytest-html's report with the verdict banner (and its pictures) at the very top."""
+    from cron_dryrun.html_report import LedgerPoint, banner_html, insert_banner
+    from cron_dryrun.reporting import report_view
+
+    points: list[LedgerPoint] = []
+    with contextlib.suppress(Exception):  # an unreadable ledger: the timeline shows none
+        read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
+        target = state.settings.target_name
+        points = [LedgerPoint(e.time, e.green, e.label) for e in read.entries if e.target == target]
+    banner = banner_html(report_view(state, points))
+    return insert_banner(data.decode("utf-8"), banner).encode("utf-8")

@@ -70,6 +70,7 @@ class DryRunState:
     active: bool = False  # dryrun checks were collected: the gate applies
     outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
     attachments: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    html_attachments: dict[str, list[str]] = field(default_factory=dict)  # inline HTML evidence
     records: dict[str, Any] = field(default_factory=dict)
     transcripts: list[Transcript] = field(default_factory=list)
     run: RecordedRun | None = None
@@ -420,6 +421,11 @@ class Evidence:
     def attach(self, title: str, text: str) -> None:
         self._state.attachments.setdefault(self._nodeid, []).append((title, text))
 
+    def attach_html(self, fragment: str) -> None:
+        """Inline HTML evidence for the report (a table, a picture); text goes through
+        ``attach``. The fragment is redacted like every other byte of the report."""
+        self._state.html_attachments.setdefault(self._nodeid, []).append(fragment)
+
     def record(self, name: str, value: object) -> None:
         self._state.records[name] = value
 
@@ -501,13 +507,19 @@ def _attach_html_extras(item: pytest.Item, report: pytest.TestReport, state: Dry
         from pytest_html import extras
     except ImportError:
         return
+    from cron_dryrun.html_report import evidence_block
+
     redact = _redactor(state)
     attached = state.attachments.get(item.nodeid, [])
-    if not attached:
+    fragments = state.html_attachments.get(item.nodeid, [])
+    if not attached and not fragments:
         return
     existing = list(getattr(report, "extras", []))
+    # inline in the row's details, never a data: link (which Chromium opens as a blank tab)
     for title, text in attached:
-        existing.append(extras.text(redact(text), name=title))
+        existing.append(extras.html(evidence_block(title, redact(text))))
+    for fragment in fragments:
+        existing.append(extras.html(redact(fragment)))
     report.extras = existing
 
 
@@ -625,7 +637,8 @@ class _HtmlHooks:
         from cron_dryrun import reporting
 
         state = self.config.stash[STATE_KEY]
-        prefix.extend(reporting.html_verdict_block(state))
+        if state.html_temp_path is None:  # the operator's own --html: no banner at the top
+            prefix.extend(reporting.html_verdict_block(state))
 
 
 def fail_if(problem: str | None) -> None:

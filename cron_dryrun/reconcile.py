@@ -380,6 +380,53 @@ def failure_message(result: DiffResult, report: Path | None = None, limit: int =
     return "\n".join(lines)
 
 
+def chart_days(result: DiffResult) -> list[dict[str, Any]]:
+    """Per day, input + output tokens on each side and whether the day offends (for the
+    report's bar chart: html_report.ParityDay fields)."""
+    out = []
+    for d in result.days:
+        offenders = sum(n for kind, n in d.key_days.items() if kind != "matched")
+        out.append(
+            {
+                "day": d.day.isoformat(),
+                "judged": d.judged,
+                "export_tokens": d.export["input_tokens"] + d.export["output_tokens"],
+                "db_tokens": d.db["input_tokens"] + d.db["output_tokens"],
+                "offending": d.judged and offenders > 0,
+                "reason": d.reason,
+            }
+        )
+    return out
+
+
+def offenders_html(result: DiffResult, limit: int = 20) -> str:
+    """The parity offenders as a table for the report (worst first, as the message lists)."""
+    from cron_dryrun.html_report import table_block
+
+    rows = []
+    for kind in OFFENDER_KINDS:
+        for o in result.offenders[kind]:
+            if len(rows) >= limit:
+                break
+            k = o.key
+            what = "; ".join(f.describe() for f in o.findings) or {
+                "missingInDb": "missing in DB",
+                "missingInCsv": "missing in export",
+            }.get(kind, kind)
+            if o.renamed:
+                what += f" (model renamed: {o.renamed})"
+            rows.append(
+                (k.day.isoformat(), k.project_id, k.api_key_id, k.user_id, k.model,
+                 k.service_tier, "yes" if o.judged else "no", what)
+            )  # fmt: skip
+    title = f"parity offenders ({result.counts['judgedOffenders']} judged; first {len(rows)})"
+    if not rows:
+        title = "parity offenders: none"
+    return table_block(
+        title, ("day", "project", "API key", "user", "model", "tier", "judged", "what"), rows
+    )
+
+
 # -- report -----------------------------------------------------------------------------------
 
 

@@ -5,7 +5,6 @@ Called by the plugin's session hooks; every file goes through the evidence write
 
 from __future__ import annotations
 
-import html
 import platform
 import textwrap
 from datetime import UTC, datetime
@@ -174,23 +173,42 @@ def verdict_table_lines(steps: Any, cause: RootCause | None, width: int) -> list
     return out
 
 
+def report_view(state: DryRunState, ledger_points: Any = (), now: datetime | None = None) -> Any:
+    """What the HTML banner shows (html_report.ReportView), from the session's state."""
+    from cron_dryrun.html_report import ParityDay, ReportView, StepRow
+
+    verdict = state.verdict
+    assert verdict is not None
+    parity = state.records.get("parity") or {}
+    status = state.dry_run_status or {}
+    next_due = status.get("next_due")
+    return ReportView(
+        verdict=verdict.label,
+        target=describe_target(state),
+        method=state.settings.cron_method,
+        generated=iso(now or datetime.now(UTC)),
+        steps=[StepRow(s.step, s.status, s.reason) for s in verdict.steps],
+        root_cause=state.root_cause.to_json() if state.root_cause else None,
+        config_error=state.config_error,
+        dry_run=str(status.get("description", "")) or None,
+        ledger=tuple(ledger_points),
+        now=now or datetime.now(UTC),
+        next_due=(
+            (datetime.fromisoformat(next_due[0]), datetime.fromisoformat(next_due[1]))
+            if next_due
+            else None
+        ),
+        parity_days=tuple(ParityDay(**d) for d in parity.get("days", [])),
+        warnings=tuple(f"parity: {w}" for w in parity.get("warnings", [])),
+    )
+
+
 def html_verdict_block(state: DryRunState) -> list[str]:
-    """The verdict at the top of the pytest-html report (it runs before the table is drawn)."""
+    """The verdict banner inside the pytest-html summary, for a report at the operator's own
+    --html path (the suite's own report gets it at the very top, see evidence_run)."""
     verdict = state.verdict
     if verdict is None:
         return ["<p><strong>Gate verdict:</strong> pending (the run has not finished)</p>"]
-    colour = "#1a7f37" if verdict.go else "#cf222e"
-    rows = "".join(
-        f"<tr><td>{html.escape(s.step)}</td><td>{html.escape(s.status)}</td><td>{html.escape(s.reason)}</td></tr>"
-        for s in verdict.steps
-    )
-    status = html.escape(str((state.dry_run_status or {}).get("description", "")))
-    return [
-        f'<h2 id="gate-verdict" style="color:{colour}">Gate verdict: {verdict.label}</h2>',
-        f"<p>Target: {html.escape(describe_target(state))} &middot; method {html.escape(state.settings.cron_method)}"
-        f" &middot; generated {html.escape(iso(datetime.now(UTC)))}</p>",
-        f"<p>Dry run: {status}</p>" if status else "",
-        '<table id="gate-steps"><tr><th>check</th><th>status</th><th>reason</th></tr>'
-        + rows
-        + "</table>",
-    ]
+    from cron_dryrun.html_report import banner_html
+
+    return [banner_html(report_view(state))]

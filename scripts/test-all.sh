@@ -19,6 +19,10 @@ run_pytest() {
 }
 
 python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# Debian's chromium renders the HTML reports headless (tests/test_fault_matrix.py): screenshots
+# of a GO, a flag-off NO-GO and a config-error report go to $CRON_DRYRUN_ARTEFACTS.
+command -v chromium >/dev/null 2>&1 || flock /tmp/apt.lock sh -c 'apt-get update -qq && apt-get install -y -qq chromium'
+export CRON_DRYRUN_ARTEFACTS="${CRON_DRYRUN_ARTEFACTS:-audit/report-screenshots}"
 ruff check .
 ruff format --check .
 

@@ -263,7 +263,6 @@ def _report_blob(report: Path) -> dict[str, Any]:
 def test_a_go_run_leaves_every_artefact_with_its_content(
     matrix: dict[str, MatrixRun], tmp_path: Path
 ) -> None:
-    import base64
     import shutil
 
     run = matrix["none"]
@@ -305,9 +304,10 @@ def test_a_go_run_leaves_every_artefact_with_its_content(
     html_text = (audit / "report.html").read_text()
     assert "Gate verdict: GO" in html_text and "cron-dryrun gate: local stack" in html_text
     extras = [x for test in blob["tests"].values() for r in test for x in r.get("extras", [])]
-    main = next(x for x in extras if x["name"] == "main exchange (curl -i)")
-    decoded = base64.b64decode(main["content"].split(";base64,", 1)[1]).decode()
-    assert "### main exchange" in decoded and "Authorization: Bearer [REDACTED]" in decoded
+    main = next(x for x in extras if "<summary>main exchange (curl -i)</summary>" in x["content"])
+    assert main["format_type"] == "html"  # inline in the row's details, not a data: link
+    assert "### main exchange" in main["content"]
+    assert "Authorization: Bearer [REDACTED]" in main["content"]
 
     # the manifests hold, and verify-evidence names a changed file
     copy = tmp_path / "audit"
@@ -330,38 +330,100 @@ def test_a_go_run_leaves_every_artefact_with_its_content(
     assert bad.returncode == 1 and f"cron-dry-run/{smoke.name}" in bad.stdout + bad.stderr
 
 
-@pytest.mark.slow
-def test_the_report_renders_the_verdict_and_evidence_in_chromium(
-    matrix: dict[str, MatrixRun], tmp_path: Path
-) -> None:
+def _render(browser: str, report: Path, png: Path, profile: Path) -> str:
+    """Headless Chromium: the report's DOM after its script ran, and a PNG screenshot."""
+    common = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000", "--window-size=1280,1600",
+    ]  # fmt: skip
+    shot = subprocess.run(
+        [*common, f"--screenshot={png}", report.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert png.is_file() and png.stat().st_size > 10_000, shot.stderr[-2000:]
+    dom = subprocess.run(
+        [*common, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120
+    )
+    return dom.stdout
+
+
+def _artefact_dir(tmp_path: Path) -> Path:
+    """Where the screenshots are kept for a reviewer: $CRON_DRYRUN_ARTEFACTS, else tmp."""
+    import os
+
+    folder = Path(os.environ.get("CRON_DRYRUN_ARTEFACTS") or tmp_path / "artefacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _banner_first(dom: str) -> None:
+    body = dom.index("<body>")
+    banner = dom.index('id="gate-banner"')
+    assert banner > body
+    for later in ('id="title"', 'id="environment"', 'id="results-table"'):
+        assert dom.index(later) > banner, later
+    assert 'href="data:' not in dom  # evidence is inline: no data: link (a blank tab in Chromium)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
     import shutil
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("headless Chromium is not installed (apt-get install chromium)")
-    report = matrix["token-drift"].audit_dir / "report.html"
-    result = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            report.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    dom = result.stdout
+    return browser
+
+
+@pytest.mark.slow
+def test_a_go_report_renders_banner_first_with_both_pictures_in_chromium(
+    matrix: dict[str, MatrixRun], tmp_path: Path, chromium: str
+) -> None:
+    report = matrix["none"].audit_dir / "report.html"
+    dom = _render(chromium, report, _artefact_dir(tmp_path) / "report-go.png", tmp_path / "p")
+    _banner_first(dom)
+    assert 'data-verdict="GO"' in dom and "Gate verdict: GO" in dom
+    assert dom.count('class="step-passed"') == len(REQUIRED_STEPS)
+    assert 'id="ledger-timeline"' in dom and 'class="run green"' in dom and 'class="now"' in dom
+    assert 'id="parity-days"' in dom and 'class="bar db"' in dom and 'class="bar export"' in dom
+    assert 'class="day offending"' not in dom
+    # evidence inline in the rows' details (the table is drawn by the report's script)
+    assert 'class="cron-dryrun-evidence"' in dom and "### main exchange" in dom
+    assert "Authorization: Bearer [REDACTED]" in dom
+    assert "parity offenders" in dom
+
+
+@pytest.mark.slow
+def test_a_flag_off_report_leads_with_the_root_cause_in_chromium(
+    matrix: dict[str, MatrixRun], tmp_path: Path, chromium: str
+) -> None:
+    report = matrix["flag-off"].audit_dir / "report.html"
+    dom = _render(chromium, report, _artefact_dir(tmp_path) / "report-flag-off.png", tmp_path / "p")
+    _banner_first(dom)
     assert "Gate verdict: NO-GO" in dom
-    # the results table is drawn by the report's script: rows exist only if it ran on our data
-    assert "test_db_totals_match_the_openai_export" in dom and 'class="collapsible"' in dom
-    assert "parity diff" in dom  # the attached diff summary's link
+    cause = dom.index('id="root-cause"')
+    assert cause < dom.index('id="gate-steps"')
+    assert "set ENABLE_DAILY_USAGE_WINDOWS=true in the staging environment and redeploy" in dom
+    assert dom.count('class="step-failed"') == 5
+    assert dom.count("(consequence of the root cause)") == 5
+    assert 'class="run red"' in dom and 'class="day offending"' in dom
+    assert 'class="offending-day"' in dom
+
+
+@pytest.mark.slow
+def test_a_config_error_report_shows_the_error_in_chromium(tmp_path: Path, chromium: str) -> None:
+    audit = tmp_path / "audit"
+    env = clean_env(CRON_URL="https://staging.example.invalid/api/cron/daily-usage")
+    result = run_acceptance(f"--audit-dir={audit}", env=env)
+    assert result.returncode == 4, result.stdout + result.stderr
+    report = audit / "report.html"
+    dom = _render(chromium, report, _artefact_dir(tmp_path) / "report-config-error.png",
+                  tmp_path / "p")  # fmt: skip
+    _banner_first(dom)
+    error = dom.index('id="config-error"')
+    assert error < dom.index('id="gate-steps"')
+    assert "CRON_SECRET is not set" in dom[error:] and "DATABASE_URL is not set" in dom[error:]
+    assert "no test of this step was selected" not in dom
+    assert "the configuration error above stopped the run" in dom
