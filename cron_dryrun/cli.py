@@ -1,4 +1,4 @@
-"""The ``cron-dryrun`` command: diff, rollback, gate, standin, verify-evidence.
+"""The ``cron-dryrun`` command: diff, rollback, gate, fetch-usage, standin, verify-evidence.
 
 Each subcommand lives in the module of its capability and exposes
 ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``.
@@ -20,6 +20,10 @@ SUBCOMMANDS = {
     "verify-evidence": (
         "cron_dryrun.evidence_command",
         "check the audit folder's SHA-256 manifests",
+    ),
+    "fetch-usage": (
+        "cron_dryrun.fetch_usage_command",
+        "fetch the OpenAI usage from the admin API as export pages",
     ),
     "standin": (
         "cron_dryrun.standin.command",

@@ -7,8 +7,8 @@
   mode: per-minute, per-model entries with no project, user or API key ids.
 
 Bearer auth maps each stand-in key to one organisation's truth. On demand the first
-requests answer 429 with ``Retry-After``, and a key can be refused (403 missing scope,
-500 server error) to drive the cron's failure paths.
+requests answer 429 with ``Retry-After``, the next ones a transient 5xx, and a key can be
+refused (403 missing scope, 500 server error) to drive the cron's failure paths.
 """
 
 from __future__ import annotations
@@ -221,10 +221,14 @@ class OpenAIUsageApi:
         *,
         throttle_requests: int = 0,
         retry_after: str = "1",
+        failing_requests: int = 0,
+        failing_status: int = 503,
     ) -> None:
         self.accounts = dict(accounts)
         self.retry_after = retry_after
         self._throttle_left = throttle_requests
+        self._failing_left = failing_requests  # transient server errors, after the 429s
+        self.failing_status = failing_status
         self._lock = threading.Lock()  # counters may be read from test threads
         self.requests_served = 0
 
@@ -233,6 +237,13 @@ class OpenAIUsageApi:
             self.requests_served += 1
             if self._throttle_left > 0:
                 self._throttle_left -= 1
+                return True
+            return False
+
+    def _take_failure(self) -> bool:
+        with self._lock:
+            if self._failing_left > 0:
+                self._failing_left -= 1
                 return True
             return False
 
@@ -274,6 +285,8 @@ class OpenAIUsageApi:
             )
             return
         refusal = account.refusal_status
+        if refusal is None and self._take_failure():
+            refusal = self.failing_status
         if path == COMPLETIONS_PATH and not account.admin:
             refusal = 403  # a standard key has no api.usage.read scope
         if refusal == 403:
