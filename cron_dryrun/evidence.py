@@ -217,9 +217,13 @@ def redact_html_report(text: str, redact: Callable[[str], str]) -> str:
     )
 
 
-def run_secrets(cron_secret: str | None, *dsns: str | None) -> list[str]:
-    """The values a run must never write: the cron secret and each DSN's password."""
+def run_secrets(
+    cron_secret: str | None, *dsns: str | None, admin_keys: Iterable[str] = ()
+) -> list[str]:
+    """The values a run must never write: the cron secret, each DSN's password, the OpenAI
+    admin keys (OPENAI_ADMIN_KEY / OPENAI_ADMIN_KEYS)."""
     found: list[str] = [cron_secret] if cron_secret else []
+    found.extend(k for k in admin_keys if k)
     for dsn in dsns:
         if not dsn:
             continue

@@ -44,7 +44,15 @@ def writer_for(state: DryRunState) -> EvidenceWriter:
     """The run's one writer; rebuilt only when a new secret became known (the local stack's)."""
     dsn = state.target.database_dsn if state.target else None
     secrets = frozenset(
-        [*run_secrets(state.settings.cron_secret, state.settings.database_url, dsn), *state.secrets]
+        [
+            *run_secrets(
+                state.settings.cron_secret,
+                state.settings.database_url,
+                dsn,
+                admin_keys=state.settings.openai_admin_keys,
+            ),
+            *state.secrets,
+        ]
     )
     if state._writer is None or state._writer[0] != secrets:
         writer = EvidenceWriter(state.settings.audit_dir, Redactor(sorted(secrets)))
@@ -200,7 +208,9 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         facts = run_facts(state, state.verdict)
         if state.artefacts.get("report"):
             facts = replace(facts, report=LATEST_REPORT_RELPATH)
-        written = write_run_evidence(writer, facts, list(state.transcripts))
+        written = write_run_evidence(
+            writer, facts, list(state.transcripts), extra_artefacts=state.own_artefacts
+        )
         for name, rel in (
             ("smoke log", written.smoke_log),
             ("summary", written.summary),

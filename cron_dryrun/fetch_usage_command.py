@@ -17,14 +17,16 @@ from pathlib import Path
 
 from cron_dryrun.diff_command import _utc_date
 from cron_dryrun.evidence import EvidenceWriter, Redactor
-from cron_dryrun.settings import is_loopback_url
+from cron_dryrun.settings import (
+    DEFAULT_OPENAI_BASE_URL,
+    admin_keys_from_env,
+    base_url_problem,
+    is_loopback_url,
+)
 from cron_dryrun.usage_fetch import (
-    DEFAULT_BASE_URL,
     PAGE_LIMIT,
     UsageFetchError,
     UsageQuery,
-    admin_keys_from_env,
-    base_url_problem,
     describe,
     fetch_usage,
     write_pages,
@@ -57,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--openai-base-url",
         default=None,
-        help=f"the API's base URL [OPENAI_BASE_URL] (default {DEFAULT_BASE_URL}); e.g. the stand-in's",
+        help=f"the API's base URL [OPENAI_BASE_URL] (default {DEFAULT_OPENAI_BASE_URL}); e.g. the stand-in's",
     )
     parser.set_defaults(func=run)
 
@@ -73,7 +75,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    base_url = args.openai_base_url or env.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    base_url = (
+        args.openai_base_url or env.get("OPENAI_BASE_URL", "").strip() or DEFAULT_OPENAI_BASE_URL
+    )
     problem = base_url_problem(base_url, is_loopback_url(base_url))
     if problem:
         print(f"fetch-usage: --openai-base-url / OPENAI_BASE_URL: {problem}", file=sys.stderr)

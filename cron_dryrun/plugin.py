@@ -59,6 +59,9 @@ class Target:
     exports: tuple[Path, ...]
     is_local: bool
     backend: str
+    # where --openai-usage=api fetches from, with which admin keys (one per organisation)
+    openai_url: str | None = None
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass
@@ -78,6 +81,8 @@ class DryRunState:
     verdict: Verdict | None = None
     config_error: str | None = None
     artefacts: dict[str, Path] = field(default_factory=dict)
+    # write-once files the checks wrote (fetched usage pages): they go into the run's manifest
+    own_artefacts: list[Path] = field(default_factory=list)
     # secrets the settings do not hold (the local stack's random one); see evidence_run.writer_for
     secrets: set[str] = field(default_factory=set, repr=False)
     previous_manual_fallback_windows: int | None = None
@@ -246,7 +251,18 @@ def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Itera
     s = dryrun_settings
     if s.is_remote:
         assert s.cron_url and s.cron_secret and s.database_url  # checked at collection
-        target = Target(s.cron_url, s.cron_secret, s.database_url, s.openai_export, False, "url")
+        from cron_dryrun.settings import DEFAULT_OPENAI_BASE_URL
+
+        target = Target(
+            s.cron_url,
+            s.cron_secret,
+            s.database_url,
+            s.openai_export,
+            False,
+            "url",
+            openai_url=s.openai_base_url or DEFAULT_OPENAI_BASE_URL,
+            admin_keys=s.openai_admin_keys,
+        )
         dryrun_state.target = target
         yield target
         return
@@ -295,7 +311,17 @@ def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Itera
             )
         )
         exports = s.openai_export or tuple(local.export_paths)
-        target = Target(local.cron_url, local.secret, app_dsn, exports, True, backend_name)
+        dryrun_state.secrets.add(local.admin_key)
+        target = Target(
+            local.cron_url,
+            local.secret,
+            app_dsn,
+            exports,
+            True,
+            backend_name,
+            openai_url=local.openai_url,
+            admin_keys=(local.admin_key,),
+        )
         dryrun_state.target = target
         yield target
 
@@ -334,9 +360,38 @@ def app_dsn(dryrun_target: Target) -> str:
 
 
 @pytest.fixture(scope="session")
-def openai_exports(dryrun_target: Target) -> tuple[Path, ...]:
-    """The OpenAI usage export(s) the parity check reconciles against."""
-    return dryrun_target.exports
+def openai_exports(
+    dryrun_settings: Settings, dryrun_target: Target, dryrun_state: DryRunState
+) -> tuple[Path, ...]:
+    """The OpenAI usage export(s) the parity check reconciles against.
+
+    With ``--openai-usage=api`` the usage API's pages for the run's days are fetched into
+    ``telemetry-audit/usage-<run-id>/`` (one folder per organisation) and used as the export;
+    the pages go into the run's manifest. A refused key or an exhausted retry fails the checks
+    that need the export, with the API's reason.
+    """
+    if dryrun_settings.openai_usage != "api":
+        return dryrun_target.exports
+    from cron_dryrun.evidence import stamp
+    from cron_dryrun.evidence_run import writer_for
+    from cron_dryrun.usage_fetch import UsageFetchError, fetch_usage_for_run
+
+    assert dryrun_target.openai_url is not None
+    writer = writer_for(dryrun_state)
+    try:
+        fetched = fetch_usage_for_run(
+            writer,
+            stamp(dryrun_state.started_at),
+            dryrun_target.admin_keys,
+            dryrun_target.openai_url,
+            datetime.now(UTC),
+        )
+    except UsageFetchError as exc:
+        pytest.fail(writer.redactor.redact(str(exc)), pytrace=False)
+    dryrun_state.own_artefacts.extend(writer.path(p) for p in fetched.pages)
+    dryrun_state.artefacts["openai usage"] = writer.path(fetched.root)
+    dryrun_state.terminal_notes.extend(fetched.lines)
+    return tuple(writer.path(f) for f in fetched.folders)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 DB_BACKENDS = ("auto", "url", "testcontainers", "embedded")
 CRON_METHODS = ("POST", "GET")
 STANDIN_COMPRESSIONS = ("none", "gzip", "br", "zstd")
+OPENAI_USAGE_SOURCES = ("export", "api")
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com"
 DEFAULT_POSTGRES_IMAGE = "postgres:15-alpine"
 # Codes the app can emit that do not block the gate by default (contract.md section 2).
 DEFAULT_ALLOWED_ISSUE_CODES = ("PRICING_FALLBACK",)
@@ -130,6 +132,19 @@ OPTIONS: tuple[OptionSpec, ...] = (
         multiple=True,
     ),
     OptionSpec(
+        "openai_usage",
+        "--openai-usage",
+        "OPENAI_USAGE",
+        "where the OpenAI usage comes from: export (files) or api (fetched with OPENAI_ADMIN_KEY)",
+        "export",
+    ),
+    OptionSpec(
+        "openai_base_url",
+        "--openai-base-url",
+        "OPENAI_BASE_URL",
+        "the OpenAI API for --openai-usage=api; default https://api.openai.com (local stack: the stand-in)",
+    ),
+    OptionSpec(
         "parity_threshold",
         "--parity-threshold",
         "PARITY_THRESHOLD",
@@ -206,6 +221,9 @@ class Settings:
     cron_method: str = "POST"
     cron_timeout: float = 300.0
     openai_export: tuple[Path, ...] = ()
+    openai_usage: str = "export"
+    openai_base_url: str | None = None
+    openai_admin_keys: tuple[str, ...] = field(default=(), repr=False)
     parity_threshold: float = 0.02
     dry_run_start: datetime | None = None
     audit_dir: Path = Path("audit")
@@ -240,7 +258,13 @@ class Settings:
                 "DATABASE_URL is not set: export DATABASE_URL=postgres://... "
                 "or pass --database-url (the staging database the cron writes to)"
             )
-        if not self.openai_export:
+        if self.openai_usage == "api":
+            if not self.openai_admin_keys:
+                missing.append(
+                    "OPENAI_ADMIN_KEY is not set: --openai-usage=api needs an admin key with usage "
+                    "read in OPENAI_ADMIN_KEY (or OPENAI_ADMIN_KEYS, one per organisation; env only)"
+                )
+        elif not self.openai_export:
             missing.append(
                 "OPENAI_EXPORT is not set: pass --openai-export PATH "
                 "(the OpenAI usage export CSV or a folder of them) or set OPENAI_EXPORT"
@@ -259,6 +283,43 @@ def _is_loopback_host(host: str) -> bool:
 
 def is_loopback_url(url: str) -> bool:
     return _is_loopback_host(urlsplit(url).hostname or "")
+
+
+class AdminKey(str):
+    """An OpenAI admin key: the value itself, but a repr (tracebacks, ``-l``) that hides it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "AdminKey('[REDACTED]')"
+
+
+def admin_keys_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``OPENAI_ADMIN_KEYS`` (comma-separated, one per organisation) when set, else
+    ``OPENAI_ADMIN_KEY``; blanks dropped, order kept (it numbers the organisations)."""
+    many = env.get("OPENAI_ADMIN_KEYS", "")
+    if many.strip():
+        return tuple(AdminKey(k.strip()) for k in many.split(",") if k.strip())
+    one = env.get("OPENAI_ADMIN_KEY", "").strip()
+    return (AdminKey(one),) if one else ()
+
+
+def normalise_base_url(url: str) -> str:
+    """``https://api.openai.com``, also when given with a trailing ``/v1`` as SDKs write it."""
+    url = url.strip().rstrip("/")
+    return url.removesuffix("/v1")
+
+
+def base_url_problem(url: str, is_loopback: bool) -> str | None:
+    """Why ``url`` cannot carry admin keys, or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an http(s) URL like {DEFAULT_OPENAI_BASE_URL} (got {url!r})"
+    if parts.scheme != "https" and not is_loopback:
+        return f"admin keys are sent only over https to a non-loopback host (got {url!r})"
+    if parts.username or parts.password:
+        return "the URL must not carry credentials: admin keys come from OPENAI_ADMIN_KEY(S)"
+    return None
 
 
 def _fail(spec: OptionSpec, value: object, why: str) -> SettingsError:
@@ -432,6 +493,16 @@ def resolve_settings(
             f"unknown issue code; the app emits {', '.join(KNOWN_ISSUE_CODES)}",
         )
 
+    openai_usage = str(raw["openai_usage"]).strip().lower()
+    if openai_usage not in OPENAI_USAGE_SOURCES:
+        raise _fail(o["openai_usage"], raw["openai_usage"], "expected export or api")
+    openai_base_url = raw["openai_base_url"] or None
+    if openai_base_url is not None:
+        openai_base_url = normalise_base_url(str(openai_base_url))
+        problem = base_url_problem(openai_base_url, is_loopback_url(openai_base_url))
+        if problem:
+            raise SettingsError(f"{o['openai_base_url'].where()}: {problem}")
+
     run_label = str(raw["run_label"]).strip()
     if not run_label or "\n" in run_label:
         raise _fail(o["run_label"], raw["run_label"], "expected a one-line, non-empty label")
@@ -447,6 +518,9 @@ def resolve_settings(
         openai_export=tuple(
             Path(p) for p in _split_multi(o["openai_export"], raw["openai_export"])
         ),
+        openai_usage=openai_usage,
+        openai_base_url=openai_base_url,
+        openai_admin_keys=admin_keys_from_env(env),
         parity_threshold=threshold,
         dry_run_start=dry_run_start,
         audit_dir=Path(str(raw["audit_dir"])),

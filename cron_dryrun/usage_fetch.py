@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from cron_dryrun.client import retry_after_seconds
 from cron_dryrun.evidence import EvidenceWriter, sha256_file
+from cron_dryrun.settings import AdminKey, normalise_base_url
 
 COMPLETIONS_PATH = "/v1/organization/usage/completions"
-DEFAULT_BASE_URL = "https://api.openai.com"
 GROUP_BY = "project_id,user_id,api_key_id,model,batch,service_tier"
 # Buckets per page: the API's maximum for 1d buckets (31), so a day range is one or two pages.
 PAGE_LIMIT = {"1d": 31, "1h": 168, "1m": 1440}
@@ -39,39 +38,10 @@ MAX_RETRY_AFTER_S = 60.0
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 REQUEST_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEADLINE_S = 900.0
-ADMIN_KEY_VARIABLES = ("OPENAI_ADMIN_KEYS", "OPENAI_ADMIN_KEY")
 
 
 class UsageFetchError(RuntimeError):
     """The usage could not be fetched; the message names the organisation and what to do."""
-
-
-def admin_keys_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
-    """``OPENAI_ADMIN_KEYS`` (comma-separated, one per organisation) when set, else
-    ``OPENAI_ADMIN_KEY``; blanks dropped, order kept (it numbers the organisations)."""
-    many = env.get("OPENAI_ADMIN_KEYS", "")
-    if many.strip():
-        return tuple(k.strip() for k in many.split(",") if k.strip())
-    one = env.get("OPENAI_ADMIN_KEY", "").strip()
-    return (one,) if one else ()
-
-
-def normalise_base_url(url: str) -> str:
-    """``https://api.openai.com``, also when given with a trailing ``/v1`` as SDKs write it."""
-    url = url.strip().rstrip("/")
-    return url.removesuffix("/v1")
-
-
-def base_url_problem(url: str, is_loopback: bool) -> str | None:
-    """Why ``url`` cannot carry admin keys, or None."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"expected an http(s) URL like {DEFAULT_BASE_URL} (got {url!r})"
-    if parts.scheme != "https" and not is_loopback:
-        return f"admin keys are sent only over https to a non-loopback host (got {url!r})"
-    if parts.username or parts.password:
-        return "the URL must not carry credentials: admin keys come from OPENAI_ADMIN_KEY(S)"
-    return None
 
 
 @dataclass(frozen=True)
@@ -185,9 +155,9 @@ def _get_page(
                 return page
             if status in (401, 403):
                 raise UsageFetchError(
-                    f"{where}: the usage API refused the key with {status} ({_error_text(response)}): "
-                    "it needs an admin key with usage read (api.usage.read); create one under "
-                    "Organization settings > Admin keys and put it in OPENAI_ADMIN_KEY(S)"
+                    f"{where}: refused with {status}: needs an admin key with usage read "
+                    f"(api.usage.read); the API said: {_error_text(response)} Create one under "
+                    "Organization settings > Admin keys and set OPENAI_ADMIN_KEY(S)."
                 )
             last = f"{status} {_error_text(response)}"
             if status == 429:
@@ -286,6 +256,7 @@ def fetch_usage(
             "fetch-usage: no admin key: set OPENAI_ADMIN_KEY (or OPENAI_ADMIN_KEYS, comma-separated, "
             "one per organisation) in the environment"
         )
+    keys = [AdminKey(k) for k in keys]  # a traceback through here shows no key
     own = client is None
     http = client or httpx.Client(timeout=REQUEST_TIMEOUT, follow_redirects=False)
     try:
@@ -337,3 +308,50 @@ def describe(org: OrgUsage, folder: Path | str) -> str:
         f"organisation {org.index}: {len(org.pages)} page(s), {org.buckets} bucket(s), "
         f"{org.results} result(s){retries} -> {folder}"
     )
+
+
+USAGE_DIR = "telemetry-audit"
+
+
+@dataclass(frozen=True)
+class RunUsage:
+    """A run's fetched usage, relative to the audit folder."""
+
+    root: str  # telemetry-audit/usage-<run-id>
+    folders: tuple[str, ...]  # one per organisation: the export paths
+    pages: tuple[str, ...]
+    lines: tuple[str, ...]  # one line per organisation, for the terminal
+
+
+def usage_relpath(run_id: str) -> str:
+    return f"{USAGE_DIR}/usage-{run_id}"
+
+
+def fetch_usage_for_run(
+    writer: EvidenceWriter,
+    run_id: str,
+    keys: Sequence[str],
+    base_url: str,
+    now: datetime,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunUsage:
+    """The suite's fetch: the run's days (yesterday and today, UTC) into a fresh
+    ``telemetry-audit/usage-<run-id>[-n]/`` of the audit folder."""
+    from cron_dryrun.windows import daily_windows
+
+    windows = daily_windows(now)
+    query = UsageQuery(windows[0].start, windows[-1].end)
+    orgs = fetch_usage(keys, base_url, query, sleep=sleep)
+    root = usage_relpath(run_id)
+    for n in range(2, 1000):  # bounded: a folder per run, never one shared with another run
+        if not writer.path(root).exists():
+            break
+        root = f"{usage_relpath(run_id)}-{n}"
+    written = write_pages(writer, root, orgs)
+    pages = tuple(f for f in written.files if f.endswith(".json"))
+    lines = tuple(
+        f"openai usage (api): {describe(org, folder)}"
+        for org, folder in zip(orgs, written.folders, strict=True)
+    )
+    return RunUsage(root, written.folders, pages, lines)

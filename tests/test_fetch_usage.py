@@ -13,19 +13,13 @@ import pytest
 
 from cron_dryrun.cli import main
 from cron_dryrun.exports import JSON_METRICS, METRICS, expand_export_paths, rollup_daily
+from cron_dryrun.settings import admin_keys_from_env, base_url_problem, normalise_base_url
 from cron_dryrun.standin.export import write_export
 from cron_dryrun.standin.openai_api import ApiAccount, OpenAIUsageApi
 from cron_dryrun.standin.seed import org_for, seed_plan
 from cron_dryrun.standin.server import RunningServer, serving
 from cron_dryrun.standin.usage_truth import UsageOrg
-from cron_dryrun.usage_fetch import (
-    UsageFetchError,
-    UsageQuery,
-    admin_keys_from_env,
-    base_url_problem,
-    fetch_organisation,
-    normalise_base_url,
-)
+from cron_dryrun.usage_fetch import UsageFetchError, UsageQuery, fetch_organisation
 
 FIRST, LAST = date(2025, 10, 6), date(2025, 10, 8)
 PLAN = seed_plan(7)
@@ -190,14 +184,15 @@ def test_a_refused_key_names_its_organisation_and_the_scope(
     with serving(_api(), name="openai-cli") as api:
         assert _run_cli(monkeypatch, api, tmp_path / "a", f"{ADMIN_1},{STANDARD}") == 1
         err = capsys.readouterr().err
-        assert err.startswith(
-            "fetch-usage: organisation 2 of 2 (admin key 2), page 1: the usage API refused the key "
-            "with 403 (You have insufficient permissions for this operation. Missing scopes: "
-            "api.usage.read.): it needs an admin key with usage read (api.usage.read)"
+        assert err == (
+            "fetch-usage: organisation 2 of 2 (admin key 2), page 1: refused with 403: needs an "
+            "admin key with usage read (api.usage.read); the API said: You have insufficient "
+            "permissions for this operation. Missing scopes: api.usage.read. Create one under "
+            "Organization settings > Admin keys and set OPENAI_ADMIN_KEY(S).\n"
         )
         assert _run_cli(monkeypatch, api, tmp_path / "b", "sk-admin-not-known-0123456789") == 1
         err = capsys.readouterr().err
-        assert "organisation 1 (admin key 1), page 1: the usage API refused the key with 401" in err
+        assert "organisation 1 (admin key 1), page 1: refused with 401: needs an admin key" in err
         assert "0123456789" not in err
 
 

@@ -40,6 +40,7 @@ class LocalStack:
     database_dsn: str = field(repr=False)
     fault: str
     export_paths: tuple[Path, ...]  # dashboard exports of yesterday and today (clock() at start)
+    admin_key: str = field(repr=False)  # the admin-mode key: reads the usage API like an admin key
     _export_org: UsageOrg = field(repr=False, compare=False)
 
     def write_export(
@@ -135,5 +136,6 @@ def start_local_stack(
             database_dsn=database_dsn,
             fault=chosen.name,
             export_paths=tuple(paths),
+            admin_key=plan.admin_key.secret,
             _export_org=export_org,
         )
