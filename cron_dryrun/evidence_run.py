@@ -260,3 +260,43 @@ def _with_banner(state: DryRunState, data: bytes) -> bytes:
         points = [LedgerPoint(e.time, e.green, e.label) for e in read.entries if e.target == target]
     banner = banner_html(report_view(state, points))
     return insert_banner(data.decode("utf-8"), banner).encode("utf-8")
+
+
+def github_step_summary(state: DryRunState) -> str:
+    """The verdict table for ``$GITHUB_STEP_SUMMARY`` (Markdown, redacted)."""
+    from cron_dryrun.github_actions import step_summary
+
+    assert state.verdict is not None
+    writer = writer_for(state)
+    run_at = state.run.run_at if state.run else state.started_at
+    links = {name: _relpath_or_none(writer, path) for name, path in state.artefacts.items()}
+    return step_summary(
+        state.verdict,
+        target=describe(state),
+        method=state.settings.cron_method,
+        run_at=iso(run_at),
+        dry_run=(state.dry_run_status or {}).get("description"),
+        artefacts={name: rel for name, rel in links.items() if rel is not None},
+        redact=writer.redactor.redact,
+    )
+
+
+def append_github_step_summary(state: DryRunState) -> None:
+    """Append the verdict table to ``$GITHUB_STEP_SUMMARY`` (GitHub's file; others' text kept)."""
+    path = state.settings.github_step_summary
+    if not state.settings.github_actions or path is None:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(github_step_summary(state))
+    except OSError as exc:
+        state.terminal_notes.append(f"GITHUB_STEP_SUMMARY could not be written: {path}: {exc}")
+
+
+def github_annotations(state: DryRunState) -> list[str]:
+    """One ``::error title=<check>::<reason>`` per failed check, redacted (GitHub Actions only)."""
+    from cron_dryrun.github_actions import annotations
+
+    if not state.settings.github_actions or state.verdict is None:
+        return []
+    return annotations(state.verdict, writer_for(state).redactor.redact)

@@ -110,6 +110,7 @@ def write_run_evidence(state: DryRunState) -> None:
     from cron_dryrun import evidence_run
 
     evidence_run.write_all(state, gate_document)
+    evidence_run.append_github_step_summary(state)
 
 
 def finish_html_report(state: DryRunState) -> None:
@@ -140,6 +141,10 @@ def print_terminal_summary(tr: Any, state: DryRunState) -> None:
     for name, path in sorted(state.artefacts.items()):
         tr.line(f"  {name}: {path}")
     tr.line(f"verdict: {verdict.label}", bold=True, green=verdict.go, red=not verdict.go)
+    from cron_dryrun import evidence_run
+
+    for annotation in evidence_run.github_annotations(state):
+        tr.line(annotation)  # a workflow command: GitHub reads it from the start of a line
 
 
 def _terminal_width(tr: Any) -> int:

@@ -236,6 +236,9 @@ class Settings:
     standin_protection: bool = False
     # Vercel Deployment Protection's bypass (x-vercel-protection-bypass): environment only
     vercel_bypass_secret: str | None = field(default=None, repr=False)
+    # GitHub Actions (GITHUB_ACTIONS=true): step summary file and error annotations
+    github_actions: bool = False
+    github_step_summary: Path | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -532,4 +535,8 @@ def resolve_settings(
         standin_compress=standin_compress,
         standin_protection=standin_protection,
         vercel_bypass_secret=env.get("VERCEL_AUTOMATION_BYPASS_SECRET") or None,
+        github_actions=env.get("GITHUB_ACTIONS", "").strip().lower() == "true",
+        github_step_summary=Path(env["GITHUB_STEP_SUMMARY"])
+        if env.get("GITHUB_STEP_SUMMARY", "").strip()
+        else None,
     )
