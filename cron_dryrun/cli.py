@@ -1,4 +1,4 @@
-"""The ``cron-dryrun`` command: diff, rollback, gate, fetch-usage, standin, verify-evidence.
+"""The ``cron-dryrun`` command: diff, rollback, gate, archive, fetch-usage, standin, verify-evidence.
 
 Each subcommand lives in the module of its capability and exposes
 ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``.
@@ -20,6 +20,10 @@ SUBCOMMANDS = {
     "verify-evidence": (
         "cron_dryrun.evidence_command",
         "check the audit folder's SHA-256 manifests",
+    ),
+    "archive": (
+        "cron_dryrun.archive_command",
+        "archive the complete dry run's artefacts and note it in the plan",
     ),
     "fetch-usage": (
         "cron_dryrun.fetch_usage_command",
