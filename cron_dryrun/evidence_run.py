@@ -295,8 +295,8 @@ def append_github_step_summary(state: DryRunState) -> None:
 
 def github_annotations(state: DryRunState) -> list[str]:
     """One ``::error title=<check>::<reason>`` per failed check, redacted (GitHub Actions only)."""
-    from cron_dryrun.github_actions import annotations
+    from cron_dryrun.github_actions import error_annotations
 
     if not state.settings.github_actions or state.verdict is None:
         return []
-    return annotations(state.verdict, writer_for(state).redactor.redact)
+    return error_annotations(state.verdict, writer_for(state).redactor.redact)

@@ -27,7 +27,7 @@ def _no_redaction(text: str) -> str:
     return text
 
 
-def annotations(verdict: Verdict, redact: Callable[[str], str] = _no_redaction) -> list[str]:
+def error_annotations(verdict: Verdict, redact: Callable[[str], str] = _no_redaction) -> list[str]:
     """``::error title=<check>::<reason>``: one per failed check, then one per other reason
     (the promotion gate, a configuration error), each redacted."""
     lines = []

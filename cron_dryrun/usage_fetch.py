@@ -134,7 +134,6 @@ def _get_page(
         try:
             response = client.get(url, params=params, headers={"Authorization": f"Bearer {key}"})
         except httpx.TransportError as exc:
-            response = None
             last = f"{type(exc).__name__}: {exc}"
             wait = BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)]
         else:

@@ -8,7 +8,12 @@ from suite_runs import clean_env, run_acceptance
 
 from cron_dryrun.evidence import Redactor
 from cron_dryrun.gate import CheckOutcome, decide
-from cron_dryrun.github_actions import annotations, escape_data, escape_property, step_summary
+from cron_dryrun.github_actions import (
+    error_annotations,
+    escape_data,
+    escape_property,
+    step_summary,
+)
 
 SECRET = "s3cr3t-value-0123456789"
 
@@ -25,7 +30,7 @@ def _verdict() -> object:
 
 
 def test_one_annotation_per_failed_check_escaped_and_redacted() -> None:
-    lines = annotations(_verdict(), Redactor([SECRET]).redact)  # type: ignore[arg-type]
+    lines = error_annotations(_verdict(), Redactor([SECRET]).redact)  # type: ignore[arg-type]
     assert lines == [
         "::error title=parity::failed: drift 3 %25 | token [REDACTED]%0Asecond line",
         "::error title=telemetry::not-run: not run: no test of this step was selected or collected",
