@@ -40,7 +40,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or with ``only`` the real parser of that subcommand alone."""
     parser = argparse.ArgumentParser(
         prog="cron-dryrun",
-        description="Daily usage cron dry run: parity diff, rollback, gate status, local stand-in, evidence checks.",
+        description=(
+            "Daily usage cron dry run: parity diff, rollback, gate status, usage fetch, "
+            "archive, local stand-in, evidence checks."
+        ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in SUBCOMMANDS.items():
