@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from cron_dryrun.run import DbObservation, UsageRow
+from cron_dryrun.vercel import protection_block
 from cron_dryrun.windows import day_start, expected_windows_processed, in_scope, iso
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ def exchange_problem(exchange: Exchange) -> str | None:
     method = t.method
     if t.status is None:
         return f"{method} {t.url} failed: {t.error}"
+    blocked = protection_block(t)
+    if blocked:
+        return blocked
     if t.status == 405:
         return (
             f"the endpoint refused the method {method} (405 {t.reason}); the app's handler may "
@@ -135,6 +139,10 @@ def padded_secret_case(secret: str) -> AuthCase:
 
 
 def judge_auth_case(case: AuthCase, t: Transcript) -> str | None:
+    blocked = protection_block(t)
+    if blocked:
+        # the edge's 401 says nothing about the app's auth: never a pass
+        return f"{case.name}: not judged: {blocked}"
     if case.accepted:
         if t.status == 200:
             return None

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from cron_dryrun.content_coding import ACCEPT_ENCODING, decode_body
+from cron_dryrun.vercel import BYPASS_HEADER
 
 MAX_BODY_BYTES = 1_000_000  # bytes read off the wire
 MAX_DECODED_BYTES = 8_000_000  # bytes a compressed body may decode to
@@ -139,6 +140,9 @@ class CronClient:
 
     url: str
     secret: str | None = field(repr=False)
+    # VERCEL_AUTOMATION_BYPASS_SECRET: sent on every request, auth negatives included, so
+    # they reach the app to be judged (Vercel Deployment Protection runs before it).
+    bypass_secret: str | None = field(default=None, repr=False)
     method: str = "POST"
     timeout_s: float = 300.0
     max_body_bytes: int = MAX_BODY_BYTES
@@ -155,6 +159,8 @@ class CronClient:
             # Vercel's CDN compresses when this allows it; every coding offered is decoded.
             "Accept-Encoding": ACCEPT_ENCODING,
         }
+        if self.bypass_secret:
+            headers[BYPASS_HEADER] = self.bypass_secret
         if authorization is WITH_SECRET:
             headers["Authorization"] = f"Bearer {self.secret or ''}"
         elif authorization is not None:

@@ -67,6 +67,7 @@ _URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/?#<>\"'`]+)@")
 # Credential-carrying names as a quoted key: JSON, Python dict repr, or a (name, value) tuple repr.
 _SECRET_KEYS = (
     r"(?:proxy-)?authorization|x-api-key|api[_-]?key|password|passwd|cron_secret|secret|cookie"
+    r"|x-vercel-protection-bypass|vercel_automation_bypass_secret"
 )
 _AUTH_QUOTED = re.compile(
     r"""(?P<head>(?P<q>["'])(?:"""
@@ -78,7 +79,7 @@ _AUTH_QUOTED = re.compile(
 # The value stops at a quote, backslash, '<' or '&' too: inside an HTML-escaped JSON blob
 # (pytest-html's report is one long line) it must not swallow the rest of the document.
 _AUTH_LINE = re.compile(
-    r"(?P<head>\b(?:(?:proxy-)?authorization|x-api-key|(?:set-)?cookie)\s*[:=][ \t]*)(?P<value>[^\r\n\"\\<&]*)",
+    r"(?P<head>\b(?:(?:proxy-)?authorization|x-api-key|x-vercel-protection-bypass|(?:set-)?cookie)\s*[:=][ \t]*)(?P<value>[^\r\n\"\\<&]*)",
     re.IGNORECASE,
 )
 _AUTH_SCHEME = re.compile(

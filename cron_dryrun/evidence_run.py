@@ -51,6 +51,7 @@ def writer_for(state: DryRunState) -> EvidenceWriter:
                 dsn,
                 admin_keys=state.settings.openai_admin_keys,
             ),
+            *([state.settings.vercel_bypass_secret] if state.settings.vercel_bypass_secret else []),
             *state.secrets,
         ]
     )

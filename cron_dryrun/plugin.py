@@ -401,6 +401,7 @@ def cron_client(dryrun_settings: Settings, dryrun_target: Target) -> CronClient:
     return CronClient(
         url=dryrun_target.cron_url,
         secret=dryrun_target.secret,
+        bypass_secret=dryrun_settings.vercel_bypass_secret,
         method=dryrun_settings.cron_method,
         timeout_s=dryrun_settings.cron_timeout,
     )

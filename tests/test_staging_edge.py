@@ -42,6 +42,11 @@ RUNS: dict[str, tuple[list[str], dict[str, str]]] = {
     "gzip": (["--standin-compress", "gzip"], {}),
     "br": (["--standin-compress", "br"], {}),
     "zstd": (["--standin-compress", "zstd"], {}),
+    "protected": (["--standin-protection"], {}),
+    "bypass": (
+        ["--standin-protection", "--standin-compress", "br"],
+        {"VERCEL_AUTOMATION_BYPASS_SECRET": BYPASS},
+    ),
 }
 
 
@@ -83,3 +88,38 @@ def test_a_compressed_answer_gives_go(coding: str, edge_runs: dict[str, EdgeRun]
     assert f"< content-encoding: {coding}\n" in main  # the headers as received
     assert f"# body: content-encoding {coding}, " in main
     assert '"windowsProcessed":8' in main  # the decoded body
+
+
+@pytest.mark.slow
+def test_protection_without_the_bypass_is_named_and_nothing_passes(
+    edge_runs: dict[str, EdgeRun],
+) -> None:
+    run = edge_runs["protected"]
+    assert run.gate is not None and run.gate["verdict"] == "NO-GO", run.output[-3000:]
+    assert run.returncode == 1
+    reasons = run.reasons()
+    assert reasons["auth_smoke"].startswith(
+        "blocked by Vercel Deployment Protection before reaching the app: "
+        "set VERCEL_AUTOMATION_BYPASS_SECRET"
+    ), reasons["auth_smoke"]
+    assert "CRON_SECRET is missing or wrong" not in run.output
+    negatives = [c for c in run.gate["checks"] if "test_refused_without_the_secret" in c["nodeid"]]
+    assert len(negatives) >= 13
+    for check in negatives:  # the edge's 401 is not the app's: not judged, never passed
+        assert check["status"] == "failed", check
+        assert ": not judged: blocked by Vercel Deployment Protection" in check["reason"], check
+
+
+@pytest.mark.slow
+def test_the_bypass_gives_go_and_never_reaches_a_file(edge_runs: dict[str, EdgeRun]) -> None:
+    run = edge_runs["bypass"]
+    assert run.gate is not None and run.gate["verdict"] == "GO", run.output[-3000:]
+    smoke = run.smoke()
+    assert "> x-vercel-protection-bypass: [REDACTED]" in smoke
+    assert "### auth negative: no Authorization header" in smoke
+    hits = [] if BYPASS not in run.output else ["terminal output"]
+    for name in ("protected", "bypass"):
+        for path in edge_runs[name].audit_dir.rglob("*"):
+            if path.is_file() and BYPASS.encode() in path.read_bytes():
+                hits.append(str(path))
+    assert hits == []

@@ -442,3 +442,33 @@ def test_standin_command_serves_until_stopped(pg_server: RunningPostgres, tmp_pa
         stop.set()
         server.join(30)
     assert result == [0] and not server.is_alive()
+
+
+def test_standin_command_with_protection_and_compression_prints_the_bypass(
+    pg_server: RunningPostgres,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VERCEL_AUTOMATION_BYPASS_SECRET", "standin-bypass-42")
+    parser = argparse.ArgumentParser(prog="cron-dryrun")
+    command.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        [
+            "standin",
+            "--once",
+            "--database-url",
+            pg_server.dsn,
+            "--export-dir",
+            str(tmp_path),
+            "--protection",
+            "--compress",
+            "zstd",
+        ]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "compression:  zstd (when Accept-Encoding allows it)" in out
+    assert "VERCEL_AUTOMATION_BYPASS_SECRET: standin-bypass-42   (Deployment Protection on)" in out
+    paste = next(line.strip() for line in out.splitlines() if "pytest acceptance/" in line)
+    assert "VERCEL_AUTOMATION_BYPASS_SECRET=standin-bypass-42 pytest" in paste

@@ -63,3 +63,18 @@ def test_answers_plain_when_the_request_does_not_accept_the_coding(edge_url: str
 def test_accept_encoding_parsing() -> None:
     assert accepted_codings("gzip, deflate, br;q=0, zstd;q=0.5") == {"gzip", "deflate", "zstd"}
     assert accepted_codings(None) == set()
+
+
+@pytest.mark.parametrize("edge_url", [{"bypass_secret": "edge-bypass-1234"}], indirect=True)
+def test_protection_answers_the_login_page_unless_the_bypass_is_sent(edge_url: str) -> None:
+    with httpx.Client(timeout=5) as client:
+        blocked = client.get(edge_url)
+        wrong = client.get(edge_url, headers={"x-vercel-protection-bypass": "nope"})
+        by_header = client.get(edge_url, headers={"x-vercel-protection-bypass": "edge-bypass-1234"})
+        by_query = client.get(edge_url, params={"x-vercel-protection-bypass": "edge-bypass-1234"})
+    for refused in (blocked, wrong):
+        assert refused.status_code == 401
+        assert refused.headers["content-type"].startswith("text/html")
+        assert "_vercel_sso_nonce=" in refused.headers["set-cookie"]
+        assert "Authentication Required" in refused.text
+    assert by_header.json() == PAYLOAD and by_query.json() == PAYLOAD

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shlex
 import sys
 import tempfile
@@ -68,6 +69,12 @@ def register(subparsers: Any) -> None:
         help="compress answers as Vercel's CDN does, when the request's Accept-Encoding allows it",
     )
     parser.add_argument(
+        "--protection",
+        action="store_true",
+        help="behave like Vercel Deployment Protection: requests without x-vercel-protection-bypass "
+        "get the edge's 401 HTML page (secret: VERCEL_AUTOMATION_BYPASS_SECRET, else a random one)",
+    )
+    parser.add_argument(
         "--once",
         action="store_true",
         help="start, print, stop at once (for tests and smoke checks)",
@@ -75,8 +82,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def paste_line(cron_url: str, secret: str, dsn: str, export_dir: Path) -> str:
+def paste_line(
+    cron_url: str, secret: str, dsn: str, export_dir: Path, bypass: str | None = None
+) -> str:
     env = f"CRON_URL={shlex.quote(cron_url)} CRON_SECRET={shlex.quote(secret)} DATABASE_URL={shlex.quote(dsn)}"
+    if bypass:
+        env += f" VERCEL_AUTOMATION_BYPASS_SECRET={shlex.quote(bypass)}"
     return f"{env} pytest acceptance/ -m dryrun --openai-export {shlex.quote(str(export_dir))}"
 
 
@@ -100,6 +111,9 @@ def run(
         export_dir = args.export_dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="cron-dryrun-standin-"))
         )
+        bypass = None
+        if args.protection:
+            bypass = os.environ.get("VERCEL_AUTOMATION_BYPASS_SECRET") or secrets.token_urlsafe(24)
         local = stack.enter_context(
             start_local_stack(
                 dsn,
@@ -109,6 +123,7 @@ def run(
                 seed=args.seed,
                 slow_delay_s=args.slow_delay,
                 compress=args.compress,
+                bypass_secret=bypass,
             )
         )
         print(f"cron URL:     {local.cron_url}", file=out)
@@ -118,9 +133,13 @@ def run(
         print(f"exports:      {', '.join(str(p) for p in local.export_paths)}", file=out)
         print(f"fault:        {local.fault}", file=out)
         print(f"compression:  {args.compress} (when Accept-Encoding allows it)", file=out)
+        if bypass:
+            print(
+                f"VERCEL_AUTOMATION_BYPASS_SECRET: {bypass}   (Deployment Protection on)", file=out
+            )
         print(
             "\nRun the dry run against it:\n  "
-            + paste_line(local.cron_url, local.secret, dsn, export_dir),
+            + paste_line(local.cron_url, local.secret, dsn, export_dir, bypass),
             file=out,
         )
         if args.once:
