@@ -31,7 +31,10 @@ def test_openai_export_is_readable(openai_exports: tuple[Path, ...]) -> None:
     fail_if(judge_exports_present(str(p) for p in openai_exports))
 
 
-def test_database_answers_and_usage_events_has_window_columns(app_dsn: str) -> None:
+def test_database_answers_and_usage_events_has_window_columns(
+    dryrun_target: Target, app_dsn: str
+) -> None:
+    fail_if(dryrun_target.db_wake_error)
     with read_only(app_dsn) as conn:
         columns = usage_events_columns(conn)
     fail_if(judge_window_columns(columns))

@@ -8,6 +8,7 @@ retried only when its Retry-After is short, a bounded number of times.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 
 from cron_dryrun.content_coding import ACCEPT_ENCODING, decode_body
+from cron_dryrun.tls import certificate_failure
 from cron_dryrun.vercel import BYPASS_HEADER
 
 MAX_BODY_BYTES = 1_000_000  # bytes read off the wire
@@ -145,6 +147,8 @@ class CronClient:
     bypass_secret: str | None = field(default=None, repr=False)
     method: str = "POST"
     timeout_s: float = 300.0
+    # the trust store (tls.client_context); True: httpx's default (certifi). Never False.
+    verify: ssl.SSLContext | bool = field(default=True, repr=False)
     max_body_bytes: int = MAX_BODY_BYTES
     max_decoded_bytes: int = MAX_DECODED_BYTES
     max_retries_on_429: int = MAX_RETRIES_ON_429
@@ -187,7 +191,12 @@ class CronClient:
         timeout = httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
         try:
             with (
-                httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as http,
+                httpx.Client(
+                    timeout=timeout,
+                    follow_redirects=False,
+                    trust_env=False,
+                    verify=self.verify if self.verify is not False else True,
+                ) as http,
                 http.stream(method, self.url, headers=headers) as response,
             ):
                 body = bytearray()
@@ -225,7 +234,8 @@ class CronClient:
         except httpx.TimeoutException as exc:
             error = f"timed out after {self.timeout_s:g}s ({type(exc).__name__}); raise --cron-timeout / CRON_TIMEOUT if the cron is just slow"
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            host = httpx.URL(self.url).host
+            error = certificate_failure(exc, host) or f"{type(exc).__name__}: {exc}"
         return Transcript(**base, elapsed_s=time.monotonic() - t0, error=error)
 
     def trigger(self, label: str = "main") -> Exchange:

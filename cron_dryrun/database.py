@@ -358,7 +358,10 @@ def drop_database(server_dsn: str, name: str) -> None:
 
 def read_only(dsn: str) -> psycopg.Connection:
     """A connection whose every transaction is READ ONLY: the suite never writes by accident."""
-    conn = psycopg.connect(dsn, connect_timeout=10, autocommit=False)
+    # prepare_threshold=None: no server-side prepared statements, which a pooler in
+    # transaction mode (Neon's -pooler endpoints, PgBouncer) cannot keep per client.
+    # READ ONLY is sent with each BEGIN, not set once per session, for the same reason.
+    conn = psycopg.connect(dsn, connect_timeout=10, autocommit=False, prepare_threshold=None)
     conn.read_only = True
     return conn
 

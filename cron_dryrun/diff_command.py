@@ -65,6 +65,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--database-url", default=None, help="the app's PostgreSQL DSN [DATABASE_URL]; only read"
     )
+    parser.add_argument(
+        "--db-connect-timeout", type=float, default=None,
+        help="seconds to keep retrying the first connection while the database wakes "
+        "[DB_CONNECT_TIMEOUT] (default 30)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-insecure-db", action="store_true",
+        help="permit sslmode=disable to a database that is not on this machine",
+    )  # fmt: skip
     parser.add_argument("--from", dest="first_day", type=_utc_date, help="first UTC day, inclusive")
     parser.add_argument("--to", dest="last_day", type=_utc_date, help="last UTC day, inclusive")
     parser.add_argument(
@@ -132,6 +141,13 @@ def run(
     if not dsn:
         print(f"cron-dryrun diff: {NO_DATABASE}", file=sys.stderr)
         return EXIT_USAGE
+    from cron_dryrun.db_url import InsecureDatabaseUrl, secure_database_url
+
+    try:
+        dsn = secure_database_url(dsn, args.allow_insecure_db)
+    except InsecureDatabaseUrl as exc:
+        print(f"cron-dryrun diff: DATABASE_URL: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     missing = [str(p) for p in args.exports if not p.exists()]
     if missing:
         print(f"cron-dryrun diff: export not found: {', '.join(missing)}", file=sys.stderr)
@@ -158,6 +174,8 @@ def run(
         sys.stderr, not args.no_progress and sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES
     )
     open_from = args.open_from or now.astimezone(UTC).date()
+    if not _wake(dsn, args.db_connect_timeout, env):
+        return EXIT_USAGE
     try:
         result = reconcile(
             files,
@@ -189,6 +207,30 @@ def run(
         print("", file=sys.stderr)
         print(failure_message(result, output), file=sys.stderr)
     return EXIT_PASS if judgement.passed else EXIT_FAIL
+
+
+def _wake(dsn: str, timeout_s: float | None, env: Mapping[str, str]) -> bool:
+    """Wait for a suspended database (a Neon compute) to answer; False, said, when it does not."""
+    from cron_dryrun.db_wake import DEFAULT_CONNECT_TIMEOUT_S, DatabaseWakeError, wake_database
+
+    if timeout_s is None:
+        try:
+            timeout_s = float(env.get("DB_CONNECT_TIMEOUT", "") or DEFAULT_CONNECT_TIMEOUT_S)
+        except ValueError:
+            print("cron-dryrun diff: DB_CONNECT_TIMEOUT: expected seconds", file=sys.stderr)
+            return False
+
+    def say(message: str) -> None:
+        print(f"cron-dryrun diff: {message}", file=sys.stderr, flush=True)
+
+    try:
+        wake_database(dsn, timeout_s, say=say)
+    except DatabaseWakeError as exc:
+        from cron_dryrun.database import redact_dsn
+
+        say(f"{redact_dsn(dsn)}: {exc}")
+        return False
+    return True
 
 
 def _lazy_totals_writer(dsn: str) -> Callable[[date, date, Path], DbTotalsFiles]:

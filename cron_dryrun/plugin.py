@@ -13,7 +13,7 @@ import secrets
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +62,7 @@ class Target:
     # where --openai-usage=api fetches from, with which admin keys (one per organisation)
     openai_url: str | None = None
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    db_wake_error: str | None = None  # the app database did not answer within --db-connect-timeout
 
 
 @dataclass
@@ -162,6 +163,13 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = resolve_settings(cli=cli, env=os.environ, ini=_ini_values(config))
     except SettingsError as exc:
         raise pytest.UsageError(f"cron-dryrun: {exc}") from None
+    if settings.ca_bundle or settings.ssl_cert_file:
+        from cron_dryrun.tls import CaBundleError, client_context
+
+        try:
+            client_context(settings.ca_bundle, settings.ssl_cert_file)
+        except CaBundleError as exc:
+            raise pytest.UsageError(f"cron-dryrun: {exc}") from None
     config.stash[SETTINGS_KEY] = settings
     state = DryRunState(settings=settings)
     config.stash[STATE_KEY] = state
@@ -245,8 +253,26 @@ def dryrun_state(pytestconfig: pytest.Config) -> DryRunState:
     return pytestconfig.stash[STATE_KEY]
 
 
+def terminal_line(config: pytest.Config, state: DryRunState) -> Callable[[str], None]:
+    """Write one redacted line to the terminal now, even while pytest captures output."""
+
+    def say(message: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(f"cron-dryrun: {_redactor(state)(message)}")
+            reporter.flush()
+
+    return say
+
+
 @pytest.fixture(scope="session")
-def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Iterator[Target]:
+def dryrun_target(
+    pytestconfig: pytest.Config, dryrun_settings: Settings, dryrun_state: DryRunState
+) -> Iterator[Target]:
     """Staging when CRON_URL is set; else the local stack (real PostgreSQL + stand-ins on loopback)."""
     s = dryrun_settings
     if s.is_remote:
@@ -263,6 +289,14 @@ def dryrun_target(dryrun_settings: Settings, dryrun_state: DryRunState) -> Itera
             openai_url=s.openai_base_url or DEFAULT_OPENAI_BASE_URL,
             admin_keys=s.openai_admin_keys,
         )
+        from cron_dryrun.db_wake import DatabaseWakeError, wake_database
+
+        try:  # a suspended Neon compute wakes on the first connection
+            wake_database(
+                s.database_url, s.db_connect_timeout, say=terminal_line(pytestconfig, dryrun_state)
+            )
+        except DatabaseWakeError as exc:
+            target.db_wake_error = str(exc)
         dryrun_state.target = target
         yield target
         return
@@ -397,10 +431,12 @@ def openai_exports(
 @pytest.fixture(scope="session")
 def cron_client(dryrun_settings: Settings, dryrun_target: Target) -> CronClient:
     from cron_dryrun.client import CronClient
+    from cron_dryrun.tls import client_context
 
     return CronClient(
         url=dryrun_target.cron_url,
         secret=dryrun_target.secret,
+        verify=client_context(dryrun_settings.ca_bundle, dryrun_settings.ssl_cert_file),
         bypass_secret=dryrun_settings.vercel_bypass_secret,
         method=dryrun_settings.cron_method,
         timeout_s=dryrun_settings.cron_timeout,

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cron_dryrun.db_url import InsecureDatabaseUrl, secure_database_url
+
 DB_BACKENDS = ("auto", "url", "testcontainers", "embedded")
 CRON_METHODS = ("POST", "GET")
 STANDIN_COMPRESSIONS = ("none", "gzip", "br", "zstd")
@@ -189,6 +191,27 @@ OPTIONS: tuple[OptionSpec, ...] = (
         False,
         is_flag=True,
     ),
+    OptionSpec(
+        "ca_bundle",
+        "--ca-bundle",
+        "CRON_CA_BUNDLE",
+        "PEM bundle of the private CA that signed the cron's TLS certificate",
+    ),
+    OptionSpec(
+        "db_connect_timeout",
+        "--db-connect-timeout",
+        "DB_CONNECT_TIMEOUT",
+        "seconds to keep retrying the first database connection (a waking Neon compute)",
+        30.0,
+    ),
+    OptionSpec(
+        "allow_insecure_db",
+        "--allow-insecure-db",
+        None,
+        "permit sslmode=disable to a database that is not on this machine",
+        False,
+        is_flag=True,
+    ),
     OptionSpec("fault", "--fault", None, "local stack only: inject one stand-in fault", "none"),
     OptionSpec(
         "standin_compress",
@@ -232,6 +255,10 @@ class Settings:
     promotion_gate: bool = False
     allow_destructive: bool = False
     fault: str = "none"
+    ca_bundle: Path | None = None
+    ssl_cert_file: Path | None = None  # SSL_CERT_FILE, read explicitly (httpx ignores the env)
+    db_connect_timeout: float = 30.0
+    allow_insecure_db: bool = False
     standin_compress: str = "none"
     standin_protection: bool = False
     # Vercel Deployment Protection's bypass (x-vercel-protection-bypass): environment only
@@ -420,8 +447,27 @@ def resolve_settings(
     if cron_url is not None:
         _check_url(o["cron_url"], cron_url, ("https", "http"))
     database_url = raw["database_url"] or None
+    allow_insecure_db = _as_bool(o["allow_insecure_db"], raw["allow_insecure_db"])
     if database_url is not None:
         _check_url(o["database_url"], database_url, ("postgresql", "postgres"))
+        try:
+            database_url = secure_database_url(database_url, allow_insecure_db)
+        except InsecureDatabaseUrl as exc:
+            raise SettingsError(f"{o['database_url'].where()}: {exc}") from None
+
+    db_connect_timeout = _as_float(o["db_connect_timeout"], raw["db_connect_timeout"])
+    if not 0 < db_connect_timeout <= 600:
+        raise _fail(
+            o["db_connect_timeout"], raw["db_connect_timeout"], "expected seconds in (0, 600]"
+        )
+    ca_bundle = Path(str(raw["ca_bundle"])) if raw["ca_bundle"] else None
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise _fail(o["ca_bundle"], str(ca_bundle), "no such file: give the CA bundle's PEM file")
+    ssl_cert_file = Path(env["SSL_CERT_FILE"]) if env.get("SSL_CERT_FILE", "").strip() else None
+    if ssl_cert_file is not None and not ssl_cert_file.is_file():
+        raise SettingsError(
+            f"SSL_CERT_FILE: no such file (got {str(ssl_cert_file)!r}): point it at a PEM bundle or unset it"
+        )
 
     db_backend = str(raw["db_backend"]).lower()
     if db_backend not in DB_BACKENDS:
@@ -532,6 +578,10 @@ def resolve_settings(
         promotion_gate=_as_bool(o["promotion_gate"], raw["promotion_gate"]),
         allow_destructive=_as_bool(o["allow_destructive"], raw["allow_destructive"]),
         fault=fault,
+        ca_bundle=ca_bundle,
+        ssl_cert_file=ssl_cert_file,
+        db_connect_timeout=db_connect_timeout,
+        allow_insecure_db=allow_insecure_db,
         standin_compress=standin_compress,
         standin_protection=standin_protection,
         vercel_bypass_secret=env.get("VERCEL_AUTOMATION_BYPASS_SECRET") or None,

@@ -237,16 +237,12 @@ def copy_daily_totals_parallel(
         for (a, b), f in zip(ranges, files, strict=True)
     ]
     stats_rows: list[bytes] = []  # list.append is atomic: shared by the threads
-    conns: list[psycopg.Connection] = []
+    conns = _connections_sharing_a_snapshot(dsn, len(jobs))
+    if conns is None:  # the snapshot cannot be shared: the same result on one connection
+        _copy_in_one_snapshot(dsn, jobs, stats_rows)
+        _write_stats(stats_rows, stats)
+        return DbTotalsFiles(tuple(files), stats)
     try:
-        for _ in jobs:
-            conn = read_only(dsn)
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conns.append(conn)
-        row = conns[0].execute("SELECT pg_export_snapshot()").fetchone()
-        assert row is not None
-        for conn in conns[1:]:
-            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0])))
         for conn in conns:
             _prepare(conn)
         failures: list[BaseException] = []
@@ -275,6 +271,43 @@ def copy_daily_totals_parallel(
             conn.close()
     _write_stats(stats_rows, stats)
     return DbTotalsFiles(tuple(files), stats)
+
+
+def _connections_sharing_a_snapshot(dsn: str, count: int) -> list[psycopg.Connection] | None:
+    """``count`` read-only REPEATABLE READ connections in one exported snapshot; None when the
+    server or a pooler refuses to export or import it (e.g. no EXECUTE on pg_export_snapshot,
+    or a pooler that cannot import it on another server connection)."""
+    conns: list[psycopg.Connection] = []
+    try:
+        for _ in range(count):
+            conn = read_only(dsn)
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conns.append(conn)
+        row = conns[0].execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        for conn in conns[1:]:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0])))
+    except psycopg.errors.Error:
+        for conn in conns:
+            conn.close()
+        return None
+    except BaseException:
+        for conn in conns:
+            conn.close()
+        raise
+    return conns
+
+
+def _copy_in_one_snapshot(
+    dsn: str, jobs: list[tuple[sql.Composed, Path]], stats_rows: list[bytes]
+) -> None:
+    """Every job, one after another, in one REPEATABLE READ transaction: one snapshot."""
+    with read_only(dsn) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        _prepare(conn)
+        for query, path in jobs:
+            _copy_to_file(conn, query, path, stats_rows)
+        conn.rollback()
 
 
 def _write_stats(rows: list[bytes], out: Path) -> None:

@@ -101,6 +101,22 @@ def test_exports_and_allowed_codes_split() -> None:
             "--db-backend / DB_BACKEND is 'url' but no database URL was given: set DATABASE_URL or pass --database-url",
         ),
         (
+            {"env": {"DB_CONNECT_TIMEOUT": "0"}},
+            "--db-connect-timeout / DB_CONNECT_TIMEOUT: expected seconds in (0, 600] (got '0')",
+        ),
+        (
+            {"env": {"CRON_CA_BUNDLE": "/nonexistent/ca.pem"}},
+            "--ca-bundle / CRON_CA_BUNDLE: no such file: give the CA bundle's PEM file (got '/nonexistent/ca.pem')",
+        ),
+        (
+            {"env": {"SSL_CERT_FILE": "/nonexistent/ca.pem"}},
+            "SSL_CERT_FILE: no such file (got '/nonexistent/ca.pem'): point it at a PEM bundle or unset it",
+        ),
+        (
+            {"env": {"DATABASE_URL": "postgres://u:pw@db.example.com/app?sslmode=disable"}},
+            "--database-url / DATABASE_URL: sslmode=disable sends the database password and every row in clear text to db.example.com",
+        ),
+        (
             {"cli": {"standin_compress": "lz4"}},
             "--standin-compress: expected one of none, gzip, br, zstd (got 'lz4')",
         ),
@@ -196,3 +212,15 @@ def test_fault_with_remote_target_stops_the_run(
     result.stderr.fnmatch_lines(
         ["ERROR: cron-dryrun: --fault flag-off injects a fault into the local stand-in only*"]
     )
+
+
+def test_a_remote_database_gets_tls_and_insecure_needs_the_flag() -> None:
+    remote = "postgres://u:pw@ep-x-pooler.neon.tech/app"
+    assert (
+        resolve_settings(env={"DATABASE_URL": remote}).database_url == remote + "?sslmode=require"
+    )
+    local = "postgresql://postgres@127.0.0.1:5432/app"
+    assert resolve_settings(env={"DATABASE_URL": local}).database_url == local
+    insecure = remote + "?sslmode=disable"
+    s = resolve_settings(cli={"allow_insecure_db": True}, env={"DATABASE_URL": insecure})
+    assert s.database_url == insecure and s.db_connect_timeout == 30.0

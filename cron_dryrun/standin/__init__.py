@@ -81,6 +81,7 @@ def start_local_stack(
     slow_delay_s: float = 5.0,
     compress: str = "none",
     bypass_secret: str | None = None,
+    ssl_certfile: Path | None = None,
 ) -> Iterator[LocalStack]:
     """Seed ``database_dsn`` (which already has the app's tables), start both servers, yield, stop.
 
@@ -89,6 +90,7 @@ def start_local_stack(
     ``export_dir``: where the exports go; a temporary folder (removed at exit) when None.
     ``compress``/``bypass_secret``: Vercel's edge in front of the cron (``standin.edge``):
     answers compressed in that coding; Deployment Protection on, passed with that secret.
+    ``ssl_certfile``: serve the cron over https with this key and certificate chain (PEM).
     """
     chosen = get_fault(fault)
     clock = clock or utc_now
@@ -125,7 +127,7 @@ def start_local_stack(
             slow_delay_s=slow_delay_s,
         )
         edge = VercelEdge(cron_app, compress=compress, bypass_secret=bypass_secret)
-        cron = start_server(edge, name="cron")
+        cron = start_server(edge, name="cron", ssl_certfile=ssl_certfile)
         stack.callback(cron.stop)
         # Runs first on exit: both servers start winding down at once (each takes ~0.2 s).
         stack.callback(lambda: (cron.signal_stop(), openai.signal_stop()))

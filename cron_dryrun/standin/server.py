@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -41,11 +42,13 @@ class _Server(uvicorn.Server):
 class RunningServer:
     """A started server: ``url`` is its base URL; ``stop`` shuts it down (idempotent)."""
 
-    def __init__(self, server: _Server, thread: threading.Thread, port: int) -> None:
+    def __init__(
+        self, server: _Server, thread: threading.Thread, port: int, scheme: str = "http"
+    ) -> None:
         self._server = server
         self._thread = thread
         self.port = port
-        self.url = f"http://{LOOPBACK}:{port}"
+        self.url = f"{scheme}://{LOOPBACK}:{port}"
 
     def signal_stop(self) -> None:
         """Ask the server to stop without waiting: several servers then wind down in parallel."""
@@ -59,8 +62,17 @@ class RunningServer:
             self._thread.join(timeout_s)
 
 
-def start_server(app: Any, *, name: str, ready_timeout_s: float = READY_TIMEOUT_S) -> RunningServer:
-    """Start ``app`` on loopback; return once it accepts connections, or raise ServerStartError."""
+def start_server(
+    app: Any,
+    *,
+    name: str,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    ssl_certfile: Path | None = None,
+) -> RunningServer:
+    """Start ``app`` on loopback; return once it accepts connections, or raise ServerStartError.
+
+    ``ssl_certfile``: a PEM holding the key and the certificate chain: https instead of http.
+    """
     config = uvicorn.Config(
         app,
         host=LOOPBACK,
@@ -71,6 +83,7 @@ def start_server(app: Any, *, name: str, ready_timeout_s: float = READY_TIMEOUT_
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         timeout_keep_alive=2,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
     )
     server = _Server(config)
     thread = threading.Thread(target=server.run, name=f"standin-{name}", daemon=True)
@@ -85,13 +98,13 @@ def start_server(app: Any, *, name: str, ready_timeout_s: float = READY_TIMEOUT_
                 f"the {name} server did not start on {LOOPBACK} within {ready_timeout_s:.0f}s"
             )
     port = int(server.servers[0].sockets[0].getsockname()[1])
-    return RunningServer(server, thread, port)
+    return RunningServer(server, thread, port, "https" if ssl_certfile else "http")
 
 
 @contextlib.contextmanager
-def serving(app: Any, *, name: str) -> Iterator[RunningServer]:
+def serving(app: Any, *, name: str, ssl_certfile: Path | None = None) -> Iterator[RunningServer]:
     """``start_server`` as a context manager: the server always stops on exit."""
-    running = start_server(app, name=name)
+    running = start_server(app, name=name, ssl_certfile=ssl_certfile)
     try:
         yield running
     finally:

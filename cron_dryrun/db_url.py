@@ -1,0 +1,70 @@
+"""The app database URL as Neon needs it: TLS to anything that is not this machine.
+
+Pure. A non-loopback ``DATABASE_URL`` without ``sslmode`` gets ``sslmode=require``
+(Neon requires TLS; libpq's default, ``prefer``, would silently fall back to clear
+text); a loopback one is left alone. ``sslmode=disable`` to a non-loopback host is
+refused unless the operator says ``--allow-insecure-db``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+
+class InsecureDatabaseUrl(ValueError):
+    """sslmode=disable towards another machine; the message names the way out."""
+
+
+def _loopback(host: str) -> bool:
+    if not host or host.startswith("/") or host == "localhost":  # no host / a socket directory
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def database_hosts(url: str) -> list[str]:
+    """Every host the URL names: the netloc's (a,b,c for multi-host) and ``?host=`` ones."""
+    parts = urlsplit(url)
+    hostport = parts.netloc.rsplit("@", 1)[-1]
+    hosts = []
+    for item in hostport.split(","):
+        host = item.rsplit(":", 1)[0] if not item.startswith("[") else item.split("]")[0] + "]"
+        if host:
+            hosts.append(host.lower())
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "host":
+            hosts.extend(h for h in value.split(",") if h)
+    return hosts
+
+
+def is_loopback_database(url: str) -> bool:
+    return all(_loopback(h) for h in database_hosts(url))
+
+
+def is_pooled(url: str) -> bool:
+    """Neon's pooled connection strings carry ``-pooler`` in the host (PgBouncer, transaction mode)."""
+    return any("-pooler" in h for h in database_hosts(url))
+
+
+def secure_database_url(url: str, allow_insecure: bool = False) -> str:
+    """``url`` with ``sslmode=require`` added for a remote host; raises on an insecure one."""
+    if is_loopback_database(url):
+        return url
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    modes = [v for k, v in params if k == "sslmode"]
+    if not modes:
+        query = urlencode([*params, ("sslmode", "require")])
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    if modes[-1] == "disable" and not allow_insecure:
+        hosts = ", ".join(h for h in database_hosts(url) if not _loopback(h))
+        raise InsecureDatabaseUrl(
+            f"sslmode=disable sends the database password and every row in clear text to "
+            f"{hosts}, which is not this machine: drop sslmode=disable (Neon requires TLS; "
+            "sslmode=require is added when none is given), or pass --allow-insecure-db if this "
+            "network is trusted"
+        )
+    return url

@@ -1,0 +1,188 @@
+"""Neon as staging has it: TLS for remote databases, a compute that wakes late, a pooler.
+
+The cold start is a real late start: nothing listens on the port until the waiting
+client has said it is waiting; then a real PgBouncer starts there, in front of the
+embedded PostgreSQL. The pooled path runs through PgBouncer in transaction mode.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+from pgbouncer import start_pgbouncer
+
+from cron_dryrun import database as db
+from cron_dryrun.database import RunningPostgres, free_port
+from cron_dryrun.db_url import InsecureDatabaseUrl, is_pooled, secure_database_url
+from cron_dryrun.db_wake import DatabaseWakeError, wake_database
+
+# -- sslmode --------------------------------------------------------------------------------------
+
+NEON = "postgresql://app:pw@ep-cool-name-123456.eu-central-1.aws.neon.tech/neondb"
+
+
+def test_a_remote_url_without_sslmode_gets_require() -> None:
+    assert secure_database_url(NEON) == NEON + "?sslmode=require"
+    assert (
+        secure_database_url(NEON + "?application_name=x")
+        == NEON + "?application_name=x&sslmode=require"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:5432/app",
+        "postgresql://postgres@localhost/app",
+        "postgresql://postgres@[::1]:5432/app",
+        "postgresql://postgres:@/postgres?host=/tmp/socketdir",
+    ],
+)
+def test_a_loopback_url_is_left_alone(url: str) -> None:
+    assert secure_database_url(url) == url
+    assert secure_database_url(url + ("&" if "?" in url else "?") + "sslmode=disable")
+
+
+def test_sslmode_disable_to_a_remote_host_is_refused_unless_allowed() -> None:
+    insecure = NEON + "?sslmode=disable"
+    with pytest.raises(InsecureDatabaseUrl) as excinfo:
+        secure_database_url(insecure)
+    assert str(excinfo.value) == (
+        "sslmode=disable sends the database password and every row in clear text to "
+        "ep-cool-name-123456.eu-central-1.aws.neon.tech, which is not this machine: drop "
+        "sslmode=disable (Neon requires TLS; sslmode=require is added when none is given), or "
+        "pass --allow-insecure-db if this network is trusted"
+    )
+    assert secure_database_url(insecure, allow_insecure=True) == insecure
+    assert secure_database_url(NEON + "?sslmode=verify-full") == NEON + "?sslmode=verify-full"
+
+
+def test_pooled_endpoints_are_recognised() -> None:
+    assert is_pooled(NEON.replace("123456.", "123456-pooler."))
+    assert not is_pooled(NEON)
+
+
+# -- cold start -----------------------------------------------------------------------------------
+
+
+def test_a_database_that_starts_late_is_waited_for(pg_server: RunningPostgres) -> None:
+    port = free_port()
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    said: list[str] = []
+    waiting = threading.Event()
+    result: list[object] = []
+
+    def say(message: str) -> None:
+        said.append(message)
+        waiting.set()
+
+    def wake() -> None:
+        try:
+            result.append(wake_database(dsn, timeout_s=60, say=say))
+        except Exception as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=wake)
+    thread.start()
+    try:
+        assert waiting.wait(30), "the client never said it was waiting"
+        # the compute wakes: a real pooler starts on the port the client keeps trying
+        with start_pgbouncer(pg_server.dsn, port=port, wait=False):
+            thread.join(60)
+    finally:
+        thread.join(60)
+    assert len(result) == 1 and isinstance(result[0], int) and result[0] > 1, result
+    assert said[0].startswith(
+        "waiting for the database to wake ... (up to 60s, --db-connect-timeout; first attempt: "
+        'OperationalError: connection failed: connection to server at "127.0.0.1", port '
+    )
+    assert said[-1] == f"the database answered after {result[0]} attempts"
+
+
+def test_giving_up_names_the_last_error_and_the_option() -> None:
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    with pytest.raises(DatabaseWakeError) as excinfo:
+        wake_database(dsn, timeout_s=1)
+    message = str(excinfo.value)
+    assert message.startswith("the database did not answer within 1s (")
+    assert (
+        "raise --db-connect-timeout / DB_CONNECT_TIMEOUT if it is waking slowly): last error: "
+        in message
+    )
+    assert "Connection refused" in message
+
+
+def test_a_wrong_password_is_not_waited_for(pg_server: RunningPostgres) -> None:
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS wake_probe")
+        conn.execute("CREATE ROLE wake_probe LOGIN PASSWORD 'right'")
+    # the embedded server trusts local users; a role without LOGIN is refused for good instead
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute("ALTER ROLE wake_probe NOLOGIN")
+    dsn = db.with_database(pg_server.dsn, "postgres").replace("postgres:@", "wake_probe:wrong@", 1)
+    with pytest.raises(DatabaseWakeError) as excinfo:
+        wake_database(dsn, timeout_s=30)
+    assert str(excinfo.value).startswith("the database refused the connection: OperationalError: ")
+    assert "(not retried: check DATABASE_URL's user, password and database name)" in str(
+        excinfo.value
+    )
+
+
+# -- pooled endpoints: PgBouncer in transaction mode ----------------------------------------------
+
+POOLED_ROLE = "pooled_reader"  # listed in the pooler's auth file (tests/pgbouncer.py)
+
+
+def _reader_refused_snapshots(app_dsn: str) -> str:
+    """A non-superuser reader of ``app_dsn`` that may not export snapshots; its DSN."""
+    with psycopg.connect(app_dsn, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", (POOLED_ROLE,)
+        ).fetchone()
+        if not exists:
+            conn.execute(f"CREATE ROLE {POOLED_ROLE} LOGIN")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {POOLED_ROLE}")
+        conn.execute("REVOKE EXECUTE ON FUNCTION pg_export_snapshot() FROM PUBLIC")
+    return app_dsn.replace("postgres:@", f"{POOLED_ROLE}:@", 1)
+
+
+def _csv(files: object) -> tuple[list[str], list[str]]:
+    totals = sorted(line for p in files.totals for line in p.read_text().splitlines())  # type: ignore[attr-defined]
+    stats = sorted(files.stats.read_text().splitlines())  # type: ignore[attr-defined]
+    return totals, stats
+
+
+def test_the_shared_snapshot_falls_back_to_one_connection_when_refused(
+    pg_server: RunningPostgres, app_database: str, tmp_path: Path
+) -> None:
+    from cron_dryrun import usage_totals
+    from tests.test_diff_command import D6, D7, midnight, seed
+
+    seed(
+        app_database,
+        [
+            {"window_start": midnight(D6), "openai_user_id": "user_6", "tokens_in": 5},
+            {"openai_user_id": "user_7"},
+            {"project_id": None, "openai_api_key_id": None, "openai_user_id": None},
+        ],
+    )
+    direct = usage_totals.copy_daily_totals_parallel(app_database, D6, D7, tmp_path / "a.csv")
+    reader = _reader_refused_snapshots(app_database)
+    with start_pgbouncer(pg_server.dsn) as pooler:
+        pooled = pooler.dsn_for(reader)
+        with db.read_only(pooled) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT pg_export_snapshot()")  # the refusal is real
+        through = usage_totals.copy_daily_totals_parallel(pooled, D6, D7, tmp_path / "b.csv")
+        shared = usage_totals.copy_daily_totals_parallel(
+            pooler.dsn_for(app_database), D6, D7, tmp_path / "c.csv"
+        )  # the superuser may export: the snapshot is shared across the pooler's connections
+    assert _csv(through) == _csv(direct) == _csv(shared)
+    assert len(_csv(direct)[0]) == 3
+
+
+def test_app_connections_use_no_server_side_prepared_statements(app_database: str) -> None:
+    with db.read_only(app_database) as conn:
+        assert conn.prepare_threshold is None and conn.read_only is True
