@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -136,6 +136,12 @@ class Exchange:
         return merged
 
 
+class Watch(Protocol):
+    def started(self, label: str, method: str, url: str, timeout_s: float) -> None: ...
+
+    def finished(self, label: str, transcript: Transcript | None) -> None: ...
+
+
 @dataclass
 class CronClient:
     """Triggers the cron. ``sleep`` and ``now`` are injectable so tests never wait."""
@@ -154,6 +160,8 @@ class CronClient:
     max_retries_on_429: int = MAX_RETRIES_ON_429
     max_retry_after_s: float = MAX_RETRY_AFTER_S
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    # told when each request starts and ends (watch.TerminalWatch: the run you can watch)
+    watch: Watch | None = field(default=None, repr=False)
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
 
     def headers(self, authorization: object = WITH_SECRET) -> dict[str, str]:
@@ -176,6 +184,17 @@ class CronClient:
     ) -> Transcript:
         """One request, never retried, never followed; a transport failure is recorded, not raised."""
         method = (method or self.method).upper()
+        if self.watch is None:
+            return self._send_once(label, authorization, method)
+        self.watch.started(label, method, self.url, self.timeout_s)
+        transcript = None
+        try:
+            transcript = self._send_once(label, authorization, method)
+            return transcript
+        finally:
+            self.watch.finished(label, transcript)
+
+    def _send_once(self, label: str, authorization: object, method: str) -> Transcript:
         headers = self.headers(authorization)
         started = self.now()
         t0 = time.monotonic()

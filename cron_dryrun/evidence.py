@@ -548,6 +548,7 @@ class RunFacts:
     trigger_mode: str | None = None  # default: derived from method
     # the one cause behind several failures: (cause, fix, the checks failing because of it)
     root_cause: tuple[str, str, tuple[str, ...]] | None = None
+    exchanges: str | None = None  # every exchange's status and duration (watch.exchange_durations)
 
     @property
     def trigger(self) -> str:
@@ -671,6 +672,7 @@ def render_summary_entry(facts: RunFacts) -> str:
         "",
         f"- **Request:** {_one_line(facts.request)}",
         f"- **Target:** {_one_line(facts.target)}",
+        *([f"- **Exchanges:** {_one_line(facts.exchanges)}"] if facts.exchanges else []),
         f"- **Windows processed:** {_num(facts.windows_processed)} (expected {expected})",
         f"- **Stored events:** {_num(facts.stored_events)}",
         f"- **Updated events:** {_num(facts.updated_events)}",

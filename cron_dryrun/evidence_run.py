@@ -34,6 +34,7 @@ from cron_dryrun.evidence import (
     write_run_evidence,
 )
 from cron_dryrun.gate import Verdict
+from cron_dryrun.watch import exchange_durations
 from cron_dryrun.windows import daily_windows, expected_windows_processed, iso
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
         diff_report=_relpath_or_none(writer, parity.get("report")),
         body_json=json.dumps(body, indent=2, sort_keys=True) if body is not None else None,
         notable=tuple(notable),
+        exchanges=exchange_durations(state.transcripts) if state.transcripts else None,
         follow_ups=tuple(follow_ups),
         parity_result=str(parity.get("summary", "not run")),
         root_cause=(cause.cause, cause.fix, cause.consequences) if cause is not None else None,

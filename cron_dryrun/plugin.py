@@ -428,15 +428,36 @@ def openai_exports(
     return tuple(writer.path(f) for f in fetched.folders)
 
 
+def terminal_tick(config: pytest.Config) -> Callable[[str], None] | None:
+    """On a terminal: redraw the current line in place (the elapsed time); else None."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not getattr(reporter, "isatty", False):
+        return None
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def tick(text: str) -> None:
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.write(f"\r{text:<78}\r" if not text else f"\r{text:<78}", flush=True)
+
+    return tick
+
+
 @pytest.fixture(scope="session")
-def cron_client(dryrun_settings: Settings, dryrun_target: Target) -> CronClient:
+def cron_client(
+    pytestconfig: pytest.Config,
+    dryrun_settings: Settings,
+    dryrun_target: Target,
+    dryrun_state: DryRunState,
+) -> CronClient:
     from cron_dryrun.client import CronClient
     from cron_dryrun.tls import client_context
+    from cron_dryrun.watch import TerminalWatch
 
     return CronClient(
         url=dryrun_target.cron_url,
         secret=dryrun_target.secret,
         verify=client_context(dryrun_settings.ca_bundle, dryrun_settings.ssl_cert_file),
+        watch=TerminalWatch(terminal_line(pytestconfig, dryrun_state), terminal_tick(pytestconfig)),
         bypass_secret=dryrun_settings.vercel_bypass_secret,
         method=dryrun_settings.cron_method,
         timeout_s=dryrun_settings.cron_timeout,

@@ -136,6 +136,10 @@ def print_terminal_summary(tr: Any, state: DryRunState) -> None:
             tr.line(line, bold=i == 0, red=i == 0)
     for line in verdict_table_lines(verdict.steps, cause, _terminal_width(tr)):
         tr.line(line)
+    if state.transcripts:
+        from cron_dryrun.watch import exchange_durations
+
+        tr.line(f"exchanges: {exchange_durations(state.transcripts)}")
     for line in state.terminal_notes:
         tr.line(line)
     for name, path in sorted(state.artefacts.items()):

@@ -91,6 +91,20 @@ def test_a_compressed_answer_gives_go(coding: str, edge_runs: dict[str, EdgeRun]
 
 
 @pytest.mark.slow
+def test_the_run_can_be_watched_and_durations_are_recorded(edge_runs: dict[str, EdgeRun]) -> None:
+    run = edge_runs["gzip"]
+    out = run.output
+    assert "cron-dryrun: triggering POST http://127.0.0.1:" in out
+    assert "/api/cron/daily-usage (main exchange), waiting up to 300 s\n" in out
+    assert "cron-dryrun: main exchange: 200 OK in " in out
+    assert "cron-dryrun: idempotent rerun: 200 OK in " in out
+    assert "\nexchanges: main exchange 200 OK in " in out  # beside the verdict table
+    assert " auth negatives 401 in " in out
+    summary = (run.audit_dir / "cron-dry-run" / "summary.md").read_text()
+    assert "- **Exchanges:** main exchange 200 OK in " in summary
+
+
+@pytest.mark.slow
 def test_protection_without_the_bypass_is_named_and_nothing_passes(
     edge_runs: dict[str, EdgeRun],
 ) -> None:
