@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cron_dryrun.run import RecordedRun
+from cron_dryrun.vercel import BYPASS_ENV, PROTECTION_BLOCKED
 from cron_dryrun.windows import in_scope
 
 FLAG_FIX = (
@@ -136,8 +137,11 @@ def signals_from_run(run: RecordedRun | None) -> RunSignals:
     )
 
 
-def exchange_fix(status: int | None) -> str:
+def exchange_fix(status: int | None, problem: str | None = None) -> str:
     """What to do when the cron exchange was not made, by what came back."""
+    if problem and problem.startswith(PROTECTION_BLOCKED):
+        # the edge answered, not the app: CRON_SECRET was never looked at
+        return f"set {BYPASS_ENV} (the project's Protection Bypass for Automation secret), then run again"
     if status is None:
         return (
             "check that CRON_URL answers from here; a real run over many users may need a "
@@ -178,7 +182,7 @@ def find_root_cause(signals: RunSignals, steps: Iterable[tuple[str, str]]) -> Ro
             return RootCause(
                 "exchange-missing",
                 f"the cron exchange was not made: {s.exchange_problem}",
-                exchange_fix(s.exchange_status),
+                exchange_fix(s.exchange_status, s.exchange_problem),
                 consequences,
             )
         return None

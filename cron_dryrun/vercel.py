@@ -16,12 +16,13 @@ if TYPE_CHECKING:
 
 BYPASS_HEADER = "x-vercel-protection-bypass"
 BYPASS_ENV = "VERCEL_AUTOMATION_BYPASS_SECRET"
+PROTECTION_BLOCKED = "blocked by Vercel Deployment Protection before reaching the app"
 BLOCKED = (
-    "blocked by Vercel Deployment Protection before reaching the app: "
+    f"{PROTECTION_BLOCKED}: "
     f"set {BYPASS_ENV} (the project's Protection Bypass for Automation secret)"
 )
 BLOCKED_DESPITE_BYPASS = (
-    "blocked by Vercel Deployment Protection before reaching the app, although "
+    f"{PROTECTION_BLOCKED}, although "
     f"{BYPASS_HEADER} was sent: set {BYPASS_ENV} to the project's current Protection Bypass "
     "for Automation secret (it may have been regenerated)"
 )

@@ -117,6 +117,7 @@ def test_protection_without_the_bypass_is_named_and_nothing_passes(
         "set VERCEL_AUTOMATION_BYPASS_SECRET"
     ), reasons["auth_smoke"]
     assert "CRON_SECRET is missing or wrong" not in run.output
+    assert "fix CRON_SECRET" not in run.output
     negatives = [c for c in run.gate["checks"] if "test_refused_without_the_secret" in c["nodeid"]]
     assert len(negatives) >= 13
     for check in negatives:  # the edge's 401 is not the app's: not judged, never passed

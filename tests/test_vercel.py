@@ -132,3 +132,17 @@ def test_the_bypass_goes_on_every_request_and_is_redacted() -> None:
     assert BYPASS not in text and "> x-vercel-protection-bypass: [REDACTED]" in text
     # ... and by value wherever it appears
     assert Redactor([BYPASS]).redact(f"?x-vercel-protection-bypass={BYPASS}&y").count(BYPASS) == 0
+
+
+def test_the_root_cause_of_a_blocked_run_names_the_bypass_not_the_cron_secret() -> None:
+    from cron_dryrun.root_cause import RunSignals, find_root_cause
+
+    problem = exchange_problem(Exchange((EDGE_401,)))
+    signals = RunSignals(exchange_problem=problem, exchange_status=401)
+    steps = [("prerequisites", "passed"), ("auth_smoke", "failed"), ("telemetry", "failed")]
+    cause = find_root_cause(signals, steps)
+    assert cause is not None
+    assert cause.fix == (
+        "set VERCEL_AUTOMATION_BYPASS_SECRET (the project's Protection Bypass for Automation "
+        "secret), then run again"
+    )
