@@ -18,14 +18,8 @@ run_pytest() {
     return "$rc"
 }
 
-# PgBouncer (Debian's) for the pooled-endpoint tests (tests/pgbouncer.py): Neon's -pooler.
-if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer
-    else
-        echo "pgbouncer is not installed (apt-get install pgbouncer); its tests will be skipped" >&2
-    fi
-fi
+# Debian's pgbouncer: a real pooler in transaction mode (Neon's -pooler) for tests/pgbouncer.py.
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || flock /tmp/apt.lock sh -c 'apt-get update -qq && apt-get install -y -qq pgbouncer'
 
 python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 # Debian's chromium renders the HTML reports headless (tests/test_fault_matrix.py): screenshots
