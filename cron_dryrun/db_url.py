@@ -44,11 +44,6 @@ def is_loopback_database(url: str) -> bool:
     return all(_loopback(h) for h in database_hosts(url))
 
 
-def is_pooled(url: str) -> bool:
-    """Neon's pooled connection strings carry ``-pooler`` in the host (PgBouncer, transaction mode)."""
-    return any("-pooler" in h for h in database_hosts(url))
-
-
 def secure_database_url(url: str, allow_insecure: bool = False) -> str:
     """``url`` with ``sslmode=require`` added for a remote host; raises on an insecure one."""
     if is_loopback_database(url):

@@ -150,7 +150,8 @@ def rollback(
     timeout = sql.SQL("SET LOCAL statement_timeout = {}").format(
         sql.Literal(f"{max(1, int(statement_timeout_s * 1000))}ms")
     )
-    with psycopg.connect(dsn, connect_timeout=10, autocommit=False) as conn:
+    # prepare_threshold=None: no server-side prepared statements through a transaction pooler
+    with psycopg.connect(dsn, connect_timeout=10, autocommit=False, prepare_threshold=None) as conn:
         shown = statement.as_string(conn)
         with conn.transaction():
             conn.execute(timeout)

@@ -16,7 +16,7 @@ from pgbouncer import start_pgbouncer
 
 from cron_dryrun import database as db
 from cron_dryrun.database import RunningPostgres, free_port
-from cron_dryrun.db_url import InsecureDatabaseUrl, is_pooled, secure_database_url
+from cron_dryrun.db_url import InsecureDatabaseUrl, secure_database_url
 from cron_dryrun.db_wake import DatabaseWakeError, wake_database
 
 # -- sslmode --------------------------------------------------------------------------------------
@@ -58,11 +58,6 @@ def test_sslmode_disable_to_a_remote_host_is_refused_unless_allowed() -> None:
     )
     assert secure_database_url(insecure, allow_insecure=True) == insecure
     assert secure_database_url(NEON + "?sslmode=verify-full") == NEON + "?sslmode=verify-full"
-
-
-def test_pooled_endpoints_are_recognised() -> None:
-    assert is_pooled(NEON.replace("123456.", "123456-pooler."))
-    assert not is_pooled(NEON)
 
 
 # -- cold start -----------------------------------------------------------------------------------
