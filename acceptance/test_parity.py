@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from cron_dryrun.db_reader import UsageReader, reader_choice
 from cron_dryrun.diff_command import terminal_summary
 from cron_dryrun.plugin import fail_if
 from cron_dryrun.reconcile import (
@@ -33,7 +34,7 @@ from cron_dryrun.reconcile import (
     summary_line,
 )
 from cron_dryrun.settings import Settings
-from cron_dryrun.usage_totals import totals_writer, unrecorded_probe
+from cron_dryrun.usage_totals import unrecorded_probe
 from cron_dryrun.windows import daily_windows
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.parity]
@@ -54,7 +55,7 @@ def test_db_totals_match_the_openai_export(
     try:
         result = reconcile(
             openai_exports,
-            totals_writer(app_dsn),
+            UsageReader(app_dsn, reader_choice()),  # ADBC, else COPY csv: the report says
             first_day=yesterday,
             last_day=today,
             open_from=today,

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import sql
+from psycopg import conninfo, sql
 
 READY_TIMEOUT_S = 30.0
 UNPRIVILEGED_USER = "nobody"
@@ -356,12 +356,19 @@ def drop_database(server_dsn: str, name: str) -> None:
         )
 
 
+def read_only_conninfo(dsn: str) -> str:
+    """The libpq connection string of every read-only connection, psycopg's or ADBC's
+    (db_reader): the DSN (URL or keywords) as libpq parses it, plus the connect timeout.
+    Passwords, sslmode and the PG* variables are libpq's business on both paths."""
+    return conninfo.make_conninfo(dsn, connect_timeout=10)
+
+
 def read_only(dsn: str) -> psycopg.Connection:
     """A connection whose every transaction is READ ONLY: the suite never writes by accident."""
     # prepare_threshold=None: no server-side prepared statements, which a pooler in
     # transaction mode (Neon's -pooler endpoints, PgBouncer) cannot keep per client.
     # READ ONLY is sent with each BEGIN, not set once per session, for the same reason.
-    conn = psycopg.connect(dsn, connect_timeout=10, autocommit=False, prepare_threshold=None)
+    conn = psycopg.connect(read_only_conninfo(dsn), autocommit=False, prepare_threshold=None)
     conn.read_only = True
     return conn
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from cron_dryrun.reconcile import DbTotalsFiles, DiffResult, UnrecordedProbe
+    from cron_dryrun.reconcile import DiffResult, UnrecordedProbe
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_BYTES = 20_000_000  # smaller inputs finish in about a second: no bar
@@ -96,6 +96,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--audit-dir", type=Path, default=None, help="evidence root [AUDIT_DIR] (default audit)"
     )
     parser.add_argument("--no-progress", action="store_true", help="never draw the progress bar")
+    parser.add_argument(
+        "--db-reader", choices=("auto", "adbc", "copy-csv"), default=None,
+        help="how usage_events is read: adbc (Arrow), copy-csv, or auto = adbc with a fallback "
+        "to copy-csv [CRON_DRYRUN_DB_READER] (default auto)",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -174,12 +179,19 @@ def run(
         sys.stderr, not args.no_progress and sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES
     )
     open_from = args.open_from or now.astimezone(UTC).date()
+    from cron_dryrun.db_reader import UsageReader, reader_choice
+
+    try:
+        reader = UsageReader(dsn, reader_choice(getattr(args, "db_reader", None), env))
+    except ValueError as exc:
+        print(f"cron-dryrun diff: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if not _wake(dsn, args.db_connect_timeout, env):
         return EXIT_USAGE
     try:
         result = reconcile(
             files,
-            _lazy_totals_writer(dsn),
+            reader,
             first_day=args.first_day,
             last_day=args.last_day,
             open_from=open_from,
@@ -233,19 +245,6 @@ def _wake(dsn: str, timeout_s: float | None, env: Mapping[str, str]) -> bool:
     return True
 
 
-def _lazy_totals_writer(dsn: str) -> Callable[[date, date, Path], DbTotalsFiles]:
-    """usage_totals.totals_writer, imported when first called: psycopg's import (~0.12 s,
-    holding the GIL) then runs in reconcile's database thread while DuckDB reads the
-    export, instead of before everything else."""
-
-    def write(first_day: date, last_day: date, out: Path) -> DbTotalsFiles:
-        from cron_dryrun.usage_totals import totals_writer
-
-        return totals_writer(dsn)(first_day, last_day, out)
-
-    return write
-
-
 def _lazy_unrecorded_probe(dsn: str) -> UnrecordedProbe:
     """usage_totals.unrecorded_probe, imported when first called (rarely: see reconcile)."""
 
@@ -286,6 +285,10 @@ def terminal_summary(result: DiffResult, report: Path) -> str:
         f"empty buckets {c['exportEmptyBucketRows']}, outside range {c['exportRowsOutsideRange']}); "
         f"db rows {c['dbRows']} (without ids {c['dbRowsWithoutIds']}, unaligned {c['dbUnalignedRows']})"
     )
+    reader = f"database read: {result.db_reader}"
+    if result.db_reader_fallback:
+        reader += f" (ADBC not used: {result.db_reader_fallback})"
+    lines.append(reader)
     lines.extend(f"warning: {w}" for w in judgement.warnings)
     lines.append(f"report: {report}")
     if result.detail_path:

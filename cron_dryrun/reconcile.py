@@ -14,7 +14,8 @@ Policy (the runbook's defaults, contract.md section 6):
 The judging rules are the pure functions ``metric_findings`` and ``judge``; the
 comparison at scale runs in DuckDB (in process) with the same rule written in SQL.
 The database side arrives as a CSV of daily totals (``TOTALS_COLUMNS``) written by a
-callable, so this module never talks to PostgreSQL itself (see usage_totals).
+callable (usage_totals), or as DuckDB tables loaded by a ``DbLoader`` into the comparison's
+own database (usage_arrow); this module never talks to PostgreSQL itself.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import math
 import tempfile
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -62,14 +64,27 @@ TOTALS_LISTED = 3  # total findings named in the reasons; the report lists them 
 DUCKDB_MEMORY_LIMIT = "300MB"
 
 
+DB_READERS = ("adbc", "copy-csv")
+
+
 @dataclass(frozen=True)
 class DbTotalsFiles:
-    """What a DbTotalsWriter wrote: headerless TOTALS_COLUMNS CSV files, and optionally
-    the database's own per-(day, aligned, has ids) sums as DB_STATS_COLUMNS CSV (read in
-    the same snapshot), which spares DuckDB a second pass over the totals."""
+    """What the database side delivered.
+
+    ``copy-csv``: headerless TOTALS_COLUMNS CSV files, and optionally the database's own
+    per-(day, aligned, has ids) sums as DB_STATS_COLUMNS CSV (read in the same snapshot),
+    which spares DuckDB a second pass over the totals.
+    ``adbc`` (``tables``): DuckDB tables ``DB_KEYDAYS_TABLE`` (TOTALS_COLUMNS, metric sums
+    NULL where no row recorded the metric) and ``DB_STATS_TABLE`` (``db_stats_sql``) in
+    the comparison's own database; no files.
+    ``fallback``: why the preferred reader was not used (for the report), or None.
+    """
 
     totals: tuple[Path, ...]
     stats: Path | None = None
+    reader: str = "copy-csv"
+    tables: bool = False
+    fallback: str | None = None
 
 
 DB_STATS_COLUMNS: tuple[str, ...] = ("day", "aligned", "has_ids", "records", *METRICS)
@@ -80,6 +95,35 @@ DbTotalsWriter = Callable[[date, date, Path], DbTotalsFiles | None]
 # row of that day that parity compares (aligned windows, with ids); asked only about
 # metrics whose DB day total is 0 while the export's is not (usage_totals.unrecorded_probe)
 UnrecordedProbe = Callable[[Sequence[date], Sequence[str]], Mapping[date, frozenset[str]]]
+DB_KEYDAYS_TABLE, DB_STATS_TABLE = "db_keydays", "db_stats"
+_HAS_IDS_SQL = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
+
+
+class DbLoader(ABC):
+    """A database side that loads its key-days straight into the comparison's DuckDB.
+
+    ``load`` runs in the database thread with its own DuckDB cursor (a connection to the
+    same in-memory database, under the same memory limit) and returns what it delivered:
+    the tables (``DbTotalsFiles(tables=True)``) or, when it fell back, CSV files at ``out``.
+    """
+
+    @abstractmethod
+    def load(self, first_day: date, last_day: date, out: Path, duck: Any) -> DbTotalsFiles: ...
+
+
+def db_stats_sql(keydays: str = DB_KEYDAYS_TABLE) -> str:
+    """Per (day, aligned, has ids) over a key-day table: rows, metric sums (NULL as 0),
+    ``recorded_<metric>`` (key-days where some row recorded the metric: 0 means NULL in
+    every row, which a sum of 0 cannot tell apart) and ``key_days``."""
+    sums = ", ".join(f'coalesce(sum("{m}"), 0)::BIGINT AS "{m}"' for m in METRICS)
+    recorded = ", ".join(f'count("{m}") AS "recorded_{m}"' for m in METRICS)
+    return (
+        f"SELECT day, aligned, {_HAS_IDS_SQL} AS has_ids, "
+        f"coalesce(sum(record_count), 0)::BIGINT AS records, {sums}, {recorded}, "
+        f"count(*) AS key_days FROM {keydays} GROUP BY ALL"
+    )
+
+
 Progress = Callable[[str], None]
 
 
@@ -243,6 +287,8 @@ class DiffResult:
     # judged day -> metrics NULL in every DB row of it: not recorded by ingestion, not judged
     unrecorded: dict[date, tuple[str, ...]] = field(default_factory=dict)
     renames: list[Rename] = field(default_factory=list)
+    db_reader: str = "copy-csv"  # how usage_events was read (DB_READERS)
+    db_reader_fallback: str | None = None  # why not over ADBC, when it fell back
 
     @property
     def judged_days(self) -> list[date]:
@@ -563,6 +609,8 @@ def report_dict(result: DiffResult, report: Path | None = None) -> dict[str, Any
         ),
         "report": str(report) if report else None,
         "elapsedSeconds": round(result.elapsed_seconds, 3),
+        "dbReader": result.db_reader,
+        "dbReaderFallback": result.db_reader_fallback,
     }
 
 
@@ -651,7 +699,7 @@ def _days(first: date, last: date) -> list[date]:
 
 def reconcile(
     exports: Sequence[Path],
-    db_totals: DbTotalsWriter,
+    db_totals: DbTotalsWriter | DbLoader,
     *,
     first_day: date | None = None,
     last_day: date | None = None,
@@ -686,13 +734,8 @@ def reconcile(
         # imported here: the pure parts of this module must not need it
         duckdb = duckdb_engine()
 
-        db_thread: _DbThread | None = None
-        if first_day is not None and last_day is not None:
-            # the database groups while DuckDB reads the export: two cores, both busy.
-            # Started after DuckDB's import: the writer may first import the PostgreSQL
-            # driver (GIL-bound), which then overlaps DuckDB's read (GIL released)
-            db_thread = _DbThread(db_totals, first_day, last_day, db_csv)
-            db_thread.start()
+        # one in-memory database, one memory limit: a DbLoader's Arrow scan and grouping
+        # run under it too (on a cursor of their own)
         con = duckdb.connect(
             config={
                 "memory_limit": DUCKDB_MEMORY_LIMIT,
@@ -700,6 +743,13 @@ def reconcile(
                 "preserve_insertion_order": False,
             }
         )
+        db_thread: _DbThread | None = None
+        if first_day is not None and last_day is not None:
+            # the database groups while DuckDB reads the export: two cores, both busy.
+            # Started after DuckDB's import: the writer may first import the PostgreSQL
+            # driver (GIL-bound), which then overlaps DuckDB's read (GIL released)
+            db_thread = _DbThread(db_totals, first_day, last_day, db_csv, con.cursor())
+            db_thread.start()
         try:
             con.execute("SET enable_progress_bar = false")
             buckets: dict[str, set[tuple[datetime, datetime]]] = {}
@@ -773,14 +823,13 @@ def reconcile(
             metrics = common_metrics(metric_sets)
             if db_thread is None:
                 say("querying the database")
-                db_files = db_totals(first_day, last_day, db_csv)
+                db_files = _read_db(db_totals, first_day, last_day, db_csv, con)
             else:
                 say("waiting for the database")
                 db_thread.join()
                 if db_thread.error is not None:
                     raise db_thread.error
-                db_files = db_thread.files
-            db_files = db_files or DbTotalsFiles((db_csv,))
+                db_files = db_thread.files or DbTotalsFiles((db_csv,))
             say("comparing")
             _db_side(con, db_files)
             days = [
@@ -789,8 +838,9 @@ def reconcile(
             ]
             result = _compare(
                 con, policy, metrics, days, files, rollup, first_day, last_day, open_from,
-                db_files.stats, unrecorded_probe,
+                db_files, unrecorded_probe,
             )  # fmt: skip
+            result.db_reader, result.db_reader_fallback = db_files.reader, db_files.fallback
             if detail_path is not None:
                 say("writing the detail file")
                 result.detail_path = detail_path
@@ -845,25 +895,45 @@ def _export_side(con: Any, sources: Sequence[str], first_day: date, last_day: da
 
 def _db_side(con: Any, files: DbTotalsFiles) -> None:
     """Views for the join: ``e_join`` (export key-days) and ``d`` (database key-days)."""
-    has_ids = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
-    con.execute(f"CREATE TEMP VIEW db_daily AS {_totals_csv_reader(files.totals)}")
+    has_ids = _HAS_IDS_SQL
+    if files.tables:  # loaded by a DbLoader; NULL sums read as 0, as the CSV reader does
+        cols = ", ".join(
+            f'coalesce("{c}", 0) AS "{c}"' if c in METRICS else f'"{c}"' for c in TOTALS_COLUMNS
+        )
+        con.execute(f"CREATE TEMP VIEW db_daily AS SELECT {cols} FROM {DB_KEYDAYS_TABLE}")
+    else:
+        con.execute(f"CREATE TEMP VIEW db_daily AS {_totals_csv_reader(files.totals)}")
     con.execute("CREATE TEMP VIEW e_join AS SELECT * FROM e")
     # PostgreSQL grouped by key-day and alignment: the aligned rows are one per key-day
     con.execute(f"CREATE TEMP VIEW d AS SELECT * FROM db_daily WHERE aligned AND {has_ids}")
 
 
+def _read_db(
+    source: DbTotalsWriter | DbLoader, first: date, last: date, out: Path, duck: Any
+) -> DbTotalsFiles:
+    """The database side, whichever kind: a loader fills DuckDB, a writer writes CSV."""
+    if isinstance(source, DbLoader):
+        return source.load(first, last, out, duck)
+    return source(first, last, out) or DbTotalsFiles((out,))
+
+
 class _DbThread(threading.Thread):
-    def __init__(self, writer: DbTotalsWriter, first: date, last: date, out: Path) -> None:
+    def __init__(
+        self, source: DbTotalsWriter | DbLoader, first: date, last: date, out: Path, duck: Any
+    ) -> None:
         super().__init__(name="db-totals", daemon=True)
-        self.writer, self.first, self.last, self.out = writer, first, last, out
+        self.source, self.first, self.last, self.out = source, first, last, out
+        self.duck = duck  # a DuckDB cursor of its own (a loader's), closed when done
         self.error: BaseException | None = None
         self.files: DbTotalsFiles | None = None
 
     def run(self) -> None:
         try:
-            self.files = self.writer(self.first, self.last, self.out)
+            self.files = _read_db(self.source, self.first, self.last, self.out, self.duck)
         except BaseException as exc:  # handed to the main thread, raised there
             self.error = exc
+        finally:
+            self.duck.close()
 
 
 def _merge_counts(
@@ -908,15 +978,24 @@ def _compare(
     first_day: date,
     last_day: date,
     open_from: date | None,
-    db_stats: Path | None = None,
+    db_files: DbTotalsFiles | None = None,
     unrecorded_probe: UnrecordedProbe | None = None,
 ) -> DiffResult:
     keys = ("day", *KEY_TEXT_COLUMNS, "batch")
     has_ids = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
     by_day = {d.day: d for d in days}
     side_sums = ", ".join(f'coalesce(sum("{m}"), 0)' for m in METRICS)
-    if db_stats is not None:  # the database summed them in the same snapshot
-        stats_sql = f"SELECT * FROM {_stats_csv_reader(db_stats)}"
+    db_files = db_files or DbTotalsFiles(())
+    if db_files.tables:  # the loader summed them per key-day group, counting key-days
+        metric_cols = ", ".join(f'"{m}"' for m in METRICS)
+        stats_sql = (
+            f"SELECT day, aligned, has_ids, records, {metric_cols}, key_days FROM {DB_STATS_TABLE}"
+        )
+        db_key_days_known = True
+        # NULL-ness is in the tables (same snapshot): no second query to the database
+        unrecorded_probe = _tables_unrecorded_probe(con)
+    elif db_files.stats is not None:  # the database summed them in the same snapshot
+        stats_sql = f"SELECT * FROM {_stats_csv_reader(db_files.stats)}"
         db_key_days_known = False
     else:  # one pass over the totals files: everything but the join
         stats_sql = (
@@ -1049,6 +1128,29 @@ def _compare(
         unrecorded=unrecorded,
         renames=renames,
     )
+
+
+def _tables_unrecorded_probe(con: Any) -> UnrecordedProbe:
+    """An UnrecordedProbe answered from a DbLoader's stats table (``recorded_<metric>``):
+    per asked day, the metrics no compared key-day (aligned, with ids) recorded in any row,
+    as usage_totals.unrecorded_metrics answers it from usage_events."""
+
+    def probe(days: Sequence[date], metrics: Sequence[str]) -> dict[date, frozenset[str]]:
+        if not days or not metrics:
+            return {}
+        recorded = ", ".join(f'sum("recorded_{m}")' for m in metrics)
+        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
+        rows = con.execute(
+            f"SELECT day, sum(key_days), {recorded} FROM {DB_STATS_TABLE} "
+            f"WHERE aligned AND has_ids AND day IN ({listed}) GROUP BY day"
+        ).fetchall()
+        return {
+            day: frozenset(m for m, n in zip(metrics, counts, strict=True) if n == 0)
+            for day, total, *counts in rows
+            if total
+        }
+
+    return probe
 
 
 def _unrecorded(

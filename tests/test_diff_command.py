@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import jsonschema
 import psycopg
 import pytest
 
-from cron_dryrun import cli, diff_command, usage_totals
+from cron_dryrun import cli, db_reader, diff_command, usage_totals
 from tests.test_exports import bucket_row, write_export
 
 SCHEMA = json.loads(
@@ -55,7 +56,17 @@ def only_report(tmp_path: Path) -> dict[str, object]:
     (path,) = (tmp_path / "audit" / "telemetry-audit").glob("*-cron-diff*.json")
     data = json.loads(path.read_text())
     jsonschema.validate(data, SCHEMA)
+    forced = os.environ.get(db_reader.ENV_VAR)
+    if forced:  # the reader the test asked for is the one that read
+        assert data["dbReader"] == forced and data["dbReaderFallback"] is None
     return data
+
+
+@pytest.fixture(params=["adbc", "copy-csv"])
+def both_readers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The parity command tests run on each database reader (no fallback)."""
+    monkeypatch.setenv(db_reader.ENV_VAR, request.param)
+    return str(request.param)
 
 
 # -- the grouped query ---------------------------------------------------------------------------
@@ -123,6 +134,7 @@ def test_csv_stream_matches_the_grouped_rows(app_database: str, tmp_path: Path) 
 # -- the command ---------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("both_readers")
 def test_parity_passes_with_exit_0(
     app_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -152,6 +164,7 @@ def test_parity_passes_with_exit_0(
     assert data["counts"]["matched"] == 2  # type: ignore[index]
 
 
+@pytest.mark.usefixtures("both_readers")
 def test_drift_fails_with_exit_1_and_names_the_offender(
     app_database: str,
     tmp_path: Path,
@@ -170,6 +183,7 @@ def test_drift_fails_with_exit_1_and_names_the_offender(
     assert only_report(tmp_path)["verdict"] == "fail"
 
 
+@pytest.mark.usefixtures("both_readers")
 def test_threshold_option_changes_the_verdict(app_database: str, tmp_path: Path) -> None:
     seed(app_database, [{"tokens_out": 103_000}])
     export = write_export(tmp_path / "export.csv", [bucket_row(output_tokens=100_000)])
@@ -210,13 +224,14 @@ def test_an_existing_report_is_never_overwritten(
     assert "never overwritten" in capsys.readouterr().err
 
 
-def test_today_is_open_by_default(app_database: str, tmp_path: Path) -> None:
+def test_today_is_open_by_default(app_database: str, tmp_path: Path, both_readers: str) -> None:
     seed(app_database, [{}])
     export = write_export(tmp_path / "export.csv", [bucket_row()])
     args = ["diff", "--export", str(export), "--database-url", app_database, "--no-progress"]
     parsed = cli.build_parser().parse_args([*args, "--audit-dir", str(tmp_path / "audit")])
     now = datetime(2025, 10, 7, 12, tzinfo=UTC)
-    assert diff_command.run(parsed, env={}, now=now) == 1  # nothing judged: inconclusive
+    env = {db_reader.ENV_VAR: both_readers}
+    assert diff_command.run(parsed, env=env, now=now) == 1  # nothing judged: inconclusive
     data = only_report(tmp_path)
     assert data["verdict"] == "inconclusive"
     assert data["windowRange"]["openFrom"] == "2025-10-07"  # type: ignore[index]

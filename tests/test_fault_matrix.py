@@ -58,6 +58,9 @@ MATRIX: dict[str, frozenset[str]] = {
     "slow": ALL_BUT_PREREQUISITES,
     "throttle": frozenset(),
 }
+# the parity check's database reader per run (CRON_DRYRUN_DB_READER, no fallback): ADBC,
+# except for these parity faults, which run on the COPY csv path
+CSV_READER_FAULTS = frozenset({"token-drift", "window-shift", "small-drift"})
 # faults where the main exchange is never made: the dependent checks must say so
 NO_EXCHANGE = {"no-post", "html-500", "slow"}
 # Known values the redaction test looks for in every file the runs leave.
@@ -99,7 +102,8 @@ def _run_one(fault: str, database_url: str, root: Path) -> MatrixRun:
     if fault == "slow":
         args += ["--cron-timeout", SLOW_TIMEOUT_S]
     started = time.monotonic()
-    result = run_acceptance(*args, env=_clean_env())
+    reader = "copy-csv" if fault in CSV_READER_FAULTS else "adbc"
+    result = run_acceptance(*args, env={**_clean_env(), "CRON_DRYRUN_DB_READER": reader})
     gate_path = audit / "gate.json"
     gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
     return MatrixRun(
@@ -217,6 +221,17 @@ def test_an_exchange_not_made_is_the_root_cause_said_once(
     )
     if fault == "no-post":
         assert run.gate["root_cause"]["fix"].startswith("rerun with --cron-method GET")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", sorted(set(MATRIX) - NO_EXCHANGE))
+def test_parity_read_the_database_with_the_reader_asked_for(
+    fault: str, matrix: dict[str, MatrixRun]
+) -> None:
+    (report,) = (matrix[fault].audit_dir / "telemetry-audit").glob("*-cron-diff.json")
+    data = json.loads(report.read_text())
+    expected = "copy-csv" if fault in CSV_READER_FAULTS else "adbc"
+    assert (data["dbReader"], data["dbReaderFallback"]) == (expected, None)
 
 
 @pytest.mark.slow
