@@ -1,9 +1,11 @@
 """Glue between the session's state and the evidence library: what each run writes where.
 
-Order at the end of a session: ledger line (the checks' verdict), ledger status
-(the promotion gate may turn GO into NO-GO), smoke log + summary + notes +
-manifest, gate.json. The HTML report is copied in through the writer after
-pytest-html has written it (``finish_html``).
+Order at the end of a session: ledger status with this run's line (the promotion
+gate may turn GO into NO-GO), smoke log + summary + notes + manifest, gate.json,
+and the ledger line last, so a line only exists for a run whose evidence is on
+disk. A file that cannot be written turns the verdict into NO-GO naming it. A run
+that triggered nothing writes gate.json alone. The HTML report is copied in
+through the writer after pytest-html has written it (``finish_html``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from cron_dryrun import ledger
@@ -22,18 +24,26 @@ from cron_dryrun.evidence import (
     GATE_RELPATH,
     LATEST_REPORT_RELPATH,
     LEDGER_RELPATH,
+    SUMMARY_RELPATH,
     EvidenceWriter,
     Redactor,
     RunFacts,
     flag_state_of,
+    format_transcripts,
+    insert_run_entry,
+    manifest_relpath,
     manual_fallback_of,
+    notes_relpath,
+    render_notes,
+    render_summary_entry,
     report_relpath,
     run_secrets,
+    smoke_log_relpath,
+    stamp,
     telemetry_of,
     write_manifest,
-    write_run_evidence,
 )
-from cron_dryrun.gate import Verdict
+from cron_dryrun.gate import Verdict, first_line
 from cron_dryrun.watch import exchange_durations
 from cron_dryrun.windows import daily_windows, expected_windows_processed, iso
 
@@ -65,7 +75,8 @@ def writer_for(state: DryRunState) -> EvidenceWriter:
 def previous_manual_fallback_windows(audit_dir: Path, target: str) -> int | None:
     """manualFallbackWindows of this target's last recorded run, for the two-runs-in-a-row rule."""
     read = ledger.read_ledger(audit_dir / LEDGER_RELPATH)
-    mine = [e for e in read.entries if e.target == target]
+    key = ledger.normalise_target(target)
+    mine = [e for e in read.entries if ledger.normalise_target(e.target) == key]
     return mine[-1].manual_fallback_windows if mine else None
 
 
@@ -145,24 +156,20 @@ def describe(state: DryRunState) -> str:
     return describe_target(state)
 
 
-def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[str, Any]]) -> None:
-    """Every file of the run; one failing piece is reported and does not lose the others."""
-    assert state.verdict is not None
-    writer = writer_for(state)
-    checks_verdict = state.verdict
+def _ledger_entry(state: DryRunState, verdict: Verdict, target_key: str) -> ledger.LedgerEntry:
     run_at = state.run.run_at if state.run else state.started_at
-    target_key = state.settings.target_name
-    notes = state.terminal_notes
-    notes.extend(
-        f"warning: parity: {w}" for w in (state.records.get("parity") or {}).get("warnings", [])
-    )
-
-    # 1. the ledger line records the checks' verdict; completeness is judged on it
     telemetry = telemetry_of(state.run.body if state.run else None)
-    entry = ledger.LedgerEntry(
+    if state.interrupted:
+        completeness = ledger.INTERRUPTED
+    elif verdict.partial:
+        completeness = ledger.PARTIAL
+    else:
+        completeness = ledger.COMPLETE
+    mfw = telemetry.get("manualFallbackWindows")
+    return ledger.LedgerEntry(
         time=run_at,
         target=target_key,
-        verdict=checks_verdict.label,
+        verdict=verdict.label,
         label=state.settings.run_label,
         telemetry={
             k: v
@@ -171,17 +178,52 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         },
         windows=tuple((iso(w.start), iso(w.end)) for w in daily_windows(run_at)),
         artefacts={},
-        manual_fallback_windows=telemetry.get("manualFallbackWindows")
-        if isinstance(telemetry.get("manualFallbackWindows"), int)
-        else None,
-        failed_checks=tuple(s.step for s in checks_verdict.steps if s.status != "passed"),
+        manual_fallback_windows=mfw if isinstance(mfw, int) else None,
+        failed_checks=tuple(s.step for s in verdict.steps if s.status != "passed"),
+        completeness=completeness,
     )
+
+
+def _no_go(verdict: Verdict, reason: str) -> Verdict:
+    return replace(verdict, go=False, reasons=(*verdict.reasons, reason))
+
+
+def _evidence_reason(failures: list[str]) -> str:
+    return (
+        "evidence could not be written, so this run cannot be GO: "
+        + "; ".join(failures)
+        + " (check the audit folder's permissions and free space, then run again)"
+    )
+
+
+def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[str, Any]]) -> None:
+    """Every file of the run, the ledger line last; a file that cannot be written is NO-GO.
+
+    A run that triggered nothing writes gate.json only: no ledger line, summary
+    entry or notes, so the ledger holds real runs alone.
+    """
+    assert state.verdict is not None
+    writer = writer_for(state)
+    notes = state.terminal_notes
+    notes.extend(
+        f"warning: parity: {w}" for w in (state.records.get("parity") or {}).get("warnings", [])
+    )
+    if not state.triggered:
+        notes.append(
+            "nothing was triggered: no ledger line, smoke log, summary entry or notes were written"
+        )
+        _write_gate(state, writer, gate_document, [])
+        return
+    checks_verdict = state.verdict
+    target_key = ledger.normalise_target(state.settings.target_name)
+    entry = _ledger_entry(state, checks_verdict, target_key)
+
+    # 1. where the dry run stands once this run's line is in (the line itself is written last)
     status = None
     try:
-        ledger.append_entry(writer, entry)
         read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
         status = ledger.assess(
-            read.entries,
+            [*read.entries, entry],
             state.settings.dry_run_start,
             datetime.now(UTC),
             target=target_key,
@@ -192,7 +234,7 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         if status.manual_fallback_note:
             notes.append(f"dry run: {status.manual_fallback_note}")
     except Exception as exc:  # the verdict must still be written
-        notes.append(f"ledger could not be updated: {type(exc).__name__}: {exc}")
+        notes.append(f"ledger could not be read: {type(exc).__name__}: {exc}")
 
     if state.settings.promotion_gate:
         if status is None:
@@ -202,35 +244,97 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         else:
             extra = None
         if extra:
-            state.verdict = Verdict(
-                go=False, steps=checks_verdict.steps, reasons=(*checks_verdict.reasons, extra)
-            )
+            state.verdict = _no_go(state.verdict, extra)
 
-    # 2. smoke log, summary entry, notes, manifest
+    # 2. smoke log, summary entry, notes, manifest: each on its own, each failure named
+    failures: list[str] = []
+    judged = state.verdict
+    _write_run_files(state, writer, failures)
+    if failures:
+        state.verdict = _no_go(judged, _evidence_reason(failures))
+
+    # 3. gate.json, then 4. the ledger line, last: only a run whose evidence is on disk is GO
+    _write_gate(state, writer, gate_document, failures)
+    if failures:
+        state.verdict = _no_go(judged, _evidence_reason(failures))
+        # the ledger keeps the checks' verdict (a promotion-gate NO-GO is about the ledger, not
+        # the run), unless the run's own evidence is missing
+        entry = replace(entry, verdict=ledger.RED, failed_checks=(*entry.failed_checks, "evidence"))
     try:
-        facts = run_facts(state, state.verdict)
-        if state.artefacts.get("report"):
-            facts = replace(facts, report=LATEST_REPORT_RELPATH)
-        written = write_run_evidence(
-            writer, facts, list(state.transcripts), extra_artefacts=state.own_artefacts
-        )
-        for name, rel in (
-            ("smoke log", written.smoke_log),
-            ("summary", written.summary),
-            ("notes", written.notes),
-            ("manifest", written.manifest),
-            ("diff report", written.diff_report),
-        ):
-            if rel:
-                state.artefacts[name] = writer.path(rel)
+        ledger.append_entry(writer, entry)
     except Exception as exc:
-        notes.append(f"evidence could not be written in full: {type(exc).__name__}: {exc}")
+        failures.append(f"{LEDGER_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
+        state.verdict = _no_go(judged, _evidence_reason(failures))
+        _write_gate(state, writer, gate_document, [])
+    if failures:
+        notes.append(state.verdict.reasons[-1])
 
-    # 3. gate.json last, so it lists every artefact
+
+def _try(failures: list[str], relpath: str, action: Callable[[], Any]) -> Any:
+    try:
+        return action()
+    except Exception as exc:
+        failures.append(f"{relpath} ({type(exc).__name__}: {first_line(str(exc))})")
+        return None
+
+
+def _write_run_files(state: DryRunState, writer: EvidenceWriter, failures: list[str]) -> None:
+    assert state.verdict is not None
+    facts = run_facts(state, state.verdict)
+    if state.artefacts.get("report"):
+        facts = replace(facts, report=LATEST_REPORT_RELPATH)
+    smoke = None
+    if state.transcripts:
+        rel = smoke_log_relpath(facts.run_at)
+        path = _try(
+            failures,
+            rel,
+            lambda: writer.write_new(rel, format_transcripts(list(state.transcripts))),
+        )
+        if path is not None:
+            smoke = writer.relpath(path)
+            facts = replace(facts, smoke_log=smoke)
+            state.artefacts["smoke log"] = path
+    entry = render_summary_entry(facts)
+    if _try(
+        failures,
+        SUMMARY_RELPATH,
+        lambda: writer.update_locked(SUMMARY_RELPATH, lambda old: insert_run_entry(old, entry)),
+    ):
+        state.artefacts["summary"] = writer.path(SUMMARY_RELPATH)
+    notes_rel = notes_relpath(facts.run_at)
+    if _try(
+        failures,
+        notes_rel,
+        lambda: writer.update_locked(notes_rel, lambda old: render_notes(facts, old or None)),
+    ):
+        state.artefacts["notes"] = writer.path(notes_rel)
+    if facts.diff_report:
+        state.artefacts["diff report"] = writer.path(facts.diff_report)
+    own = [p for p in (smoke, facts.diff_report) if p]
+    own.extend(writer.relpath(p) for p in state.own_artefacts)  # e.g. fetched usage pages
+    if own:
+        run_id = PurePosixPath(smoke).stem.removeprefix("smoke-") if smoke else stamp(facts.run_at)
+        rel = manifest_relpath(run_id)
+        manifest = _try(failures, rel, lambda: write_manifest(writer, run_id, own))
+        if manifest is not None:
+            state.artefacts["manifest"] = manifest
+
+
+def _write_gate(
+    state: DryRunState,
+    writer: EvidenceWriter,
+    gate_document: Callable[[DryRunState], dict[str, Any]],
+    failures: list[str],
+) -> None:
+    """gate.json, listing every artefact; when even it cannot be written, the terminal says so."""
     doc = gate_document(state)
     links = {name: _relpath_or_none(writer, path) for name, path in state.artefacts.items()}
     doc["artefacts"] = {name: rel for name, rel in links.items() if rel is not None}
-    state.artefacts["gate"] = writer.write_json(GATE_RELPATH, doc)
+    try:
+        state.artefacts["gate"] = writer.write_json(GATE_RELPATH, doc)
+    except Exception as exc:
+        failures.append(f"{GATE_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
 
 
 def finish_html(state: DryRunState) -> None:

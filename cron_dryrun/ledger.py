@@ -16,6 +16,10 @@ freezegun or plain datetimes. The rules, in the runbook's words:
 - ``manualFallbackWindows > 0`` on two consecutive runs is flagged (contract.md
   section 2: it warrants an ingestion ticket); it does not block completion.
 - A corrupt ledger line blocks completion: the ledger is the evidence.
+- Only complete runs against a remote target count, each target on its own
+  (URLs compared normalised: ``normalise_target``). Local-stack runs, partial
+  runs (a collected test did not run) and interrupted runs are recorded and
+  never count, neither green nor red.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from cron_dryrun.evidence import EvidenceWriter
@@ -39,6 +44,36 @@ LOOKBACK = timedelta(hours=24)
 REQUIRED_COVERAGE = timedelta(hours=48)
 GREEN = "GO"
 RED = "NO-GO"
+LOCAL_TARGET = "local stack"
+COMPLETE = "complete"
+PARTIAL = "partial"
+INTERRUPTED = "interrupted"
+COMPLETENESS = (COMPLETE, PARTIAL, INTERRUPTED)
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def normalise_target(target: str) -> str:
+    """One spelling per cron endpoint: scheme and host lower-cased, no userinfo, default port,
+    query, fragment or trailing slash. Anything that is not an http(s) URL is kept as given."""
+    text = target.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return text
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return text
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def is_remote_target(target: str) -> bool:
+    """A cron URL (staging or any other deployment), not the local stack."""
+    return urlsplit(normalise_target(target)).scheme in _DEFAULT_PORTS
 
 
 class LedgerError(ValueError):
@@ -75,15 +110,27 @@ class LedgerEntry:
     artefacts: Mapping[str, str] = field(default_factory=dict)  # name -> path under audit/
     manual_fallback_windows: int | None = None
     failed_checks: Sequence[str] = ()
+    completeness: str = COMPLETE  # complete, partial (a collected test did not run), interrupted
 
     def __post_init__(self) -> None:
         if self.verdict not in (GREEN, RED):
             raise ValueError(f"verdict must be {GREEN!r} or {RED!r}, got {self.verdict!r}")
+        if self.completeness not in COMPLETENESS:
+            raise ValueError(
+                f"completeness must be one of {', '.join(COMPLETENESS)}, got {self.completeness!r}"
+            )
+        if self.completeness != COMPLETE and self.verdict == GREEN:
+            raise ValueError(f"a {self.completeness} run cannot be GO")
         object.__setattr__(self, "time", _utc(self.time))
 
     @property
     def green(self) -> bool:
         return self.verdict == GREEN
+
+    @property
+    def counts(self) -> bool:
+        """Whether this run can count toward promotion: complete and against a remote target."""
+        return self.completeness == COMPLETE and is_remote_target(self.target)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +144,7 @@ class LedgerEntry:
             "artefacts": dict(self.artefacts),
             "manual_fallback_windows": self.manual_fallback_windows,
             "failed_checks": list(self.failed_checks),
+            "completeness": self.completeness,
         }
 
     @classmethod
@@ -125,6 +173,7 @@ class LedgerEntry:
             artefacts=dict(data.get("artefacts") or {}),
             manual_fallback_windows=mfw,
             failed_checks=tuple(data.get("failed_checks") or ()),
+            completeness=str(data.get("completeness") or COMPLETE),
         )
 
 
@@ -194,9 +243,19 @@ class DryRunStatus:
     manual_fallback_note: str | None = None
     problems: tuple[str, ...] = ()
     runs: int = 0
+    not_counted: int = 0  # this target's partial or interrupted runs: recorded, never counted
+
+    @property
+    def local_target(self) -> bool:
+        return self.target is not None and not is_remote_target(self.target)
 
     def describe(self) -> str:
         """One line for the terminal summary and the gate command."""
+        if self.local_target:
+            return (
+                f"not complete: runs on the {self.target} never count toward promotion; only "
+                "complete runs against a remote CRON_URL do"
+            )
         if self.problems:
             return f"not complete: the ledger has {len(self.problems)} corrupt line(s): {self.problems[0]}"
         if self.complete:
@@ -258,6 +317,8 @@ class DryRunStatus:
             "manual_fallback_streak": self.manual_fallback_streak,
             "manual_fallback_note": self.manual_fallback_note,
             "problems": list(self.problems),
+            "target": self.target,
+            "not_counted": self.not_counted,
         }
 
 
@@ -292,8 +353,11 @@ def assess(
     now = _utc(now)
     all_entries = sorted(entries, key=lambda e: e.time)
     if target is None and all_entries:
-        target = all_entries[-1].target
-    runs = [e for e in all_entries if e.target == target and e.time <= now]
+        remote = [e for e in all_entries if is_remote_target(e.target)]
+        target = (remote or all_entries)[-1].target
+    target = normalise_target(target) if target is not None else None
+    mine = [e for e in all_entries if normalise_target(e.target) == target and e.time <= now]
+    runs = [e for e in mine if e.counts]
     start = _utc(dry_run_start) if dry_run_start else (runs[0].time if runs else None)
     if start is not None:
         runs = [e for e in runs if e.time >= start]
@@ -345,7 +409,20 @@ def assess(
         manual_fallback_note=note,
         problems=tuple(problems),
         runs=len(runs),
+        not_counted=sum(
+            1 for e in mine if e.completeness != COMPLETE and (start is None or e.time >= start)
+        ),
     )
+
+
+def targets_in(entries: Iterable[LedgerEntry]) -> dict[str, tuple[int, int]]:
+    """normalised target -> (runs recorded, runs that count), in the order first seen."""
+    found: dict[str, tuple[int, int]] = {}
+    for e in entries:
+        key = normalise_target(e.target)
+        runs, counting = found.get(key, (0, 0))
+        found[key] = (runs + 1, counting + (1 if e.counts else 0))
+    return found
 
 
 def first_entry_time(entries: Iterable[LedgerEntry], target: str | None = None) -> datetime | None:

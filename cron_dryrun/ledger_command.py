@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cron_dryrun.evidence import LEDGER_RELPATH
-from cron_dryrun.ledger import assess, read_ledger
+from cron_dryrun.ledger import assess, read_ledger, targets_in
 from cron_dryrun.settings import parse_utc
 
 
@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="ISO start of the dry run [DRY_RUN_START] (default: the ledger's first run)",
     )
     parser.add_argument(
-        "--target", default=None, help="count only this target's runs (default: the latest run's)"
+        "--target",
+        default=None,
+        help="count only this cron URL's runs (default: the latest remote run's)",
     )
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     parser.set_defaults(func=run)
@@ -70,4 +72,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"  also: {problem}")
         if status.manual_fallback_note:
             print(f"warning: {status.manual_fallback_note}")
+        print(f"counted: complete runs against {status.target or 'no target (empty ledger)'}")
+        if status.not_counted:
+            print(
+                f"  not counted: {status.not_counted} partial or interrupted run(s) of that target"
+            )
+        others = {k: v for k, v in targets_in(read.entries).items() if k != status.target}
+        for other, (runs, counting) in others.items():
+            why = "" if counting else " (local stack, partial or interrupted: never counted)"
+            print(f"  other target in the ledger: {other}: {runs} run(s){why}")
     return 0 if status.complete else 1

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from cron_dryrun.gate import REQUIRED_STEPS, CheckOutcome, Verdict, decide, first_line
+from cron_dryrun.gate import (
+    REQUIRED_STEPS,
+    CheckOutcome,
+    Verdict,
+    decide,
+    first_line,
+    stopped_before_trigger,
+)
 from cron_dryrun.run import DbObservation, ExchangeMissing, RecordedRun, UsageRow
 from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_settings
 
@@ -73,6 +80,8 @@ class DryRunState:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     active: bool = False  # dryrun checks were collected: the gate applies
     outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
+    # step -> every test id collected for it (before -k/-m/node-id selection): GO needs them all
+    collected: dict[str, set[str]] = field(default_factory=dict)
     attachments: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     html_attachments: dict[str, list[str]] = field(default_factory=dict)  # inline HTML evidence
     records: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +90,13 @@ class DryRunState:
     target: Target | None = None
     verdict: Verdict | None = None
     config_error: str | None = None
+    interrupted: bool = False  # SIGTERM or Ctrl-C ended the session
+
+    @property
+    def triggered(self) -> bool:
+        """Whether any request reached for the cron: only such runs are recorded."""
+        return bool(self.transcripts) or self.run is not None
+
     artefacts: dict[str, Path] = field(default_factory=dict)
     # write-once files the checks wrote (fetched usage pages): they go into the run's manifest
     own_artefacts: list[Path] = field(default_factory=list)
@@ -170,12 +186,31 @@ def pytest_configure(config: pytest.Config) -> None:
             client_context(settings.ca_bundle, settings.ssl_cert_file)
         except CaBundleError as exc:
             raise pytest.UsageError(f"cron-dryrun: {exc}") from None
+    xdist = _xdist_problem(config)
+    if xdist:
+        raise pytest.UsageError(xdist)
     config.stash[SETTINGS_KEY] = settings
     state = DryRunState(settings=settings)
     config.stash[STATE_KEY] = state
     _configure_html_report(config, settings, state)
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(_HtmlHooks(config), "cron_dryrun_html")
+
+
+def _xdist_problem(config: pytest.Config) -> str | None:
+    """pytest-xdist would run the acceptance suite once per worker: each triggers the cron."""
+    if not _wants_dryrun(config):
+        return None
+    workers = config.getoption("numprocesses", None)
+    worker = hasattr(config, "workerinput")
+    if not worker and not workers and not config.getoption("tx", None):
+        return None
+    return (
+        "cron-dryrun: the acceptance suite cannot run under pytest-xdist (-n / --dist / -p xdist): "
+        "the cron must be triggered once per run and every check judges that one exchange, but "
+        "each xdist worker would trigger it again and write its own verdict. Nothing was "
+        "triggered. Drop -n (or pass -p no:xdist)."
+    )
 
 
 def _wants_dryrun(config: pytest.Config) -> bool:
@@ -204,6 +239,17 @@ def _configure_html_report(config: pytest.Config, settings: Settings, state: Dry
 # -- collection: the gate applies when dryrun checks are selected ---------------------------------
 
 
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """Remember every dryrun test a module holds, before -k, -m or a node id deselects any."""
+    for node in report.result:
+        if not isinstance(node, pytest.Item):
+            continue
+        step = _step_of(node)
+        state = node.config.stash.get(STATE_KEY, None)
+        if step is not None and state is not None:
+            state.collected.setdefault(step, set()).add(node.nodeid)
+
+
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
@@ -217,6 +263,10 @@ def pytest_collection_modifyitems(
             items[:] = kept
     if any(i.get_closest_marker("dryrun") for i in items):
         state.active = True
+        local_problem = settings.local_stack_problem()
+        if local_problem:
+            state.config_error = local_problem
+            raise pytest.UsageError(f"cron-dryrun: {local_problem}\nNothing was triggered.")
         missing = settings.missing_remote_configuration()
         if missing:
             state.config_error = "; ".join(missing)
@@ -650,10 +700,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE_KEY, None)
     if state is None or not state.active:
         return
-    extra = []
-    if state.config_error:
-        extra.append(f"configuration: {state.config_error}")
-    state.verdict = decide(list(state.outcomes.values()), extra_reasons=extra)
+    if session.config.option.collectonly:
+        state.active = False  # --collect-only: nothing ran, nothing is written
+        return
+    state.interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
+    cause = None
+    if not state.triggered:
+        if state.config_error:
+            cause = f"configuration error: {state.config_error}"
+        elif state.interrupted:
+            cause = "interrupted (SIGTERM or Ctrl-C) before anything was triggered"
+    if cause is not None:
+        state.verdict = stopped_before_trigger(cause)
+    else:
+        extra = []
+        if state.interrupted:
+            extra.append(
+                "interrupted: the run was stopped (SIGTERM or Ctrl-C) before every check had run; "
+                "it is recorded as interrupted and never counts toward promotion"
+            )
+        state.verdict = decide(
+            list(state.outcomes.values()), extra_reasons=extra, collected=state.collected
+        )
     if not state.verdict.go:
         from cron_dryrun.root_cause import find_root_cause, signals_from_run
 

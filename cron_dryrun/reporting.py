@@ -57,8 +57,22 @@ def gate_document(state: DryRunState) -> dict[str, Any]:
                 "required": True,
             }
         )
+    not_run = set(verdict.not_run)
+    for step_name, ids in sorted(
+        state.collected.items(), key=lambda kv: list(REQUIRED_STEPS).index(kv[0])
+    ):
+        for nodeid in sorted(ids & not_run):
+            checks.append(
+                {
+                    "name": step_name,
+                    "nodeid": nodeid,
+                    "status": "not-run",
+                    "reason": "collected but not run (deselected, or the run stopped early)",
+                    "required": True,
+                }
+            )
     for step in verdict.steps:
-        if step.status == "not-run":
+        if step.status == "not-run" and not (state.collected.get(step.step, set()) & not_run):
             checks.append(
                 {
                     "name": step.step,
@@ -81,6 +95,7 @@ def gate_document(state: DryRunState) -> dict[str, Any]:
         "promotion_gate": state.settings.promotion_gate,
         "method": state.settings.cron_method,
         "label": state.settings.run_label,
+        "partial": verdict.partial,
     }
     if cause is not None:
         doc["root_cause"] = cause.to_json()

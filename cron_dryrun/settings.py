@@ -228,7 +228,18 @@ OPTIONS: tuple[OptionSpec, ...] = (
         False,
         is_flag=True,
     ),
+    OptionSpec(
+        "require_staging",
+        "--require-staging",
+        None,
+        "refuse to fall back to the local stack: CRON_URL must be set [CRON_DRYRUN_TARGET=staging]",
+        False,
+        is_flag=True,
+    ),
 )
+# CRON_DRYRUN_TARGET=staging is the environment's --require-staging (tox -e staging sets it).
+TARGET_ENV = "CRON_DRYRUN_TARGET"
+TARGET_VALUES = ("staging", "auto")
 OPTIONS_BY_NAME = {spec.name: spec for spec in OPTIONS}
 
 
@@ -266,6 +277,7 @@ class Settings:
     # GitHub Actions (GITHUB_ACTIONS=true): step summary file and error annotations
     github_actions: bool = False
     github_step_summary: Path | None = None
+    require_staging: bool = False
 
     @property
     def is_remote(self) -> bool:
@@ -275,6 +287,27 @@ class Settings:
     @property
     def target_name(self) -> str:
         return self.cron_url if self.cron_url else "local stack"
+
+    def local_stack_problem(self) -> str | None:
+        """Why this run must not build the local stack, or None (checked before anything is sent)."""
+        if self.is_remote:
+            return None
+        if self.require_staging:
+            return (
+                "this run must target staging (--require-staging / CRON_DRYRUN_TARGET=staging, as "
+                "tox -e staging sets), but CRON_URL is not set, and it never falls back to the local "
+                "stack: export CRON_URL=https://<staging host>/api/cron/daily-usage with CRON_SECRET, "
+                "DATABASE_URL and OPENAI_EXPORT"
+            )
+        if self.database_url and self.db_backend == "auto":
+            return (
+                "DATABASE_URL is set but CRON_URL is not: to run against staging, export "
+                "CRON_URL=https://<staging host>/api/cron/daily-usage (with CRON_SECRET and "
+                "OPENAI_EXPORT); to build the local stack on the server in DATABASE_URL (it creates "
+                "and drops a scratch database there), pass --db-backend=url; to run on a provisioned "
+                "local database, unset DATABASE_URL"
+            )
+        return None
 
     def missing_remote_configuration(self) -> list[str]:
         """What a remote run lacks, each naming the variable and how to set it."""
@@ -551,6 +584,15 @@ def resolve_settings(
         problem = base_url_problem(openai_base_url, is_loopback_url(openai_base_url))
         if problem:
             raise SettingsError(f"{o['openai_base_url'].where()}: {problem}")
+    target_env = env.get(TARGET_ENV, "").strip().lower()
+    if target_env and target_env not in TARGET_VALUES:
+        raise SettingsError(
+            f"{TARGET_ENV}: expected staging (refuse the local stack) or auto "
+            f"(got {env[TARGET_ENV]!r})"
+        )
+    require_staging = (
+        _as_bool(o["require_staging"], raw["require_staging"]) or target_env == "staging"
+    )
 
     run_label = str(raw["run_label"]).strip()
     if not run_label or "\n" in run_label:
@@ -589,4 +631,5 @@ def resolve_settings(
         github_step_summary=Path(env["GITHUB_STEP_SUMMARY"])
         if env.get("GITHUB_STEP_SUMMARY", "").strip()
         else None,
+        require_staging=require_staging,
     )

@@ -18,6 +18,7 @@ from cron_dryrun.ledger import (
     append_entry,
     assess,
     load_ledger,
+    normalise_target,
     read_ledger,
 )
 
@@ -135,7 +136,40 @@ class TestRules:
     def test_only_the_target_counts(self) -> None:
         entries = [run(T), run(T + 24 * H, target="local stack")]
         assert not status_now(entries, target=TARGET).complete
-        assert status_now(entries, target="local stack").describe().startswith("run 1 of 2")
+        assert status_now(entries, target="local stack").describe() == (
+            "not complete: runs on the local stack never count toward promotion; only complete "
+            "runs against a remote CRON_URL do"
+        )
+
+    @freeze_time("2025-10-08T03:00:00Z")
+    def test_two_green_local_stack_runs_a_day_apart_never_complete_it(self) -> None:
+        local = [run(T, target="local stack"), run(T + 24 * H, target="local stack")]
+        assert not status_now(local).complete
+        assert not status_now(local, target="local stack").complete
+        # the default target is the latest remote run's, even when a local run came after it
+        status = status_now([run(T), run(T + 24 * H), run(T + 25 * H, target="local stack")])
+        assert status.complete and status.target == TARGET
+
+    @freeze_time("2025-10-08T03:00:00Z")
+    def test_spellings_of_one_url_are_one_target(self) -> None:
+        other_spelling = "HTTPS://user@Staging.Cogni-Track.app:443/api/cron/daily-usage/?x=1#f"
+        assert normalise_target(other_spelling) == TARGET
+        assert normalise_target("http://127.0.0.1:80/cron") == "http://127.0.0.1/cron"
+        assert normalise_target("http://127.0.0.1:8080/cron") == "http://127.0.0.1:8080/cron"
+        assert status_now([run(T), run(T + 24 * H, target=other_spelling)]).complete
+        assert not status_now([run(T), run(T + 24 * H, target=TARGET + "-v2")]).complete
+
+    @freeze_time("2025-10-08T03:00:00Z")
+    def test_partial_and_interrupted_runs_never_count(self) -> None:
+        partial = LedgerEntry(time=T, target=TARGET, verdict="NO-GO", completeness="partial")
+        stopped = LedgerEntry(
+            time=T + 23 * H, target=TARGET, verdict="NO-GO", completeness="interrupted"
+        )
+        status = status_now([run(T - H), partial, stopped, run(T + 24 * H)])
+        assert status.complete and status.not_counted == 2  # neither blocks as a red run
+        assert status.reds == 0
+        with pytest.raises(ValueError, match="a partial run cannot be GO"):
+            LedgerEntry(time=T, target=TARGET, verdict="GO", completeness="partial")
 
     @freeze_time("2025-10-07T01:00:00Z")
     def test_no_runs(self) -> None:
@@ -250,7 +284,36 @@ def test_gate_command_exits_0_when_complete(
     assert out == (
         f"dry run ({tmp_path / LEDGER_RELPATH}): complete: 2 green runs, 2025-10-07T02:00Z and "
         "2025-10-08T02:00Z (24.0h apart), covering 48h since 2025-10-07T02:00Z\n"
+        f"counted: complete runs against {TARGET}\n"
     )
+
+
+@freeze_time("2025-10-08T03:00:00Z")
+def test_gate_command_names_the_counted_target_and_lists_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two green local-stack lines 24 h apart do not satisfy the gate; the output says why."""
+    write_ledger(tmp_path, [run(T, target="local stack"), run(T + 24 * H, target="local stack")])
+    assert main(["gate", "--audit-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "counted: complete runs against local stack"
+    ]
+    write_ledger(
+        tmp_path,
+        [
+            run(T + H),
+            LedgerEntry(time=T + 2 * H, target=TARGET, verdict="NO-GO", completeness="partial"),
+            run(T + 3 * H, target="https://preview.example.app/api/cron/daily-usage"),
+        ],
+    )
+    assert main(["gate", "--audit-dir", str(tmp_path), "--target", TARGET + "/"]) == 1
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"counted: complete runs against {TARGET}",
+        "  not counted: 1 partial or interrupted run(s) of that target",
+        "  other target in the ledger: local stack: 2 run(s) "
+        "(local stack, partial or interrupted: never counted)",
+        "  other target in the ledger: https://preview.example.app/api/cron/daily-usage: 1 run(s)",
+    ]
 
 
 @freeze_time("2025-10-07T03:00:00Z")

@@ -150,35 +150,53 @@ def test_a_path_option_read_as_a_test_path_is_a_usage_error(tmp_path: Path) -> N
     assert f"write `--audit-dir={existing}`" in result.stderr
 
 
-def test_promotion_gate_needs_a_complete_ledger(tmp_path: Path) -> None:
-    """One green run is GO for the checks but NO-GO for promotion; a green run 24 h before completes it."""
+def test_promotion_gate_needs_a_complete_ledger_of_remote_runs(
+    pg_server: Any, tmp_path: Path
+) -> None:
+    """Local-stack runs never count; a remote run with a green run of the same URL 24 h before does."""
     import json
     from datetime import UTC, datetime, timedelta
 
+    from cron_dryrun.database import create_app_database
     from cron_dryrun.ledger import LedgerEntry
+    from cron_dryrun.standin import start_local_stack
 
-    alone = run_acceptance(f"--audit-dir={tmp_path / 'alone'}", "--promotion-gate", env=clean_env())
-    assert alone.returncode == 1, alone.stdout[-3000:]
-    gate = json.loads((tmp_path / "alone" / "gate.json").read_text())
-    assert gate["verdict"] == "NO-GO" and all(s["status"] == "passed" for s in gate["steps"])
-    assert gate["reasons"][0].startswith(
-        "promotion gate: the 48-hour dry run is not complete (run 1 of 2;"
-    )
-
-    ledger = tmp_path / "paired" / "cron-dry-run" / "ledger.jsonl"
+    local = tmp_path / "local"
+    ledger = local / "cron-dry-run" / "ledger.jsonl"
     ledger.parent.mkdir(parents=True)
     yesterday = LedgerEntry(
-        time=datetime.now(UTC) - timedelta(hours=24),
-        target="local stack",
-        verdict="GO",
-        label="day 1",
+        time=datetime.now(UTC) - timedelta(hours=24), target="local stack", verdict="GO"
     )
     ledger.write_text(json.dumps(yesterday.to_json()) + "\n")
-    paired = run_acceptance(
-        f"--audit-dir={tmp_path / 'paired'}", "--promotion-gate", env=clean_env()
-    )
-    assert paired.returncode == 0, paired.stdout[-3000:]
-    assert "verdict: GO" in paired.stdout and "dry run: complete" in paired.stdout
+    alone = run_acceptance(f"--audit-dir={local}", "--promotion-gate", env=clean_env())
+    assert alone.returncode == 1, alone.stdout[-3000:]
+    gate = json.loads((local / "gate.json").read_text())
+    assert gate["verdict"] == "NO-GO" and all(s["status"] == "passed" for s in gate["steps"])
+    assert gate["reasons"] == [
+        "promotion gate: the 48-hour dry run is not complete (not complete: runs on the local "
+        "stack never count toward promotion; only complete runs against a remote CRON_URL do)"
+    ]
+
+    app_dsn = create_app_database(pg_server.dsn)
+    paired = tmp_path / "paired"
+    with start_local_stack(
+        app_dsn, secret="promotion-secret-42", export_dir=tmp_path / "exports"
+    ) as stack:
+        ledger = paired / "cron-dry-run" / "ledger.jsonl"
+        ledger.parent.mkdir(parents=True)
+        day_one = LedgerEntry(
+            time=datetime.now(UTC) - timedelta(hours=24), target=stack.cron_url + "/", verdict="GO"
+        )
+        ledger.write_text(json.dumps(day_one.to_json()) + "\n")
+        env = clean_env(
+            CRON_URL=stack.cron_url,
+            CRON_SECRET=stack.secret,
+            DATABASE_URL=app_dsn,
+            OPENAI_EXPORT=str(tmp_path / "exports"),
+        )
+        result = run_acceptance(f"--audit-dir={paired}", "--promotion-gate", env=env)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "verdict: GO" in result.stdout and "dry run: complete" in result.stdout
 
 
 def test_prerequisites_fail_naming_the_table_when_database_url_is_not_the_apps(

@@ -1,0 +1,177 @@
+"""A GO the gate can stand behind: every collected check ran, one trigger, the intended target.
+
+Each test runs the acceptance suite in a child process, as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from suite_runs import clean_env, run_acceptance
+
+LEDGER = Path("cron-dry-run") / "ledger.jsonl"
+
+
+def ledger_lines(audit: Path) -> list[dict[str, Any]]:
+    path = audit / LEDGER
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_run_that_deselects_auth_cases_is_partial_and_no_go(tmp_path: Path) -> None:
+    """`--fault=auth-open -k "not refused"`: the open endpoint's refusal checks never ran."""
+    audit = tmp_path / "audit"
+    result = run_acceptance(
+        f"--audit-dir={audit}", "--fault=auth-open", "-k", "not refused", env=clean_env()
+    )
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
+    assert "verdict: NO-GO" in result.stdout
+    assert "auth_smoke         partial   partial: test_refused_requests_change_no_usage_rows" in (
+        result.stdout
+    )
+    gate = json.loads((audit / "gate.json").read_text())
+    assert gate["verdict"] == "NO-GO" and gate["partial"] is True
+    auth = next(s for s in gate["steps"] if s["name"] == "auth_smoke")
+    assert auth["status"] == "partial" and auth["reason"].endswith("more not run")
+    not_run = [c["nodeid"] for c in gate["checks"] if c["status"] == "not-run"]
+    assert "acceptance/test_auth_smoke.py::test_refused_requests_change_no_usage_rows" in not_run
+    assert any("test_refused_without_the_secret[" in n for n in not_run)
+    (line,) = ledger_lines(audit)
+    assert line["verdict"] == "NO-GO" and line["completeness"] == "partial"
+
+
+def test_xdist_is_refused_before_anything_is_triggered(tmp_path: Path) -> None:
+    audit = tmp_path / "audit"
+    result = run_acceptance(f"--audit-dir={audit}", "-p", "xdist", "-n", "2", env=clean_env())
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
+    assert (
+        "cron-dryrun: the acceptance suite cannot run under pytest-xdist (-n / --dist / -p xdist): "
+        "the cron must be triggered once per run"
+    ) in result.stderr
+    assert not audit.exists()
+
+
+@pytest.mark.parametrize(
+    ("switch", "env"),
+    [(("--require-staging",), {}), ((), {"CRON_DRYRUN_TARGET": "staging"})],
+    ids=["--require-staging", "CRON_DRYRUN_TARGET=staging"],
+)
+def test_a_staging_run_never_falls_back_to_the_local_stack(
+    tmp_path: Path, switch: tuple[str, ...], env: dict[str, str]
+) -> None:
+    audit = tmp_path / "audit"
+    result = run_acceptance(f"--audit-dir={audit}", *switch, env=clean_env(**env), timeout=60)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
+    assert (
+        "ERROR: cron-dryrun: this run must target staging (--require-staging / "
+        "CRON_DRYRUN_TARGET=staging, as tox -e staging sets), but CRON_URL is not set"
+    ) in result.stderr
+    assert "Nothing was triggered." in result.stderr
+    assert not ledger_lines(audit)
+
+
+def test_tox_staging_requires_staging() -> None:
+    from suite_runs import ROOT
+
+    tox = (ROOT / "tox.ini").read_text()
+    staging = tox.split("[testenv:staging]", 1)[1].split("\n[", 1)[0]
+    assert "CRON_DRYRUN_TARGET = staging" in staging
+    assert "--require-staging" in staging
+
+
+def test_database_url_without_cron_url_needs_an_explicit_url_backend(tmp_path: Path) -> None:
+    """A DATABASE_URL alone (maybe staging's server) must not get scratch databases made on it."""
+    audit = tmp_path / "audit"
+    dsn = "postgresql://operator:pw@staging-db.invalid:5432/app"
+    result = run_acceptance(f"--audit-dir={audit}", env=clean_env(DATABASE_URL=dsn), timeout=60)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
+    assert "ERROR: cron-dryrun: DATABASE_URL is set but CRON_URL is not" in result.stderr
+    assert "pass --db-backend=url" in result.stderr and "Nothing was triggered." in result.stderr
+    assert not ledger_lines(audit)
+
+
+def test_a_settings_error_names_a_bad_cron_dryrun_target(tmp_path: Path) -> None:
+    result = run_acceptance(
+        f"--audit-dir={tmp_path}", env=clean_env(CRON_DRYRUN_TARGET="prod"), timeout=60
+    )
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "CRON_DRYRUN_TARGET: expected staging (refuse the local stack) or auto" in result.stderr
+
+
+# -- only real runs are recorded --------------------------------------------------------------------
+
+
+def test_a_configuration_error_records_nothing_and_gate_json_shows_its_cause(
+    tmp_path: Path,
+) -> None:
+    """A missing variable must not add a NO-GO line that breaks a complete ledger."""
+    audit = tmp_path / "audit"
+    staging = "https://staging.cogni-track.app/api/cron/daily-usage"
+    result = run_acceptance(f"--audit-dir={audit}", env=clean_env(CRON_URL=staging), timeout=60)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR
+    assert not ledger_lines(audit)
+    assert not (audit / "cron-dry-run").exists()  # no summary entry, notes or smoke log
+    gate = json.loads((audit / "gate.json").read_text())
+    assert gate["verdict"] == "NO-GO"
+    assert gate["reasons"] == [
+        "configuration error: CRON_SECRET is not set: export CRON_SECRET=<staging secret> (env "
+        "only); DATABASE_URL is not set: export DATABASE_URL=postgres://... or pass --database-url "
+        "(the staging database the cron writes to); OPENAI_EXPORT is not set: pass --openai-export "
+        "PATH (the OpenAI usage export CSV or a folder of them) or set OPENAI_EXPORT"
+    ]
+    assert {s["reason"] for s in gate["steps"]} == {
+        "not run: the run stopped before anything was triggered"
+    }
+
+
+def test_collect_only_writes_nothing(tmp_path: Path) -> None:
+    audit = tmp_path / "audit"
+    result = run_acceptance(f"--audit-dir={audit}", "--collect-only", env=clean_env(), timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "test_secret_is_accepted_with_a_json_body" in result.stdout
+    assert not audit.exists()
+
+
+def test_a_run_that_triggers_nothing_adds_no_ledger_line(tmp_path: Path) -> None:
+    """Only the prerequisites step selected: no request is sent, so nothing is recorded."""
+    audit = tmp_path / "audit"
+    result = run_acceptance(f"--audit-dir={audit}", "-k", "prerequisites", env=clean_env())
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-2000:]
+    assert "nothing was triggered: no ledger line" in result.stdout
+    assert not ledger_lines(audit) and not (audit / "cron-dry-run").exists()
+    assert json.loads((audit / "gate.json").read_text())["verdict"] == "NO-GO"
+
+
+# -- evidence is part of the verdict ----------------------------------------------------------------
+
+
+def test_evidence_that_cannot_be_written_is_no_go_naming_the_files(tmp_path: Path) -> None:
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (audit / "cron-dry-run").write_text("a file where the folder should be\n")
+    result = run_acceptance(f"--audit-dir={audit}", "-k", "not refused", env=clean_env())
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
+    assert "verdict: NO-GO" in result.stdout
+    gate = json.loads((audit / "gate.json").read_text())
+    reason = gate["reasons"][-1]
+    assert reason.startswith("evidence could not be written, so this run cannot be GO: ")
+    for name in ("cron-dry-run/smoke-", "cron-dry-run/summary.md", "cron-dry-run/notes-"):
+        assert name in reason
+    assert "cron-dry-run/ledger.jsonl" in reason
+    assert (audit / "cron-dry-run").read_text() == "a file where the folder should be\n"
+
+
+def test_the_ledger_line_is_written_last_and_red_when_evidence_failed(tmp_path: Path) -> None:
+    """The summary cannot be written: the checks passed, yet the ledger gets no GO line."""
+    audit = tmp_path / "audit"
+    (audit / "cron-dry-run" / "summary.md").mkdir(parents=True)
+    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
+    (line,) = ledger_lines(audit)
+    assert line["verdict"] == "NO-GO" and line["failed_checks"] == ["evidence"]
+    gate = json.loads((audit / "gate.json").read_text())
+    assert all(s["status"] == "passed" for s in gate["steps"])
+    assert gate["verdict"] == "NO-GO" and "cron-dry-run/summary.md" in gate["reasons"][-1]
+    assert list((audit / "cron-dry-run").glob("smoke-*.log"))
