@@ -73,7 +73,6 @@ def refusals(
         transcript = cron_client.send(
             f"auth negative: {case.name}", authorization=case.authorization
         )
-        dryrun_state.transcripts.append(transcript)
         results[case.name] = (case, transcript)
     changed: tuple[UsageRow, ...] = ()
     if watch is not None:
@@ -102,6 +101,5 @@ def test_secret_padded_with_spaces_is_accepted(
 ) -> None:
     case = padded_secret_case(dryrun_target.secret)
     transcript = cron_client.send(f"auth: {case.name}", authorization=case.authorization)
-    dryrun_state.transcripts.append(transcript)
     evidence.attach(case.name, format_transcripts([transcript]))
     fail_if(judge_auth_case(case, transcript))

@@ -163,6 +163,10 @@ class CronClient:
     # told when each request starts and ends (watch.TerminalWatch: the run you can watch)
     watch: Watch | None = field(default=None, repr=False)
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
+    # told before each request leaves (its label) and after it is answered or failed: the
+    # plugin records the run as triggered and appends the exchange to the smoke log at once
+    on_request: Callable[[str], None] | None = field(default=None, repr=False)
+    on_exchange: Callable[[Transcript], None] | None = field(default=None, repr=False)
 
     def headers(self, authorization: object = WITH_SECRET) -> dict[str, str]:
         headers = {
@@ -183,6 +187,14 @@ class CronClient:
         self, label: str, authorization: object = WITH_SECRET, method: str | None = None
     ) -> Transcript:
         """One request, never retried, never followed; a transport failure is recorded, not raised."""
+        if self.on_request is not None:
+            self.on_request(label)
+        transcript = self._send(label, authorization, method)
+        if self.on_exchange is not None:
+            self.on_exchange(transcript)
+        return transcript
+
+    def _send(self, label: str, authorization: object, method: str | None) -> Transcript:
         method = (method or self.method).upper()
         if self.watch is None:
             return self._send_once(label, authorization, method)

@@ -27,6 +27,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 from psycopg import conninfo, sql
 
+from cron_dryrun import pg_guard
+
 READY_TIMEOUT_S = 30.0
 UNPRIVILEGED_USER = "nobody"
 
@@ -205,7 +207,11 @@ def start_system_postgres(bindir: Path, base_dir: Path | None = None) -> Running
         log.close()
         dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
-        def stop(proc: subprocess.Popen[bytes] = proc) -> None:
+        watcher = pg_guard.guard(data, remove=root)
+
+        def stop(
+            proc: subprocess.Popen[bytes] = proc, watcher: subprocess.Popen[bytes] = watcher
+        ) -> None:
             if proc.poll() is None:
                 proc.terminate()  # SIGTERM: smart shutdown
                 try:
@@ -213,6 +219,7 @@ def start_system_postgres(bindir: Path, base_dir: Path | None = None) -> Running
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=5)
+            pg_guard.release(watcher)
             shutil.rmtree(root, ignore_errors=True)
 
         try:
@@ -223,6 +230,7 @@ def start_system_postgres(bindir: Path, base_dir: Path | None = None) -> Running
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=5)
+            pg_guard.release(watcher)
     log_tail = (root / "postgres.log").read_text(errors="replace")[-800:]
     shutil.rmtree(root, ignore_errors=True)
     raise DatabaseUnavailable(f"postgres did not start ({bindir}): {last_error}\n{log_tail}")
@@ -256,10 +264,12 @@ def start_pgserver(base_dir: Path | None = None) -> RunningPostgres:
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         server = pgserver.get_server(root, cleanup_mode="delete")
     dsn = server.get_uri()
+    watcher = pg_guard.guard(root, remove=root)
 
     def stop() -> None:
         with contextlib.suppress(Exception):
             server.cleanup()
+        pg_guard.release(watcher)
         shutil.rmtree(root, ignore_errors=True)
 
     wait_until_accepting(dsn)

@@ -284,7 +284,14 @@ def _write_run_files(state: DryRunState, writer: EvidenceWriter, failures: list[
     if state.artefacts.get("report"):
         facts = replace(facts, report=LATEST_REPORT_RELPATH)
     smoke = None
-    if state.transcripts:
+    streamed = state.smoke
+    if streamed is not None and streamed.error is not None:
+        failures.append(streamed.error)
+    elif streamed is not None and streamed.path is not None:
+        smoke = writer.relpath(streamed.path)
+        facts = replace(facts, smoke_log=smoke)
+        state.artefacts["smoke log"] = streamed.path
+    elif state.transcripts:  # exchanges made without the plugin's client
         rel = smoke_log_relpath(facts.run_at)
         path = _try(
             failures,

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from cron_dryrun.client import CronClient, Transcript
     from cron_dryrun.evidence import EvidenceWriter
     from cron_dryrun.root_cause import RootCause
+    from cron_dryrun.smoke_log import SmokeLog
 
 # psycopg, httpx and the evidence writer are imported where they are used: this module
 # is loaded by every pytest run in an environment that has cron-dryrun installed.
@@ -91,11 +92,13 @@ class DryRunState:
     verdict: Verdict | None = None
     config_error: str | None = None
     interrupted: bool = False  # SIGTERM or Ctrl-C ended the session
+    requests_sent: int = 0  # counted before each request leaves
+    smoke: SmokeLog | None = None  # the smoke log, appended exchange by exchange
 
     @property
     def triggered(self) -> bool:
-        """Whether any request reached for the cron: only such runs are recorded."""
-        return bool(self.transcripts) or self.run is not None
+        """Whether any request went to the cron: only such runs are recorded."""
+        return self.requests_sent > 0 or bool(self.transcripts) or self.run is not None
 
     artefacts: dict[str, Path] = field(default_factory=dict)
     # write-once files the checks wrote (fetched usage pages): they go into the run's manifest
@@ -192,6 +195,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     state = DryRunState(settings=settings)
     config.stash[STATE_KEY] = state
+    if _wants_dryrun(config):
+        _sigterm_as_interrupt(config)
     _configure_html_report(config, settings, state)
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(_HtmlHooks(config), "cron_dryrun_html")
@@ -353,7 +358,6 @@ def dryrun_target(
     with ExitStack() as stack:
         from cron_dryrun import database as db
 
-        stack.enter_context(_sigterm_as_interrupt())
         backend = db.choose_backend(s.db_backend, s.database_url, db.docker_engine_answers)
         if backend == "url":
             assert s.database_url
@@ -420,21 +424,30 @@ def _standin_bypass(settings: Settings, state: DryRunState) -> str | None:
     return secret
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A CI job cancelled with SIGTERM still stops the local stack (containers included)."""
+SIGTERM_KEY = pytest.StashKey[Any]()
+
+
+def _sigterm_as_interrupt(config: pytest.Config) -> None:
+    """SIGTERM (a cancelled CI job) ends the run like Ctrl-C: the local stack is stopped and
+    an interrupted NO-GO is written, in remote mode too. Restored at unconfigure."""
     if threading.current_thread() is not threading.main_thread():
-        yield
         return
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, interrupt)
+
+
+def _defer_sigterm(state: DryRunState) -> None:
+    """While the evidence is written, a second SIGTERM is noted instead of cutting it short."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        state.terminal_notes.append(f"signal {signum} received while writing the evidence")
+
+    signal.signal(signal.SIGTERM, note)
 
 
 @pytest.fixture(scope="session")
@@ -503,7 +516,10 @@ def cron_client(
     from cron_dryrun.tls import client_context
     from cron_dryrun.watch import TerminalWatch
 
+    state = dryrun_state
     return CronClient(
+        on_request=lambda label: _request_leaving(state),
+        on_exchange=lambda transcript: _record_exchange(state, transcript),
         url=dryrun_target.cron_url,
         secret=dryrun_target.secret,
         verify=client_context(dryrun_settings.ca_bundle, dryrun_settings.ssl_cert_file),
@@ -534,6 +550,21 @@ def cron_run(
     return dryrun_state.run
 
 
+def _request_leaving(state: DryRunState) -> None:
+    state.requests_sent += 1
+
+
+def _record_exchange(state: DryRunState, transcript: Transcript) -> None:
+    """Every exchange with the cron, kept for the report and appended to the smoke log now."""
+    state.transcripts.append(transcript)
+    if state.smoke is None:
+        from cron_dryrun.evidence_run import writer_for
+        from cron_dryrun.smoke_log import SmokeLog
+
+        state.smoke = SmokeLog(writer_for(state), transcript.started_at)
+    state.smoke.append(transcript)
+
+
 def trigger_and_observe(
     client: CronClient, target: Target, state: DryRunState, label: str
 ) -> RecordedRun:
@@ -548,8 +579,7 @@ def trigger_and_observe(
     except Exception as exc:  # the checks report it; the trigger still happens
         db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
     run_at = datetime.now(UTC)
-    exchange = client.trigger(label)
-    state.transcripts.extend(exchange.attempts)
+    exchange = client.trigger(label)  # each attempt reaches state.transcripts via on_exchange
     problem = exchange_problem(exchange)
     body = None if problem else exchange.final.json_body()
     observation = None
@@ -703,6 +733,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if session.config.option.collectonly:
         state.active = False  # --collect-only: nothing ran, nothing is written
         return
+    _defer_sigterm(state)
     state.interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
     cause = None
     if not state.triggered:
@@ -738,6 +769,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = config.stash.get(SIGTERM_KEY, None)
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
     # Normally done in the terminal summary; this covers runs without a terminal reporter.
     state = config.stash.get(STATE_KEY, None)
     if state is None or not state.active or state.verdict is None:

@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import shlex
+import signal
 import sys
 import tempfile
 import threading
@@ -82,6 +83,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def paste_line(
     cron_url: str, secret: str, dsn: str, export_dir: Path, bypass: str | None = None
 ) -> str:
@@ -144,6 +149,9 @@ def run(
         )
         if args.once:
             return 0
+        if threading.current_thread() is threading.main_thread():
+            stack.callback(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
+            signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl-C
         print("\nServing; Ctrl-C stops and removes everything.", file=out, flush=True)
         waiter = stop or threading.Event()
         try:

@@ -1,0 +1,159 @@
+"""Interrupted runs: the evidence so far is on disk, the verdict says interrupted, no server is left.
+
+Each test starts a real child process and signals it at a point it announces on
+its own output (a test line, the stand-in's banner): no timing guesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from suite_runs import ROOT, clean_env
+
+from cron_dryrun.pg_guard import postmaster_pid
+
+FIRST_JUDGED = "test_auth_smoke.py::test_secret_is_accepted_with_a_json_body PASSED"
+CHILD_TIMEOUT_S = 240
+
+
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    killer = threading.Timer(CHILD_TIMEOUT_S, proc.kill)  # a hung child fails the test, bounded
+    killer.daemon = True
+    killer.start()
+    return proc
+
+
+def read_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
+    """The child's lines up to the one holding ``marker`` (blocking reads, bounded by the timer)."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            return seen
+    raise AssertionError(f"{marker!r} never printed:\n{''.join(seen)[-3000:]}")
+
+
+def exited_within(pid: int, timeout_s: float) -> bool:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A short TMPDIR for the child: a PostgreSQL socket path must stay under 108 bytes."""
+    with tempfile.TemporaryDirectory(prefix="cdr-") as folder:
+        yield Path(folder)
+
+
+def pytest_command(audit: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "acceptance/",
+        "-m",
+        "dryrun",
+        "-p",
+        "no:cacheprovider",
+        "-v",
+        f"--audit-dir={audit}",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def remote_stack(pg_server: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
+    from cron_dryrun.database import create_app_database
+    from cron_dryrun.standin import start_local_stack
+
+    dsn = create_app_database(pg_server.dsn)
+    with start_local_stack(
+        dsn, secret="interrupt-secret-4242", export_dir=tmp_path / "exports"
+    ) as stack:
+        yield clean_env(
+            CRON_URL=stack.cron_url,
+            CRON_SECRET=stack.secret,
+            DATABASE_URL=dsn,
+            OPENAI_EXPORT=str(tmp_path / "exports"),
+        )
+
+
+def test_sigterm_in_remote_mode_writes_an_interrupted_no_go_that_never_counts(
+    remote_stack: dict[str, str], tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit"
+    proc = start(pytest_command(audit), remote_stack)
+    read_until(proc, FIRST_JUDGED)  # the main exchange was made and judged
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=CHILD_TIMEOUT_S)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output[-3000:]
+    assert "verdict: NO-GO" in output
+    gate = json.loads((audit / "gate.json").read_text())
+    assert gate["verdict"] == "NO-GO"
+    assert any(r.startswith("interrupted: the run was stopped") for r in gate["reasons"])
+    (line,) = [
+        json.loads(x) for x in (audit / "cron-dry-run" / "ledger.jsonl").read_text().splitlines()
+    ]
+    assert line["completeness"] == "interrupted" and line["verdict"] == "NO-GO"
+    (smoke,) = (audit / "cron-dry-run").glob("smoke-*.log")
+    assert smoke.read_text().startswith("### main exchange\n")
+    assert "interrupt-secret-4242" not in smoke.read_text()
+
+
+def test_kill_9_of_a_local_run_leaves_the_smoke_log_and_no_postgres(
+    tmp_path: Path, scratch: Path
+) -> None:
+    audit = tmp_path / "audit"
+    proc = start(pytest_command(audit), clean_env(TMPDIR=str(scratch)))
+    read_until(proc, FIRST_JUDGED)
+    (data_dir,) = {p.parent for p in scratch.rglob("postmaster.pid")}
+    pid = postmaster_pid(data_dir)
+    assert pid is not None
+    proc.kill()
+    proc.wait(timeout=30)
+    assert exited_within(pid, 60), f"postgres {pid} outlived its parent"
+    (smoke,) = (audit / "cron-dry-run").glob("smoke-*.log")
+    text = smoke.read_text()
+    assert text.startswith("### main exchange\n") and "< HTTP/1.1 200 OK" in text
+    assert not (audit / "cron-dry-run" / "ledger.jsonl").exists()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_the_standin_command_takes_its_postgres_with_it(scratch: Path, how: int) -> None:
+    command = [sys.executable, "-m", "cron_dryrun.cli", "standin"]
+    proc = start(command, clean_env(TMPDIR=str(scratch)))
+    read_until(proc, "Serving; Ctrl-C stops and removes everything.")
+    (data_dir,) = {p.parent for p in scratch.rglob("postmaster.pid")}
+    pid = postmaster_pid(data_dir)
+    assert pid is not None
+    proc.send_signal(how)
+    proc.communicate(timeout=60)
+    assert exited_within(pid, 60), f"postgres {pid} outlived `cron-dryrun standin`"
+    if how == signal.SIGTERM:
+        assert proc.returncode == 0
