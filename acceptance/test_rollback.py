@@ -45,8 +45,9 @@ def test_rollback_deletes_the_dry_run_rows_and_nothing_earlier(
     dryrun_settings: Settings, app_dsn: str, cron_run: RecordedRun, evidence: Evidence
 ) -> None:
     since = day_start(cron_run.run_at) - DAY  # the run's yesterday window
-    if dryrun_settings.dry_run_start is not None:
-        since = max(since, dryrun_settings.dry_run_start)  # never older than the dry run
+    # this run is the dry run's first: it starts at its earliest window (never before a given start)
+    dry_run_start = dryrun_settings.dry_run_start or since
+    since = max(since, dry_run_start)
     earlier = _earlier_rows(app_dsn, since)
     counted_before = _count_since(app_dsn, since)
     writer = EvidenceWriter(
@@ -57,7 +58,7 @@ def test_rollback_deletes_the_dry_run_rows_and_nothing_earlier(
         app_dsn,
         since,
         now=datetime.now(UTC),
-        dry_run_start=dryrun_settings.dry_run_start,
+        dry_run_start=dry_run_start,
         confirm=lambda counted, statement, database: True,  # --allow-destructive is the consent
         writer=writer,
     )

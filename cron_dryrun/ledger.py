@@ -425,6 +425,32 @@ def targets_in(entries: Iterable[LedgerEntry]) -> dict[str, tuple[int, int]]:
     return found
 
 
+def dry_run_start_of(entries: Iterable[LedgerEntry], target: str | None = None) -> datetime | None:
+    """Where the dry run's rows begin, for rollback: the UTC midnight that starts the earliest
+    window of the target's first recorded run (the cron looks back a day, so its first run
+    already wrote yesterday's window). ``target`` None: the latest remote run's target.
+    None when the ledger has no run for it: the start is then unknown."""
+    listed = sorted(entries, key=lambda e: e.time)
+    if target is None:
+        remote = [e for e in listed if is_remote_target(e.target)]
+        if not remote:
+            return None
+        target = remote[-1].target
+    key = normalise_target(target)
+    mine = [e for e in listed if normalise_target(e.target) == key]
+    if not mine:
+        return None
+    first = mine[0]
+    starts = []
+    for start, _end in first.windows:
+        try:
+            starts.append(_parse_time(start))
+        except ValueError:
+            continue
+    earliest = min(starts) if starts else first.time - LOOKBACK
+    return earliest.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def first_entry_time(entries: Iterable[LedgerEntry], target: str | None = None) -> datetime | None:
     """The default dry-run start: the first recorded run (for ``target`` when given)."""
     times = [e.time for e in entries if target is None or e.target == target]

@@ -27,7 +27,7 @@ from cron_dryrun.evidence import (
     Redactor,
     run_secrets,
 )
-from cron_dryrun.ledger import first_entry_time, read_ledger
+from cron_dryrun.ledger import dry_run_start_of, read_ledger
 from cron_dryrun.settings import parse_utc
 
 STATEMENT_TIMEOUT_S = 60.0
@@ -68,12 +68,18 @@ def _iso(value: datetime) -> str:
 def check_since(since: datetime, *, now: datetime, dry_run_start: datetime | None) -> None:
     """Refuse a ``since`` in the future or before the dry run began (pure)."""
     since, now = _utc(since), _utc(now)
+    if dry_run_start is None:
+        raise RollbackRefused(
+            "refusing to roll back: the dry-run start is unknown, so rows older than the dry run "
+            "could be deleted; pass --dry-run-start (the first run's earliest window, a UTC "
+            "midnight) or point --audit-dir at the dry run's evidence"
+        )
     if since > now:
         raise RollbackRefused(
             f"refusing to roll back: --since {_iso(since)} is in the future (now {_iso(now)}); "
             "no dry-run row can start after now"
         )
-    if dry_run_start is not None and since < _utc(dry_run_start):
+    if since < _utc(dry_run_start):
         raise RollbackRefused(
             f"refusing to roll back: --since {_iso(since)} is before the dry-run start "
             f"{_iso(dry_run_start)}; rows older than the dry run are not the dry run's to delete "
@@ -247,7 +253,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--dry-run-start",
         default=None,
-        help="ISO start of the dry run [DRY_RUN_START] (default: the ledger's first run)",
+        help=(
+            "ISO start of the dry run [DRY_RUN_START] (default: the UTC midnight of the earliest "
+            "window of the ledger's first run for --target)"
+        ),
+    )
+    parser.add_argument(
+        "--target",
+        default=None,
+        help="the cron URL whose ledger runs give the dry-run start [CRON_URL] "
+        "(default: the ledger's latest remote run's)",
     )
     parser.add_argument(
         "--statement-timeout", type=float, default=STATEMENT_TIMEOUT_S, help="seconds (default: 60)"
@@ -279,7 +294,17 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> int:
         except ValueError:
             return _fail(f"--dry-run-start: expected an ISO time (got {start_text!r})")
     else:
-        dry_run_start = first_entry_time(read_ledger(audit_dir / LEDGER_RELPATH).entries)
+        target = args.target or os.environ.get("CRON_URL") or None
+        ledger_path = audit_dir / LEDGER_RELPATH
+        dry_run_start = dry_run_start_of(read_ledger(ledger_path).entries, target)
+        if dry_run_start is None:
+            which = f"for {target}" if target else "against a remote target"
+            return _fail(
+                f"refusing to roll back: the dry-run start is unknown: {ledger_path} has no run "
+                f"{which} and no --dry-run-start / DRY_RUN_START was given, so rows older than the "
+                "dry run could be deleted. Point --audit-dir at the dry run's evidence, or pass "
+                "--dry-run-start (the first run's earliest window, a UTC midnight)"
+            )
     if args.statement_timeout <= 0:
         return _fail("--statement-timeout: expected a positive number of seconds")
 

@@ -11,7 +11,6 @@ import pytest
 
 from cron_dryrun.cli import main
 from cron_dryrun.evidence import (
-    LEDGER_RELPATH,
     ROLLBACK_LOG_RELPATH,
     EvidenceWriter,
     Redactor,
@@ -23,6 +22,7 @@ from cron_dryrun.rollback import RollbackRefused, rollback
 NOW = datetime(2025, 10, 8, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 SINCE = datetime(2025, 10, 7, tzinfo=UTC)
+TARGET = "https://staging.cogni-track.app/api/cron/daily-usage"
 DAYS = [datetime(2025, 10, d) for d in (4, 5, 6, 7, 8)]  # naive UTC, as the columns hold
 
 
@@ -114,7 +114,7 @@ def test_deletes_exactly_the_rows_since_and_logs_it(seeded: str, writer: Evidenc
         seeded,
         SINCE,
         now=NOW + timedelta(minutes=5),
-        dry_run_start=None,
+        dry_run_start=SINCE - DAY,
         confirm=yes,
         writer=writer,
     )
@@ -127,7 +127,7 @@ def test_deletes_exactly_the_rows_since_and_logs_it(seeded: str, writer: Evidenc
 def test_not_confirmed_deletes_nothing(seeded: str, writer: EvidenceWriter) -> None:
     before = rows(seeded)
     result = rollback(
-        seeded, SINCE, now=NOW, dry_run_start=None, confirm=lambda *a: False, writer=writer
+        seeded, SINCE, now=NOW, dry_run_start=SINCE, confirm=lambda *a: False, writer=writer
     )
     assert (result.committed, result.counted, result.message) == (
         False,
@@ -154,7 +154,7 @@ def test_a_count_that_changed_before_the_delete_rolls_back(
         seeded,
         SINCE,
         now=NOW,
-        dry_run_start=None,
+        dry_run_start=SINCE,
         confirm=confirm_while_the_cron_writes,
         writer=writer,
     )
@@ -175,7 +175,7 @@ def test_a_count_that_changed_before_the_delete_rolls_back(
 
 def test_refuses_a_future_since(seeded: str, writer: EvidenceWriter) -> None:
     with pytest.raises(RollbackRefused) as info:
-        rollback(seeded, NOW + DAY, now=NOW, dry_run_start=None, confirm=yes, writer=writer)
+        rollback(seeded, NOW + DAY, now=NOW, dry_run_start=SINCE, confirm=yes, writer=writer)
     assert str(info.value) == (
         "refusing to roll back: --since 2025-10-09T12:00:00Z is in the future (now 2025-10-08T12:00:00Z); "
         "no dry-run row can start after now"
@@ -211,6 +211,8 @@ def test_command_refuses_without_yes_and_without_a_terminal(
             seeded,
             "--audit-dir",
             str(tmp_path / "audit"),
+            "--dry-run-start",
+            "2025-10-06T00:00:00Z",
         ]
     )
     assert code == 1
@@ -231,31 +233,77 @@ def test_command_with_yes_uses_database_url_env_and_the_ledger_start(
     seeded: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     audit = tmp_path / "audit"
-    # the ledger's first run (2025-10-07T02:00Z) is the dry-run start: an earlier --since is refused
+    # the first run, at 2025-10-07T02:00Z, covered the windows of the 6th and the 7th: the dry
+    # run starts at 2025-10-06T00:00Z, and a --since at that instant is accepted
+    first = datetime(2025, 10, 7, 2, tzinfo=UTC)
     append_entry(
         EvidenceWriter(audit, Redactor([])),
-        LedgerEntry(datetime(2025, 10, 7, 2, tzinfo=UTC), "t", "GO"),
+        LedgerEntry(
+            first,
+            TARGET,
+            "GO",
+            windows=(
+                ("2025-10-06T00:00:00Z", "2025-10-07T00:00:00Z"),
+                ("2025-10-07T00:00:00Z", "2025-10-08T00:00:00Z"),
+            ),
+        ),
     )
+    append_entry(EvidenceWriter(audit, Redactor([])), LedgerEntry(first, "local stack", "GO"))
     monkeypatch.setenv("DATABASE_URL", seeded)
     monkeypatch.delenv("DRY_RUN_START", raising=False)
-    assert (audit / LEDGER_RELPATH).exists()
+    monkeypatch.delenv("CRON_URL", raising=False)
     assert (
-        main(["rollback", "--since", "2025-10-07T00:00:00Z", "--yes", "--audit-dir", str(audit)])
+        main(["rollback", "--since", "2025-10-05T23:59:59Z", "--yes", "--audit-dir", str(audit)])
         == 2
     )
     assert capsys.readouterr().err.startswith(
-        "cron-dryrun rollback: refusing to roll back: --since 2025-10-07T00:00:00Z is before the dry-run "
-        "start 2025-10-07T02:00:00Z"
+        "cron-dryrun rollback: refusing to roll back: --since 2025-10-05T23:59:59Z is before the "
+        "dry-run start 2025-10-06T00:00:00Z"
     )
     assert (
-        main(["rollback", "--since", "2025-10-08T00:00:00Z", "--yes", "--audit-dir", str(audit)])
+        main(["rollback", "--since", "2025-10-06T00:00:00Z", "--yes", "--audit-dir", str(audit)])
         == 0
     )
     out = capsys.readouterr().out
-    assert "deleted 2 row(s) with window_start >= 2025-10-08T00:00:00Z; committed" in out
+    assert "deleted 6 row(s) with window_start >= 2025-10-06T00:00:00Z; committed" in out
     assert "  - [ ] ENABLE_DAILY_USAGE_WINDOWS reset to false in staging" in out
-    assert "- Rows counted and shown: 2" in (audit / ROLLBACK_LOG_RELPATH).read_text()
-    assert len([r for r in rows(seeded) if r[2] is not None]) == 8
+    log = (audit / ROLLBACK_LOG_RELPATH).read_text()
+    assert "- Rows counted and shown: 6" in log and "- Dry-run start: 2025-10-06T00:00:00Z" in log
+    assert len([r for r in rows(seeded) if r[2] is not None]) == 4
+
+
+@pytest.mark.parametrize(
+    "ledger", ["none", "local stack only", "another target"], ids=lambda x: x.replace(" ", "-")
+)
+def test_command_refuses_without_a_known_dry_run_start(
+    seeded: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    ledger: str,
+) -> None:
+    """A wrong folder or a fresh checkout must not let `--since 1970-...` delete old rows."""
+    audit = tmp_path / "audit"
+    writer = EvidenceWriter(audit, Redactor([]))
+    if ledger == "local stack only":
+        append_entry(writer, LedgerEntry(NOW - DAY, "local stack", "GO"))
+    elif ledger == "another target":
+        append_entry(writer, LedgerEntry(NOW - DAY, "https://preview.example.app/api/cron", "GO"))
+        monkeypatch.setenv("CRON_URL", TARGET)
+    before = rows(seeded)
+    monkeypatch.setenv("DATABASE_URL", seeded)
+    monkeypatch.delenv("DRY_RUN_START", raising=False)
+    code = main(["rollback", "--since", "1970-01-01T00:00:00Z", "--yes", "--audit-dir", str(audit)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "cron-dryrun rollback: refusing to roll back: the dry-run start is unknown: "
+    )
+    assert "no --dry-run-start / DRY_RUN_START was given" in err
+    assert rows(seeded) == before
+    with pytest.raises(RollbackRefused, match="the dry-run start is unknown"):
+        rollback(seeded, SINCE, now=NOW, dry_run_start=None, confirm=yes, writer=writer)
+    assert rows(seeded) == before
 
 
 def test_command_without_a_database(
