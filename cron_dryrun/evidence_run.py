@@ -371,7 +371,12 @@ def _with_banner(state: DryRunState, data: bytes) -> bytes:
     with contextlib.suppress(Exception):  # an unreadable ledger: the timeline shows none
         read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
         target = state.settings.target_name
-        points = [LedgerPoint(e.time, e.green, e.label) for e in read.entries if e.target == target]
+        key = ledger.normalise_target(target)
+        points = [
+            LedgerPoint(e.time, e.green, e.label)
+            for e in read.entries
+            if ledger.normalise_target(e.target) == key
+        ]
     banner = banner_html(report_view(state, points))
     return insert_banner(data.decode("utf-8"), banner).encode("utf-8")
 
