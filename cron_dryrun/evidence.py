@@ -379,34 +379,58 @@ class EvidenceWriter:
 
     # read-modify-write under a lock
 
-    def update_locked(self, relpath: str | Path, transform: Callable[[str], str]) -> Path:
+    def update_locked(
+        self,
+        relpath: str | Path,
+        transform: Callable[[str], str],
+        *,
+        redact_all: bool = True,
+    ) -> Path:
         """Read, transform and atomically replace a file while holding an exclusive lock.
 
-        The lock is on a sidecar ``.<name>.lock`` file, not on the file itself:
-        os.replace swaps the inode, so a lock on the old inode would not stop a
-        second writer that opened the new one.
+        The lock is an flock on the file's folder, not on the file (os.replace swaps
+        the file's inode) and not on a sidecar lock file: nothing is left in the
+        audit folder, and no pre-made symlink can be followed.
+
+        ``redact_all=False``: the caller redacted what ``transform`` adds, and the
+        bytes already in the file (an operator's text) are kept byte for byte.
         """
         path = self.path(relpath)
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = path.with_name(f".{path.name}.lock")
-        with open(lock_path, "a+b") as lock:
-            self._acquire(lock.fileno(), lock_path)
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self._acquire(fd, path.parent)
             try:
+                if path.is_symlink():
+                    raise EvidenceError(
+                        f"{path}: is a symlink; the evidence writer does not follow links"
+                    )
                 existing = path.read_text(encoding="utf-8") if path.exists() else ""
-                self._atomic_write(path, self.redactor.redact(transform(existing)).encode("utf-8"))
+                updated = transform(existing)
+                if redact_all:
+                    updated = self.redactor.redact(updated)
+                self._atomic_write(path, updated.encode("utf-8"))
             finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
         return path
 
+    def jsonl_line(self, obj: Any) -> str:
+        """The exact line ``append_jsonl_locked`` appends for ``obj`` (redacted, no newline)."""
+        return self.redactor.redact(
+            json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+        )
+
     def append_jsonl_locked(self, relpath: str | Path, obj: Any) -> Path:
-        line = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+        line = self.jsonl_line(obj)
 
         def append(existing: str) -> str:
             if existing and not existing.endswith("\n"):
                 existing += "\n"
             return existing + line + "\n"
 
-        return self.update_locked(relpath, append)
+        return self.update_locked(relpath, append, redact_all=False)
 
     def _acquire(self, fd: int, lock_path: Path) -> None:
         """flock with a bound: a stuck writer makes this fail with the lock's name, not hang."""
@@ -546,6 +570,7 @@ class RunFacts:
     follow_ups: Sequence[str] = ()
     parity_result: str = "not run"
     trigger_mode: str | None = None  # default: derived from method
+    run_id: str | None = None  # keys this run's summary entry, notes block and manifest
     # the one cause behind several failures: (cause, fix, the checks failing because of it)
     root_cause: tuple[str, str, tuple[str, ...]] | None = None
     exchanges: str | None = None  # every exchange's status and duration (watch.exchange_durations)
@@ -663,8 +688,46 @@ def _artefact_links(facts: RunFacts, from_dir: str) -> str:
     return " · ".join(links) if links else "none"
 
 
+def run_start_mark(run_id: str) -> str:
+    return f"<!-- cron-dryrun:run {run_id} -->"
+
+
+def run_end_mark(run_id: str) -> str:
+    return f"<!-- cron-dryrun:end {run_id} -->"
+
+
+def run_block(text: str, run_id: str) -> str | None:
+    """The block a run wrote into summary.md or a notes file, markers included; None if absent."""
+    start = text.find(run_start_mark(run_id) + "\n")
+    if start < 0:
+        return None
+    end_mark = run_end_mark(run_id) + "\n"
+    end = text.find(end_mark, start)
+    return text[start : end + len(end_mark)] if end >= 0 else None
+
+
+def ledger_line(text: str, run_id: str) -> str | None:
+    """The ledger line of ``run_id`` (without its newline); None if absent."""
+    needle = f'"run_id": {json.dumps(run_id)}'
+    for line in text.splitlines():
+        if needle in line:
+            return line
+    return None
+
+
 def render_summary_entry(facts: RunFacts) -> str:
-    """One summary.md entry: ``#### <UTC time> — <label>``, the bullets, the JSON body."""
+    """One summary.md entry: ``#### <UTC time> — <label>``, the bullets, the JSON body.
+
+    With a run id, the entry is framed by ``<!-- cron-dryrun:run/end <id> -->``
+    so its manifest can checksum exactly these bytes.
+    """
+    body = _summary_entry_body(facts)
+    if not facts.run_id:
+        return body
+    return f"{run_start_mark(facts.run_id)}\n{body.rstrip()}\n{run_end_mark(facts.run_id)}\n"
+
+
+def _summary_entry_body(facts: RunFacts) -> str:
     notes = [*facts.notable, *(f"follow-up: {f}" for f in facts.follow_ups)]
     expected = "unknown" if facts.expected_windows is None else str(facts.expected_windows)
     lines = [
@@ -742,7 +805,7 @@ def insert_run_entry(existing: str, entry: str) -> str:
     for i in range(heading + 1, len(lines)):
         if not plain[i]:
             continue
-        if _ENTRY_HEADING.match(lines[i]):
+        if _ENTRY_HEADING.match(lines[i]) or _RUN_MARK.match(lines[i].rstrip("\r\n")):
             return existing[: offsets[i]] + entry + "\n" + existing[offsets[i] :]
         if _SECTION_END.match(lines[i]):
             pos = i
@@ -765,8 +828,12 @@ OPERATOR_HINT = (
 )
 
 
+def _notes_key(facts: RunFacts) -> str:
+    return facts.run_id or iso_z(facts.run_at)
+
+
 def _notes_block(facts: RunFacts) -> str:
-    key = iso_z(facts.run_at)
+    key = _notes_key(facts)
     follow = [_one_line(f) for f in facts.follow_ups] or ["none"]
     notable = [_one_line(n) for n in facts.notable] or ["none"]
     expected = "unknown" if facts.expected_windows is None else str(facts.expected_windows)
@@ -790,6 +857,7 @@ def _notes_block(facts: RunFacts) -> str:
         *(f"  - [ ] {f}" if f != "none" else "  - none" for f in follow),
         f"- Verdict: {_verdict_line(facts)}",
         f"- Artefacts: {_artefact_links(facts, DRY_RUN_DIR)}",
+        *([run_end_mark(key)] if facts.run_id else []),
         "",
     ]
     return "\n".join(lines)
@@ -804,7 +872,9 @@ def _split_blocks(region: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def render_notes(facts: RunFacts, existing: str | None) -> str:
+def render_notes(
+    facts: RunFacts, existing: str | None, redact: Callable[[str], str] = lambda t: t
+) -> str:
     """notes-<date>.md with this run's facts; everything outside the generated region is kept.
 
     One facts block per run of the day, newest first (a rerun of the same
@@ -812,8 +882,8 @@ def render_notes(facts: RunFacts, existing: str | None) -> str:
     outside the markers, are kept byte for byte. A hand-written notes file
     without markers becomes the operator comments of the generated one.
     """
-    block = _notes_block(facts)
-    key = iso_z(facts.run_at)
+    block = redact(_notes_block(facts))
+    key = _notes_key(facts)
     if existing and FACTS_START in existing and FACTS_END in existing.split(FACTS_START, 1)[1]:
         before, rest = existing.split(FACTS_START, 1)
         region, after = rest.split(FACTS_END, 1)
@@ -825,10 +895,11 @@ def render_notes(facts: RunFacts, existing: str | None) -> str:
     comments = existing if existing else ""
     if comments and not comments.endswith("\n"):
         comments += "\n"
+    head = redact(
+        f"# Operator notes — {day}\n\nDaily usage cron dry run, {_one_line(facts.target)}.\n\n"
+    )
     return (
-        f"# Operator notes — {day}\n\n"
-        f"Daily usage cron dry run, {_one_line(facts.target)}.\n\n"
-        f"{FACTS_START}\n{block}{FACTS_END}\n\n"
+        f"{head}{FACTS_START}\n{block}{FACTS_END}\n\n"
         f"{OPERATOR_HEADING}\n\n{OPERATOR_HINT}\n\n{comments}"
     )
 
@@ -844,12 +915,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(writer: EvidenceWriter, run_id: str, paths: Iterable[str | Path]) -> Path:
+BLOCK_SEPARATOR = "#run="
+
+
+def block_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_manifest(
+    writer: EvidenceWriter,
+    run_id: str,
+    paths: Iterable[str | Path],
+    blocks: Iterable[tuple[str, str]] = (),
+) -> Path:
     """manifests/<run-id>.sha256 in sha256sum format, paths relative to the audit folder.
 
     Only a run's own, never-rewritten artefacts belong here (smoke log, diff
     JSON, dated report, ...); summary.md and friends change with every run.
-    An existing manifest is never replaced: a suffix is added.
+    ``blocks``: (file, text) of what this run appended to such a file (summary
+    entry, notes block, ledger line), listed as ``<sha256>  <file>#run=<run-id>``
+    and found again by its run-id markers. An existing manifest is never
+    replaced: a suffix is added.
     """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_id):
         raise EvidenceError(f"run id {run_id!r}: expected letters, digits, '.', '_' or '-'")
@@ -872,6 +958,8 @@ def write_manifest(writer: EvidenceWriter, run_id: str, paths: Iterable[str | Pa
         lines.append(f"{digest}  {rel}\n")
         # the team's convention: a .sha256 beside each archived artefact, `sha256sum -c` ready
         writer.write_text(f"{rel}.sha256", f"{digest}  {path.name}\n")
+    for rel, text in blocks:
+        lines.append(f"{block_digest(text)}  {rel}{BLOCK_SEPARATOR}{run_id}\n")
     return writer.write_new(manifest_relpath(run_id), "".join(lines))
 
 
@@ -908,6 +996,9 @@ def check_manifests(audit_dir: Path) -> ManifestCheck:
                 continue
             rel = m.group("path")
             files += 1
+            if BLOCK_SEPARATOR in rel:
+                problems.extend(_check_block(audit_dir, rel, m.group("hex").lower(), name))
+                continue
             target = (audit_dir / rel).resolve()
             listed.add(target)
             if root not in target.parents:
@@ -944,7 +1035,48 @@ def check_manifests(audit_dir: Path) -> ManifestCheck:
                 problems.append(f"{rel}: missing (listed in {name})")
             elif sha256_file(target) != m.group("hex").lower():
                 problems.append(f"{rel}: changed (listed in {name})")
+    problems.extend(_check_latest_gate(audit_dir))
     return ManifestCheck(len(manifests), files, tuple(problems))
+
+
+def _check_block(audit_dir: Path, listed: str, digest: str, manifest: str) -> list[str]:
+    """One appended block (summary entry, notes block, ledger line) against its checksum."""
+    rel, _, run_id = listed.partition(BLOCK_SEPARATOR)
+    path = audit_dir / rel
+    what = f"{rel}: the block of run {run_id}"
+    if not path.is_file() or path.is_symlink():
+        return [f"{what}: {rel} missing (listed in {manifest})"]
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    find = ledger_line if rel.endswith(".jsonl") else run_block
+    found = find(text, run_id)
+    if found is None:
+        return [f"{what}: missing (listed in {manifest})"]
+    if block_digest(found) != digest:
+        return [f"{what}: changed (listed in {manifest})"]
+    return []
+
+
+def gate_snapshot_relpath(run_id: str) -> str:
+    return f"gate-{run_id}.json"
+
+
+def _check_latest_gate(audit_dir: Path) -> list[str]:
+    """gate.json is the latest run's gate-<run-id>.json, byte for byte (that one is in a manifest)."""
+    latest = audit_dir / GATE_RELPATH
+    if not latest.is_file():
+        return []
+    try:
+        run_id = json.loads(latest.read_text(encoding="utf-8")).get("run_id")
+    except (ValueError, AttributeError):
+        return [f"{GATE_RELPATH}: not valid JSON"]
+    if not isinstance(run_id, str):
+        return []  # written before per-run snapshots existed
+    snapshot = audit_dir / gate_snapshot_relpath(run_id)
+    if not snapshot.is_file():
+        return [f"{GATE_RELPATH}: its run's snapshot {snapshot.name} is missing"]
+    if snapshot.read_bytes() != latest.read_bytes():
+        return [f"{GATE_RELPATH}: changed (it differs from {snapshot.name}, its run's snapshot)"]
+    return []
 
 
 def verify_manifests(audit_dir: Path) -> list[str]:

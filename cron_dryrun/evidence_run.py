@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cron_dryrun import ledger
@@ -30,6 +30,7 @@ from cron_dryrun.evidence import (
     RunFacts,
     flag_state_of,
     format_transcripts,
+    gate_snapshot_relpath,
     insert_run_entry,
     manifest_relpath,
     manual_fallback_of,
@@ -37,9 +38,9 @@ from cron_dryrun.evidence import (
     render_notes,
     render_summary_entry,
     report_relpath,
+    run_block,
     run_secrets,
     smoke_log_relpath,
-    stamp,
     telemetry_of,
     write_manifest,
 )
@@ -136,6 +137,7 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
         exchanges=exchange_durations(state.transcripts) if state.transcripts else None,
         follow_ups=tuple(follow_ups),
         parity_result=str(parity.get("summary", "not run")),
+        run_id=state.run_id,
         root_cause=(cause.cause, cause.fix, cause.consequences) if cause is not None else None,
     )
 
@@ -181,6 +183,7 @@ def _ledger_entry(state: DryRunState, verdict: Verdict, target_key: str) -> ledg
         manual_fallback_windows=mfw if isinstance(mfw, int) else None,
         failed_checks=tuple(s.step for s in verdict.steps if s.status != "passed"),
         completeness=completeness,
+        run_id=state.run_id,
     )
 
 
@@ -246,20 +249,27 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         if extra:
             state.verdict = _no_go(state.verdict, extra)
 
-    # 2. smoke log, summary entry, notes, manifest: each on its own, each failure named
+    # 2. smoke log, summary entry, notes: each on its own, each failure named
     failures: list[str] = []
     judged = state.verdict
-    _write_run_files(state, writer, failures)
+    own, blocks = _write_run_files(state, writer, failures)
     if failures:
         state.verdict = _no_go(judged, _evidence_reason(failures))
+        entry = _red_for_evidence(entry)
 
-    # 3. gate.json, then 4. the ledger line, last: only a run whose evidence is on disk is GO
+    # 3. this run's gate snapshot, the manifest (with the ledger line to come), gate.json
     _write_gate(state, writer, gate_document, failures)
-    if failures:
+    snapshot = state.artefacts.get("gate snapshot")
+    if snapshot is not None:
+        own.append(writer.relpath(snapshot))
+    blocks.append((LEDGER_RELPATH, writer.jsonl_line(entry.to_json())))
+    rel = manifest_relpath(state.run_id)
+    if _try(failures, rel, lambda: write_manifest(writer, state.run_id, own, blocks)) is None:
         state.verdict = _no_go(judged, _evidence_reason(failures))
-        # the ledger keeps the checks' verdict (a promotion-gate NO-GO is about the ledger, not
-        # the run), unless the run's own evidence is missing
-        entry = replace(entry, verdict=ledger.RED, failed_checks=(*entry.failed_checks, "evidence"))
+        entry = _red_for_evidence(entry)
+        _write_gate(state, writer, gate_document, failures)
+
+    # 4. the ledger line, last: only a run whose evidence is on disk is GO
     try:
         ledger.append_entry(writer, entry)
     except Exception as exc:
@@ -270,6 +280,14 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         notes.append(state.verdict.reasons[-1])
 
 
+def _red_for_evidence(entry: ledger.LedgerEntry) -> ledger.LedgerEntry:
+    """The ledger keeps the checks' verdict (a promotion-gate NO-GO is about the ledger, not the
+    run), unless the run's own evidence is missing."""
+    if entry.verdict == ledger.RED and "evidence" in entry.failed_checks:
+        return entry
+    return replace(entry, verdict=ledger.RED, failed_checks=(*entry.failed_checks, "evidence"))
+
+
 def _try(failures: list[str], relpath: str, action: Callable[[], Any]) -> Any:
     try:
         return action()
@@ -278,18 +296,34 @@ def _try(failures: list[str], relpath: str, action: Callable[[], Any]) -> Any:
         return None
 
 
-def _write_run_files(state: DryRunState, writer: EvidenceWriter, failures: list[str]) -> None:
+def _reserve_report(state: DryRunState, writer: EvidenceWriter, run_at: datetime) -> str | None:
+    """This run's dated HTML report name, reserved now so the summary and notes can link it;
+    pytest-html's report is copied into it when the session ends (``finish_html``)."""
+    if state.html_temp_path is None:
+        return None
+    if state.report_reserved is None:
+        try:
+            state.report_reserved = writer.new_path(report_relpath(run_at))
+        except Exception:
+            return None
+    state.artefacts["report"] = state.report_reserved
+    return writer.relpath(state.report_reserved)
+
+
+def _write_run_files(
+    state: DryRunState, writer: EvidenceWriter, failures: list[str]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Smoke log, summary entry, notes block; returns this run's own files and appended blocks."""
     assert state.verdict is not None
     facts = run_facts(state, state.verdict)
-    if state.artefacts.get("report"):
-        facts = replace(facts, report=LATEST_REPORT_RELPATH)
-    smoke = None
+    facts = replace(facts, report=_reserve_report(state, writer, facts.run_at))
+    own: list[str] = []
+    blocks: list[tuple[str, str]] = []
     streamed = state.smoke
     if streamed is not None and streamed.error is not None:
         failures.append(streamed.error)
     elif streamed is not None and streamed.path is not None:
-        smoke = writer.relpath(streamed.path)
-        facts = replace(facts, smoke_log=smoke)
+        own.append(writer.relpath(streamed.path))
         state.artefacts["smoke log"] = streamed.path
     elif state.transcripts:  # exchanges made without the plugin's client
         rel = smoke_log_relpath(facts.run_at)
@@ -299,33 +333,45 @@ def _write_run_files(state: DryRunState, writer: EvidenceWriter, failures: list[
             lambda: writer.write_new(rel, format_transcripts(list(state.transcripts))),
         )
         if path is not None:
-            smoke = writer.relpath(path)
-            facts = replace(facts, smoke_log=smoke)
+            own.append(writer.relpath(path))
             state.artefacts["smoke log"] = path
-    entry = render_summary_entry(facts)
+    if own:
+        facts = replace(facts, smoke_log=own[0])
+    redact = writer.redactor.redact
+    entry = redact(render_summary_entry(facts))  # only what this run adds is redacted
     if _try(
         failures,
         SUMMARY_RELPATH,
-        lambda: writer.update_locked(SUMMARY_RELPATH, lambda old: insert_run_entry(old, entry)),
+        lambda: writer.update_locked(
+            SUMMARY_RELPATH, lambda old: insert_run_entry(old, entry), redact_all=False
+        ),
     ):
         state.artefacts["summary"] = writer.path(SUMMARY_RELPATH)
+        blocks.append((SUMMARY_RELPATH, entry))
     notes_rel = notes_relpath(facts.run_at)
-    if _try(
+    notes_path = _try(
         failures,
         notes_rel,
-        lambda: writer.update_locked(notes_rel, lambda old: render_notes(facts, old or None)),
-    ):
-        state.artefacts["notes"] = writer.path(notes_rel)
+        lambda: writer.update_locked(
+            notes_rel, lambda old: render_notes(facts, old or None, redact), redact_all=False
+        ),
+    )
+    if notes_path is not None:
+        state.artefacts["notes"] = notes_path
+        block = _try(failures, notes_rel, lambda: run_block(notes_path.read_text(), state.run_id))
+        if block is not None:
+            blocks.append((notes_rel, block))
     if facts.diff_report:
         state.artefacts["diff report"] = writer.path(facts.diff_report)
-    own = [p for p in (smoke, facts.diff_report) if p]
+        own.append(facts.diff_report)
+        from cron_dryrun.reconcile import detail_path_for
+
+        detail = detail_path_for(writer.path(facts.diff_report))
+        if detail.is_file():
+            state.artefacts["diff detail"] = detail
+            own.append(writer.relpath(detail))
     own.extend(writer.relpath(p) for p in state.own_artefacts)  # e.g. fetched usage pages
-    if own:
-        run_id = PurePosixPath(smoke).stem.removeprefix("smoke-") if smoke else stamp(facts.run_at)
-        rel = manifest_relpath(run_id)
-        manifest = _try(failures, rel, lambda: write_manifest(writer, run_id, own))
-        if manifest is not None:
-            state.artefacts["manifest"] = manifest
+    return own, blocks
 
 
 def _write_gate(
@@ -334,10 +380,18 @@ def _write_gate(
     gate_document: Callable[[DryRunState], dict[str, Any]],
     failures: list[str],
 ) -> None:
-    """gate.json, listing every artefact; when even it cannot be written, the terminal says so."""
+    """gate-<run-id>.json (this run's, in its manifest) and gate.json (the latest), the same
+    bytes, listing every artefact. A run that triggered nothing has no snapshot."""
     doc = gate_document(state)
+    if state.triggered:  # gate.json names its snapshot: verify-evidence compares the two
+        doc["run_id"] = state.run_id
+        state.artefacts["manifest"] = writer.path(manifest_relpath(state.run_id))
+        state.artefacts["gate snapshot"] = writer.path(gate_snapshot_relpath(state.run_id))
     links = {name: _relpath_or_none(writer, path) for name, path in state.artefacts.items()}
     doc["artefacts"] = {name: rel for name, rel in links.items() if rel is not None}
+    if state.triggered:
+        rel = gate_snapshot_relpath(state.run_id)
+        _try(failures, rel, lambda: writer.write_json(rel, doc))
     try:
         state.artefacts["gate"] = writer.write_json(GATE_RELPATH, doc)
     except Exception as exc:
@@ -345,16 +399,23 @@ def _write_gate(
 
 
 def finish_html(state: DryRunState) -> None:
-    """Copy pytest-html's report into audit/ through the writer (redacted), dated and as latest."""
+    """Copy pytest-html's report into audit/ through the writer (redacted): into this run's
+    reserved dated name, and as the latest."""
     source = state.html_temp_path
+    reserved = state.report_reserved
     if source is None or not source.is_file():
+        if reserved is not None and reserved.is_file() and reserved.stat().st_size == 0:
+            reserved.unlink()  # the empty reservation of a report that never came
         return
     writer = writer_for(state)
     run_at = state.run.run_at if state.run else state.started_at
     data = source.read_bytes()  # the writer redacts HTML reports value by value
     if state.verdict is not None:
         data = _with_banner(state, data)
-    dated = writer.write_new(report_relpath(run_at), data)
+    if reserved is not None:
+        dated = writer.write_bytes(writer.relpath(reserved), data)
+    else:
+        dated = writer.write_new(report_relpath(run_at), data)
     writer.write_bytes(LATEST_REPORT_RELPATH, data)
     with contextlib.suppress(Exception):
         write_manifest(writer, f"{dated.stem}", [writer.relpath(dated)])

@@ -111,6 +111,7 @@ class LedgerEntry:
     manual_fallback_windows: int | None = None
     failed_checks: Sequence[str] = ()
     completeness: str = COMPLETE  # complete, partial (a collected test did not run), interrupted
+    run_id: str = ""  # the run's manifest lists this line's checksum under it
 
     def __post_init__(self) -> None:
         if self.verdict not in (GREEN, RED):
@@ -145,6 +146,7 @@ class LedgerEntry:
             "manual_fallback_windows": self.manual_fallback_windows,
             "failed_checks": list(self.failed_checks),
             "completeness": self.completeness,
+            **({"run_id": self.run_id} if self.run_id else {}),
         }
 
     @classmethod
@@ -174,6 +176,7 @@ class LedgerEntry:
             manual_fallback_windows=mfw,
             failed_checks=tuple(data.get("failed_checks") or ()),
             completeness=str(data.get("completeness") or COMPLETE),
+            run_id=str(data.get("run_id") or ""),
         )
 
 

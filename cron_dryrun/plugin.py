@@ -79,6 +79,13 @@ class DryRunState:
 
     settings: Settings
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # keys this run's manifest, gate snapshot, summary entry, notes block and ledger line
+    run_id: str = field(
+        default_factory=lambda: (
+            f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+        )
+    )
+    report_reserved: Path | None = None  # this run's dated HTML report name, reserved
     active: bool = False  # dryrun checks were collected: the gate applies
     outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
     # step -> every test id collected for it (before -k/-m/node-id selection): GO needs them all

@@ -1,0 +1,230 @@
+"""Tampering shows and operators' bytes are kept: one real run, then edits verify-evidence must catch."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from suite_runs import clean_env, run_acceptance
+
+from cron_dryrun.cli import main
+from cron_dryrun.evidence import (
+    EvidenceWriter,
+    Redactor,
+    RunFacts,
+    render_notes,
+    run_block,
+)
+
+OPERATOR_SUMMARY = (
+    "# Daily Usage Cron Dry-Run Summary\n\n## Purpose\n\nHand-written.\n\n## Runs\n"
+    "<!-- Append newest entries to the top of this section. -->\n\n"
+    "#### 2025-10-08T20:04Z (Smoke Test)\n"
+    '- Request: `curl -i -H "Authorization: Bearer $CRON_SECRET" https://staging.example/api/cron/daily-usage`\n'
+    "- Notes: password=hunter2 in the old runbook, Bearer abcdefghijklmnop\n"
+)
+
+
+@pytest.fixture(scope="module")
+def audit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    audit = tmp_path_factory.mktemp("integrity") / "audit"
+    (audit / "cron-dry-run").mkdir(parents=True)
+    (audit / "cron-dry-run" / "summary.md").write_text(OPERATOR_SUMMARY)
+    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    assert result.returncode == 0, result.stdout[-3000:]
+    return audit
+
+
+@pytest.fixture
+def audit(audit_run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "audit"
+    shutil.copytree(audit_run, copy)
+    return copy
+
+
+def verify(audit: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["verify-evidence", "--audit-dir", str(audit)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def the(audit: Path, pattern: str) -> Path:
+    (found,) = audit.glob(pattern)
+    return found
+
+
+def test_a_run_lists_every_write_once_artefact_and_verifies(
+    audit: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gate = json.loads((audit / "gate.json").read_text())
+    run_id = gate["run_id"]
+    manifest = (audit / "manifests" / f"{run_id}.sha256").read_text()
+    for listed in (
+        the(audit, "cron-dry-run/smoke-*.log"),
+        the(audit, "telemetry-audit/*-cron-diff.json"),
+        the(audit, "telemetry-audit/*-cron-diff.detail.jsonl.gz"),
+        audit / f"gate-{run_id}.json",
+    ):
+        assert f"  {listed.relative_to(audit).as_posix()}\n" in manifest
+    for block in ("cron-dry-run/summary.md", "cron-dry-run/notes-", "cron-dry-run/ledger.jsonl"):
+        assert f"  {block}" in manifest and f"#run={run_id}" in manifest
+    code, out = verify(audit, capsys)
+    assert code == 0, out
+
+
+def test_operator_bytes_stay_byte_for_byte(audit: Path) -> None:
+    """Only what the suite writes is redacted: `Bearer $CRON_SECRET` and the rest stay as typed."""
+    summary = (audit / "cron-dry-run" / "summary.md").read_text()
+    run_id = json.loads((audit / "gate.json").read_text())["run_id"]
+    block = run_block(summary, run_id)
+    assert block is not None
+    assert summary.replace(block + "\n", "", 1) == OPERATOR_SUMMARY
+
+
+def test_no_lock_file_is_left_in_the_audit_folder(audit: Path) -> None:
+    assert not [p for p in audit.rglob("*") if p.name.endswith(".lock")]
+
+
+def test_summary_notes_and_gate_link_this_runs_own_report(audit: Path) -> None:
+    report = the(audit, "report-*.html").name
+    gate = json.loads((audit / "gate.json").read_text())
+    assert gate["artefacts"]["report"] == report
+    summary = (audit / "cron-dry-run" / "summary.md").read_text()
+    notes = the(audit, "cron-dry-run/notes-*.md").read_text()
+    for text in (summary, notes):
+        assert f"[HTML report](../{report})" in text and "(../report.html)" not in text
+
+
+def _flip_diff(audit: Path) -> str:
+    diff = the(audit, "telemetry-audit/*-cron-diff.json")
+    data = json.loads(diff.read_text())
+    data["verdict"] = "fail" if data.get("verdict") == "pass" else "pass"
+    diff.write_text(json.dumps(data))
+    return f"{diff.relative_to(audit).as_posix()}: changed"
+
+
+def _delete_detail(audit: Path) -> str:
+    detail = the(audit, "telemetry-audit/*.detail.jsonl.gz")
+    detail.unlink()
+    (audit / f"{detail.relative_to(audit)}.sha256").unlink()
+    return f"{detail.relative_to(audit).as_posix()}: missing"
+
+
+def _flip_gate(audit: Path) -> str:
+    gate = audit / "gate.json"
+    gate.write_text(gate.read_text().replace('"verdict": "GO"', '"verdict": "NO-GO"'))
+    return "gate.json: changed (it differs from gate-"
+
+
+def _edit_summary_entry(audit: Path) -> str:
+    summary = audit / "cron-dry-run" / "summary.md"
+    summary.write_text(summary.read_text().replace("(expected 8)", "(expected 9)", 1))
+    return "cron-dry-run/summary.md: the block of run "
+
+
+def _edit_notes_block(audit: Path) -> str:
+    notes = the(audit, "cron-dry-run/notes-*.md")
+    notes.write_text(notes.read_text().replace("- Verdict: **GO**", "- Verdict: **NO-GO**"))
+    return f"{notes.relative_to(audit).as_posix()}: the block of run "
+
+
+def _edit_ledger_line(audit: Path) -> str:
+    ledger = audit / "cron-dry-run" / "ledger.jsonl"
+    ledger.write_text(ledger.read_text().replace('"storedEvents": 69', '"storedEvents": 70'))
+    return "cron-dry-run/ledger.jsonl: the block of run "
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        _flip_diff,
+        _delete_detail,
+        _flip_gate,
+        _edit_summary_entry,
+        _edit_notes_block,
+        _edit_ledger_line,
+    ],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_verify_evidence_catches_each_edit(
+    audit: Path, capsys: pytest.CaptureFixture[str], tamper: Callable[[Path], str]
+) -> None:
+    expected = tamper(audit)
+    code, out = verify(audit, capsys)
+    assert code == 1 and expected in out, out
+
+
+def test_the_detail_file_is_the_gzip_the_manifest_hashed(audit: Path) -> None:
+    with gzip.open(the(audit, "telemetry-audit/*.detail.jsonl.gz"), "rt") as handle:
+        handle.read()  # a real gzip stream, not an empty reservation
+
+
+# -- the writer on its own ------------------------------------------------------------------------
+
+
+def test_a_pre_made_lock_symlink_is_never_followed_or_created(tmp_path: Path) -> None:
+    audit = tmp_path / "audit"
+    (audit / "cron-dry-run").mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    for name in (".summary.md.lock", ".ledger.jsonl.lock"):
+        (audit / "cron-dry-run" / name).symlink_to(outside)
+    writer = EvidenceWriter(audit, Redactor([]))
+    writer.update_locked("cron-dry-run/summary.md", lambda old: old + "entry\n")
+    writer.append_jsonl_locked("cron-dry-run/ledger.jsonl", {"a": 1})
+    assert not outside.exists()
+    assert (audit / "cron-dry-run" / "summary.md").read_text() == "entry\n"
+    assert sorted(
+        p.name for p in (audit / "cron-dry-run").iterdir() if p.name.endswith(".lock")
+    ) == [
+        ".ledger.jsonl.lock",
+        ".summary.md.lock",
+    ]  # the operator's links are left as they were, and no new lock file appears
+
+
+def test_a_summary_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    audit = tmp_path / "audit"
+    (audit / "cron-dry-run").mkdir(parents=True)
+    outside = tmp_path / "elsewhere.md"
+    outside.write_text("not evidence\n")
+    (audit / "cron-dry-run" / "summary.md").symlink_to(outside)
+    writer = EvidenceWriter(audit, Redactor([]))
+    with pytest.raises(Exception, match="is a symlink; the evidence writer does not follow links"):
+        writer.update_locked("cron-dry-run/summary.md", lambda old: old + "entry\n")
+    assert outside.read_text() == "not evidence\n"
+
+
+def facts(run_id: str) -> RunFacts:
+    return RunFacts(
+        run_at=datetime(2026, 12, 4, 6, 59, 0, tzinfo=UTC),
+        label="Dry run",
+        target="https://staging.example/api/cron/daily-usage",
+        method="POST",
+        request="POST ... -> 200 OK",
+        windows_processed=8,
+        expected_windows=8,
+        stored_events=1,
+        updated_events=0,
+        issues_by_code={},
+        throttling_headers={},
+        manual_fallback={},
+        flag_state="true",
+        verdict="GO",
+        run_id=run_id,
+    )
+
+
+def test_notes_blocks_of_runs_in_the_same_second_are_all_kept() -> None:
+    text = None
+    for run_id in ("20261204T065900Z-aaaaaa", "20261204T065900Z-bbbbbb", "20261204T065900Z-cccccc"):
+        text = render_notes(facts(run_id), text)
+    assert text is not None
+    for run_id in ("aaaaaa", "bbbbbb", "cccccc"):
+        assert text.count(f"<!-- cron-dryrun:run 20261204T065900Z-{run_id} -->") == 1
+    again = render_notes(replace(facts("20261204T065900Z-bbbbbb"), verdict="NO-GO"), text)
+    assert again.count("<!-- cron-dryrun:run ") == 3  # a rerun of one run id replaces its block
