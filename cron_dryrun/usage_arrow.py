@@ -72,7 +72,7 @@ def keydays_sql(stream: str = _STREAM) -> str:
 
     ``sum_no_overflow``: the int4 metrics are summed in 64 bits (a key-day would need
     2^32 rows to overflow); plain ``sum`` keeps 128-bit accumulators for an Arrow source
-    without statistics, ~25 % slower here. A sum over only NULLs stays NULL.
+    without statistics (1M rows: 3.5 vs 2.7 CPU-s with the fetch). A sum over only NULLs stays NULL.
     """
     texts = ", ".join(f"coalesce({k}, '') AS {k}" for k in KEY_TEXT_COLUMNS)
     sums = ", ".join(f'sum_no_overflow("{m}")::BIGINT AS "{m}"' for m in METRICS)
