@@ -64,6 +64,16 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
+def describe_db_error(exc: BaseException) -> str:
+    """A database error in one line, without the connection string or its password."""
+    import re
+
+    text = str(exc).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    first = re.sub(r"(?i)\bpassword\s*=\s*('(?:\\.|[^'])*'|\S+)", "password=***", first)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def with_database(dsn: str, dbname: str) -> str:
     """The same server DSN pointing at another database."""
     parts = urlsplit(dsn)

@@ -36,6 +36,7 @@ from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_setti
 if TYPE_CHECKING:
     from cron_dryrun.client import CronClient, Transcript
     from cron_dryrun.evidence import EvidenceWriter
+    from cron_dryrun.preflight import Preflight
     from cron_dryrun.root_cause import RootCause
     from cron_dryrun.smoke_log import SmokeLog
 
@@ -97,7 +98,8 @@ class DryRunState:
     run: RecordedRun | None = None
     target: Target | None = None
     verdict: Verdict | None = None
-    config_error: str | None = None
+    config_error: str | None = None  # the preflight failed: nothing is sent, written or recorded
+    preflight: Preflight | None = None
     interrupted: bool = False  # SIGTERM or Ctrl-C ended the session
     requests_sent: int = 0  # counted before each request leaves
     smoke: SmokeLog | None = None  # the smoke log, appended exchange by exchange
@@ -279,14 +281,7 @@ def pytest_collection_modifyitems(
         if local_problem:
             state.config_error = local_problem
             raise pytest.UsageError(f"cron-dryrun: {local_problem}\nNothing was triggered.")
-        missing = settings.missing_remote_configuration()
-        if missing:
-            state.config_error = "; ".join(missing)
-            lines = "\n".join(f"  - {m}" for m in missing)
-            raise pytest.UsageError(
-                f"cron-dryrun: the run against CRON_URL={settings.cron_url} is not configured:\n{lines}\n"
-                "Nothing was triggered. Set the variables above, or unset CRON_URL to run on the local stack."
-            )
+        _preflight(state)
 
     # Checks that only read the shared exchange run first; checks that trigger the cron
     # themselves (auth negatives, rerun) after them, so they cannot disturb what the
@@ -299,6 +294,32 @@ def pytest_collection_modifyitems(
         return 0
 
     items.sort(key=phase)  # stable: file order within a phase
+
+
+def _preflight(state: DryRunState) -> None:
+    """Remote mode: everything checkable without triggering, before the first request and the
+    first audit file; any problem stops the run with all of them listed (exit 4)."""
+    from cron_dryrun import preflight
+
+    settings = state.settings
+    if settings.is_remote:
+        assert settings.cron_url is not None
+        result = preflight.run_preflight(
+            cron_url=settings.cron_url,
+            secret=settings.cron_secret,
+            database_dsn=settings.database_url,
+            exports=None if settings.openai_usage == "api" else settings.openai_export,
+            audit_dir=settings.audit_dir,
+            missing_configuration=settings.missing_remote_configuration(),
+            db_connect_timeout_s=settings.db_connect_timeout,
+        )
+    else:
+        result = preflight.secret_only(settings.cron_secret)
+    state.preflight = result
+    state.terminal_notes.extend(result.warnings)
+    if not result.ok:
+        state.config_error = "; ".join(result.problems)
+        raise pytest.UsageError(preflight.failure_message(result, settings.target_name))
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -455,6 +476,27 @@ def _defer_sigterm(state: DryRunState) -> None:
         state.terminal_notes.append(f"signal {signum} received while writing the evidence")
 
     signal.signal(signal.SIGTERM, note)
+
+
+@pytest.fixture(scope="session")
+def dryrun_preflight(dryrun_target: Target, dryrun_state: DryRunState) -> Preflight:
+    """The preflight's findings: from collection in remote mode (where a failure stopped the
+    run before anything was sent), else run now against the local stack."""
+    found = dryrun_state.preflight
+    if found is not None and found.complete:
+        return found
+    from cron_dryrun import preflight
+
+    t = dryrun_target
+    result = preflight.run_preflight(
+        cron_url=t.cron_url,
+        secret=t.secret,
+        database_dsn=t.database_dsn,
+        exports=None if dryrun_state.settings.openai_usage == "api" else t.exports,
+        audit_dir=dryrun_state.settings.audit_dir,
+    )
+    dryrun_state.preflight = result
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -766,6 +808,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.root_cause = find_root_cause(
             signals_from_run(state.run), [(s.step, s.status) for s in state.verdict.steps]
         )
+    if state.config_error:
+        # A failed preflight: nothing was triggered, so nothing is recorded (no ledger line,
+        # summary, notes or gate.json). Only the HTML report says why, and only into an
+        # audit folder the preflight found writable.
+        if state.preflight is None or state.preflight.problems_in("audit folder"):
+            state.html_temp_path = None
+            state.artefacts.pop("report", None)
+        return
     from cron_dryrun import reporting
 
     reporting.write_run_evidence(state)

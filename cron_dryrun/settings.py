@@ -335,6 +335,42 @@ class Settings:
         return missing
 
 
+WEAK_SECRET_LENGTH = 16
+
+
+def secret_problem(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be sent as a header secret; the message never quotes the value."""
+    if not value.strip():
+        return f"{name} is blank: set it to the secret the app expects"
+    if value != value.strip():
+        return (
+            f"{name} has leading or trailing whitespace (often a newline read from a file "
+            "or `echo`): strip it"
+        )
+    for position, char in enumerate(value, start=1):
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            return (
+                f"{name} contains a control character (code {ord(char)}) at position {position}: "
+                "a header value must be printable ASCII"
+            )
+        if ord(char) > 0x7E:
+            return (
+                f"{name} contains a non-ASCII character at position {position}: "
+                "a header value must be printable ASCII"
+            )
+    return None
+
+
+def weak_secret_warning(name: str, value: str) -> str | None:
+    if len(value) >= WEAK_SECRET_LENGTH:
+        return None
+    return (
+        f"warning: {name} is {len(value)} characters long: a secret shorter than "
+        f"{WEAK_SECRET_LENGTH} characters is weak, and hard to redact (it may also be ordinary "
+        "text); use a long random secret"
+    )
+
+
 def _is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True

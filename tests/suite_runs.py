@@ -24,7 +24,34 @@ OPERATOR_VARIABLES = (
     "PYTEST_ADDOPTS",
     "VERCEL_",
     "SSL_CERT_",
+    "PGPASSWORD",
+    "PGSERVICE",
+    "PGPASSFILE",
+    "OPENAI_ADMIN",
 )
+
+
+NETGUARD_DIR = ROOT / "tests" / "netguard"
+NETGUARD_LOG_VARIABLE = "CRON_DRYRUN_NETGUARD_LOG"
+
+
+def guarded_env(env: dict[str, str], log: Path) -> dict[str, str]:
+    """``env`` for a child Python whose every non-loopback socket.connect/getaddrinfo is
+    refused and recorded in ``log`` (tests/netguard/sitecustomize.py); read it with
+    ``netguard_attempts``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.touch()
+    path = os.pathsep.join(p for p in (str(NETGUARD_DIR), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path, NETGUARD_LOG_VARIABLE: str(log)}
+
+
+def netguard_attempts(log: Path) -> list[dict[str, str]]:
+    """Every refused attempt to reach a non-loopback host, as recorded by the guard."""
+    import json
+
+    if not log.is_file():
+        raise AssertionError(f"{log}: the network guard log is missing; was guarded_env used?")
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

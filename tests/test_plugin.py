@@ -21,13 +21,15 @@ def test_remote_target_without_database_url_fails_fast_naming_it(tmp_path: Path)
     result = run_acceptance(f"--audit-dir={tmp_path / 'audit'}", env=env, timeout=60)
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     lines = result.stderr.splitlines()
-    assert f"ERROR: cron-dryrun: the run against CRON_URL={STAGING} is not configured:" in lines
+    assert lines[0].startswith(
+        f"ERROR: cron-dryrun: the preflight against CRON_URL={STAGING} found "
+    )
     assert (
         "  - DATABASE_URL is not set: export DATABASE_URL=postgres://... or pass --database-url "
         "(the staging database the cron writes to)"
     ) in lines
     assert (
-        "Nothing was triggered. Set the variables above, or unset CRON_URL to run on the local stack."
+        "Nothing was triggered. Fix every problem above, or unset CRON_URL to run on the local stack."
         in lines
     )
 
@@ -202,9 +204,7 @@ def test_promotion_gate_needs_a_complete_ledger_of_remote_runs(
 def test_prerequisites_fail_naming_the_table_when_database_url_is_not_the_apps(
     pg_server: Any, tmp_path: Path
 ) -> None:
-    """A DATABASE_URL without the app's tables: prerequisites fails (never skips), naming them."""
-    import json
-
+    """A DATABASE_URL without the app's tables: the preflight stops the run, naming them."""
     import psycopg
 
     from cron_dryrun.database import create_app_database, database_name, with_database
@@ -224,10 +224,11 @@ def test_prerequisites_fail_naming_the_table_when_database_url_is_not_the_apps(
             OPENAI_EXPORT=str(tmp_path / "exports"),
         )
         result = run_acceptance(f"--audit-dir={tmp_path / 'audit'}", env=env)
-    assert result.returncode == 1, result.stdout[-3000:]
-    gate = json.loads((tmp_path / "audit" / "gate.json").read_text())
-    steps = {s["name"]: s for s in gate["steps"]}
-    assert steps["prerequisites"]["status"] == "failed"
-    assert steps["prerequisites"]["reason"] == (
-        "table usage_events does not exist in DATABASE_URL's database (the app's SCHEMA_MISSING condition)"
-    )
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-3000:]
+    assert (
+        "  - table usage_events does not exist in DATABASE_URL's database (the app's "
+        "SCHEMA_MISSING condition): point DATABASE_URL at the app's database, or run the app's "
+        "migrations first"
+    ) in result.stderr.splitlines()
+    assert "Nothing was triggered." in result.stderr
+    assert not (tmp_path / "audit").exists()  # the preflight stops the run before any evidence

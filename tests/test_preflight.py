@@ -1,0 +1,275 @@
+"""The preflight: every problem found before anything is sent, reported together, exit 4."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psycopg
+import pytest
+from suite_runs import clean_env, guarded_env, netguard_attempts, run_acceptance
+
+from cron_dryrun.database import create_app_database, database_name, free_port, with_database
+from cron_dryrun.preflight import (
+    check_audit_dir,
+    check_database,
+    check_exports,
+    check_secret,
+    run_preflight,
+)
+
+HEADER = (
+    "start_time,end_time,start_time_iso,end_time_iso,project_id,num_model_requests,user_id,"
+    "api_key_id,model,batch,service_tier,input_tokens,output_tokens\n"
+)
+
+
+def export_file(folder: Path, name: str = "export.csv") -> Path:
+    path = folder / name
+    path.write_text(HEADER)
+    return path
+
+
+# -- each area on its own -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        (
+            "s3cret-s3cret-s3cret\n",
+            "CRON_SECRET has leading or trailing whitespace (often a newline read from a file "
+            "or `echo`): strip it",
+        ),
+        (
+            "s3cr\x07t-s3cret-s3cret",
+            "CRON_SECRET contains a control character (code 7) at position 5: a header value "
+            "must be printable ASCII",
+        ),
+        (
+            "sécret-sécret-sécret",
+            "CRON_SECRET contains a non-ASCII character at position 2: a header value must be "
+            "printable ASCII",
+        ),
+        ("   ", "CRON_SECRET is blank: set it to the secret the app expects"),
+    ],
+)
+def test_a_malformed_secret_is_refused_without_echoing_it(secret: str, message: str) -> None:
+    assert check_secret(secret) == ([message], [])
+
+
+def test_a_short_secret_is_accepted_with_a_warning() -> None:
+    assert check_secret("GO") == (
+        [],
+        [
+            "warning: CRON_SECRET is 2 characters long: a secret shorter than 16 characters is "
+            "weak, and hard to redact (it may also be ordinary text); use a long random secret"
+        ],
+    )
+    assert check_secret("a-long-random-secret-0123") == ([], [])
+
+
+def test_exports_are_checked_by_their_header(tmp_path: Path) -> None:
+    good = export_file(tmp_path)
+    packed = tmp_path / "export.csv.gz"
+    packed.write_bytes(gzip.compress(HEADER.encode()))
+    binary = tmp_path / "export.xlsx"
+    binary.write_bytes(b"PK\x03\x04\x00\x00binary")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("date,cost\n2025-10-07,1.5\n")
+    folder = tmp_path / "none"
+    folder.mkdir()
+    (folder / "readme.md").write_text("no exports here")
+    assert check_exports([good, tmp_path / "exports.json"]) == [
+        f"OpenAI usage export not found: {tmp_path / 'exports.json'} (--openai-export / OPENAI_EXPORT)"
+    ]
+    assert check_exports([packed, binary, empty, wrong, folder]) == [
+        f"OpenAI usage export {packed} is gzip-compressed; the readers take plain CSV/TSV/JSON: "
+        "decompress it first (gunzip -k export.csv.gz) and pass the result",
+        f"OpenAI usage export {binary} is not a CSV/TSV/JSON export (binary content)",
+        f"OpenAI usage export {empty} is empty: download the export again",
+        f"OpenAI usage export {wrong} is not a CSV/TSV/JSON export the readers know: its header "
+        "lacks project_id, api_key_id, user_id, model, start_time_iso or start_time, "
+        "end_time_iso or end_time (expected the dashboard's completions export header)",
+        f"OpenAI usage export folder {folder} holds no export files (.csv, .tsv, .txt, .json, "
+        ".jsonl) (--openai-export / OPENAI_EXPORT)",
+    ]
+    pages = tmp_path / "pages.json"
+    pages.write_text('{"object": "page", "data": []}')
+    assert check_exports([good, pages, tmp_path]) == [
+        f"OpenAI usage export folder {tmp_path} holds gzip-compressed file(s) the readers skip: "
+        "export.csv.gz; decompress them first (gunzip -k)",
+        *check_exports([empty, wrong]),
+    ]
+
+
+def test_audit_folder_is_probed_and_left_as_it_was(tmp_path: Path) -> None:
+    fresh = tmp_path / "new" / "audit"
+    assert check_audit_dir(fresh) == []
+    assert not (tmp_path / "new").exists()  # created for the probe, removed again
+    existing = tmp_path / "audit"
+    existing.mkdir()
+    assert check_audit_dir(existing) == [] and list(existing.iterdir()) == []
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert check_audit_dir(blocker / "audit") == [
+        f"the audit folder {blocker / 'audit'} cannot be created or written (Not a directory): "
+        "pass a writable --audit-dir / AUDIT_DIR"
+    ]
+
+
+def test_database_checks_connection_tables_and_read_privilege(pg_server: Any) -> None:
+    app_dsn = create_app_database(pg_server.dsn)
+    assert check_database(app_dsn) == []
+    empty = f"cron_dryrun_pre_{database_name(app_dsn)[-8:]}"
+    role = f"reader_{database_name(app_dsn)[-8:]}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {empty}")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    assert check_database(with_database(pg_server.dsn, empty)) == [
+        f"table {table} does not exist in DATABASE_URL's database (the app's SCHEMA_MISSING "
+        "condition): point DATABASE_URL at the app's database, or run the app's migrations first"
+        for table in ("usage_events", "provider_keys")
+    ]
+    with psycopg.connect(app_dsn, autocommit=True) as conn:
+        conn.execute("REVOKE ALL ON usage_events FROM PUBLIC")
+    stranger = app_dsn.replace("//postgres", f"//{role}", 1)
+    assert stranger != app_dsn, app_dsn
+    assert check_database(stranger) == [
+        "the DATABASE_URL role may not read table usage_events: "
+        "GRANT SELECT ON usage_events TO <that role>",
+        "the DATABASE_URL role may not read table provider_keys: "
+        "GRANT SELECT ON provider_keys TO <that role>",
+    ]
+
+
+def test_an_unreachable_database_is_one_problem_without_its_password() -> None:
+    dsn = f"postgresql://suite:Secr3tPw-do-not-print@127.0.0.1:{free_port()}/app"
+    (problem,) = check_database(dsn, connect_timeout_s=2)
+    assert problem.startswith("DATABASE_URL: no connection within 2s (OperationalError: ")
+    assert "Secr3tPw" not in problem and problem.endswith(
+        "check host, port, user and password, and that this machine may reach it"
+    )
+
+
+def test_every_area_is_checked_even_when_another_fails(tmp_path: Path) -> None:
+    result = run_preflight(
+        cron_url="http://staging.cogni-track.app/api/cron/daily-usage",
+        secret="x\n",
+        database_dsn=f"postgresql://suite@127.0.0.1:{free_port()}/app",
+        exports=[tmp_path / "missing.csv"],
+        audit_dir=tmp_path / "a-file" / "audit",
+    )
+    (tmp_path / "a-file").write_text("")
+    assert [area for area, problems in result.findings.items() if problems] == [
+        "secret",
+        "target",
+        "database",
+        "exports",
+    ]
+    assert not result.ok and len(result.problems) == 4
+
+
+# -- as an operator meets it: nothing leaves, nothing is written ----------------------------------
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    hits: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    do_GET = do_POST
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def counting_cron() -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP server that only counts what reaches it."""
+    hits: ClassVar[list[str]] = []
+    handler = type("Handler", (_Counting,), {"hits": hits})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_broken_remote_run_lists_every_problem_and_sends_nothing(
+    tmp_path: Path, counting_cron: tuple[str, list[str]]
+) -> None:
+    url, hits = counting_cron
+    packed = tmp_path / "export.csv.gz"
+    packed.write_bytes(gzip.compress(HEADER.encode()))
+    audit = tmp_path / "audit"
+    log = tmp_path / "netguard.jsonl"
+    env = guarded_env(
+        clean_env(
+            CRON_URL=url,
+            CRON_SECRET="a-long-random-secret-0123",
+            DATABASE_URL=f"postgresql://suite:Secr3tPw@127.0.0.1:{free_port()}/app",
+            OPENAI_EXPORT=f"{tmp_path / 'missing.csv'}:{packed}",
+        ),
+        log,
+    )
+    result = run_acceptance(f"--audit-dir={audit}", env=env, timeout=120)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
+    lines = result.stderr.splitlines()
+    assert f"ERROR: cron-dryrun: the preflight against CRON_URL={url} found 3 problem(s):" in lines
+    assert any(line.startswith("  - DATABASE_URL: no connection within 30s (") for line in lines)
+    assert (
+        f"  - OpenAI usage export not found: {tmp_path / 'missing.csv'} (--openai-export / OPENAI_EXPORT)"
+        in lines
+    )
+    assert any(
+        line.startswith(f"  - OpenAI usage export {packed} is gzip-compressed") for line in lines
+    )
+    assert (
+        "Nothing was triggered. Fix every problem above, or unset CRON_URL to run on the local stack."
+        in lines
+    )
+    assert hits == []
+    assert not audit.exists()
+    assert "Secr3tPw" not in result.stdout + result.stderr
+    assert netguard_attempts(log) == []
+
+
+def test_plain_http_to_staging_is_refused_without_a_connection(tmp_path: Path) -> None:
+    """The issue's reproduction: the secret went out in clear 9 times before "not https"."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    log = tmp_path / "netguard.jsonl"
+    env = guarded_env(
+        clean_env(
+            CRON_URL="http://staging.cogni-track.app/api/cron/daily-usage",
+            CRON_SECRET="s3cret\n",
+            DATABASE_URL=f"postgresql://suite@127.0.0.1:{free_port()}/app",
+            OPENAI_EXPORT=str(tmp_path / "missing.csv"),
+        ),
+        log,
+    )
+    result = run_acceptance(f"--audit-dir={blocker / 'audit'}", env=env, timeout=120)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
+    lines = result.stderr.splitlines()
+    assert "found 5 problem(s):" in lines[0]
+    assert (
+        "  - CRON_URL http://staging.cogni-track.app/api/cron/daily-usage is not https: the bearer "
+        "secret would cross the network in clear; use https://"
+    ) in lines
+    assert any("CRON_SECRET has leading or trailing whitespace" in line for line in lines)
+    assert any("the audit folder" in line and "cannot be created" in line for line in lines)
+    assert netguard_attempts(log) == []
+    assert "s3cret" not in result.stdout + result.stderr
