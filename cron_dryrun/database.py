@@ -56,12 +56,14 @@ class RunningPostgres:
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN with its whole userinfo replaced, safe for messages and evidence."""
-    parts = urlsplit(dsn)
-    if "@" not in parts.netloc:
-        return dsn
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    """The DSN with its whole userinfo and any password replaced, safe for messages and evidence."""
+    from cron_dryrun.redaction import redact_dsn as redacted
+
+    return redacted(dsn)
+
+
+class DatabaseError(RuntimeError):
+    """A database failure whose message holds neither the DSN nor its password."""
 
 
 def describe_db_error(exc: BaseException) -> str:
@@ -384,11 +386,21 @@ def read_only_conninfo(dsn: str) -> str:
 
 
 def read_only(dsn: str) -> psycopg.Connection:
-    """A connection whose every transaction is READ ONLY: the suite never writes by accident."""
+    """A connection whose every transaction is READ ONLY: the suite never writes by accident.
+
+    A failed connection is re-raised as ``DatabaseError`` without psycopg's frames (their
+    arguments hold the connection string) and without the DSN in the message.
+    """
     # prepare_threshold=None: no server-side prepared statements, which a pooler in
     # transaction mode (Neon's -pooler endpoints, PgBouncer) cannot keep per client.
     # READ ONLY is sent with each BEGIN, not set once per session, for the same reason.
-    conn = psycopg.connect(read_only_conninfo(dsn), autocommit=False, prepare_threshold=None)
+    try:
+        conn = psycopg.connect(read_only_conninfo(dsn), autocommit=False, prepare_threshold=None)
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"the database did not accept a connection ({describe_db_error(exc)}); "
+            "check DATABASE_URL's host, port, user and password"
+        ) from None
     conn.read_only = True
     return conn
 

@@ -14,12 +14,9 @@ No pytest, httpx or psycopg here: transcripts are duck-typed (``client.Transcrip
 
 from __future__ import annotations
 
-import base64
-import binascii
 import errno
 import fcntl
 import hashlib
-import html
 import json
 import os
 import posixpath
@@ -31,12 +28,23 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus, unquote, urlsplit
+from urllib.parse import quote, urlsplit
+
+from cron_dryrun.redaction import (
+    REDACTED,
+    Redactor,
+    known_secrets,
+    redact_html_report,
+    redact_json_document,
+    redact_json_value,
+    redact_jsonl_document,
+)
 
 if TYPE_CHECKING:
     from cron_dryrun.client import Transcript
 
-REDACTED = "[REDACTED]"
+__all__ = ["REDACTED", "Redactor", "redact_html_report"]  # re-exported: their home is redaction
+
 
 # Where each artefact lives, relative to the audit folder (contract.md section 7).
 DRY_RUN_DIR = "cron-dry-run"
@@ -60,181 +68,15 @@ class EvidenceError(RuntimeError):
     """An audit file could not be written as required; the message names the file."""
 
 
-# -- redaction ------------------------------------------------------------------------------------
-
-_MIN_ENCODED_LEN = 4  # encoded variants of very short secrets would match ordinary text
-_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/?#<>\"'`]+)@")
-# Credential-carrying names as a quoted key: JSON, Python dict repr, or a (name, value) tuple repr.
-_SECRET_KEYS = (
-    r"(?:proxy-)?authorization|x-api-key|api[_-]?key|password|passwd|cron_secret|secret|cookie"
-    r"|x-vercel-protection-bypass|vercel_automation_bypass_secret"
-)
-_AUTH_QUOTED = re.compile(
-    r"""(?P<head>(?P<q>["'])(?:"""
-    + _SECRET_KEYS
-    + r""")(?P=q)\s*[:,]\s*)(?P<vq>["'])(?P<value>(?:\\.|(?!(?P=vq)).)*)(?P=vq)""",
-    re.IGNORECASE,
-)
-# "Authorization: value" / "Authorization=value" up to the end of the line (headers, logs).
-# The value stops at a quote, backslash, '<' or '&' too: inside an HTML-escaped JSON blob
-# (pytest-html's report is one long line) it must not swallow the rest of the document.
-_AUTH_LINE = re.compile(
-    r"(?P<head>\b(?:(?:proxy-)?authorization|x-api-key|x-vercel-protection-bypass|(?:set-)?cookie)\s*[:=][ \t]*)(?P<value>[^\r\n\"\\<&]*)",
-    re.IGNORECASE,
-)
-_AUTH_SCHEME = re.compile(
-    r"^(?P<scheme>Bearer|Basic|Token|Digest)(?P<sp>\s+)(?P<rest>.*)$", re.I | re.S
-)
-# RFC 6750 b64token characters, at least 8 of them: prose such as "empty bearer token"
-# stays readable, and an HTML entity after a token (&#34;) is never eaten.
-_BEARER = re.compile(
-    r"(?P<head>\bBearer[ \t]+)(?!\[REDACTED\])(?P<token>[A-Za-z0-9\-._~+/]{8,}=*)", re.IGNORECASE
-)
-_SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
-_PASSWORD_KV = re.compile(
-    r"(?P<head>\bpassword\s*=\s*)(?P<value>'(?:\\.|[^'])*'|[^\s'\"&;]+)", re.I
-)
-
-
-def _encoded_variants(secret: str) -> set[str]:
-    """Cheap encodings a secret shows up in: URL-quoted, JSON-escaped, base64."""
-    variants = {secret}
-    stripped = secret.strip()
-    if stripped:
-        variants.add(stripped)
-    if len(secret) < _MIN_ENCODED_LEN:
-        return variants
-    raw = secret.encode("utf-8")
-    for b64 in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
-        text = b64.decode("ascii")
-        variants.add(text)
-        variants.add(text.rstrip("="))
-    variants.add(quote(secret, safe=""))
-    variants.add(quote_plus(secret, safe=""))
-    variants.add(json.dumps(secret)[1:-1])
-    unq = unquote(secret)
-    if unq != secret:
-        variants.add(unq)
-    return {v for v in variants if v}
-
-
-class Redactor:
-    """Removes secrets from text: given values (and encodings), DSN userinfo, auth values, keys.
-
-    Idempotent: redacting redacted text changes nothing, because the marker
-    itself is matched first and kept (even when a secret is a substring of it).
-    """
-
-    def __init__(self, secrets: Iterable[str | None]) -> None:
-        values: set[str] = set()
-        for secret in secrets:
-            if secret:
-                values |= _encoded_variants(secret)
-        self._secrets = tuple(sorted(values, key=lambda v: (-len(v), v)))
-        self._literal: re.Pattern[str] | None = None
-        if self._secrets:
-            alternatives = "|".join(re.escape(v) for v in self._secrets)
-            self._literal = re.compile(f"(?P<marker>{re.escape(REDACTED)})|(?:{alternatives})")
-
-    def redact(self, text: str) -> str:
-        # userinfo first: a password inside it then goes with the rest of the userinfo
-        text = _URL_USERINFO.sub(r"\1***@", text)
-        if self._literal is not None:
-            text = self._literal.sub(lambda m: m.group("marker") or REDACTED, text)
-        text = _AUTH_QUOTED.sub(self._auth_quoted, text)
-        text = _AUTH_LINE.sub(self._auth_line, text)
-        text = _BEARER.sub(lambda m: m.group("head") + REDACTED, text)
-        text = _SK_KEY.sub(REDACTED, text)
-        text = _PASSWORD_KV.sub(lambda m: m.group("head") + REDACTED, text)
-        return text
-
-    def redact_bytes(self, data: bytes) -> bytes:
-        # surrogateescape round-trips bytes that are not UTF-8 unchanged
-        return self.redact(data.decode("utf-8", "surrogateescape")).encode(
-            "utf-8", "surrogateescape"
-        )
-
-    @staticmethod
-    def _mask_auth_value(value: str) -> str:
-        """Keep the scheme word (it tells a reader which auth negative this was), drop the rest."""
-        if not value.strip() or value.strip() == REDACTED:
-            return value
-        scheme = _AUTH_SCHEME.match(value)
-        if scheme is not None:
-            if not scheme.group("rest").strip():
-                return value  # "Bearer " with an empty token: nothing to hide
-            return scheme.group("scheme") + scheme.group("sp") + REDACTED
-        return REDACTED
-
-    def _auth_quoted(self, m: re.Match[str]) -> str:
-        masked = self._mask_auth_value(m.group("value"))
-        return f"{m.group('head')}{m.group('vq')}{masked}{m.group('vq')}"
-
-    def _auth_line(self, m: re.Match[str]) -> str:
-        value = m.group("value")
-        if value[:1] in ("'", '"'):
-            return m.group(0)  # a quoted value: handled by _AUTH_QUOTED
-        return m.group("head") + self._mask_auth_value(value)
-
-
-_JSON_BLOB = re.compile(r'(data-jsonblob=")([^"]*)(")')
-
-
-def _redact_json(value: Any, redact: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        head, sep, data = value.partition(";base64,")
-        if sep and head.startswith("data:"):
-            # attachments are base64 data URIs: redact what they decode to
-            try:
-                text = base64.b64decode(data, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return value
-            return head + sep + base64.b64encode(redact(text).encode()).decode("ascii")
-        return redact(value)
-    if isinstance(value, list):
-        return [_redact_json(v, redact) for v in value]
-    if isinstance(value, dict):
-        return {redact(k): _redact_json(v, redact) for k, v in value.items()}
-    return value
-
-
-def redact_html_report(text: str, redact: Callable[[str], str]) -> str:
-    """Redact pytest-html's report without breaking it: its results live in one HTML-escaped
-    JSON attribute, redacted value by value (attachments decoded first) and re-encoded."""
-    match = _JSON_BLOB.search(text)
-    if match is None:
-        return redact(text)
-    raw = html.unescape(match.group(2))
-    try:
-        blob = json.dumps(_redact_json(json.loads(raw), redact))
-    except ValueError:
-        blob = redact(raw)
-    return (
-        redact(text[: match.start()])
-        + match.group(1)
-        + html.escape(blob, quote=True)
-        + match.group(3)
-        + redact(text[match.end() :])
-    )
+# -- redaction (cron_dryrun.redaction) -------------------------------------------------------------
 
 
 def run_secrets(
     cron_secret: str | None, *dsns: str | None, admin_keys: Iterable[str] = ()
 ) -> list[str]:
-    """The values a run must never write: the cron secret, each DSN's password, the OpenAI
-    admin keys (OPENAI_ADMIN_KEY / OPENAI_ADMIN_KEYS)."""
-    found: list[str] = [cron_secret] if cron_secret else []
-    found.extend(k for k in admin_keys if k)
-    for dsn in dsns:
-        if not dsn:
-            continue
-        try:
-            password = urlsplit(dsn).password
-        except ValueError:
-            password = None
-        if password:
-            found.extend({password, unquote(password)})
-    return found
+    """The values a run must never write: the cron secret (and its derived variants), each
+    DSN's password in any DSN form, the OpenAI admin keys (OPENAI_ADMIN_KEY / OPENAI_ADMIN_KEYS)."""
+    return list(known_secrets(cron_secret, dsns=dsns, extra=admin_keys))
 
 
 # -- the writer -----------------------------------------------------------------------------------
@@ -298,7 +140,20 @@ class EvidenceWriter:
         # value, or a pattern could run across the JSON and the report would not render
         if path.suffix == ".html":
             return redact_html_report(data.decode("utf-8"), self.redactor.redact).encode("utf-8")
-        return self.redactor.redact_bytes(data)
+        return self._redacted_text(path, data.decode("utf-8", "surrogateescape")).encode(
+            "utf-8", "surrogateescape"
+        )
+
+    def _redacted_text(self, path: Path, text: str) -> str:
+        # JSON artefacts are redacted inside their string values after parsing, so a secret
+        # that is also a JSON word (true, null, a key) can never break their structure
+        if path.suffix == ".json":
+            cleaned = redact_json_document(text, self.redactor.redact)
+        elif path.suffix == ".jsonl":
+            cleaned = redact_jsonl_document(text, self.redactor.redact)
+        else:
+            cleaned = None
+        return self.redactor.redact(text) if cleaned is None else cleaned
 
     def write_bytes(self, relpath: str | Path, data: bytes) -> Path:
         path = self.path(relpath)
@@ -408,7 +263,7 @@ class EvidenceWriter:
                 existing = path.read_text(encoding="utf-8") if path.exists() else ""
                 updated = transform(existing)
                 if redact_all:
-                    updated = self.redactor.redact(updated)
+                    updated = self._redacted_text(path, updated)
                 self._atomic_write(path, updated.encode("utf-8"))
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -418,8 +273,12 @@ class EvidenceWriter:
 
     def jsonl_line(self, obj: Any) -> str:
         """The exact line ``append_jsonl_locked`` appends for ``obj`` (redacted, no newline)."""
-        return self.redactor.redact(
-            json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+        # redacted inside string values, then serialised: the line always parses
+        return json.dumps(
+            redact_json_value(obj, self.redactor.redact),
+            sort_keys=True,
+            ensure_ascii=False,
+            default=str,
         )
 
     def append_jsonl_locked(self, relpath: str | Path, obj: Any) -> Path:

@@ -39,12 +39,12 @@ from cron_dryrun.evidence import (
     render_summary_entry,
     report_relpath,
     run_block,
-    run_secrets,
     smoke_log_relpath,
     telemetry_of,
     write_manifest,
 )
 from cron_dryrun.gate import Verdict, first_line
+from cron_dryrun.redaction import known_secrets
 from cron_dryrun.watch import exchange_durations
 from cron_dryrun.windows import daily_windows, expected_windows_processed, iso
 
@@ -54,23 +54,33 @@ if TYPE_CHECKING:
 
 def writer_for(state: DryRunState) -> EvidenceWriter:
     """The run's one writer; rebuilt only when a new secret became known (the local stack's)."""
-    dsn = state.target.database_dsn if state.target else None
-    secrets = frozenset(
-        [
-            *run_secrets(
-                state.settings.cron_secret,
-                state.settings.database_url,
-                dsn,
-                admin_keys=state.settings.openai_admin_keys,
-            ),
-            *([state.settings.vercel_bypass_secret] if state.settings.vercel_bypass_secret else []),
-            *state.secrets,
-        ]
-    )
+    secrets = frozenset(run_secret_values(state))
     if state._writer is None or state._writer[0] != secrets:
         writer = EvidenceWriter(state.settings.audit_dir, Redactor(sorted(secrets)))
         state._writer = (secrets, writer)
     return state._writer[1]
+
+
+def run_secret_values(state: DryRunState) -> tuple[str, ...]:
+    """Everything the run must never print or write (see cron_dryrun.redaction)."""
+    settings = state.settings
+    target = state.target
+    values: list[str] = []
+    for secret in {settings.cron_secret, target.secret if target else None, *state.secrets}:
+        values.extend(known_secrets(secret))
+    values.extend(
+        known_secrets(
+            None,
+            dsns=(settings.database_url, target.database_dsn if target else None),
+            urls=(settings.cron_url,),
+            extra=(
+                *settings.extra_secrets,
+                *settings.openai_admin_keys,
+                settings.vercel_bypass_secret,
+            ),
+        )
+    )
+    return tuple(sorted(set(values)))
 
 
 def previous_manual_fallback_windows(audit_dir: Path, target: str) -> int | None:

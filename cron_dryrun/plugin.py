@@ -318,8 +318,9 @@ def _preflight(state: DryRunState) -> None:
     state.preflight = result
     state.terminal_notes.extend(result.warnings)
     if not result.ok:
-        state.config_error = "; ".join(result.problems)
-        raise pytest.UsageError(preflight.failure_message(result, settings.target_name))
+        redact = _redactor(state)
+        state.config_error = redact("; ".join(result.problems))
+        raise pytest.UsageError(redact(preflight.failure_message(result, settings.target_name)))
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -661,7 +662,12 @@ class Evidence:
         self._nodeid = nodeid
 
     def attach(self, title: str, text: str) -> None:
-        self._state.attachments.setdefault(self._nodeid, []).append((title, text))
+        """Attach ``text`` to this check in the HTML report, cut to bounds.MAX_ATTACHMENT_CHARS
+        (the cut says how much): a hostile answer cannot make a 400 MB report."""
+        from cron_dryrun.bounds import truncated
+
+        # cut before it is held; redacted when it goes into the report (_attach_html_extras)
+        self._state.attachments.setdefault(self._nodeid, []).append((title, truncated(text)))
 
     def attach_html(self, fragment: str) -> None:
         """Inline HTML evidence for the report (a table, a picture); text goes through
@@ -721,6 +727,10 @@ def _reason(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report: pytest.TestReport = yield
     state = item.config.stash.get(STATE_KEY, None)
+    if state is not None:
+        # before the terminal, JUnit or pytest-html sees it: longrepr (-l locals and
+        # function arguments included), captured sections, the crash line -rA prints
+        _redact_report(report, _redactor(state))
     step = _step_of(item)
     if state is None or step is None:
         return report
@@ -737,7 +747,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if status is not None:
         previous = state.outcomes.get(item.nodeid)
         if previous is None or previous.status == "passed":
-            reason = _reason(report, call) if status != "passed" else ""
+            reason = _redactor(state)(_reason(report, call)) if status != "passed" else ""
             state.outcomes[item.nodeid] = CheckOutcome(item.nodeid, step, status, reason)
     if report.when == "call" or (report.when == "setup" and not report.passed):
         _attach_html_extras(item, report, state)
@@ -765,10 +775,54 @@ def _attach_html_extras(item: pytest.Item, report: pytest.TestReport, state: Dry
     report.extras = existing
 
 
-def _redactor(state: DryRunState) -> Any:
+def _redactor(state: DryRunState) -> Callable[[str], str]:
     from cron_dryrun.evidence_run import writer_for
 
     return writer_for(state).redactor.redact
+
+
+def _redact_report(report: pytest.TestReport | pytest.CollectReport, redactor: Any) -> None:
+    """Redact, and bound each string (a -vv -l repr of a huge body is one string)."""
+    from cron_dryrun.bounds import truncated
+    from cron_dryrun.redaction import redact_in_place
+
+    def redact(text: str) -> str:
+        return truncated(text, transform=redactor)
+
+    longrepr = report.longrepr
+    if longrepr is not None:
+        report.longrepr = redact_in_place(longrepr, redact)
+        extra = getattr(longrepr, "sections", None)  # ExceptionRepr.sections: not a field
+        if isinstance(extra, list):
+            redact_in_place(extra, redact)
+    report.sections = [(redact(title), redact(text)) for title, text in report.sections]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """Collection errors (an import failing with a DSN in its message) are redacted too."""
+    report: pytest.CollectReport = yield
+    state = collector.config.stash.get(STATE_KEY, None)
+    if state is not None and report.longrepr is not None:
+        _redact_report(report, _redactor(state))
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Everything the terminal reporter prints goes through the redactor."""
+    state = session.config.stash.get(STATE_KEY, None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    writer = getattr(reporter, "_tw", None)
+    if state is None or writer is None or getattr(writer, "_cron_dryrun_redacts", False):
+        return
+    write = writer.write
+
+    def redacting_write(msg: str, *, flush: bool = False, **markup: bool) -> None:
+        write(_redactor(state)(msg), flush=flush, **markup)
+
+    writer.write = redacting_write
+    writer._cron_dryrun_redacts = True
 
 
 # -- end of session: verdict, evidence, exit status -----------------------------------------------

@@ -292,7 +292,7 @@ def run_preflight(
     if cron_url is not None:
         findings["target"] = tuple(check_target(cron_url))
     if database_dsn is not None:
-        timeout = max(1, int(round(db_connect_timeout_s)))
+        timeout = max(1, round(db_connect_timeout_s))
         findings["database"] = tuple(check_database(database_dsn, timeout))
     # None: the usage comes from the API (--openai-usage=api), fetched once the run starts
     if exports is not None:

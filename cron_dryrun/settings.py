@@ -8,14 +8,16 @@ values once, at configure time; nothing reads those sources afterwards.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from cron_dryrun.db_url import InsecureDatabaseUrl, secure_database_url
+from cron_dryrun.redaction import secrets_from_environment, without_userinfo
 
 DB_BACKENDS = ("auto", "url", "testcontainers", "embedded")
 CRON_METHODS = ("POST", "GET")
@@ -247,8 +249,10 @@ OPTIONS_BY_NAME = {spec.name: spec for spec in OPTIONS}
 class Settings:
     """Everything a dry run is configured by. Built only by ``resolve_settings``."""
 
-    cron_url: str | None = None
+    cron_url: str | None = field(default=None, repr=False)  # may hold userinfo
     cron_secret: str | None = field(default=None, repr=False)
+    # every SECRET_VARIABLES value from the environment (redaction.py), for the redactor
+    extra_secrets: tuple[str, ...] = field(default=(), repr=False)
     database_url: str | None = field(default=None, repr=False)
     db_backend: str = "auto"
     postgres_image: str = DEFAULT_POSTGRES_IMAGE
@@ -286,7 +290,7 @@ class Settings:
 
     @property
     def target_name(self) -> str:
-        return self.cron_url if self.cron_url else "local stack"
+        return without_userinfo(self.cron_url) if self.cron_url else "local stack"
 
     def local_stack_problem(self) -> str | None:
         """Why this run must not build the local stack, or None (checked before anything is sent)."""
@@ -425,24 +429,101 @@ def _fail(spec: OptionSpec, value: object, why: str) -> SettingsError:
     return SettingsError(f"{spec.where()}: {why} (got {value!r})")
 
 
+_NOT_SHOWN = "value not shown: it may hold a password"
+_KEYWORD_DSN = re.compile(r"^\s*[A-Za-z_]+\s*=")
+LIBPQ_KEYWORDS = frozenset(
+    {
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "connect_timeout",
+        "options",
+        "application_name",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslnegotiation",
+        "target_session_attrs",
+        "channel_binding",
+        "service",
+        "gssencmode",
+        "keepalives",
+        "require_auth",
+    }
+)
+
+
 def _check_url(spec: OptionSpec, value: str, schemes: Sequence[str]) -> str:
-    parts = urlsplit(value)
+    """A URL with one of ``schemes`` and a host. The error never echoes the value: a URL
+    whose password is not percent-encoded cannot be redacted reliably."""
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts, hostname = None, None
     # libpq URLs may name the host (or a socket directory) in the query: ?host=/run/postgresql
-    has_host = bool(parts.hostname) or "host=" in parts.query
-    if parts.scheme not in schemes or not has_host:
-        raise _fail(
-            spec,
-            _redact_dsn(value),
-            f"expected a URL like {schemes[0]}://host/..., with a scheme among {', '.join(schemes)}",
+    has_host = parts is not None and (bool(hostname) or "host=" in parts.query)
+    if parts is None or parts.scheme not in schemes or not has_host:
+        # a value without userinfo or keywords holds no password: it helps to see it
+        shown = _NOT_SHOWN if "@" in value or "=" in value else f"got {value!r}"
+        raise SettingsError(
+            f"{spec.where()}: expected a URL like {schemes[0]}://host/..., with a scheme among "
+            f"{', '.join(schemes)}, and any user or password percent-encoded ({shown})"
+        )
+    if parts.password is not None and "%" in parts.password:
+        try:
+            unquote(parts.password, errors="strict")
+        except UnicodeDecodeError:
+            raise SettingsError(
+                f"{spec.where()}: the password's percent-encoding is not valid UTF-8 ({_NOT_SHOWN})"
+            ) from None
+        if re.search(r"%(?![0-9A-Fa-f]{2})", parts.password):
+            raise SettingsError(
+                f"{spec.where()}: the password has a '%' that is not a percent-escape; encode it "
+                f"as %25 ({_NOT_SHOWN})"
+            )
+    return value
+
+
+def _check_database_dsn(spec: OptionSpec, value: str) -> str:
+    """A postgres:// URL, or a libpq keyword DSN (``host=... dbname=... password=...``)."""
+    if not _KEYWORD_DSN.match(value):
+        return _check_url(spec, value, ("postgresql", "postgres"))
+    keys = [k.lower() for k in re.findall(r"(?:^|\s)([A-Za-z_]+)\s*=", value)]
+    unknown = sorted({k for k in keys if k not in LIBPQ_KEYWORDS})
+    if unknown:
+        raise SettingsError(
+            f"{spec.where()}: not a libpq keyword DSN: unknown keyword(s) {', '.join(unknown)} "
+            f"({_NOT_SHOWN})"
+        )
+    if "host" not in keys and "hostaddr" not in keys and "service" not in keys:
+        raise SettingsError(
+            f"{spec.where()}: a keyword DSN must name host= (or hostaddr=, service=) ({_NOT_SHOWN})"
         )
     return value
 
 
-def _redact_dsn(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.password is None:
-        return value
-    return value.replace(f":{parts.password}@", ":***@", 1)
+def is_keyword_dsn(value: str) -> bool:
+    return bool(_KEYWORD_DSN.match(value))
+
+
+def _secure_keyword_dsn(dsn: str, allow_insecure: bool) -> str:
+    """db_url.secure_database_url for the keyword form: sslmode=require added for a remote
+    host, sslmode=disable to one refused unless allowed."""
+    hosts = re.findall(r"(?:^|\s)(?:host|hostaddr)\s*=\s*'?([^'\s]+)", dsn)
+    probe = "postgresql:///?" + "&".join(f"host={h}" for h in hosts) if hosts else "postgresql:///"
+    modes = re.findall(r"(?:^|\s)sslmode\s*=\s*'?([^'\s]+)", dsn)
+    if not modes:
+        return dsn if secure_database_url(probe) == probe else f"{dsn} sslmode=require"
+    if modes[-1] == "disable":
+        secure_database_url(f"{probe}{'&' if hosts else '?'}sslmode=disable", allow_insecure)
+    return dsn
 
 
 def _as_float(spec: OptionSpec, value: object) -> float:
@@ -518,9 +599,13 @@ def resolve_settings(
     database_url = raw["database_url"] or None
     allow_insecure_db = _as_bool(o["allow_insecure_db"], raw["allow_insecure_db"])
     if database_url is not None:
-        _check_url(o["database_url"], database_url, ("postgresql", "postgres"))
+        _check_database_dsn(o["database_url"], database_url)
         try:
-            database_url = secure_database_url(database_url, allow_insecure_db)
+            database_url = (
+                _secure_keyword_dsn(database_url, allow_insecure_db)
+                if is_keyword_dsn(database_url)
+                else secure_database_url(database_url, allow_insecure_db)
+            )
         except InsecureDatabaseUrl as exc:
             raise SettingsError(f"{o['database_url'].where()}: {exc}") from None
 
@@ -541,6 +626,11 @@ def resolve_settings(
     db_backend = str(raw["db_backend"]).lower()
     if db_backend not in DB_BACKENDS:
         raise _fail(o["db_backend"], raw["db_backend"], f"expected one of {', '.join(DB_BACKENDS)}")
+    if db_backend == "url" and cron_url is None and database_url and is_keyword_dsn(database_url):
+        raise SettingsError(
+            "--db-backend / DB_BACKEND is 'url': the local stack creates its database on that "
+            "server, which needs a URL-form DSN (postgresql://user:pw@host:port/db), not keywords"
+        )
     if db_backend == "url" and database_url is None:
         raise SettingsError(
             "--db-backend / DB_BACKEND is 'url' but no database URL was given: "
@@ -637,6 +727,7 @@ def resolve_settings(
     return Settings(
         cron_url=cron_url,
         cron_secret=env.get("CRON_SECRET") or None,
+        extra_secrets=secrets_from_environment(env),
         database_url=database_url,
         db_backend=db_backend,
         postgres_image=str(raw["postgres_image"]),

@@ -50,11 +50,11 @@ def test_exports_and_allowed_codes_split() -> None:
     [
         (
             {"cli": {"cron_url": "staging.cogni-track.app"}},
-            "--cron-url / CRON_URL: expected a URL like https://host/..., with a scheme among https, http (got 'staging.cogni-track.app')",
+            "--cron-url / CRON_URL: expected a URL like https://host/..., with a scheme among https, http, and any user or password percent-encoded (got 'staging.cogni-track.app')",
         ),
         (
             {"env": {"DATABASE_URL": "mysql://u:pw@h/db"}},
-            "--database-url / DATABASE_URL: expected a URL like postgresql://host/..., with a scheme among postgresql, postgres (got 'mysql://u:***@h/db')",
+            "--database-url / DATABASE_URL: expected a URL like postgresql://host/..., with a scheme among postgresql, postgres, and any user or password percent-encoded (value not shown: it may hold a password)",
         ),
         (
             {"env": {"DB_BACKEND": "sqlite"}},
@@ -224,3 +224,50 @@ def test_a_remote_database_gets_tls_and_insecure_needs_the_flag() -> None:
     insecure = remote + "?sslmode=disable"
     s = resolve_settings(cli={"allow_insecure_db": True}, env={"DATABASE_URL": insecure})
     assert s.database_url == insecure and s.db_connect_timeout == 30.0
+
+
+@pytest.mark.parametrize(
+    ("dsn", "message"),
+    [
+        (
+            "postgresql://suite:P@ss:w/rd%#Q1@127.0.0.1:5432/app",
+            "--database-url / DATABASE_URL: expected a URL like postgresql://host/..., with a "
+            "scheme among postgresql, postgres, and any user or password percent-encoded "
+            "(value not shown: it may hold a password)",
+        ),
+        (
+            "postgresql://suite:Pw%ZZsecret@127.0.0.1/app",
+            "--database-url / DATABASE_URL: the password has a '%' that is not a percent-escape; "
+            "encode it as %25 (value not shown: it may hold a password)",
+        ),
+        (
+            "postgresql://suite:Pw%C3secret@127.0.0.1/app",
+            "--database-url / DATABASE_URL: the password's percent-encoding is not valid UTF-8 "
+            "(value not shown: it may hold a password)",
+        ),
+        (
+            "hots=db.internal password=Secr3tPw",
+            "--database-url / DATABASE_URL: not a libpq keyword DSN: unknown keyword(s) hots "
+            "(value not shown: it may hold a password)",
+        ),
+    ],
+)
+def test_a_bad_database_url_is_refused_without_echoing_it(dsn: str, message: str) -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        resolve_settings(env={"DATABASE_URL": dsn})
+    assert str(excinfo.value) == message
+
+
+def test_a_keyword_dsn_is_accepted_and_secrets_come_from_the_environment() -> None:
+    s = resolve_settings(
+        env={
+            "CRON_URL": "https://ops:url-Pw-1234@staging.cogni-track.app/api/cron/daily-usage",
+            "DATABASE_URL": "host=127.0.0.1 dbname=app user=suite password='a b\\' c'",
+            "PGPASSWORD": "pg-password-from-env",
+        }
+    )
+    assert s.database_url == "host=127.0.0.1 dbname=app user=suite password='a b\\' c'"
+    assert s.extra_secrets == ("pg-password-from-env",)
+    assert s.target_name == "https://***@staging.cogni-track.app/api/cron/daily-usage"
+    shown = repr(s)
+    assert "a b" not in shown and "pg-password" not in shown and "url-Pw" not in shown

@@ -1,0 +1,98 @@
+"""Bounds on what a hostile endpoint can make the suite hold: JSON depth, attachment size.
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+MAX_JSON_DEPTH = 64  # the cron's answer nests 3 deep; 64 leaves room and no recursion risk
+MAX_ATTACHMENT_CHARS = 200_000  # one attachment of the HTML report, one report line
+_MARGIN = 4096  # longer than any secret: what a transform sees past the cut
+_OPENERS = re.compile(r'[\[{"]')
+
+
+class JsonTooDeep(ValueError):
+    """A JSON document nests deeper than the bound: refused before the parser recurses."""
+
+
+def json_depth_exceeds(text: str, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``text`` opens more than ``max_depth`` arrays/objects at once (strings skipped).
+
+    Linear, without recursion; a document with fewer brackets than the bound is not scanned.
+    """
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    depth = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        m = _OPENERS.search(text, i)
+        # closers between i and the next opener lower the depth
+        end = m.start() if m else n
+        depth -= text.count("]", i, end) + text.count("}", i, end)
+        if m is None:
+            return False
+        ch = m.group()
+        if ch == '"':
+            j = m.end()
+            while True:  # skip the string, honouring backslash escapes
+                j = text.find('"', j)
+                if j < 0:
+                    return False
+                k = j - 1
+                while k >= 0 and text[k] == "\\":
+                    k -= 1
+                if (j - 1 - k) % 2 == 0:
+                    break
+                j += 1
+            i = j + 1
+            continue
+        depth += 1
+        if depth > max_depth:
+            return True
+        i = m.end()
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def loads_bounded(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` that raises ``ValueError`` (never ``RecursionError``) on a document
+    nested deeper than ``max_depth``, and on NaN/Infinity."""
+    if json_depth_exceeds(text, max_depth):
+        raise JsonTooDeep(
+            f"JSON nested deeper than {max_depth} levels: refused unparsed (a JSON bomb?)"
+        )
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise JsonTooDeep(f"JSON nested too deep to parse (bound {max_depth})") from None
+
+
+def truncated(
+    text: str, limit: int = MAX_ATTACHMENT_CHARS, transform: Callable[[str], str] | None = None
+) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut; unchanged when it fits.
+
+    ``transform`` (a redactor) is applied before the cut, to a margin past it, so that a
+    secret across the cut is removed whole rather than left half visible.
+    """
+    apply = transform or (lambda t: t)
+    if len(text) <= limit:
+        return apply(text)
+    # a secret across the cut: redacted whole in the margin, and the margin kept when no
+    # transform was given (the caller redacts later, whole secrets still in view)
+    head = apply(text[: limit + _MARGIN])
+    head = head[:limit] if transform else head
+    cut = len(text) - (limit if transform else limit + _MARGIN)
+    return (
+        f"{head}\n[truncated by cron-dryrun: {cut:,} of {len(text):,} characters cut "
+        f"(bound {limit:,}); the smoke log holds the exchange]"
+    )
