@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from cron_dryrun.checks import judge_window_scoping
+from cron_dryrun.checks import judge_window_scoping, reported_writes
 from cron_dryrun.plugin import Evidence, fail_if
 from cron_dryrun.run import RecordedRun
 
@@ -18,10 +18,11 @@ pytestmark = [pytest.mark.dryrun, pytest.mark.window_scoping]
 def test_rows_written_only_in_the_daily_windows(cron_run: RecordedRun, evidence: Evidence) -> None:
     body = cron_run.require_exchange()
     observation = cron_run.require_db()
-    telemetry = body.get("telemetry") or {}
-    reported = int(telemetry.get("storedEvents") or 0) + int(telemetry.get("updatedEvents") or 0)
+    telemetry = body.get("telemetry") if isinstance(body.get("telemetry"), dict) else {}
+    reported, problem = reported_writes(telemetry)
     evidence.attach(
         f"rows written by the run ({len(observation.changed_rows)})",
         "\n".join(row.describe() for row in observation.changed_rows) or "(none)",
     )
+    fail_if(problem)
     fail_if(judge_window_scoping(cron_run.run_at, observation, reported_writes=reported))

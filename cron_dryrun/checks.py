@@ -8,11 +8,13 @@ tests/test_checks.py asserts every message.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from cron_dryrun.bounds import JsonTooDeep
 from cron_dryrun.run import DbObservation, UsageRow
 from cron_dryrun.vercel import protection_block
 from cron_dryrun.windows import day_start, expected_windows_processed, in_scope, iso
@@ -71,6 +73,8 @@ def exchange_problem(exchange: Exchange) -> str | None:
         return f"the answer could not be read whole: {t.error}; {describe_answer(t)}"
     try:
         body = t.json_body()
+    except JsonTooDeep as exc:
+        return f"the JSON body was refused: {exc}; {describe_answer(t)}"
     except (ValueError, UnicodeDecodeError):
         return f"expected a JSON body, got {describe_answer(t)}"
     if not isinstance(body, dict):
@@ -208,7 +212,29 @@ def _number(telemetry: Mapping[str, Any], name: str) -> int | None:
     value = telemetry.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # 1e400 parses as inf
     return int(value)
+
+
+def reported_writes(telemetry: Mapping[str, Any]) -> tuple[int, str | None]:
+    """storedEvents + updatedEvents, and a failure message when either is not a whole,
+    non-negative number (absent counts as 0): a hostile or broken answer is a failed
+    check, never a crash."""
+    total = 0
+    problems = []
+    for name in ("storedEvents", "updatedEvents"):
+        value = telemetry.get(name)
+        if value is None:
+            continue
+        number = _number(telemetry, name)
+        if number is None or number < 0 or number != value:
+            problems.append(
+                f"telemetry.{name} is {json.dumps(value)[:80]}, expected a whole number of events"
+            )
+            continue
+        total += number
+    return total, "; ".join(problems) or None
 
 
 def judge_telemetry(

@@ -7,7 +7,6 @@ retried only when its Retry-After is short, a bounded number of times.
 
 from __future__ import annotations
 
-import json
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -18,7 +17,9 @@ from typing import Any, Protocol
 
 import httpx
 
+from cron_dryrun.bounds import loads_bounded
 from cron_dryrun.content_coding import ACCEPT_ENCODING, decode_body
+from cron_dryrun.deadline import deadline_transport
 from cron_dryrun.tls import certificate_failure
 from cron_dryrun.vercel import BYPASS_HEADER
 
@@ -39,7 +40,7 @@ class Transcript:
     label: str
     method: str
     url: str
-    request_headers: tuple[tuple[str, str], ...]
+    request_headers: tuple[tuple[str, str], ...] = field(repr=False)  # Authorization
     request_body: bytes
     started_at: datetime
     elapsed_s: float = 0.0
@@ -82,8 +83,9 @@ class Transcript:
         return text if limit is None else text[:limit]
 
     def json_body(self) -> Any:
-        """The parsed body; raises ValueError when it is not JSON."""
-        return json.loads(self.response_body.decode("utf-8"))
+        """The parsed body; raises ValueError when it is not JSON, nests deeper than
+        bounds.MAX_JSON_DEPTH or holds NaN/Infinity (never RecursionError)."""
+        return loads_bounded(self.response_body.decode("utf-8"))
 
     @property
     def throttling_headers(self) -> dict[str, str]:
@@ -223,27 +225,36 @@ class CronClient:
         try:
             with (
                 httpx.Client(
+                    transport=deadline_transport(
+                        deadline,
+                        trust_env=False,
+                        verify=self.verify if self.verify is not False else True,
+                    ),
                     timeout=timeout,
                     follow_redirects=False,
                     trust_env=False,
-                    verify=self.verify if self.verify is not False else True,
                 ) as http,
                 http.stream(method, self.url, headers=headers) as response,
             ):
                 body = bytearray()
                 truncated = False
                 error = None
-                for chunk in response.iter_raw():
-                    body.extend(chunk)
-                    if len(body) > self.max_body_bytes:
-                        del body[self.max_body_bytes :]
-                        truncated = True
-                        error = f"response body larger than {self.max_body_bytes} bytes; read stopped there"
-                        break
-                    if time.monotonic() > deadline:
-                        error = f"timed out after {self.timeout_s:g}s while reading the body (--cron-timeout / CRON_TIMEOUT)"
-                        truncated = True
-                        break
+                body_timeout = f"timed out after {self.timeout_s:g}s while reading the body (--cron-timeout / CRON_TIMEOUT)"
+                try:
+                    for chunk in response.iter_raw():
+                        body.extend(chunk)
+                        if len(body) > self.max_body_bytes:
+                            del body[self.max_body_bytes :]
+                            truncated = True
+                            error = f"response body larger than {self.max_body_bytes} bytes; read stopped there"
+                            break
+                        if time.monotonic() > deadline:
+                            error = body_timeout
+                            truncated = True
+                            break
+                except httpx.TimeoutException:  # the transport's deadline, between two chunks
+                    error = body_timeout
+                    truncated = True
                 encoding = response.headers.get("content-encoding", "")
                 decoded = decode_body(bytes(body), encoding, self.max_decoded_bytes)
                 if decoded.error:
@@ -263,7 +274,7 @@ class CronClient:
                     content_encoding=encoding,
                 )
         except httpx.TimeoutException as exc:
-            error = f"timed out after {self.timeout_s:g}s ({type(exc).__name__}); raise --cron-timeout / CRON_TIMEOUT if the cron is just slow"
+            error = f"timed out after {self.timeout_s:g}s ({type(exc).__name__}; the deadline covers connect, headers and body); raise --cron-timeout / CRON_TIMEOUT if the cron is just slow"
         except httpx.HTTPError as exc:
             host = httpx.URL(self.url).host
             error = certificate_failure(exc, host) or f"{type(exc).__name__}: {exc}"
