@@ -21,9 +21,11 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cron_dryrun.checks import judge_target_scheme
 from cron_dryrun.exports import expand_export_paths, sniff_export
+from cron_dryrun.redaction import without_userinfo
 from cron_dryrun.settings import is_loopback_url, secret_problem, weak_secret_warning
 
 DB_CONNECT_TIMEOUT_S = 10
@@ -85,8 +87,15 @@ def check_secret(secret: str | None) -> tuple[list[str], list[str]]:
 
 
 def check_target(cron_url: str) -> list[str]:
-    problem = judge_target_scheme(cron_url, is_loopback_url(cron_url))
-    return [problem] if problem else []
+    shown = without_userinfo(cron_url)
+    problem = judge_target_scheme(shown, is_loopback_url(cron_url))
+    problems = [problem] if problem else []
+    if "@" in urlsplit(cron_url).netloc:
+        problems.append(
+            f"CRON_URL {shown} carries a user and password: the client would send them as Basic "
+            "auth in place of the bearer secret; remove them from the URL"
+        )
+    return problems
 
 
 def _decodes_as_text(head: bytes) -> bool:

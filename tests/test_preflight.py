@@ -19,6 +19,7 @@ from cron_dryrun.preflight import (
     check_database,
     check_exports,
     check_secret,
+    check_target,
     run_preflight,
 )
 
@@ -107,6 +108,15 @@ def test_exports_are_checked_by_their_header(tmp_path: Path) -> None:
         "export.csv.gz; decompress them first (gunzip -k)",
         *check_exports([empty, wrong]),
     ]
+
+
+def test_userinfo_in_cron_url_is_refused_without_showing_it() -> None:
+    assert check_target("https://ops:Url-Pw-1@staging.cogni-track.app/api/cron/daily-usage") == [
+        "CRON_URL https://***@staging.cogni-track.app/api/cron/daily-usage carries a user and "
+        "password: the client would send them as Basic auth in place of the bearer secret; "
+        "remove them from the URL"
+    ]
+    assert check_target("http://127.0.0.1:8080/api/cron/daily-usage") == []
 
 
 def test_audit_folder_is_probed_and_left_as_it_was(tmp_path: Path) -> None:

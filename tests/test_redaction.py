@@ -181,3 +181,32 @@ def test_report_objects_are_redacted_in_place() -> None:
     text = repr(report)
     assert SECRET not in text and text.count(REDACTED) >= 3
     assert report.args[1] == ("n", 3)
+
+
+def test_rollback_never_echoes_a_keyword_dsn_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cron_dryrun.cli import main
+    from cron_dryrun.database import free_port
+
+    monkeypatch.setenv("PGPASSWORD", "Pg-Env-Rollback-Pw-42")
+    dsn = f"host=127.0.0.1 port={free_port()} dbname=app user=suite password=Kw-Rollback-Pw-9"
+    code = main(
+        [
+            "rollback",
+            "--database-url",
+            dsn,
+            "--since",
+            "2025-10-07T00:00:00Z",
+            "--dry-run-start",
+            "2025-10-06T00:00:00Z",
+            "--yes",
+            f"--audit-dir={tmp_path}",
+        ]
+    )
+    out = capsys.readouterr()
+    assert code == 1
+    assert "cron-dryrun rollback: database error on host=127.0.0.1" in out.err
+    assert "password=***" in out.err
+    assert "Kw-Rollback-Pw-9" not in out.out + out.err
+    assert "Pg-Env-Rollback-Pw-42" not in out.out + out.err
