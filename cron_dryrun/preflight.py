@@ -9,7 +9,7 @@ Checked: CRON_SECRET present and well formed; CRON_URL https unless its host is
 loopback (decided from the URL alone, no connection); the database answers within a
 bounded connect timeout, ``usage_events`` and ``provider_keys`` exist with the columns
 the suite reads, and the role may read them; each export path is a readable,
-non-empty file or folder whose header the export readers know; the audit folder can
+non-empty file or folder whose header the export readers know (gzip read through); the audit folder can
 be created and written (a probe file, fsync'd, removed).
 """
 
@@ -24,14 +24,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cron_dryrun.checks import judge_target_scheme
-from cron_dryrun.exports import expand_export_paths, sniff_export
+from cron_dryrun.exports import (
+    expand_export_paths,
+    export_file_message,
+    read_export_head,
+    sniff_export,
+)
 from cron_dryrun.redaction import without_userinfo
 from cron_dryrun.settings import is_loopback_url, secret_problem, weak_secret_warning
 
 DB_CONNECT_TIMEOUT_S = 10
 DB_STATEMENT_TIMEOUT_MS = 10_000
-HEAD_BYTES = 65536
-GZIP_MAGIC = b"\x1f\x8b"
 # Columns the suite reads (windows, xmin watch, key count); parity reports metric columns itself.
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "usage_events": ("key_id", "model", "window_start", "window_end"),
@@ -98,44 +101,24 @@ def check_target(cron_url: str) -> list[str]:
     return problems
 
 
-def _decodes_as_text(head: bytes) -> bool:
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # a multi-byte character cut by the read limit is still text
-        return exc.start >= len(head) - 3 and len(head) == HEAD_BYTES
-    return True
-
-
 def export_file_problem(path: Path) -> str | None:
-    """Why the export readers cannot read ``path``; None when its header is one they know."""
-    where = f"OpenAI usage export {path}"
+    """Why the export readers cannot read ``path``, said as the readers say it; None when its
+    header is one they know (gzip is read through, as the readers do)."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(HEAD_BYTES)
+        head, _compression, unreadable = read_export_head(path)
+        if unreadable is None and "\x00" in head:
+            return f"export file {path}: not a CSV/TSV/JSON export (binary content)"
+        fmt = sniff_export(path)
     except OSError as exc:
         return (
-            f"{where} cannot be read ({exc.strerror or type(exc).__name__}): check its permissions"
+            f"export file {path}: cannot be read ({exc.strerror or type(exc).__name__}): "
+            "check its permissions"
         )
-    if not head.strip():
-        return f"{where} is empty: download the export again"
-    if head.startswith(GZIP_MAGIC):
-        return (
-            f"{where} is gzip-compressed; the readers take plain CSV/TSV/JSON: "
-            f"decompress it first (gunzip -k {path.name}) and pass the result"
-        )
-    if b"\x00" in head or not _decodes_as_text(head):
-        return f"{where} is not a CSV/TSV/JSON export (binary content)"
-    fmt = sniff_export(path)
-    if fmt.kind == "json":
-        return None
-    if fmt.missing:
-        return (
-            f"{where} is not a CSV/TSV/JSON export the readers know: its header lacks "
-            f"{', '.join(fmt.missing)} (expected the dashboard's completions export header)"
-        )
-    if not fmt.metrics:
-        return f"{where}: its header has no token or request columns (e.g. input_tokens)"
+    problem = fmt.problem(str(path))
+    if problem is not None:
+        return export_file_message(problem)
+    if fmt.kind != "json" and not fmt.metrics:
+        return f"export file {path}: its header has no token or request columns (e.g. input_tokens)"
     return None
 
 
@@ -157,16 +140,10 @@ def check_exports(paths: Sequence[Path]) -> list[str]:
                     f"OpenAI usage export folder {path} cannot be listed ({exc.strerror})"
                 )
                 continue
-            packed = sorted(p.name for p in path.iterdir() if p.suffix.lower() == ".gz")
-            if packed:
-                problems.append(
-                    f"OpenAI usage export folder {path} holds gzip-compressed file(s) the readers "
-                    f"skip: {', '.join(packed)}; decompress them first (gunzip -k)"
-                )
             if not files:
                 problems.append(
                     f"OpenAI usage export folder {path} holds no export files "
-                    "(.csv, .tsv, .txt, .json, .jsonl) (--openai-export / OPENAI_EXPORT)"
+                    "(.csv, .tsv, .txt, .json, .jsonl, each also .gz) (--openai-export / OPENAI_EXPORT)"
                 )
             problems.extend(p for p in map(export_file_problem, files) if p)
         elif path.is_file():

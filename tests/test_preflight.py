@@ -77,7 +77,9 @@ def test_a_short_secret_is_accepted_with_a_warning() -> None:
 def test_exports_are_checked_by_their_header(tmp_path: Path) -> None:
     good = export_file(tmp_path)
     packed = tmp_path / "export.csv.gz"
-    packed.write_bytes(gzip.compress(HEADER.encode()))
+    packed.write_bytes(gzip.compress(HEADER.encode()))  # read through, as the readers do
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(b"\x1f\x8bnot gzip at all")
     binary = tmp_path / "export.xlsx"
     binary.write_bytes(b"PK\x03\x04\x00\x00binary")
     empty = tmp_path / "empty.csv"
@@ -87,27 +89,25 @@ def test_exports_are_checked_by_their_header(tmp_path: Path) -> None:
     folder = tmp_path / "none"
     folder.mkdir()
     (folder / "readme.md").write_text("no exports here")
+    assert check_exports([good, packed]) == []
     assert check_exports([good, tmp_path / "exports.json"]) == [
         f"OpenAI usage export not found: {tmp_path / 'exports.json'} (--openai-export / OPENAI_EXPORT)"
     ]
-    assert check_exports([packed, binary, empty, wrong, folder]) == [
-        f"OpenAI usage export {packed} is gzip-compressed; the readers take plain CSV/TSV/JSON: "
-        "decompress it first (gunzip -k export.csv.gz) and pass the result",
-        f"OpenAI usage export {binary} is not a CSV/TSV/JSON export (binary content)",
-        f"OpenAI usage export {empty} is empty: download the export again",
-        f"OpenAI usage export {wrong} is not a CSV/TSV/JSON export the readers know: its header "
-        "lacks project_id, api_key_id, user_id, model, start_time_iso or start_time, "
-        "end_time_iso or end_time (expected the dashboard's completions export header)",
+    problems = check_exports([broken, binary, empty, wrong, folder])
+    assert problems[0].startswith(f"export file {broken}: not a readable gzip file (")
+    assert problems[1:] == [
+        f"export file {binary}: not a CSV/TSV/JSON export (binary content)",
+        f"export file {empty}: empty file: download the export again",
+        f"export file {wrong}: header lacks column(s): project_id, api_key_id, user_id, model, "
+        "start_time_iso or start_time, end_time_iso or end_time; is this the OpenAI completions "
+        "usage export? (download it again from the usage dashboard: its header starts with "
+        "start_time,end_time,start_time_iso,end_time_iso,project_id,...)",
         f"OpenAI usage export folder {folder} holds no export files (.csv, .tsv, .txt, .json, "
-        ".jsonl) (--openai-export / OPENAI_EXPORT)",
+        ".jsonl, each also .gz) (--openai-export / OPENAI_EXPORT)",
     ]
     pages = tmp_path / "pages.json"
     pages.write_text('{"object": "page", "data": []}')
-    assert check_exports([good, pages, tmp_path]) == [
-        f"OpenAI usage export folder {tmp_path} holds gzip-compressed file(s) the readers skip: "
-        "export.csv.gz; decompress them first (gunzip -k)",
-        *check_exports([empty, wrong]),
-    ]
+    assert check_exports([good, pages, tmp_path]) == check_exports([broken, empty, wrong])
 
 
 def test_userinfo_in_cron_url_is_refused_without_showing_it() -> None:
@@ -223,7 +223,7 @@ def test_a_broken_remote_run_lists_every_problem_and_sends_nothing(
 ) -> None:
     url, hits = counting_cron
     packed = tmp_path / "export.csv.gz"
-    packed.write_bytes(gzip.compress(HEADER.encode()))
+    packed.write_bytes(b"\x1f\x8bnot gzip at all")
     audit = tmp_path / "audit"
     log = tmp_path / "netguard.jsonl"
     env = guarded_env(
@@ -245,7 +245,7 @@ def test_a_broken_remote_run_lists_every_problem_and_sends_nothing(
         in lines
     )
     assert any(
-        line.startswith(f"  - OpenAI usage export {packed} is gzip-compressed") for line in lines
+        line.startswith(f"  - export file {packed}: not a readable gzip file") for line in lines
     )
     assert (
         "Nothing was triggered. Fix every problem above, or unset CRON_URL to run on the local stack."
