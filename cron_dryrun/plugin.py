@@ -862,6 +862,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.root_cause = find_root_cause(
             signals_from_run(state.run), [(s.step, s.status) for s in state.verdict.steps]
         )
+    _redact_html_environment(session.config, state)
     if state.config_error:
         # A failed preflight: nothing was triggered, so nothing is recorded (no ledger line,
         # summary, notes or gate.json). Only the HTML report says why, and only into an
@@ -873,7 +874,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from cron_dryrun import reporting
 
     reporting.write_run_evidence(state)
-    _redact_html_environment(session.config, state)
     if not state.verdict.go and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,20 @@ def netguard_attempts(log: Path) -> list[dict[str, str]]:
     if not log.is_file():
         raise AssertionError(f"{log}: the network guard log is missing; was guarded_env used?")
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def recorded_files(audit: Path) -> list[str]:
+    """Files under ``audit`` other than the HTML report (and its checksums), which is the one
+    thing a run stopped by the preflight writes: the ledger, summary, notes, smoke log and
+    gate.json must not be among them."""
+    if not audit.exists():
+        return []
+    report = re.compile(r"(manifests/)?report(-[0-9TZ]+)?\.(html|sha256)(\.sha256)?")
+    return sorted(
+        rel
+        for rel in (p.relative_to(audit).as_posix() for p in audit.rglob("*") if p.is_file())
+        if not report.fullmatch(rel)
+    )
 
 
 def clean_env(**extra: str) -> dict[str, str]:

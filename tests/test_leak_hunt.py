@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from suite_runs import clean_env, guarded_env, netguard_attempts, run_acceptance
+from suite_runs import clean_env, guarded_env, netguard_attempts, recorded_files, run_acceptance
 
 from cron_dryrun.database import create_app_database, database_name, drop_database, free_port
 from cron_dryrun.redaction import MIN_VARIANT_LEN, derived_variants
@@ -177,7 +177,7 @@ def test_no_secret_leaks_from_a_run_stopped_before_anything_is_sent(
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, (mode, result.stdout[-2000:])
     assert "cron-dryrun:" in result.stderr, result.stderr[-2000:]
     assert hunt(outputs, secrets) == []
-    assert not (tmp_path / "audit").exists()
+    assert recorded_files(tmp_path / "audit") == []
 
 
 # -- modes that run the checks and fail them (tracebacks, -l locals, evidence) ---------------------

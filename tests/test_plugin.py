@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from suite_runs import ROOT, clean_env, run_acceptance
+from suite_runs import ROOT, clean_env, recorded_files, run_acceptance
 
 STAGING = "https://staging.cogni-track.app/api/cron/daily-usage"
 
@@ -231,4 +231,4 @@ def test_prerequisites_fail_naming_the_table_when_database_url_is_not_the_apps(
         "migrations first"
     ) in result.stderr.splitlines()
     assert "Nothing was triggered." in result.stderr
-    assert not (tmp_path / "audit").exists()  # the preflight stops the run before any evidence
+    assert recorded_files(tmp_path / "audit") == []  # no ledger, summary or gate.json
