@@ -955,7 +955,7 @@ class _HtmlHooks:
 
     def pytest_html_report_title(self, report: Any) -> None:
         state = self.config.stash[STATE_KEY]
-        report.title = f"cron-dryrun gate: {state.settings.target_name}"
+        report.title = _redactor(state)(f"cron-dryrun gate: {state.settings.target_name}")
 
     def pytest_html_results_summary(
         self, prefix: list[str], summary: list[str], postfix: list[str]
@@ -964,7 +964,10 @@ class _HtmlHooks:
 
         state = self.config.stash[STATE_KEY]
         if state.html_temp_path is None:  # the operator's own --html: no banner at the top
-            prefix.extend(reporting.html_verdict_block(state))
+            # pytest-html writes the operator's file itself, past the evidence writer: the
+            # verdict block (reasons, root cause) is redacted here
+            redact = _redactor(state)
+            prefix.extend(redact(block) for block in reporting.html_verdict_block(state))
 
 
 def fail_if(problem: str | None) -> None:
