@@ -62,8 +62,9 @@ def redact_dsn(dsn: str) -> str:
     return redacted(dsn)
 
 
-class DatabaseError(RuntimeError):
-    """A database failure whose message holds neither the DSN nor its password."""
+class DatabaseError(psycopg.OperationalError):
+    """A failed connection whose message holds neither the DSN nor its password (still a
+    psycopg.OperationalError, so callers catching psycopg's errors see it unchanged)."""
 
 
 def describe_db_error(exc: BaseException) -> str:

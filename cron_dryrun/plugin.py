@@ -281,7 +281,7 @@ def pytest_collection_modifyitems(
         if local_problem:
             state.config_error = local_problem
             raise pytest.UsageError(f"cron-dryrun: {local_problem}\nNothing was triggered.")
-        _preflight(state)
+        _preflight(config, state)
 
     # Checks that only read the shared exchange run first; checks that trigger the cron
     # themselves (auth negatives, rerun) after them, so they cannot disturb what the
@@ -296,7 +296,7 @@ def pytest_collection_modifyitems(
     items.sort(key=phase)  # stable: file order within a phase
 
 
-def _preflight(state: DryRunState) -> None:
+def _preflight(config: pytest.Config, state: DryRunState) -> None:
     """Remote mode: everything checkable without triggering, before the first request and the
     first audit file; any problem stops the run with all of them listed (exit 4)."""
     from cron_dryrun import preflight
@@ -312,6 +312,7 @@ def _preflight(state: DryRunState) -> None:
             audit_dir=settings.audit_dir,
             missing_configuration=settings.missing_remote_configuration(),
             db_connect_timeout_s=settings.db_connect_timeout,
+            say=terminal_line(config, state),
         )
     else:
         result = preflight.secret_only(settings.cron_secret)

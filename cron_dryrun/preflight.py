@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -189,18 +189,24 @@ def check_audit_dir(audit_dir: Path) -> list[str]:
     return []
 
 
-def check_database(dsn: str, connect_timeout_s: int = DB_CONNECT_TIMEOUT_S) -> list[str]:
+def check_database(
+    dsn: str,
+    connect_timeout_s: int = DB_CONNECT_TIMEOUT_S,
+    say: Callable[[str], None] = lambda _message: None,
+) -> list[str]:
     """The database answers; the app's tables exist with the columns read; the role may read them."""
     import psycopg
 
     from cron_dryrun.database import describe_db_error
+    from cron_dryrun.db_wake import DatabaseWakeError, wake_database
 
+    try:  # bounded retries up to --db-connect-timeout: a suspended Neon compute wakes slowly
+        wake_database(dsn, connect_timeout_s, say=say)
+    except DatabaseWakeError as exc:
+        return [f"DATABASE_URL: {exc}"]
     try:
-        # one attempt, waiting up to --db-connect-timeout: a suspended Neon compute wakes
-        # while it waits; no server-side prepared statements (PgBouncer in transaction mode)
-        conn = psycopg.connect(
-            dsn, connect_timeout=connect_timeout_s, autocommit=False, prepare_threshold=None
-        )
+        # no server-side prepared statements (PgBouncer in transaction mode)
+        conn = psycopg.connect(dsn, connect_timeout=10, autocommit=False, prepare_threshold=None)
     except psycopg.Error as exc:
         return [
             f"DATABASE_URL: no connection within {connect_timeout_s}s ({describe_db_error(exc)}): "
@@ -270,6 +276,7 @@ def run_preflight(
     audit_dir: Path,
     missing_configuration: Sequence[str] = (),
     db_connect_timeout_s: float = DB_CONNECT_TIMEOUT_S,
+    say: Callable[[str], None] = lambda _message: None,
 ) -> Preflight:
     """Every area, each on its own: one area's failure never hides another's."""
     findings: dict[str, tuple[str, ...]] = {"configuration": tuple(missing_configuration)}
@@ -279,7 +286,7 @@ def run_preflight(
         findings["target"] = tuple(check_target(cron_url))
     if database_dsn is not None:
         timeout = max(1, round(db_connect_timeout_s))
-        findings["database"] = tuple(check_database(database_dsn, timeout))
+        findings["database"] = tuple(check_database(database_dsn, timeout, say))
     # None: the usage comes from the API (--openai-usage=api), fetched once the run starts
     if exports is not None:
         export_paths = tuple(exports)

@@ -173,7 +173,9 @@ def test_no_secret_leaks_from_a_run_stopped_before_anything_is_sent(
 ) -> None:
     export = tmp_path / "export.csv"
     export.write_text(EXPORT_HEADER)
-    result, outputs = run_hunted(tmp_path, clean_env(OPENAI_EXPORT=str(export), **env))
+    result, outputs = run_hunted(
+        tmp_path, clean_env(OPENAI_EXPORT=str(export), DB_CONNECT_TIMEOUT="2", **env)
+    )
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, (mode, result.stdout[-2000:])
     assert "cron-dryrun:" in result.stderr, result.stderr[-2000:]
     assert hunt(outputs, secrets) == []
