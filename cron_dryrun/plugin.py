@@ -864,16 +864,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             signals_from_run(state.run), [(s.step, s.status) for s in state.verdict.steps]
         )
     _redact_html_environment(session.config, state)
+    from cron_dryrun import reporting
+
     if state.config_error:
         # A failed preflight: nothing was triggered, so nothing is recorded (no ledger line,
-        # summary, notes or gate.json). Only the HTML report says why, and only into an
+        # smoke log, summary or notes). gate.json (the latest verdict, NO-GO with the cause,
+        # so a CI job never reads a stale GO) and the HTML report say why, and only into an
         # audit folder the preflight found writable.
         if state.preflight is None or state.preflight.problems_in("audit folder"):
             state.html_temp_path = None
             state.artefacts.pop("report", None)
+        else:
+            reporting.write_run_evidence(state)
         return
-    from cron_dryrun import reporting
-
     reporting.write_run_evidence(state)
     if not state.verdict.go and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -56,12 +57,15 @@ def netguard_attempts(log: Path) -> list[dict[str, str]]:
 
 
 def recorded_files(audit: Path) -> list[str]:
-    """Files under ``audit`` other than the HTML report (and its checksums), which is the one
-    thing a run stopped by the preflight writes: the ledger, summary, notes, smoke log and
-    gate.json must not be among them."""
+    """Files under ``audit`` other than the HTML report (and its checksums) and gate.json (the
+    latest verdict: NO-GO with the cause), the only things a run stopped by the preflight
+    writes: the ledger, summary, notes, smoke log and run manifest must not be among them."""
     if not audit.exists():
         return []
-    report = re.compile(r"(manifests/)?report(-[0-9TZ]+)?\.(html|sha256)(\.sha256)?")
+    gate = audit / "gate.json"
+    if gate.exists():
+        assert json.loads(gate.read_text())["verdict"] == "NO-GO"
+    report = re.compile(r"gate\.json|(manifests/)?report(-[0-9TZ]+)?\.(html|sha256)(\.sha256)?")
     return sorted(
         rel
         for rel in (p.relative_to(audit).as_posix() for p in audit.rglob("*") if p.is_file())
