@@ -59,6 +59,8 @@ FAULTS = (
     "duplicate-rerun",
     "provider-error",
     "pricing-fallback",
+    "renamed-model",
+    "null-breakdown",
     "html-500",
     "slow",
     "throttle",

@@ -54,6 +54,8 @@ MATRIX: dict[str, frozenset[str]] = {
     "duplicate-rerun": frozenset({"idempotent_rerun"}),
     "provider-error": frozenset({"telemetry", "parity"}),
     "pricing-fallback": frozenset(),
+    "renamed-model": frozenset({"parity"}),
+    "null-breakdown": frozenset(),
     "html-500": ALL_BUT_PREREQUISITES,
     "slow": ALL_BUT_PREREQUISITES,
     "throttle": frozenset(),
@@ -232,6 +234,32 @@ def test_parity_read_the_database_with_the_reader_asked_for(
     data = json.loads(report.read_text())
     expected = "copy-csv" if fault in CSV_READER_FAULTS else "adbc"
     assert (data["dbReader"], data["dbReaderFallback"]) == (expected, None)
+
+
+@pytest.mark.slow
+def test_a_renamed_model_is_named_once_by_parity(matrix: dict[str, MatrixRun]) -> None:
+    gate = matrix["renamed-model"].gate
+    assert gate is not None
+    reason = {s["name"]: s["reason"] for s in gate["steps"]}["parity"]
+    assert reason.startswith("parity check fail: model renamed by ingestion: gpt-4.1")
+    assert "missing in the DB" not in reason  # every pair explained
+
+
+@pytest.mark.slow
+def test_unrecorded_breakdown_is_a_warning_in_terminal_notes_and_report(
+    matrix: dict[str, MatrixRun],
+) -> None:
+    run = matrix["null-breakdown"]
+    assert run.gate is not None and run.gate["verdict"] == "GO"
+    words = (
+        "not recorded by ingestion: input_uncached_tokens, input_text_tokens, output_text_tokens"
+    )
+    assert f"warning: parity: {words}" in run.output
+    (notes,) = (run.audit_dir / "cron-dry-run").glob("notes-*.md")
+    assert f"parity warning: {words}" in notes.read_text()
+    assert f"warning: parity: {words}" in (run.audit_dir / "report.html").read_text()
+    (diff,) = (run.audit_dir / "telemetry-audit").glob("*-cron-diff.json")
+    assert json.loads(diff.read_text())["notRecordedByIngestion"]
 
 
 @pytest.mark.slow

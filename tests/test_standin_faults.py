@@ -250,6 +250,28 @@ def test_pricing_fallback_reports_a_dated_model(stack_for: LocalStack) -> None:
     assert any(DATED_MODEL in p.read_text() for p in stack_for.export_paths), "the export agrees"
 
 
+@_with("renamed-model")
+def test_renamed_model_stores_dots_as_dashes_for_the_admin_key(stack_for: LocalStack) -> None:
+    assert _trigger(stack_for).status_code == 200
+    admin = {r["model"] for r in _run_rows(stack_for.database_dsn, "admin")}
+    assert admin and not any("." in m for m in admin)
+    assert any("-1-" in m or m.startswith("gpt-4-1") for m in admin), admin
+    assert any("gpt-4.1" in p.read_text() for p in stack_for.export_paths), "the export keeps dots"
+
+
+@_with("null-breakdown")
+def test_null_breakdown_leaves_the_admin_breakdown_columns_null(stack_for: LocalStack) -> None:
+    assert _trigger(stack_for).status_code == 200
+    admin = _run_rows(stack_for.database_dsn, "admin")
+    assert admin
+    for row in admin:
+        assert row["input_text_tokens"] is None and row["input_uncached_tokens"] is None
+        assert row["output_text_tokens"] is None and row["input_cached_text_tokens"] is None
+        assert row["tokens_in"] > 0 and row["num_model_requests"] > 0
+    standard = _run_rows(stack_for.database_dsn, "standard")
+    assert any(r["input_text_tokens"] is not None for r in standard)
+
+
 # -- standard key: parity cannot see these --------------------------------------------------------
 
 

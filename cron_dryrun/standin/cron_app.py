@@ -265,6 +265,10 @@ class DailyUsageIngestion:
                 return
             if key.is_admin:
                 rows = _drift(rows, fault)
+                if fault.rename_models:
+                    rows = [replace(r, model=r.model.replace(".", "-")) for r in rows]
+                if fault.null_breakdown:
+                    rows = [replace(r, breakdown_recorded=False) for r in rows]
                 if (
                     fault.shift_one_admin_row_days
                     and rows

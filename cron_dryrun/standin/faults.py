@@ -44,6 +44,8 @@ class Fault:
     admin_refusal_status: int | None = None  # what the OpenAI stand-in answers the admin key
     simulate_on_scope_missing: bool = False
     dated_model: bool = False
+    rename_models: bool = False  # '.' -> '-' in admin model names, as the real app stores them
+    null_breakdown: bool = False  # admin rows' breakdown columns NULL (older provider shape)
     # -- standard key (parity cannot see these)
     wide_standard_row: bool = False
     rewrite_stale_standard_row: bool = False
@@ -125,6 +127,16 @@ FAULTS: Mapping[str, Fault] = {
             "pricing-fallback",
             "the provider reports a dated model name: PRICING_FALLBACK 1",
             dated_model=True,
+        ),
+        _f(
+            "renamed-model",
+            "stores admin model names with '-' for '.' (gpt-4.1-mini as gpt-4-1-mini), as the app does",
+            rename_models=True,
+        ),
+        _f(
+            "null-breakdown",
+            "leaves the admin rows' breakdown columns NULL (the provider's older response shape)",
+            null_breakdown=True,
         ),
         _f("html-500", "answers 500 with an HTML body", html_500=True),
         _f(

@@ -88,6 +88,7 @@ class EventRow:
     openai_api_key_id: str | None = None
     service_tier: str | None = None
     batch: bool | None = None
+    breakdown_recorded: bool = True  # False: the columns the older response lacks stay NULL
 
     @property
     def cost(self) -> Decimal:
@@ -111,7 +112,10 @@ class EventRow:
             self.service_tier,
             self.batch,
             self.usage.num_model_requests,
-            *(m[name] for name in TOKEN_COLUMNS),
+            *(
+                m[name] if self.breakdown_recorded or name in OLDER_SHAPE else None
+                for name in TOKEN_COLUMNS
+            ),
         )
 
     def shifted(self, days: int) -> EventRow:
@@ -120,6 +124,12 @@ class EventRow:
         return replace(
             self, window_start=self.window_start + delta, window_end=self.window_end + delta
         )
+
+
+# what an admin-API result of the provider's older documented shape carries (contract.md 9)
+OLDER_SHAPE = frozenset(
+    ("input_cached_tokens", "input_audio_tokens", "output_audio_tokens", "num_model_requests")
+)
 
 
 def usage_from_result(result: Mapping[str, Any]) -> Usage:
