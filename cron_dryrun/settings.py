@@ -58,6 +58,7 @@ FAULTS = (
     "drop-window",
     "duplicate-rerun",
     "provider-error",
+    "all-keys-fail",
     "pricing-fallback",
     "renamed-model",
     "null-breakdown",

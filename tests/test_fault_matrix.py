@@ -53,6 +53,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "drop-window": frozenset({"telemetry", "parity"}),
     "duplicate-rerun": frozenset({"idempotent_rerun"}),
     "provider-error": frozenset({"telemetry", "parity"}),
+    "all-keys-fail": frozenset({"telemetry", "parity", "idempotent_rerun"}),
     "pricing-fallback": frozenset(),
     "renamed-model": frozenset({"parity"}),
     "null-breakdown": frozenset(),
@@ -234,6 +235,21 @@ def test_parity_read_the_database_with_the_reader_asked_for(
     data = json.loads(report.read_text())
     expected = "copy-csv" if fault in CSV_READER_FAULTS else "adbc"
     assert (data["dbReader"], data["dbReaderFallback"]) == (expected, None)
+
+
+@pytest.mark.slow
+def test_every_key_failing_is_the_root_cause_and_the_rerun_says_so(
+    matrix: dict[str, MatrixRun],
+) -> None:
+    gate = matrix["all-keys-fail"].gate
+    assert gate is not None and gate["root_cause"]["kind"] == "all-keys-failed"
+    assert gate["root_cause"]["cause"].startswith(
+        "every key failed at the provider (failedKeys 4 of 4"
+    )
+    reason = {s["name"]: s["reason"] for s in gate["steps"]}["idempotent_rerun"]
+    assert reason.startswith(
+        "the rerun ingested nothing (failedKeys 4 of 4), so idempotence cannot be shown"
+    )
 
 
 @pytest.mark.slow

@@ -250,6 +250,15 @@ def test_pricing_fallback_reports_a_dated_model(stack_for: LocalStack) -> None:
     assert any(DATED_MODEL in p.read_text() for p in stack_for.export_paths), "the export agrees"
 
 
+@_with("all-keys-fail")
+def test_all_keys_fail_still_answers_200_success(stack_for: LocalStack) -> None:
+    body = _trigger(stack_for).json()
+    t = body["telemetry"]
+    assert body["success"] is True and body["errors"] == 0
+    assert t["failedKeys"] == t["processedKeys"] == 4 and t["windowsProcessed"] == 0
+    assert not _run_rows(stack_for.database_dsn)
+
+
 @_with("renamed-model")
 def test_renamed_model_stores_dots_as_dashes_for_the_admin_key(stack_for: LocalStack) -> None:
     assert _trigger(stack_for).status_code == 200

@@ -58,7 +58,7 @@ def _accounts(plan: SeedPlan, fault: Fault) -> dict[str, ApiAccount]:
         org = org_for(key)
         if admin and fault.dated_model:
             org = org.with_dated_model()
-        refusal = fault.admin_refusal_status if admin else None
+        refusal = fault.every_key_refusal_status or (fault.admin_refusal_status if admin else None)
         accounts[key.secret] = ApiAccount(org=org, admin=admin, refusal_status=refusal)
     return accounts
 

@@ -42,6 +42,7 @@ class Fault:
     drift_rounding: Rounding = "floor"
     skip_admin_yesterday: bool = False
     admin_refusal_status: int | None = None  # what the OpenAI stand-in answers the admin key
+    every_key_refusal_status: int | None = None  # ... and every key, when set
     simulate_on_scope_missing: bool = False
     dated_model: bool = False
     rename_models: bool = False  # '.' -> '-' in admin model names, as the real app stores them
@@ -122,6 +123,11 @@ FAULTS: Mapping[str, Fault] = {
             "provider-error",
             "the provider fails for the admin key: PROVIDER_ERROR 1, failedKeys 1, still 200",
             admin_refusal_status=500,
+        ),
+        _f(
+            "all-keys-fail",
+            "the provider fails for every key: failedKeys = keys, UNKNOWN per key, still 200",
+            every_key_refusal_status=500,
         ),
         _f(
             "pricing-fallback",
