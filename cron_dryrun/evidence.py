@@ -7,7 +7,10 @@ Three layers, usable on their own:
   then writes atomically (temp file + fsync + rename); ``update_locked`` and
   ``append_jsonl_locked`` serialise read-modify-write across processes.
 - Pure renderers (``format_transcripts``, ``render_summary_entry``,
-  ``insert_run_entry``, ``render_notes``) and the manifest helpers.
+  ``insert_run_entry``, ``render_notes``, ``render_notes_from_template``) and the
+  manifest helpers. A summary in the app's hand-written form gets entries in that
+  form, and a folder with ``notes-template.md`` gets notes in its shape
+  (``add_summary_entry``, ``update_notes``).
 
 No pytest, httpx or psycopg here: transcripts are duck-typed (``client.Transcript``).
 """
@@ -574,16 +577,67 @@ def ledger_line(text: str, run_id: str) -> str | None:
     return None
 
 
-def render_summary_entry(facts: RunFacts) -> str:
+def render_summary_entry(facts: RunFacts, style: str = "suite") -> str:
     """One summary.md entry: ``#### <UTC time> — <label>``, the bullets, the JSON body.
 
+    ``style="app"``: the form of the app's hand-written entries instead
+    (``render_app_summary_entry``; ``summary_entry_style`` tells which a summary uses).
     With a run id, the entry is framed by ``<!-- cron-dryrun:run/end <id> -->``
-    so its manifest can checksum exactly these bytes.
+    so its manifest can checksum exactly these bytes (HTML comments: invisible
+    when the Markdown is rendered).
     """
-    body = _summary_entry_body(facts)
+    body = render_app_summary_entry(facts) if style == "app" else _summary_entry_body(facts)
     if not facts.run_id:
         return body
     return f"{run_start_mark(facts.run_id)}\n{body.rstrip()}\n{run_end_mark(facts.run_id)}\n"
+
+
+# an entry heading as the app's hand-written summary has them: #### 2025-10-08T20:04Z (Smoke Test)
+_APP_ENTRY = re.compile(r"^####[ \t]+\d{4}-\d\d-\d\dT\d\d:\d\dZ[ \t]+\(.*\)[ \t]*$")
+
+
+def summary_entry_style(existing: str) -> str:
+    """ "app" when the summary's entries are the app's hand-written form, else "suite"."""
+    lines = existing.splitlines()
+    plain = _outside_fences(lines)
+    if any(plain[i] and _APP_ENTRY.match(line) for i, line in enumerate(lines)):
+        return "app"
+    return "suite"
+
+
+def render_app_summary_entry(facts: RunFacts) -> str:
+    """An entry in the app's own form: ``#### <time to the minute> (<label>)`` and its seven
+    plain bullets (Request, Windows processed, Updated events, Issues by code, Retry-After
+    headers, Notes, Artefacts), then the JSON body; what else the suite knows goes into
+    Notes."""
+    expected = "unknown" if facts.expected_windows is None else str(facts.expected_windows)
+    minute = _utc(facts.run_at).strftime("%Y-%m-%dT%H:%MZ")
+    notes = [
+        f"cron-dryrun verdict {_verdict_line(facts).replace('**', '')}",
+        f"run time {iso_z(facts.run_at)}",
+        f"flag state `flags.enableDailyUsageWindows` {_one_line(facts.flag_state)}",
+        f"stored events {_num(facts.stored_events)}",
+        f"manual fallback {_manual_fallback(facts.manual_fallback)}",
+        f"target {_one_line(facts.target)}",
+        *([f"exchanges {_one_line(facts.exchanges)}"] if facts.exchanges else []),
+        f"parity {_one_line(facts.parity_result)}",
+        *(_one_line(n) for n in facts.notable),
+        *(f"follow-up: {_one_line(f)}" for f in facts.follow_ups),
+    ]
+    label = _one_line(facts.label).replace("(", "[").replace(")", "]")
+    lines = [
+        f"#### {minute} ({label})",
+        f"- Request: {_one_line(facts.request)}",
+        f"- Windows processed: {_num(facts.windows_processed)} (expected {expected})",
+        f"- Updated events: {_num(facts.updated_events)}",
+        f"- Issues by code: {_issues(facts.issues_by_code)}",
+        f"- Retry-After headers: {_headers(facts.throttling_headers)}",
+        f"- Notes: {'; '.join(notes)}",
+        f"- Artefacts: {_artefact_links(facts, DRY_RUN_DIR)}",
+        "",
+        _fenced(_pretty_body(facts.body_json), "json"),
+    ]
+    return "\n".join(lines)
 
 
 def _summary_entry_body(facts: RunFacts) -> str:
@@ -761,6 +815,104 @@ def render_notes(
         f"{head}{FACTS_START}\n{block}{FACTS_END}\n\n"
         f"{OPERATOR_HEADING}\n\n{OPERATOR_HINT}\n\n{comments}"
     )
+
+
+NOTES_TEMPLATE_RELPATH = f"{DRY_RUN_DIR}/notes-template.md"
+_BOLD_BULLET = re.compile(r"^- \*\*(?P<label>[^*]+)\*\*:[ \t]*(?P<value>.*)$")
+
+
+def template_bullets(template: str) -> list[str]:
+    """The bold-label bullets (``- **Label**: [...]``) of a notes template, in order."""
+    return [line for line in template.splitlines() if _BOLD_BULLET.match(line)]
+
+
+def _template_values(facts: RunFacts) -> dict[str, str]:
+    """The template's bold labels (lower case) -> this run's value."""
+    expected = "unknown" if facts.expected_windows is None else str(facts.expected_windows)
+    parity = _one_line(facts.parity_result)
+    if facts.diff_report:
+        parity += f" ({_link(DRY_RUN_DIR, facts.diff_report, 'diff JSON')})"
+    return {
+        "run timestamp (utc)": iso_z(facts.run_at),
+        "trigger mode": f"{_one_line(facts.trigger)} (cron-dryrun)",
+        "feature flag state": f"flags.enableDailyUsageWindows {_one_line(facts.flag_state)}",
+        "windows processed": f"{_num(facts.windows_processed)} (expected {expected})",
+        "updated events": _num(facts.updated_events),
+        "issues by code": _issues(facts.issues_by_code),
+        "retry-after headers": _headers(facts.throttling_headers),
+        "manual fallback usage": _manual_fallback(facts.manual_fallback),
+        "notable logs": "; ".join(_one_line(n) for n in facts.notable) or "none",
+        "parity diff result": parity,
+        "follow-ups": "; ".join(_one_line(f) for f in facts.follow_ups) or "none",
+    }
+
+
+def _template_block(facts: RunFacts, bullets: Sequence[str]) -> str:
+    """One run's block: the template's bold-label bullets with this run's values, keyed
+    and framed by the run's markers like the built-in block."""
+    key = _notes_key(facts)
+    values = _template_values(facts)
+    lines = [run_start_mark(key), f"### Run {key} — {_one_line(facts.label)}", ""]
+    for bullet in bullets:
+        m = _BOLD_BULLET.match(bullet)
+        if m is None:
+            continue
+        value = values.get(m.group("label").strip().lower(), m.group("value"))
+        lines.append(f"- **{m.group('label')}**: {value}")
+    lines.append(f"- **Target**: {_one_line(facts.target)}")
+    lines.append(f"- **Verdict**: {_verdict_line(facts).replace('**', '')}")
+    lines.append(f"- **Artefacts**: {_artefact_links(facts, DRY_RUN_DIR)}")
+    if facts.run_id:
+        lines.append(run_end_mark(key))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_notes_from_template(
+    facts: RunFacts,
+    existing: str | None,
+    template: str,
+    redact: Callable[[str], str] = lambda text: text,
+) -> str:
+    """notes-<date>.md in the shape of the app's ``notes-template.md``.
+
+    The template's bold-label bullets are filled in, one block per run of the day inside
+    the generated markers (newest first, keyed by run id); the rest of the template (its
+    title, its "operator comments" checklist) is kept once, and everything an operator
+    wrote outside the markers is kept byte for byte on reruns. Only what this run adds is
+    redacted (``redact``).
+    """
+    block = redact(_template_block(facts, template_bullets(template)))
+    key = _notes_key(facts)
+    if existing and FACTS_START in existing and FACTS_END in existing.split(FACTS_START, 1)[1]:
+        before, rest = existing.split(FACTS_START, 1)
+        region, after = rest.split(FACTS_END, 1)
+        blocks = [(k, b) for k, b in _split_blocks(region) if k != key]
+        blocks = sorted([(key, block), *blocks], key=lambda kb: kb[0], reverse=True)
+        body = "\n".join(b for _, b in blocks)
+        return f"{before}{FACTS_START}\n{body}{FACTS_END}{after}"
+    day = _utc(facts.run_at).date().isoformat()
+    out: list[str] = []
+    placed = False
+    for line in template.splitlines():
+        if _BOLD_BULLET.match(line):
+            if not placed:
+                out.append(f"{FACTS_START}\n{block}{FACTS_END}")
+                placed = True
+            continue
+        if line.startswith("#") and "(Template)" in line:
+            out.append(line.replace("(Template)", f"— {day}"))
+        elif line.startswith(">"):
+            continue  # the template's instruction to copy it: done
+        else:
+            out.append(line)
+    text = "\n".join(out)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    text += "\n"
+    if existing:  # a hand-written notes file without markers: kept, as the operator comments
+        text += f"\n{existing if existing.endswith(chr(10)) else existing + chr(10)}"
+    return text
 
 
 # -- manifests ------------------------------------------------------------------------------------
@@ -946,6 +1098,50 @@ def verify_manifests(audit_dir: Path) -> list[str]:
 # -- one run's evidence, end to end ---------------------------------------------------------------
 
 
+def add_summary_entry(writer: EvidenceWriter, facts: RunFacts) -> str:
+    """This run's entry at the top of summary.md's ``## Runs``; returns the entry as written.
+
+    The entry takes the form the file's entries already have (the app's hand-written
+    ``#### <time> (<label>)`` form, else the suite's), decided under the lock. Only the
+    entry is redacted: every byte already in the file stays as it was.
+    """
+    written: list[str] = []
+
+    def add(old: str) -> str:
+        entry = writer.redactor.redact(render_summary_entry(facts, summary_entry_style(old)))
+        written.append(entry)
+        return insert_run_entry(old, entry)
+
+    writer.update_locked(SUMMARY_RELPATH, add, redact_all=False)
+    return written[-1]
+
+
+def notes_template(writer: EvidenceWriter) -> str | None:
+    """``cron-dry-run/notes-template.md`` when it exists and has bold-label bullets to fill."""
+    path = writer.path(NOTES_TEMPLATE_RELPATH)
+    if not path.is_file() or path.is_symlink():
+        return None
+    template = path.read_text(encoding="utf-8", errors="replace")
+    return template if template_bullets(template) else None
+
+
+def update_notes(writer: EvidenceWriter, facts: RunFacts) -> Path:
+    """This run's block in the day's notes: in the shape of ``notes-template.md`` when the
+    folder has one, else the built-in layout. Only the block is redacted."""
+    template = notes_template(writer)
+    redact = writer.redactor.redact
+    rel = notes_relpath(facts.run_at)
+    if template is None:
+        return writer.update_locked(
+            rel, lambda old: render_notes(facts, old or None, redact), redact_all=False
+        )
+    return writer.update_locked(
+        rel,
+        lambda old: render_notes_from_template(facts, old or None, template, redact),
+        redact_all=False,
+    )
+
+
 @dataclass(frozen=True)
 class RunEvidence:
     """Where one run's evidence went, relative to the audit folder."""
@@ -987,10 +1183,8 @@ def write_run_evidence(
     if diff is not None:
         diff_rel = writer.relpath(writer.write_new(diff_relpath(facts.run_at), dump_json(diff)))
         facts = replace(facts, diff_report=diff_rel)
-    entry = render_summary_entry(facts)
-    writer.update_locked(SUMMARY_RELPATH, lambda old: insert_run_entry(old, entry))
-    notes = notes_relpath(facts.run_at)
-    writer.update_locked(notes, lambda old: render_notes(facts, old or None))
+    add_summary_entry(writer, facts)
+    notes = writer.relpath(update_notes(writer, facts))
     own = [p for p in (smoke, diff_rel if diff is not None else None) if p]
     own.extend(writer.relpath(p) for p in extra_artefacts)
     manifest = None

@@ -28,19 +28,18 @@ from cron_dryrun.evidence import (
     EvidenceWriter,
     Redactor,
     RunFacts,
+    add_summary_entry,
     flag_state_of,
     format_transcripts,
     gate_snapshot_relpath,
-    insert_run_entry,
     manifest_relpath,
     manual_fallback_of,
     notes_relpath,
-    render_notes,
-    render_summary_entry,
     report_relpath,
     run_block,
     smoke_log_relpath,
     telemetry_of,
+    update_notes,
     write_manifest,
 )
 from cron_dryrun.gate import Verdict, first_line
@@ -347,25 +346,13 @@ def _write_run_files(
             state.artefacts["smoke log"] = path
     if own:
         facts = replace(facts, smoke_log=own[0])
-    redact = writer.redactor.redact
-    entry = redact(render_summary_entry(facts))  # only what this run adds is redacted
-    if _try(
-        failures,
-        SUMMARY_RELPATH,
-        lambda: writer.update_locked(
-            SUMMARY_RELPATH, lambda old: insert_run_entry(old, entry), redact_all=False
-        ),
-    ):
+    # only what this run adds is redacted; the entry and the notes take the folder's own form
+    entry = _try(failures, SUMMARY_RELPATH, lambda: add_summary_entry(writer, facts))
+    if entry is not None:
         state.artefacts["summary"] = writer.path(SUMMARY_RELPATH)
         blocks.append((SUMMARY_RELPATH, entry))
     notes_rel = notes_relpath(facts.run_at)
-    notes_path = _try(
-        failures,
-        notes_rel,
-        lambda: writer.update_locked(
-            notes_rel, lambda old: render_notes(facts, old or None, redact), redact_all=False
-        ),
-    )
+    notes_path = _try(failures, notes_rel, lambda: update_notes(writer, facts))
     if notes_path is not None:
         state.artefacts["notes"] = notes_path
         block = _try(failures, notes_rel, lambda: run_block(notes_path.read_text(), state.run_id))
