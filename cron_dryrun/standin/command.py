@@ -152,9 +152,11 @@ def run(
         if threading.current_thread() is threading.main_thread():
             stack.callback(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
             signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl-C
-        print("\nServing; Ctrl-C stops and removes everything.", file=out, flush=True)
         waiter = stop or threading.Event()
         try:
+            # inside the try: a signal that lands as soon as this line is out (a test reacts
+            # to it at once) is a clean stop too, not an escaped KeyboardInterrupt (exit 130)
+            print("\nServing; Ctrl-C stops and removes everything.", file=out, flush=True)
             while not waiter.wait(3600):  # woken by Ctrl-C (KeyboardInterrupt) or `stop`
                 pass
         except KeyboardInterrupt:
