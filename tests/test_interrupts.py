@@ -6,6 +6,7 @@ its own output (a test line, the stand-in's banner): no timing guesses.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import select
@@ -16,15 +17,21 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from suite_runs import ROOT, clean_env
+from suite_runs import ROOT, clean_env, guarded_env, netguard_attempts
 
+from cron_dryrun.database import free_port
 from cron_dryrun.pg_guard import postmaster_pid
 
 FIRST_JUDGED = "test_auth_smoke.py::test_secret_is_accepted_with_a_json_body PASSED"
 CHILD_TIMEOUT_S = 240
+# an export the preflight accepts (its header): the run must get as far as the database
+EXPORT_HEADER = (
+    "start_time,end_time,start_time_iso,end_time_iso,project_id,num_model_requests,user_id,"
+    "api_key_id,model,batch,service_tier,input_tokens,output_tokens\n"
+)
 
 
 def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -157,3 +164,60 @@ def test_the_standin_command_takes_its_postgres_with_it(scratch: Path, how: int)
     assert exited_within(pid, 60), f"postgres {pid} outlived `cron-dryrun standin`"
     if how == signal.SIGTERM:
         assert proc.returncode == 0
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """A cron endpoint that only counts what reaches it: the test asserts it stays at zero."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.seen.append(self.path)
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def test_sigterm_before_the_first_request_triggers_and_records_nothing(tmp_path: Path) -> None:
+    """Stopped while the preflight waits for a database that does not answer: nothing was
+    sent, so no ledger line, smoke log, summary or notes; gate.json says why."""
+    seen: list[str] = []
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), type("Handler", (_Recorder,), {"seen": seen})
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    export = tmp_path / "export.csv"
+    export.write_text(EXPORT_HEADER)
+    audit = tmp_path / "audit"
+    log = tmp_path / "netguard.jsonl"
+    env = guarded_env(
+        clean_env(
+            CRON_URL=f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage",
+            CRON_SECRET="interrupt-secret-4242-abcdef",
+            DATABASE_URL=f"postgresql://suite:pw@127.0.0.1:{free_port()}/app",
+            DB_CONNECT_TIMEOUT="120",
+            OPENAI_EXPORT=str(export),
+        ),
+        log,
+    )
+    try:
+        proc = start(pytest_command(audit), env)
+        read_until(proc, "waiting for the database to wake")
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=CHILD_TIMEOUT_S)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [], "a request reached the cron before the preflight had passed"
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output[-3000:]
+    assert "nothing was triggered: no ledger line" in output and "verdict: NO-GO" in output
+    assert not (audit / "cron-dry-run").exists()  # no ledger line, smoke log, summary or notes
+    gate = json.loads((audit / "gate.json").read_text())
+    assert gate["verdict"] == "NO-GO"
+    assert gate["reasons"] == ["interrupted (SIGTERM or Ctrl-C) before anything was triggered"]
+    assert netguard_attempts(log) == []
