@@ -25,8 +25,8 @@ from cron_dryrun.checks import (
 )
 from cron_dryrun.client import CronClient, Transcript
 from cron_dryrun.evidence import format_transcripts
-from cron_dryrun.plugin import DryRunState, Evidence, Target, fail_if
 from cron_dryrun.run import RecordedRun, UsageRow
+from cron_dryrun.testing import DryRunState, Evidence, Target, fail_if
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.auth_smoke]
 

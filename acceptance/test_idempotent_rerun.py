@@ -12,8 +12,8 @@ from cron_dryrun import database as db
 from cron_dryrun.checks import judge_rerun
 from cron_dryrun.client import CronClient
 from cron_dryrun.evidence import format_transcripts
-from cron_dryrun.plugin import DryRunState, Evidence, Target, fail_if, trigger_and_observe
 from cron_dryrun.run import RecordedRun
+from cron_dryrun.testing import DryRunState, Evidence, Target, fail_if, trigger_and_observe
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.idempotent_rerun, pytest.mark.triggers_cron]
 

@@ -19,7 +19,6 @@ import pytest
 
 from cron_dryrun.db_reader import UsageReader, reader_choice
 from cron_dryrun.diff_command import terminal_summary
-from cron_dryrun.plugin import fail_if
 from cron_dryrun.reconcile import (
     Policy,
     chart_days,
@@ -34,6 +33,7 @@ from cron_dryrun.reconcile import (
     summary_line,
 )
 from cron_dryrun.settings import Settings
+from cron_dryrun.testing import fail_if
 from cron_dryrun.usage_totals import unrecorded_probe
 from cron_dryrun.windows import daily_windows
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cron_dryrun.plugin import Target, fail_if
 from cron_dryrun.preflight import Preflight, check_exports
 from cron_dryrun.settings import Settings
+from cron_dryrun.testing import Target, fail_if
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.prerequisites]
 

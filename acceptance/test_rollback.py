@@ -15,10 +15,10 @@ import pytest
 
 from cron_dryrun import database as db
 from cron_dryrun.evidence import ROLLBACK_LOG_RELPATH, EvidenceWriter, Redactor, run_secrets
-from cron_dryrun.plugin import Evidence
 from cron_dryrun.rollback import rollback
 from cron_dryrun.run import RecordedRun
 from cron_dryrun.settings import Settings
+from cron_dryrun.testing import Evidence
 from cron_dryrun.windows import DAY, day_start, naive_utc
 
 pytestmark = pytest.mark.destructive

@@ -13,9 +13,9 @@ import pytest
 
 from cron_dryrun import database as db
 from cron_dryrun.checks import judge_telemetry
-from cron_dryrun.plugin import DryRunState, Evidence, fail_if
 from cron_dryrun.run import RecordedRun
 from cron_dryrun.settings import Settings
+from cron_dryrun.testing import DryRunState, Evidence, fail_if
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.telemetry]
 

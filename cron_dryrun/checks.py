@@ -377,7 +377,8 @@ def judge_rerun(
     duplicate_keys: int,
 ) -> str | None:
     problems = []
-    telemetry = body.get("telemetry") if isinstance(body.get("telemetry"), dict) else {}
+    raw_telemetry = body.get("telemetry")
+    telemetry: dict[str, Any] = raw_telemetry if isinstance(raw_telemetry, dict) else {}
     stored = _number(telemetry, "storedEvents")
     updated = _number(telemetry, "updatedEvents")
     failed = _number(telemetry, "failedKeys")

@@ -213,7 +213,7 @@ class CronClient:
         started = self.now()
         t0 = time.monotonic()
         deadline = t0 + self.timeout_s
-        base = {
+        base: dict[str, Any] = {
             "label": label,
             "method": method,
             "url": self.url,

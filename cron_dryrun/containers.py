@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from cron_dryrun.database import DatabaseUnavailable, RunningPostgres, wait_until_accepting
+from cron_dryrun.pg_server import DatabaseUnavailable, RunningPostgres, wait_until_accepting
 
 POSTGRES_PORT = 5432
 READY_TIMEOUT_S = 60.0
@@ -141,7 +141,7 @@ def _postgres_container_class() -> type[Any]:
     except ImportError:  # testcontainers < 4.14
         from testcontainers.postgres import PostgresContainer
 
-    class ReadyOnConnectPostgres(PostgresContainer):  # type: ignore[misc, valid-type]
+    class ReadyOnConnectPostgres(PostgresContainer):
         """PostgresContainer whose readiness is a psycopg connection from this host."""
 
         def _connect(self) -> None:
@@ -248,7 +248,7 @@ def start_postgres_container(image: str) -> RunningPostgres:
 def _logs_tail(container: Any, lines: int = 15) -> str:
     with contextlib.suppress(Exception):
         wrapped = container.get_wrapped_container()
-        text = wrapped.logs(tail=lines).decode(errors="replace").rstrip()
+        text: str = wrapped.logs(tail=lines).decode(errors="replace").rstrip()
         if text:
             return "\ncontainer log (last lines):\n" + text
     return ""

@@ -15,10 +15,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,13 +26,13 @@ import psycopg
 from psycopg import conninfo, sql
 
 from cron_dryrun import pg_guard
+from cron_dryrun.pg_server import (
+    DatabaseUnavailable,
+    RunningPostgres,
+    wait_until_accepting,
+)
 
-READY_TIMEOUT_S = 30.0
 UNPRIVILEGED_USER = "nobody"
-
-
-class DatabaseUnavailable(RuntimeError):
-    """No database could be had; the message lists every way out."""
 
 
 NO_POSTGRES_MESSAGE = (
@@ -44,15 +42,6 @@ NO_POSTGRES_MESSAGE = (
     "postgres://... (or --database-url); (2) start Docker and use DB_BACKEND=testcontainers; "
     "(3) install PostgreSQL (e.g. `apt-get install postgresql` or `pip install pgserver`)."
 )
-
-
-@dataclass
-class RunningPostgres:
-    """A server we can create databases on; ``stop`` releases whatever was started."""
-
-    dsn: str
-    backend: str
-    stop: Callable[[], None] = field(default=lambda: None, repr=False)
 
 
 def redact_dsn(dsn: str) -> str:
@@ -82,33 +71,6 @@ def with_database(dsn: str, dbname: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(
         (parts.scheme, parts.netloc, "/" + quote(dbname), parts.query, parts.fragment)
-    )
-
-
-# -- readiness ------------------------------------------------------------------------------------
-
-
-def wait_until_accepting(
-    dsn: str, timeout_s: float = READY_TIMEOUT_S, alive: Callable[[], bool] | None = None
-) -> None:
-    """Bounded retry on a real connection; gives up after ``timeout_s`` with the last error."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.02
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            raise DatabaseUnavailable(f"PostgreSQL exited before accepting connections ({last})")
-        try:
-            with psycopg.connect(dsn, connect_timeout=2) as conn:
-                conn.execute("select 1")
-            return
-        except psycopg.OperationalError as exc:
-            last = exc
-        # backoff between connection attempts, bounded by the deadline above
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 2, 0.5)
-    raise DatabaseUnavailable(
-        f"PostgreSQL did not accept connections within {timeout_s:.0f}s: {last}"
     )
 
 
@@ -236,7 +198,11 @@ def start_system_postgres(bindir: Path, base_dir: Path | None = None) -> Running
             shutil.rmtree(root, ignore_errors=True)
 
         try:
-            wait_until_accepting(dsn, alive=lambda proc=proc: proc.poll() is None)
+
+            def alive(proc: subprocess.Popen[bytes] = proc) -> bool:
+                return proc.poll() is None
+
+            wait_until_accepting(dsn, alive=alive)
             return RunningPostgres(dsn=dsn, backend="embedded (system binaries)", stop=stop)
         except DatabaseUnavailable as exc:
             last_error = str(exc)
@@ -423,7 +389,9 @@ def _count(conn: psycopg.Connection, query: str) -> int:
     return int(row[0])
 
 
-def _rows(conn: psycopg.Connection, query: str, params: tuple = ()) -> list[tuple]:
+def _rows(
+    conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
     rows = conn.execute(query, params).fetchall()
     conn.rollback()
     return rows
@@ -440,7 +408,7 @@ def usage_row_count(conn: psycopg.Connection) -> int:
     return _count(conn, "select count(*) from usage_events")
 
 
-def rows_written_since(conn: psycopg.Connection, watermark: int) -> list[tuple]:
+def rows_written_since(conn: psycopg.Connection, watermark: int) -> list[tuple[Any, ...]]:
     """(id, key_id, model, window_start, window_end) of rows whose current version is newer."""
     return _rows(
         conn,
@@ -488,7 +456,7 @@ class UsageWatch:
             self.rows_before = usage_row_count(conn)
             self.openai_keys = active_openai_keys(conn)
 
-    def written(self) -> tuple[list[tuple], int]:
+    def written(self) -> tuple[list[tuple[Any, ...]], int]:
         """The rows written since the watermark, and the row count now."""
         with read_only(self._dsn) as conn:
             return rows_written_since(conn, self.watermark), usage_row_count(conn)

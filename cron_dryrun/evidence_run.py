@@ -48,7 +48,7 @@ from cron_dryrun.watch import exchange_durations
 from cron_dryrun.windows import daily_windows, expected_windows_processed, iso
 
 if TYPE_CHECKING:
-    from cron_dryrun.plugin import DryRunState
+    from cron_dryrun.session import DryRunState
 
 
 def writer_for(state: DryRunState) -> EvidenceWriter:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib
 import io
 import json
 import math
@@ -215,8 +216,8 @@ def is_gzip(path: Path) -> bool:
 def open_export_text(path: Path, newline: str | None = "") -> io.TextIOBase:
     """An export file as text: gzip decompressed on the fly, a UTF-8 BOM dropped."""
     if is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)  # type: ignore[return-value]
-    return open(path, encoding="utf-8-sig", newline=newline)  # type: ignore[return-value]
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)
+    return open(path, encoding="utf-8-sig", newline=newline)
 
 
 def export_file_message(problem: ExportProblem) -> str:
@@ -1154,12 +1155,13 @@ def duckdb_engine() -> Any:
     can start reading. Only ``connect`` and ``Error`` are needed here (the same objects
     either way); without the extension module the package is used.
     """
+    engine: Any
     try:
-        import _duckdb as engine
+        engine = importlib.import_module("_duckdb")
     except ImportError:
         engine = None
     if not (hasattr(engine, "connect") and hasattr(engine, "Error")):
-        import duckdb as engine
+        engine = importlib.import_module("duckdb")
     return engine
 
 

@@ -13,32 +13,30 @@ import secrets
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
+from cron_dryrun.exchange import trigger_and_observe
 from cron_dryrun.gate import (
     REQUIRED_STEPS,
     CheckOutcome,
-    Verdict,
     decide,
     first_line,
     stopped_before_trigger,
 )
-from cron_dryrun.run import DbObservation, ExchangeMissing, RecordedRun, UsageRow
+from cron_dryrun.run import ExchangeMissing, RecordedRun
+from cron_dryrun.session import DryRunState, Target
 from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_settings
+from cron_dryrun.testing import Evidence
 
 if TYPE_CHECKING:
     from cron_dryrun.client import CronClient, Transcript
-    from cron_dryrun.evidence import EvidenceWriter
     from cron_dryrun.preflight import Preflight
-    from cron_dryrun.root_cause import RootCause
-    from cron_dryrun.smoke_log import SmokeLog
 
 # psycopg, httpx and the evidence writer are imported where they are used: this module
 # is loaded by every pytest run in an environment that has cron-dryrun installed.
@@ -58,71 +56,6 @@ class RedactedDsn(str):
         return repr(redact_dsn(str(self)))
 
 
-@dataclass
-class Target:
-    """What the checks talk to: the cron URL and secret, the app DSN, the exports."""
-
-    cron_url: str
-    secret: str = field(repr=False)
-    database_dsn: str = field(repr=False)
-    exports: tuple[Path, ...]
-    is_local: bool
-    backend: str
-    # where --openai-usage=api fetches from, with which admin keys (one per organisation)
-    openai_url: str | None = None
-    admin_keys: tuple[str, ...] = field(default=(), repr=False)
-    db_wake_error: str | None = None  # the app database did not answer within --db-connect-timeout
-
-
-@dataclass
-class DryRunState:
-    """Everything the session accumulates for the verdict and the evidence."""
-
-    settings: Settings
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    # keys this run's manifest, gate snapshot, summary entry, notes block and ledger line
-    run_id: str = field(
-        default_factory=lambda: (
-            f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
-        )
-    )
-    report_reserved: Path | None = None  # this run's dated HTML report name, reserved
-    active: bool = False  # dryrun checks were collected: the gate applies
-    outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
-    # step -> every test id collected for it (before -k/-m/node-id selection): GO needs them all
-    collected: dict[str, set[str]] = field(default_factory=dict)
-    attachments: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    html_attachments: dict[str, list[str]] = field(default_factory=dict)  # inline HTML evidence
-    records: dict[str, Any] = field(default_factory=dict)
-    transcripts: list[Transcript] = field(default_factory=list)
-    run: RecordedRun | None = None
-    target: Target | None = None
-    verdict: Verdict | None = None
-    config_error: str | None = None  # the preflight failed: nothing is sent, written or recorded
-    preflight: Preflight | None = None
-    interrupted: bool = False  # SIGTERM or Ctrl-C ended the session
-    requests_sent: int = 0  # counted before each request leaves
-    smoke: SmokeLog | None = None  # the smoke log, appended exchange by exchange
-
-    @property
-    def triggered(self) -> bool:
-        """Whether any request went to the cron: only such runs are recorded."""
-        return self.requests_sent > 0 or bool(self.transcripts) or self.run is not None
-
-    artefacts: dict[str, Path] = field(default_factory=dict)
-    # write-once files the checks wrote (fetched usage pages): they go into the run's manifest
-    own_artefacts: list[Path] = field(default_factory=list)
-    # secrets the settings do not hold (the local stack's random one); see evidence_run.writer_for
-    secrets: set[str] = field(default_factory=set, repr=False)
-    previous_manual_fallback_windows: int | None = None
-    dry_run_status: dict[str, Any] | None = None
-    terminal_notes: list[str] = field(default_factory=list)
-    root_cause: RootCause | None = None  # the one cause behind several failing checks
-    html_temp_path: Path | None = None  # where pytest-html writes before the redacted copy
-    html_finished: bool = False
-    _writer: tuple[frozenset[str], EvidenceWriter] | None = field(default=None, repr=False)
-
-
 # -- options --------------------------------------------------------------------------------------
 
 
@@ -140,7 +73,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 group.addoption(spec.flag, action="append", default=None, dest=dest, help=help_text)
             else:
                 group.addoption(spec.flag, action="store", default=None, dest=dest, help=help_text)
-        ini_type = "linelist" if spec.multiple else ("bool" if spec.is_flag else "string")
+        ini_type: Literal["linelist", "bool", "string"] = (
+            "linelist" if spec.multiple else ("bool" if spec.is_flag else "string")
+        )
         parser.addini(spec.ini, help=help_text, type=ini_type, default=None)
 
 
@@ -387,6 +322,7 @@ def dryrun_target(
         return
     with ExitStack() as stack:
         from cron_dryrun import database as db
+        from cron_dryrun.pg_server import DatabaseUnavailable
 
         backend = db.choose_backend(s.db_backend, s.database_url, db.docker_engine_answers)
         if backend == "url":
@@ -396,7 +332,7 @@ def dryrun_target(
         else:
             try:
                 server = stack.enter_context(db.provide_server(backend, s.postgres_image))
-            except db.DatabaseUnavailable as exc:
+            except DatabaseUnavailable as exc:
                 if s.db_backend != "auto" or backend != "testcontainers":
                     raise
                 # auto picked Docker because an engine answered, but it could not start the
@@ -616,76 +552,6 @@ def _record_exchange(state: DryRunState, transcript: Transcript) -> None:
     state.smoke.append(transcript)
 
 
-def trigger_and_observe(
-    client: CronClient, target: Target, state: DryRunState, label: str
-) -> RecordedRun:
-    """Watermark the database (read-only), trigger once, read what the trigger wrote."""
-    from cron_dryrun.checks import exchange_problem
-    from cron_dryrun.database import UsageWatch
-
-    db_error = None
-    watch = None
-    try:
-        watch = UsageWatch(target.database_dsn)
-    except Exception as exc:  # the checks report it; the trigger still happens
-        db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
-    run_at = datetime.now(UTC)
-    exchange = client.trigger(label)  # each attempt reaches state.transcripts via on_exchange
-    problem = exchange_problem(exchange)
-    body = None if problem else exchange.final.json_body()
-    observation = None
-    if watch is not None:
-        try:
-            rows, count_after = watch.written()
-            observation = DbObservation(
-                watch.rows_before, count_after, tuple(UsageRow(*r) for r in rows)
-            )
-        except Exception as exc:
-            db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
-    return RecordedRun(
-        target=target.cron_url,
-        method=client.method,
-        run_at=run_at,
-        exchange=exchange,
-        problem=problem,
-        body=body,
-        active_openai_keys=watch.openai_keys if watch is not None else None,
-        db=observation,
-        db_error=db_error,
-    )
-
-
-class Evidence:
-    """Per-test handle: attach text to the HTML report, record facts for the run summary."""
-
-    def __init__(self, state: DryRunState, nodeid: str) -> None:
-        self._state = state
-        self._nodeid = nodeid
-
-    def attach(self, title: str, text: str) -> None:
-        """Attach ``text`` to this check in the HTML report, cut to bounds.MAX_ATTACHMENT_CHARS
-        (the cut says how much): a hostile answer cannot make a 400 MB report."""
-        from cron_dryrun.bounds import truncated
-
-        # cut before it is held; redacted when it goes into the report (_attach_html_extras)
-        self._state.attachments.setdefault(self._nodeid, []).append((title, truncated(text)))
-
-    def attach_html(self, fragment: str) -> None:
-        """Inline HTML evidence for the report (a table, a picture); text goes through
-        ``attach``. The fragment is redacted like every other byte of the report."""
-        self._state.html_attachments.setdefault(self._nodeid, []).append(fragment)
-
-    def record(self, name: str, value: object) -> None:
-        self._state.records[name] = value
-
-    @property
-    def writer(self) -> EvidenceWriter:
-        """The evidence writer: redacts, writes atomically, never overwrites with write_new."""
-        from cron_dryrun.evidence_run import writer_for
-
-        return writer_for(self._state)
-
-
 @pytest.fixture
 def evidence(request: pytest.FixtureRequest, dryrun_state: DryRunState) -> Evidence:
     return Evidence(dryrun_state, request.node.nodeid)
@@ -725,8 +591,10 @@ def _reason(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report: pytest.TestReport = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     state = item.config.stash.get(STATE_KEY, None)
     if state is not None:
         # before the terminal, JUnit or pytest-html sees it: longrepr (-l locals and
@@ -773,7 +641,7 @@ def _attach_html_extras(item: pytest.Item, report: pytest.TestReport, state: Dry
         existing.append(extras.html(evidence_block(title, redact(text))))
     for fragment in fragments:
         existing.append(extras.html(redact(fragment)))
-    report.extras = existing
+    report.extras = existing  # type: ignore[attr-defined]  # pytest-html reads this attribute
 
 
 def _redactor(state: DryRunState) -> Callable[[str], str]:
@@ -800,9 +668,11 @@ def _redact_report(report: pytest.TestReport | pytest.CollectReport, redactor: A
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
     """Collection errors (an import failing with a DSN in its message) are redacted too."""
-    report: pytest.CollectReport = yield
+    report = yield
     state = collector.config.stash.get(STATE_KEY, None)
     if state is not None and report.longrepr is not None:
         _redact_report(report, _redactor(state))
@@ -864,8 +734,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             signals_from_run(state.run), [(s.step, s.status) for s in state.verdict.steps]
         )
     _redact_html_environment(session.config, state)
-    from cron_dryrun import reporting
-
     if state.config_error:
         # A failed preflight: nothing was triggered, so nothing is recorded (no ledger line,
         # smoke log, summary or notes). gate.json (the latest verdict, NO-GO with the cause,
@@ -875,11 +743,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             state.html_temp_path = None
             state.artefacts.pop("report", None)
         else:
-            reporting.write_run_evidence(state)
+            _write_run_evidence(state)
         return
-    reporting.write_run_evidence(state)
+    _write_run_evidence(state)
     if not state.verdict.go and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _write_run_evidence(state: DryRunState) -> None:
+    from cron_dryrun import evidence_run, reporting
+
+    evidence_run.write_all(state, reporting.gate_document)
+    evidence_run.append_github_step_summary(state)
 
 
 @pytest.hookimpl(trylast=True)
@@ -900,9 +775,9 @@ def _finish_html(config: pytest.Config, state: DryRunState) -> None:
         return
     state.html_finished = True
     temp = state.html_temp_path
-    from cron_dryrun import reporting
+    from cron_dryrun import evidence_run
 
-    reporting.finish_html_report(state)
+    evidence_run.finish_html(state)
     final = state.artefacts.get("report")
     if not temp or final is None:
         return
@@ -917,10 +792,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = config.stash.get(STATE_KEY, None)
     if state is None or not state.active or state.verdict is None:
         return
-    from cron_dryrun import reporting
+    from cron_dryrun import evidence_run, reporting
 
     _finish_html(config, state)
-    reporting.print_terminal_summary(terminalreporter, state)
+    reporting.print_terminal_summary(
+        terminalreporter, state, evidence_run.github_annotations(state)
+    )
 
 
 # -- pytest-html ----------------------------------------------------------------------------------
@@ -972,10 +849,3 @@ class _HtmlHooks:
             # verdict block (reasons, root cause) is redacted here
             redact = _redactor(state)
             prefix.extend(redact(block) for block in reporting.html_verdict_block(state))
-
-
-def fail_if(problem: str | None) -> None:
-    """Fail the calling check with the judging rule's message, without a Python traceback."""
-    __tracebackhide__ = True
-    if problem:
-        pytest.fail(problem, pytrace=False)

@@ -247,7 +247,7 @@ class DayResult:
     )
 
 
-OFFENDER_KINDS = ("mismatched", "missingInDb", "missingInCsv")
+OFFENDER_KINDS: tuple[str, ...] = ("mismatched", "missingInDb", "missingInCsv")
 
 
 @dataclass(frozen=True)
@@ -339,7 +339,7 @@ class Judgement:
 
 def judge(result: DiffResult) -> Judgement:
     """The parity verdict from a diff result: every failing rule becomes one reason."""
-    reasons = []
+    reasons: list[str] = []
     c = result.counts
     warnings = tuple(result.warnings())
     if c["exportBadRows"] and result.policy.bad_rows_fail:
@@ -449,7 +449,7 @@ def offenders_html(result: DiffResult, limit: int = 20) -> str:
     """The parity offenders as a table for the report (worst first, as the message lists)."""
     from cron_dryrun.html_report import table_block
 
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for kind in OFFENDER_KINDS:
         for o in result.offenders[kind]:
             if len(rows) >= limit:

@@ -18,7 +18,7 @@ from cron_dryrun.root_cause import RootCause, advice_for
 from cron_dryrun.windows import iso, scope_range
 
 if TYPE_CHECKING:
-    from cron_dryrun.plugin import DryRunState
+    from cron_dryrun.session import DryRunState
 
 
 def versions() -> dict[str, str]:
@@ -121,20 +121,8 @@ def led_by_root_cause(state: DryRunState) -> list[str]:
     return [lead, *marked]
 
 
-def write_run_evidence(state: DryRunState) -> None:
-    from cron_dryrun import evidence_run
-
-    evidence_run.write_all(state, gate_document)
-    evidence_run.append_github_step_summary(state)
-
-
-def finish_html_report(state: DryRunState) -> None:
-    from cron_dryrun import evidence_run
-
-    evidence_run.finish_html(state)
-
-
-def print_terminal_summary(tr: Any, state: DryRunState) -> None:
+def print_terminal_summary(tr: Any, state: DryRunState, annotations: list[str]) -> None:
+    """The verdict table, then ``annotations`` (GitHub workflow commands) each on its own line."""
     verdict = state.verdict
     assert verdict is not None
     tr.section(
@@ -160,9 +148,7 @@ def print_terminal_summary(tr: Any, state: DryRunState) -> None:
     for name, path in sorted(state.artefacts.items()):
         tr.line(f"  {name}: {path}")
     tr.line(f"verdict: {verdict.label}", bold=True, green=verdict.go, red=not verdict.go)
-    from cron_dryrun import evidence_run
-
-    for annotation in evidence_run.github_annotations(state):
+    for annotation in annotations:
         tr.line(annotation)  # a workflow command: GitHub reads it from the start of a line
 
 

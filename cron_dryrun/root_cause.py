@@ -112,7 +112,8 @@ def signals_from_run(run: RecordedRun | None) -> RunSignals:
     status = run.exchange.final.status if run.exchange is not None else None
     body = run.body or {}
     flags = body.get("flags")
-    telemetry = body.get("telemetry") if isinstance(body.get("telemetry"), dict) else {}
+    raw_telemetry = body.get("telemetry")
+    telemetry: dict[str, Any] = raw_telemetry if isinstance(raw_telemetry, dict) else {}
     unaligned = 0
     if run.db is not None:
         for row in run.db.changed_rows:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from cron_dryrun.db_url import InsecureDatabaseUrl, secure_database_url
@@ -555,7 +555,7 @@ def _split_multi(spec: OptionSpec, value: object) -> tuple[str, ...]:
 
             sep = os.pathsep
         return tuple(v.strip() for v in value.split(sep) if v.strip())
-    return tuple(str(v) for v in value)  # type: ignore[union-attr]
+    return tuple(str(v) for v in cast("Iterable[object]", value))
 
 
 def _pick(

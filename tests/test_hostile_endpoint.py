@@ -19,9 +19,9 @@ from test_client import http as http_answer
 from cron_dryrun.bounds import MAX_ATTACHMENT_CHARS, json_depth_exceeds, loads_bounded, truncated
 from cron_dryrun.checks import exchange_problem, reported_writes
 from cron_dryrun.database import create_app_database, database_name, drop_database
-from cron_dryrun.plugin import DryRunState, Evidence
 from cron_dryrun.redaction import Redactor
 from cron_dryrun.settings import Settings
+from cron_dryrun.testing import DryRunState, Evidence
 
 
 def test_headers_trickled_one_line_at_a_time_hit_the_whole_exchange_deadline() -> None:

@@ -68,4 +68,4 @@ async def handled_outside_http(scope: Scope, receive: Receive, send: Send) -> bo
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
         return True
-    return scope["type"] != "http"
+    return bool(scope["type"] != "http")

@@ -81,7 +81,8 @@ def start_server(
         log_config=None,  # leave the process's logging alone (we may run inside pytest)
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        # typed int, but uvicorn hands it to asyncio.wait_for, which takes seconds as a float
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,  # type: ignore[arg-type]
         timeout_keep_alive=2,
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
     )

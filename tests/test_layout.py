@@ -1,0 +1,31 @@
+"""The package's shape that import-linter cannot see: the acceptance modules are no package."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_acceptance_modules_import_nothing_from_the_plugin() -> None:
+    offenders = {
+        path.name: sorted(n for n in _imported_modules(path) if n.startswith("cron_dryrun.plugin"))
+        for path in sorted((ROOT / "acceptance").glob("*.py"))
+    }
+    offenders = {name: found for name, found in offenders.items() if found}
+    assert offenders == {}, (
+        f"acceptance modules import the pytest plugin: {offenders}; import the types and "
+        "helpers from cron_dryrun.testing instead"
+    )
