@@ -25,6 +25,7 @@ from cron_dryrun.evidence import (
     LATEST_REPORT_RELPATH,
     LEDGER_RELPATH,
     SUMMARY_RELPATH,
+    EvidenceError,
     EvidenceWriter,
     Redactor,
     RunFacts,
@@ -409,11 +410,27 @@ def finish_html(state: DryRunState) -> None:
     data = source.read_bytes()  # the writer redacts HTML reports value by value
     if state.verdict is not None:
         data = _with_banner(state, data)
-    if reserved is not None:
-        dated = writer.write_bytes(writer.relpath(reserved), data)
-    else:
-        dated = writer.write_new(report_relpath(run_at), data)
-    writer.write_bytes(LATEST_REPORT_RELPATH, data)
+    try:
+        if reserved is not None:
+            dated = writer.write_bytes(writer.relpath(reserved), data)
+        else:
+            dated = writer.write_new(report_relpath(run_at), data)
+        writer.write_bytes(LATEST_REPORT_RELPATH, data)
+    except (OSError, EvidenceError) as exc:
+        # Written after the verdict (pytest-html writes its file last): a report that cannot be
+        # copied (a full disk) is said, and pytest-html's own copy is kept, never a traceback.
+        # The verdict stands on what is on disk: gate.json, the smoke log, summary and notes,
+        # and a run whose other evidence failed is NO-GO already.
+        if reserved is not None and reserved.is_file() and reserved.stat().st_size == 0:
+            with contextlib.suppress(OSError):
+                reserved.unlink()
+        state.terminal_notes.append(
+            f"the HTML report could not be written into the audit folder "
+            f"({type(exc).__name__}: {first_line(str(exc))}); pytest-html's copy is kept at "
+            f"{source} (free space in the audit folder and copy it there)"
+        )
+        state.artefacts.pop("report", None)
+        return
     with contextlib.suppress(Exception):
         write_manifest(writer, f"{dated.stem}", [writer.relpath(dated)])
     shutil.rmtree(source.parent, ignore_errors=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +176,35 @@ def test_the_ledger_line_is_written_last_and_red_when_evidence_failed(tmp_path: 
     assert all(s["status"] == "passed" for s in gate["steps"])
     assert gate["verdict"] == "NO-GO" and "cron-dry-run/summary.md" in gate["reasons"][-1]
     assert list((audit / "cron-dry-run").glob("smoke-*.log"))
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 KiB tmpfs: the audit folder on a disk that fills up during the run."""
+    mount_point = tmp_path / "full-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(full_disk: Path) -> None:
+    audit = full_disk / "audit"
+    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    output = result.stdout + result.stderr
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, output[-3000:]
+    assert "verdict: NO-GO" in result.stdout
+    assert "evidence could not be written, so this run cannot be GO" in result.stdout
+    assert "No space left on device" in result.stdout
+    assert "Traceback" not in output
+    assert "the HTML report could not be written into the audit folder" in result.stdout
+    assert all(line["verdict"] == "NO-GO" for line in ledger_lines(audit))
