@@ -14,8 +14,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from cron_dryrun import database as db
-from cron_dryrun.checks import (
+from cron_dryrun.evidence import format_transcripts
+from cron_dryrun.exchange.record import RecordedRun, UsageRow
+from cron_dryrun.rules.checks import (
     AuthCase,
     auth_cases,
     judge_auth_case,
@@ -23,9 +24,8 @@ from cron_dryrun.checks import (
     judge_success_body,
     padded_secret_case,
 )
-from cron_dryrun.client import CronClient, Transcript
-from cron_dryrun.evidence import format_transcripts
-from cron_dryrun.run import RecordedRun, UsageRow
+from cron_dryrun.target import database as db
+from cron_dryrun.target.client import CronClient, Transcript
 from cron_dryrun.testing import DryRunState, Evidence, Target, fail_if
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.auth_smoke]

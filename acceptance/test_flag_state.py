@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cron_dryrun.checks import judge_flag
-from cron_dryrun.run import RecordedRun
+from cron_dryrun.exchange.record import RecordedRun
+from cron_dryrun.rules.checks import judge_flag
 from cron_dryrun.testing import Evidence, fail_if
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.flag_state]

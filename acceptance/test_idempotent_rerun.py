@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from cron_dryrun import database as db
-from cron_dryrun.checks import judge_rerun
-from cron_dryrun.client import CronClient
 from cron_dryrun.evidence import format_transcripts
-from cron_dryrun.run import RecordedRun
+from cron_dryrun.exchange.record import RecordedRun
+from cron_dryrun.rules.checks import judge_rerun
+from cron_dryrun.target import database as db
+from cron_dryrun.target.client import CronClient
 from cron_dryrun.testing import DryRunState, Evidence, Target, fail_if, trigger_and_observe
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.idempotent_rerun, pytest.mark.triggers_cron]

@@ -2,7 +2,7 @@
 
 The run's windows are reconciled against the OpenAI usage export: yesterday's UTC day
 is judged, today's (still open) is reported and not judged. Policy and report:
-``cron_dryrun.reconcile``; the same check runs without pytest as ``cron-dryrun diff``.
+``cron_dryrun.parity.reconcile``; the same check runs without pytest as ``cron-dryrun diff``.
 
 The report JSON goes through the evidence writer (redacted, atomic, never overwriting);
 the compressed detail side file is streamed by DuckDB straight next to it, under a name
@@ -17,24 +17,24 @@ from typing import Any
 
 import pytest
 
-from cron_dryrun.db_reader import UsageReader, reader_choice
-from cron_dryrun.diff_command import terminal_summary
-from cron_dryrun.reconcile import (
+from cron_dryrun.cli.diff import terminal_summary
+from cron_dryrun.config.settings import Settings
+from cron_dryrun.html_report import offenders_html
+from cron_dryrun.parity.db_reader import UsageReader, reader_choice
+from cron_dryrun.parity.reconcile import (
     Policy,
     chart_days,
     detail_path_for,
     failure_message,
     judge,
-    offenders_html,
     reconcile,
     report_dict,
     report_json,
     reserve_report,
     summary_line,
 )
-from cron_dryrun.settings import Settings
+from cron_dryrun.parity.usage_totals import unrecorded_probe
 from cron_dryrun.testing import fail_if
-from cron_dryrun.usage_totals import unrecorded_probe
 from cron_dryrun.windows import daily_windows
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.parity]

@@ -1,7 +1,7 @@
 """Runbook, Prerequisites: secrets and export at hand, a safe target, the app's schema in place,
 a writable audit folder.
 
-Each check reports one area of the preflight (``cron_dryrun.preflight``). Against staging the
+Each check reports one area of the preflight (``cron_dryrun.session.preflight``). Against staging the
 preflight ran before anything was sent, and a problem stopped the run there (exit 4); on the
 local stack it runs once the stack is up. Each miss is a failure naming the variable, table or
 path, never a skip.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cron_dryrun.preflight import Preflight, check_exports
-from cron_dryrun.settings import Settings
+from cron_dryrun.config.settings import Settings
+from cron_dryrun.session.preflight import Preflight, check_exports
 from cron_dryrun.testing import Target, fail_if
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.prerequisites]

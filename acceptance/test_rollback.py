@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cron_dryrun import database as db
+from cron_dryrun.cli.rollback import rollback
+from cron_dryrun.config.settings import Settings
 from cron_dryrun.evidence import ROLLBACK_LOG_RELPATH, EvidenceWriter, Redactor, run_secrets
-from cron_dryrun.rollback import rollback
-from cron_dryrun.run import RecordedRun
-from cron_dryrun.settings import Settings
+from cron_dryrun.exchange.record import RecordedRun
+from cron_dryrun.target import database as db
 from cron_dryrun.testing import Evidence
 from cron_dryrun.windows import DAY, day_start, naive_utc
 

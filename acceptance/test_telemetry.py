@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from cron_dryrun import database as db
-from cron_dryrun.checks import judge_telemetry
-from cron_dryrun.run import RecordedRun
-from cron_dryrun.settings import Settings
+from cron_dryrun.config.settings import Settings
+from cron_dryrun.exchange.record import RecordedRun
+from cron_dryrun.rules.checks import judge_telemetry
+from cron_dryrun.target import database as db
 from cron_dryrun.testing import DryRunState, Evidence, fail_if
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.telemetry]

@@ -5,7 +5,7 @@ exchange record. Everything else is plumbing behind the pytest plugin
 (``cron_dryrun.plugin``) and the ``cron-dryrun`` command.
 """
 
-from cron_dryrun.settings import Settings, SettingsError
+from cron_dryrun.config.settings import Settings, SettingsError
 
 __all__ = ["Settings", "SettingsError"]
 __version__ = "0.1.0"

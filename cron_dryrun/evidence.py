@@ -44,7 +44,7 @@ from cron_dryrun.redaction import (
 )
 
 if TYPE_CHECKING:
-    from cron_dryrun.client import Transcript
+    from cron_dryrun.target.client import Transcript
 
 __all__ = ["REDACTED", "Redactor", "redact_html_report"]  # re-exported: their home is redaction
 

@@ -15,7 +15,10 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cron_dryrun.parity.reconcile import DiffResult
 
 BANNER_ID = "gate-banner"
 GREEN, RED, GREY, AMBER = "#1a7f37", "#cf222e", "#6e7781", "#9a6700"
@@ -335,4 +338,32 @@ def table_block(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
     return (
         f'<details class="cron-dryrun-evidence" open><summary>{_e(title)}</summary>'
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></details>"
+    )
+
+
+def offenders_html(result: DiffResult, limit: int = 20) -> str:
+    """The parity offenders as a table for the report (worst first, as the message lists)."""
+    from cron_dryrun.parity.reconcile import OFFENDER_KINDS
+
+    rows: list[tuple[str, ...]] = []
+    for kind in OFFENDER_KINDS:
+        for o in result.offenders[kind]:
+            if len(rows) >= limit:
+                break
+            k = o.key
+            what = "; ".join(f.describe() for f in o.findings) or {
+                "missingInDb": "missing in DB",
+                "missingInCsv": "missing in export",
+            }.get(kind, kind)
+            if o.renamed:
+                what += f" (model renamed: {o.renamed})"
+            rows.append(
+                (k.day.isoformat(), k.project_id, k.api_key_id, k.user_id, k.model,
+                 k.service_tier, "yes" if o.judged else "no", what)
+            )  # fmt: skip
+    title = f"parity offenders ({result.counts['judgedOffenders']} judged; first {len(rows)})"
+    if not rows:
+        title = "parity offenders: none"
+    return table_block(
+        title, ("day", "project", "API key", "user", "model", "tier", "judged", "what"), rows
     )

@@ -21,22 +21,22 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-from cron_dryrun.exchange import trigger_and_observe
-from cron_dryrun.gate import (
+from cron_dryrun.config.settings import OPTIONS, Settings, SettingsError, resolve_settings
+from cron_dryrun.exchange.record import ExchangeMissing, RecordedRun
+from cron_dryrun.rules.gate import (
     REQUIRED_STEPS,
     CheckOutcome,
     decide,
     first_line,
     stopped_before_trigger,
 )
-from cron_dryrun.run import ExchangeMissing, RecordedRun
-from cron_dryrun.session import DryRunState, Target
-from cron_dryrun.settings import OPTIONS, Settings, SettingsError, resolve_settings
+from cron_dryrun.session.state import DryRunState, Target
+from cron_dryrun.session.trigger import trigger_and_observe
 from cron_dryrun.testing import Evidence
 
 if TYPE_CHECKING:
-    from cron_dryrun.client import CronClient, Transcript
-    from cron_dryrun.preflight import Preflight
+    from cron_dryrun.session.preflight import Preflight
+    from cron_dryrun.target.client import CronClient, Transcript
 
 # psycopg, httpx and the evidence writer are imported where they are used: this module
 # is loaded by every pytest run in an environment that has cron-dryrun installed.
@@ -51,7 +51,7 @@ class RedactedDsn(str):
     """A DSN that shows no userinfo when pytest prints a fixture's value in a traceback."""
 
     def __repr__(self) -> str:
-        from cron_dryrun.database import redact_dsn
+        from cron_dryrun.target.database import redact_dsn
 
         return repr(redact_dsn(str(self)))
 
@@ -127,7 +127,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except SettingsError as exc:
         raise pytest.UsageError(f"cron-dryrun: {exc}") from None
     if settings.ca_bundle or settings.ssl_cert_file:
-        from cron_dryrun.tls import CaBundleError, client_context
+        from cron_dryrun.target.tls import CaBundleError, client_context
 
         try:
             client_context(settings.ca_bundle, settings.ssl_cert_file)
@@ -234,7 +234,7 @@ def pytest_collection_modifyitems(
 def _preflight(config: pytest.Config, state: DryRunState) -> None:
     """Remote mode: everything checkable without triggering, before the first request and the
     first audit file; any problem stops the run with all of them listed (exit 4)."""
-    from cron_dryrun import preflight
+    from cron_dryrun.session import preflight
 
     settings = state.settings
     if settings.is_remote:
@@ -297,7 +297,7 @@ def dryrun_target(
     s = dryrun_settings
     if s.is_remote:
         assert s.cron_url and s.cron_secret and s.database_url  # checked at collection
-        from cron_dryrun.settings import DEFAULT_OPENAI_BASE_URL
+        from cron_dryrun.config.settings import DEFAULT_OPENAI_BASE_URL
 
         target = Target(
             s.cron_url,
@@ -309,7 +309,7 @@ def dryrun_target(
             openai_url=s.openai_base_url or DEFAULT_OPENAI_BASE_URL,
             admin_keys=s.openai_admin_keys,
         )
-        from cron_dryrun.db_wake import DatabaseWakeError, wake_database
+        from cron_dryrun.target.db_wake import DatabaseWakeError, wake_database
 
         try:  # a suspended Neon compute wakes on the first connection
             wake_database(
@@ -321,8 +321,8 @@ def dryrun_target(
         yield target
         return
     with ExitStack() as stack:
-        from cron_dryrun import database as db
-        from cron_dryrun.pg_server import DatabaseUnavailable
+        from cron_dryrun.target import database as db
+        from cron_dryrun.target.pg_server import DatabaseUnavailable
 
         backend = db.choose_backend(s.db_backend, s.database_url, db.docker_engine_answers)
         if backend == "url":
@@ -423,7 +423,7 @@ def dryrun_preflight(dryrun_target: Target, dryrun_state: DryRunState) -> Prefli
     found = dryrun_state.preflight
     if found is not None and found.complete:
         return found
-    from cron_dryrun import preflight
+    from cron_dryrun.session import preflight
 
     t = dryrun_target
     result = preflight.run_preflight(
@@ -457,8 +457,8 @@ def openai_exports(
     if dryrun_settings.openai_usage != "api":
         return dryrun_target.exports
     from cron_dryrun.evidence import stamp
-    from cron_dryrun.evidence_run import writer_for
-    from cron_dryrun.usage_fetch import UsageFetchError, fetch_usage_for_run
+    from cron_dryrun.session.finish import writer_for
+    from cron_dryrun.session.usage_fetch import UsageFetchError, fetch_usage_for_run
 
     assert dryrun_target.openai_url is not None
     writer = writer_for(dryrun_state)
@@ -499,9 +499,9 @@ def cron_client(
     dryrun_target: Target,
     dryrun_state: DryRunState,
 ) -> CronClient:
-    from cron_dryrun.client import CronClient
-    from cron_dryrun.tls import client_context
-    from cron_dryrun.watch import TerminalWatch
+    from cron_dryrun.target.client import CronClient
+    from cron_dryrun.target.tls import client_context
+    from cron_dryrun.target.watch import TerminalWatch
 
     state = dryrun_state
     return CronClient(
@@ -525,7 +525,7 @@ def cron_run(
     dryrun_state: DryRunState,
 ) -> RecordedRun:
     """The one shared trigger of the session, with what the database saw around it."""
-    from cron_dryrun.evidence_run import previous_manual_fallback_windows
+    from cron_dryrun.session.finish import previous_manual_fallback_windows
 
     with contextlib.suppress(Exception):  # a corrupt ledger is reported by the ledger status
         dryrun_state.previous_manual_fallback_windows = previous_manual_fallback_windows(
@@ -545,7 +545,7 @@ def _record_exchange(state: DryRunState, transcript: Transcript) -> None:
     """Every exchange with the cron, kept for the report and appended to the smoke log now."""
     state.transcripts.append(transcript)
     if state.smoke is None:
-        from cron_dryrun.evidence_run import writer_for
+        from cron_dryrun.session.finish import writer_for
         from cron_dryrun.smoke_log import SmokeLog
 
         state.smoke = SmokeLog(writer_for(state), transcript.started_at)
@@ -645,7 +645,7 @@ def _attach_html_extras(item: pytest.Item, report: pytest.TestReport, state: Dry
 
 
 def _redactor(state: DryRunState) -> Callable[[str], str]:
-    from cron_dryrun.evidence_run import writer_for
+    from cron_dryrun.session.finish import writer_for
 
     return writer_for(state).redactor.redact
 
@@ -728,7 +728,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             list(state.outcomes.values()), extra_reasons=extra, collected=state.collected
         )
     if not state.verdict.go:
-        from cron_dryrun.root_cause import find_root_cause, signals_from_run
+        from cron_dryrun.rules.root_cause import find_root_cause, signals_from_run
 
         state.root_cause = find_root_cause(
             signals_from_run(state.run), [(s.step, s.status) for s in state.verdict.steps]
@@ -751,7 +751,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _write_run_evidence(state: DryRunState) -> None:
-    from cron_dryrun import evidence_run, reporting
+    from cron_dryrun.session import finish as evidence_run
+    from cron_dryrun.session import reporting
 
     evidence_run.write_all(state, reporting.gate_document)
     evidence_run.append_github_step_summary(state)
@@ -775,7 +776,7 @@ def _finish_html(config: pytest.Config, state: DryRunState) -> None:
         return
     state.html_finished = True
     temp = state.html_temp_path
-    from cron_dryrun import evidence_run
+    from cron_dryrun.session import finish as evidence_run
 
     evidence_run.finish_html(state)
     final = state.artefacts.get("report")
@@ -792,7 +793,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = config.stash.get(STATE_KEY, None)
     if state is None or not state.active or state.verdict is None:
         return
-    from cron_dryrun import evidence_run, reporting
+    from cron_dryrun.session import finish as evidence_run
+    from cron_dryrun.session import reporting
 
     _finish_html(config, state)
     reporting.print_terminal_summary(
@@ -823,7 +825,7 @@ def _redact_html_environment(config: pytest.Config, state: DryRunState) -> None:
 
     for key in list(metadata):
         metadata[key] = clean(metadata[key])
-    from cron_dryrun.reporting import describe_target
+    from cron_dryrun.session.reporting import describe_target
 
     metadata["cron-dryrun target"] = redact(describe_target(state))
 
@@ -841,7 +843,7 @@ class _HtmlHooks:
     def pytest_html_results_summary(
         self, prefix: list[str], summary: list[str], postfix: list[str]
     ) -> None:
-        from cron_dryrun import reporting
+        from cron_dryrun.session import reporting
 
         state = self.config.stash[STATE_KEY]
         if state.html_temp_path is None:  # the operator's own --html: no banner at the top

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from cron_dryrun.evidence import format_transcripts, smoke_log_relpath
 
 if TYPE_CHECKING:
-    from cron_dryrun.client import Transcript
     from cron_dryrun.evidence import EvidenceWriter
+    from cron_dryrun.target.client import Transcript
 
 
 class SmokeLog:

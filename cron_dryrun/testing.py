@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cron_dryrun.exchange import trigger_and_observe
-from cron_dryrun.session import DryRunState, Target
+from cron_dryrun.session.state import DryRunState, Target
+from cron_dryrun.session.trigger import trigger_and_observe
 
 if TYPE_CHECKING:
     from cron_dryrun.evidence import EvidenceWriter
@@ -46,7 +46,7 @@ class Evidence:
     @property
     def writer(self) -> EvidenceWriter:
         """The evidence writer: redacts, writes atomically, never overwrites with write_new."""
-        from cron_dryrun.evidence_run import writer_for
+        from cron_dryrun.session.finish import writer_for
 
         return writer_for(self._state)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cron_dryrun.database import (
+from cron_dryrun.target.database import (
     RunningPostgres,
     create_app_database,
     database_name,

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from cron_dryrun.database import UNPRIVILEGED_USER, _demote, free_port, wait_until_accepting
+from cron_dryrun.target.database import UNPRIVILEGED_USER, _demote, free_port, wait_until_accepting
 
 
 @dataclass(frozen=True)

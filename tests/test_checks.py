@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from cron_dryrun.checks import (
+from cron_dryrun.exchange.record import DbObservation, ExchangeMissing, RecordedRun, UsageRow
+from cron_dryrun.rules.checks import (
     AuthCase,
     auth_cases,
     exchange_problem,
@@ -26,8 +27,7 @@ from cron_dryrun.checks import (
     judge_window_scoping,
     padded_secret_case,
 )
-from cron_dryrun.client import Exchange, Transcript
-from cron_dryrun.run import DbObservation, ExchangeMissing, RecordedRun, UsageRow
+from cron_dryrun.target.client import Exchange, Transcript
 
 RUN_AT = datetime(2025, 10, 8, 2, 0, 0, tzinfo=UTC)
 

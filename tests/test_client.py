@@ -18,9 +18,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from cron_dryrun.checks import exchange_problem
-from cron_dryrun.client import CronClient
 from cron_dryrun.evidence import format_transcripts
+from cron_dryrun.rules.checks import exchange_problem
+from cron_dryrun.target.client import CronClient
 
 Handler = Callable[[socket.socket, int], None]
 
@@ -242,7 +242,7 @@ def test_the_secret_is_sent_as_bearer_and_get_is_an_option() -> None:
 def test_retry_after_forms(value: str, seconds: float | None) -> None:
     from datetime import UTC, datetime
 
-    from cron_dryrun.client import retry_after_seconds
+    from cron_dryrun.target.client import retry_after_seconds
 
     assert retry_after_seconds(value, datetime(2025, 10, 8, 2, 0, tzinfo=UTC)) == seconds
 

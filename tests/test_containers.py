@@ -16,15 +16,19 @@ import docker
 import psycopg
 import pytest
 
-from cron_dryrun import containers
-from cron_dryrun.containers import (
+from cron_dryrun.config.settings import DEFAULT_POSTGRES_IMAGE
+from cron_dryrun.target import containers
+from cron_dryrun.target.containers import (
     LABEL,
     configure_testcontainers,
     ensure_image,
     start_postgres_container,
 )
-from cron_dryrun.database import DatabaseUnavailable, create_app_database, docker_engine_answers
-from cron_dryrun.settings import DEFAULT_POSTGRES_IMAGE
+from cron_dryrun.target.database import (
+    DatabaseUnavailable,
+    create_app_database,
+    docker_engine_answers,
+)
 
 MISSING_SOCKET = "unix:///nonexistent/cron-dryrun/docker.sock"
 

@@ -10,7 +10,7 @@ import brotli
 import pytest
 import zstandard
 
-from cron_dryrun.content_coding import decode_body, parse_content_encoding
+from cron_dryrun.target.content_coding import decode_body, parse_content_encoding
 
 BODY = json.dumps({"success": True, "telemetry": {"windowsProcessed": 8}}).encode() * 20
 

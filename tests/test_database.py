@@ -11,12 +11,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cron_dryrun import database as db
+from cron_dryrun.target import database as db
 
 ORDINARY_USER_SCRIPT = textwrap.dedent(
     """
     import os, psycopg
-    from cron_dryrun.database import create_app_database, start_embedded
+    from cron_dryrun.target.database import create_app_database, start_embedded
     running = start_embedded(prefer={prefer!r})
     try:
         dsn = create_app_database(running.dsn)

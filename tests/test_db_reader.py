@@ -17,11 +17,11 @@ import duckdb
 import jsonschema
 import pytest
 
-from cron_dryrun import db_reader, reconcile
-from cron_dryrun.database import read_only
-from cron_dryrun.db_reader import UsageReader
-from cron_dryrun.usage_arrow import load_keydays
-from cron_dryrun.usage_totals import unrecorded_probe
+from cron_dryrun.parity import db_reader, reconcile
+from cron_dryrun.parity.db_reader import UsageReader
+from cron_dryrun.parity.usage_arrow import load_keydays
+from cron_dryrun.parity.usage_totals import unrecorded_probe
+from cron_dryrun.target.database import read_only
 from tests.test_diff_command import D6, D7, SCHEMA, diff, midnight, only_report, seed
 from tests.test_exports import bucket_row, write_export
 
@@ -175,7 +175,7 @@ def test_adbc_keeps_a_metric_null_in_every_row_apart_from_zero(
         ],
     )
     con = duckdb.connect()
-    from cron_dryrun.database import read_only_conninfo
+    from cron_dryrun.target.database import read_only_conninfo
 
     load_keydays(read_only_conninfo(app_database), D7, D7, con)
     recorded = con.execute(
@@ -264,7 +264,7 @@ def test_a_refused_connection_fails_as_the_csv_path_does_without_the_password(
     driver carries the password."""
     import psycopg
 
-    from cron_dryrun.database import free_port
+    from cron_dryrun.target.database import free_port
 
     dsn = f"postgresql://cron:pw-s3cret-x@127.0.0.1:{free_port()}/app"
     export = write_export(tmp_path / "export.csv", [bucket_row()])

@@ -11,7 +11,9 @@ import jsonschema
 import psycopg
 import pytest
 
-from cron_dryrun import cli, db_reader, diff_command, usage_totals
+from cron_dryrun import cli
+from cron_dryrun.cli import diff as diff_command
+from cron_dryrun.parity import db_reader, usage_totals
 from tests.test_exports import bucket_row, write_export
 
 SCHEMA = json.loads(

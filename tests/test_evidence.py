@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 import pytest
 
-from cron_dryrun.client import Transcript
 from cron_dryrun.evidence import (
     FACTS_END,
     FACTS_START,
@@ -37,6 +36,7 @@ from cron_dryrun.evidence import (
     write_manifest,
     write_run_evidence,
 )
+from cron_dryrun.target.client import Transcript
 
 SECRET = "s3cr3t-cron-token-XYZ"
 DB_PASSWORD = "pg p@ss/word"  # needs quoting in a URL: exercises the encoded forms

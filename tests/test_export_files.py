@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cron_dryrun import exports as ex
-from cron_dryrun import reconcile as rc
+from cron_dryrun.parity import exports as ex
+from cron_dryrun.parity import reconcile as rc
 from tests.test_diff_command import diff, seed
 from tests.test_exports import HEADER, bucket_row, write_export
 from tests.test_reconcile import D7, D8, NOW, db_row, db_side

@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cron_dryrun import exports as ex
-from cron_dryrun.reconcile import _totals_ddl
+from cron_dryrun.parity import exports as ex
+from cron_dryrun.parity.reconcile import _totals_ddl
 
 HEADER = [
     "start_time",

@@ -26,8 +26,8 @@ import psycopg
 import pytest
 from suite_runs import ROOT, clean_env, run_acceptance
 
-from cron_dryrun.database import RunningPostgres
-from cron_dryrun.gate import REQUIRED_STEPS
+from cron_dryrun.rules.gate import REQUIRED_STEPS
+from cron_dryrun.target.database import RunningPostgres
 
 ALL_BUT_PREREQUISITES = frozenset(REQUIRED_STEPS) - {"prerequisites"}
 

@@ -12,14 +12,14 @@ import httpx
 import pytest
 
 from cron_dryrun.cli import main
-from cron_dryrun.exports import JSON_METRICS, METRICS, expand_export_paths, rollup_daily
-from cron_dryrun.settings import admin_keys_from_env, base_url_problem, normalise_base_url
+from cron_dryrun.config.settings import admin_keys_from_env, base_url_problem, normalise_base_url
+from cron_dryrun.parity.exports import JSON_METRICS, METRICS, expand_export_paths, rollup_daily
+from cron_dryrun.session.usage_fetch import UsageFetchError, UsageQuery, fetch_organisation
 from cron_dryrun.standin.export import write_export
 from cron_dryrun.standin.openai_api import ApiAccount, OpenAIUsageApi
 from cron_dryrun.standin.seed import org_for, seed_plan
 from cron_dryrun.standin.server import RunningServer, serving
 from cron_dryrun.standin.usage_truth import UsageOrg
-from cron_dryrun.usage_fetch import UsageFetchError, UsageQuery, fetch_organisation
 
 FIRST, LAST = date(2025, 10, 6), date(2025, 10, 8)
 PLAN = seed_plan(7)

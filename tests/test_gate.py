@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cron_dryrun.gate import REQUIRED_STEPS, CheckOutcome, decide, first_line
+from cron_dryrun.rules.gate import REQUIRED_STEPS, CheckOutcome, decide, first_line
 
 
 def all_passed() -> list[CheckOutcome]:
@@ -73,7 +73,7 @@ def test_every_collected_test_ran_is_not_partial() -> None:
 
 
 def test_a_run_stopped_before_the_trigger_shows_its_one_cause() -> None:
-    from cron_dryrun.gate import stopped_before_trigger
+    from cron_dryrun.rules.gate import stopped_before_trigger
 
     verdict = stopped_before_trigger("configuration error: CRON_SECRET is not set")
     assert not verdict.go and verdict.reasons == ("configuration error: CRON_SECRET is not set",)

@@ -7,8 +7,8 @@ from pathlib import Path
 from suite_runs import clean_env, run_acceptance
 
 from cron_dryrun.evidence import Redactor
-from cron_dryrun.gate import CheckOutcome, decide
-from cron_dryrun.github_actions import (
+from cron_dryrun.rules.gate import CheckOutcome, decide
+from cron_dryrun.session.github_actions import (
     error_annotations,
     escape_data,
     escape_property,

@@ -17,10 +17,10 @@ from test_client import client, raw_server
 from test_client import http as http_answer
 
 from cron_dryrun.bounds import MAX_ATTACHMENT_CHARS, json_depth_exceeds, loads_bounded, truncated
-from cron_dryrun.checks import exchange_problem, reported_writes
-from cron_dryrun.database import create_app_database, database_name, drop_database
+from cron_dryrun.config.settings import Settings
 from cron_dryrun.redaction import Redactor
-from cron_dryrun.settings import Settings
+from cron_dryrun.rules.checks import exchange_problem, reported_writes
+from cron_dryrun.target.database import create_app_database, database_name, drop_database
 from cron_dryrun.testing import DryRunState, Evidence
 
 

@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import pytest
 from suite_runs import ROOT, clean_env, guarded_env, netguard_attempts
 
-from cron_dryrun.database import free_port
-from cron_dryrun.pg_guard import postmaster_pid
+from cron_dryrun.target.database import free_port
+from cron_dryrun.target.pg_guard import postmaster_pid
 
 FIRST_JUDGED = "test_auth_smoke.py::test_secret_is_accepted_with_a_json_body PASSED"
 CHILD_TIMEOUT_S = 240
@@ -96,8 +96,8 @@ def pytest_command(audit: Path, *extra: str) -> list[str]:
 
 @pytest.fixture
 def remote_stack(pg_server: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
-    from cron_dryrun.database import create_app_database
     from cron_dryrun.standin import start_local_stack
+    from cron_dryrun.target.database import create_app_database
 
     dsn = create_app_database(pg_server.dsn)
     with start_local_stack(

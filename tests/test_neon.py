@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from pgbouncer import start_pgbouncer
 
-from cron_dryrun import database as db
-from cron_dryrun.database import RunningPostgres, free_port
-from cron_dryrun.db_url import InsecureDatabaseUrl, secure_database_url
-from cron_dryrun.db_wake import DatabaseWakeError, wake_database
+from cron_dryrun.config.db_url import InsecureDatabaseUrl, secure_database_url
+from cron_dryrun.target import database as db
+from cron_dryrun.target.database import RunningPostgres, free_port
+from cron_dryrun.target.db_wake import DatabaseWakeError, wake_database
 
 # -- sslmode --------------------------------------------------------------------------------------
 
@@ -153,7 +153,7 @@ def _csv(files: object) -> tuple[list[str], list[str]]:
 def test_the_shared_snapshot_falls_back_to_one_connection_when_refused(
     pg_server: RunningPostgres, app_database: str, tmp_path: Path
 ) -> None:
-    from cron_dryrun import usage_totals
+    from cron_dryrun.parity import usage_totals
     from tests.test_diff_command import D6, D7, midnight, seed
 
     seed(

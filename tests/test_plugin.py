@@ -106,8 +106,8 @@ def test_rollback_check_runs_on_the_local_stack_with_allow_destructive(tmp_path:
 
 def test_staging_mode_runs_unchanged_against_a_remote_cron(pg_server: Any, tmp_path: Path) -> None:
     """CRON_URL + CRON_SECRET + DATABASE_URL + export: the suite targets them and provisions nothing."""
-    from cron_dryrun.database import create_app_database
     from cron_dryrun.standin import start_local_stack
+    from cron_dryrun.target.database import create_app_database
 
     app_dsn = create_app_database(pg_server.dsn)
     with start_local_stack(
@@ -159,9 +159,9 @@ def test_promotion_gate_needs_a_complete_ledger_of_remote_runs(
     import json
     from datetime import UTC, datetime, timedelta
 
-    from cron_dryrun.database import create_app_database
     from cron_dryrun.ledger import LedgerEntry
     from cron_dryrun.standin import start_local_stack
+    from cron_dryrun.target.database import create_app_database
 
     local = tmp_path / "local"
     ledger = local / "cron-dry-run" / "ledger.jsonl"
@@ -207,8 +207,8 @@ def test_prerequisites_fail_naming_the_table_when_database_url_is_not_the_apps(
     """A DATABASE_URL without the app's tables: the preflight stops the run, naming them."""
     import psycopg
 
-    from cron_dryrun.database import create_app_database, database_name, with_database
     from cron_dryrun.standin import start_local_stack
+    from cron_dryrun.target.database import create_app_database, database_name, with_database
 
     app_dsn = create_app_database(pg_server.dsn)
     empty = f"cron_dryrun_empty_{database_name(app_dsn)[-8:]}"

@@ -13,8 +13,7 @@ import psycopg
 import pytest
 from suite_runs import clean_env, guarded_env, netguard_attempts, recorded_files, run_acceptance
 
-from cron_dryrun.database import create_app_database, database_name, free_port, with_database
-from cron_dryrun.preflight import (
+from cron_dryrun.session.preflight import (
     check_audit_dir,
     check_database,
     check_exports,
@@ -22,6 +21,7 @@ from cron_dryrun.preflight import (
     check_target,
     run_preflight,
 )
+from cron_dryrun.target.database import create_app_database, database_name, free_port, with_database
 
 HEADER = (
     "start_time,end_time,start_time_iso,end_time_iso,project_id,num_model_requests,user_id,"

@@ -17,8 +17,8 @@ import duckdb
 import jsonschema
 import pytest
 
-from cron_dryrun import exports as ex
-from cron_dryrun import reconcile as rc
+from cron_dryrun.parity import exports as ex
+from cron_dryrun.parity import reconcile as rc
 from tests.test_exports import bucket_row, empty_row, write_export
 
 SCHEMA = json.loads(

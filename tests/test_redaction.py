@@ -10,7 +10,6 @@ from urllib.parse import quote
 
 import pytest
 
-from cron_dryrun.checks import auth_cases
 from cron_dryrun.evidence import EvidenceWriter
 from cron_dryrun.redaction import (
     REDACTED,
@@ -25,6 +24,7 @@ from cron_dryrun.redaction import (
     redact_jsonl_document,
     secrets_from_environment,
 )
+from cron_dryrun.rules.checks import auth_cases
 
 SECRET = "Cron-Secret-4f9a2b7c1d"
 
@@ -187,7 +187,7 @@ def test_rollback_never_echoes_a_keyword_dsn_password(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cron_dryrun.cli import main
-    from cron_dryrun.database import free_port
+    from cron_dryrun.target.database import free_port
 
     monkeypatch.setenv("PGPASSWORD", "Pg-Env-Rollback-Pw-42")
     dsn = f"host=127.0.0.1 port={free_port()} dbname=app user=suite password=Kw-Rollback-Pw-9"

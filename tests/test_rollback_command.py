@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from cron_dryrun.cli import main
+from cron_dryrun.cli.rollback import RollbackRefused, rollback
 from cron_dryrun.evidence import (
     ROLLBACK_LOG_RELPATH,
     EvidenceWriter,
@@ -17,7 +18,6 @@ from cron_dryrun.evidence import (
     run_secrets,
 )
 from cron_dryrun.ledger import LedgerEntry, append_entry
-from cron_dryrun.rollback import RollbackRefused, rollback
 
 NOW = datetime(2025, 10, 8, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cron_dryrun.root_cause import FLAG_FIX, RunSignals, find_root_cause
+from cron_dryrun.rules.root_cause import FLAG_FIX, RunSignals, find_root_cause
 
 FLAG_OFF_RUN = [
     ("prerequisites", "passed"),
@@ -86,8 +86,8 @@ def test_one_failing_check_has_no_root_cause() -> None:
 
 
 def test_the_terminal_table_wraps_reasons_and_never_cuts_them() -> None:
-    from cron_dryrun.gate import StepResult
-    from cron_dryrun.reporting import verdict_table_lines
+    from cron_dryrun.rules.gate import StepResult
+    from cron_dryrun.session.reporting import verdict_table_lines
 
     long_reason = (
         "parity check fail: 7 key-day(s) in the export but missing in the DB; the DB holds 7 "
@@ -110,8 +110,8 @@ def test_the_terminal_table_wraps_reasons_and_never_cuts_them() -> None:
 
 
 def test_consequences_are_marked_and_take_the_root_cause_fix() -> None:
-    from cron_dryrun.gate import StepResult
-    from cron_dryrun.reporting import verdict_table_lines
+    from cron_dryrun.rules.gate import StepResult
+    from cron_dryrun.session.reporting import verdict_table_lines
 
     cause = find_root_cause(RunSignals(flag_value=False), [("flag_state", "failed")])
     assert cause is not None

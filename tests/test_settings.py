@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cron_dryrun.settings import Settings, SettingsError, resolve_settings
+from cron_dryrun.config.settings import Settings, SettingsError, resolve_settings
 
 # -- pure layers ------------------------------------------------------------------------------------
 

@@ -22,9 +22,9 @@ from pgbouncer import start_pgbouncer
 from suite_runs import ROOT, clean_env
 from test_neon import _reader_refused_snapshots
 
-from cron_dryrun import database as db
-from cron_dryrun.database import RunningPostgres, free_port
 from cron_dryrun.standin import start_local_stack
+from cron_dryrun.target import database as db
+from cron_dryrun.target.database import RunningPostgres, free_port
 
 SECRET = "staging-like-Secret-3e5f7a9c"
 BYPASS = "staging-like-Bypass-6d4b2f0e8a"

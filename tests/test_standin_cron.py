@@ -18,10 +18,16 @@ import httpx
 import psycopg
 import pytest
 
-from cron_dryrun.database import RunningPostgres, create_app_database, database_name, drop_database
-from cron_dryrun.standin import LocalStack, command, start_local_stack
+from cron_dryrun.cli import standin as command
+from cron_dryrun.standin import LocalStack, start_local_stack
 from cron_dryrun.standin.cron_app import CRON_PATH, DailyUsageCronApp
 from cron_dryrun.standin.server import serving
+from cron_dryrun.target.database import (
+    RunningPostgres,
+    create_app_database,
+    database_name,
+    drop_database,
+)
 from cron_dryrun.windows import daily_windows, naive_utc, unaligned_window
 
 TIMEOUT = httpx.Timeout(15.0, connect=3.0)

@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from freezegun import freeze_time
 
-from cron_dryrun import settings
-from cron_dryrun.client import retry_after_seconds
+from cron_dryrun.config import settings
 from cron_dryrun.standin import cron_app
 from cron_dryrun.standin.cron_app import authorize, iso_ms
 from cron_dryrun.standin.export import EXPORT_HEADER, export_rows, render_export
@@ -34,6 +33,7 @@ from cron_dryrun.standin.usage_truth import (
     epoch,
     group_usage,
 )
+from cron_dryrun.target.client import retry_after_seconds
 
 DAY0 = datetime(2025, 10, 7, tzinfo=UTC)
 ORG = UsageOrg.generate(7)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from cron_dryrun.checks import exchange_problem
-from cron_dryrun.client import CronClient
+from cron_dryrun.rules.checks import exchange_problem
 from cron_dryrun.standin._asgi import Receive, Scope, Send, respond_json
 from cron_dryrun.standin.server import serving
-from cron_dryrun.tls import CaBundleError, client_context
+from cron_dryrun.target.client import CronClient
+from cron_dryrun.target.tls import CaBundleError, client_context
 
 PATH = "/api/cron/daily-usage"
 

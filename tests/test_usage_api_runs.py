@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from suite_runs import ROOT, clean_env, run_acceptance
 
-from cron_dryrun.settings import SettingsError, resolve_settings
+from cron_dryrun.config.settings import SettingsError, resolve_settings
 
 
 def _gate(audit: Path) -> dict[str, Any]:
@@ -66,8 +66,8 @@ def test_usage_that_differs_from_the_database_fails_parity_as_an_export_file_wou
 def test_staging_mode_fetches_with_the_admin_key_from_the_environment(
     pg_server: Any, tmp_path: Path
 ) -> None:
-    from cron_dryrun.database import create_app_database
     from cron_dryrun.standin import start_local_stack
+    from cron_dryrun.target.database import create_app_database
 
     app_dsn = create_app_database(pg_server.dsn)
     with start_local_stack(app_dsn, secret="staging-like-secret-42") as stack:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cron_dryrun.checks import AuthCase, exchange_problem, judge_auth_case
-from cron_dryrun.client import CronClient, Exchange, Transcript
 from cron_dryrun.evidence import Redactor, format_transcripts
-from cron_dryrun.vercel import protection_block
+from cron_dryrun.rules.checks import AuthCase, exchange_problem, judge_auth_case
+from cron_dryrun.target.client import CronClient, Exchange, Transcript
+from cron_dryrun.target.vercel import protection_block
 
 BYPASS = "vercel-Bypass-1f9e8d7c6b5a"
 LOGIN_HTML = b"<!doctype html><html><title>Authentication Required</title></html>"
@@ -135,7 +135,7 @@ def test_the_bypass_goes_on_every_request_and_is_redacted() -> None:
 
 
 def test_the_root_cause_of_a_blocked_run_names_the_bypass_not_the_cron_secret() -> None:
-    from cron_dryrun.root_cause import RunSignals, find_root_cause
+    from cron_dryrun.rules.root_cause import RunSignals, find_root_cause
 
     problem = exchange_problem(Exchange((EDGE_401,)))
     signals = RunSignals(exchange_problem=problem, exchange_status=401)

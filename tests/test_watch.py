@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 from test_client import http, raw_server
 
-from cron_dryrun.client import CronClient, Transcript
-from cron_dryrun.watch import TerminalWatch, exchange_durations
+from cron_dryrun.target.client import CronClient, Transcript
+from cron_dryrun.target.watch import TerminalWatch, exchange_durations
 
 
 def t(label: str, status: int | None, seconds: float) -> Transcript:

@@ -122,8 +122,8 @@ def test_the_workflow_has_the_gate_shape() -> None:
 def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_the_branch(
     pg_server: Any, tmp_path: Path
 ) -> None:
-    from cron_dryrun.database import create_app_database
     from cron_dryrun.standin import start_local_stack
+    from cron_dryrun.target.database import create_app_database
 
     wf = _workflow()
     # GitHub: a bare repository holding the code (main) and, later, the evidence branch

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from cron_dryrun.client import retry_after_seconds
 from cron_dryrun.standin.usage_truth import GROUP_FIELDS, epoch
+from cron_dryrun.target.client import retry_after_seconds
 
 ADMIN_GROUP_BY = ",".join(GROUP_FIELDS)
 

@@ -1,0 +1,84 @@
+"""``cron-dryrun gate``: where the 48-hour dry run stands, read from the ledger.
+
+Exit 0 only when the dry run is complete; 1 when it is not; 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cron_dryrun.config.settings import parse_utc
+from cron_dryrun.evidence import LEDGER_RELPATH
+from cron_dryrun.ledger import assess, read_ledger, targets_in
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "gate",
+        help="where the 48-hour dry run stands (exit 0 only when complete)",
+        description=(
+            "Read audit/cron-dry-run/ledger.jsonl and say where the 48-hour dry run stands: "
+            "complete when two green runs 20 to 28 hours apart cover 48 hours since the dry-run "
+            "start, with no red run left unanswered by a later green one."
+        ),
+    )
+    parser.add_argument(
+        "--audit-dir",
+        type=Path,
+        default=Path(os.environ.get("AUDIT_DIR") or "audit"),
+        help="evidence root holding cron-dry-run/ledger.jsonl [AUDIT_DIR] (default: audit)",
+    )
+    parser.add_argument(
+        "--dry-run-start",
+        default=os.environ.get("DRY_RUN_START") or None,
+        help="ISO start of the dry run [DRY_RUN_START] (default: the ledger's first run)",
+    )
+    parser.add_argument(
+        "--target",
+        default=None,
+        help="count only this cron URL's runs (default: the latest remote run's)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    start = None
+    if args.dry_run_start:
+        try:
+            start = parse_utc(args.dry_run_start)
+        except ValueError:
+            print(
+                f"cron-dryrun gate: --dry-run-start / DRY_RUN_START: expected an ISO time like "
+                f"2025-10-07T02:00:00Z (got {args.dry_run_start!r})",
+                file=sys.stderr,
+            )
+            return 2
+    path = Path(args.audit_dir) / LEDGER_RELPATH
+    read = read_ledger(path)
+    status = assess(
+        read.entries, start, datetime.now(UTC), target=args.target, problems=read.problems
+    )
+    if args.json:
+        print(json.dumps(status.to_json(), indent=2, sort_keys=True))
+    else:
+        print(f"dry run ({path}): {status.describe()}")
+        for problem in read.problems[1:]:
+            print(f"  also: {problem}")
+        if status.manual_fallback_note:
+            print(f"warning: {status.manual_fallback_note}")
+        print(f"counted: complete runs against {status.target or 'no target (empty ledger)'}")
+        if status.not_counted:
+            print(
+                f"  not counted: {status.not_counted} partial or interrupted run(s) of that target"
+            )
+        others = {k: v for k, v in targets_in(read.entries).items() if k != status.target}
+        for other, (runs, counting) in others.items():
+            why = "" if counting else " (local stack, partial or interrupted: never counted)"
+            print(f"  other target in the ledger: {other}: {runs} run(s){why}")
+    return 0 if status.complete else 1

@@ -1,0 +1,1 @@
+"""Settings: every option read once into one frozen object (no project imports but redaction)."""

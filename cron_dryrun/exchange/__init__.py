@@ -1,0 +1,1 @@
+"""One exchange with the cron, as recorded: the answer and what the database saw around it."""

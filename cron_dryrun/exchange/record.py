@@ -1,0 +1,74 @@
+"""What one dry run recorded: the exchange with the cron and what the database saw.
+
+Plain data, no I/O: built by the plugin once per session, read by every check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cron_dryrun.target.client import Exchange
+
+
+class ExchangeMissing(AssertionError):
+    """A check needs the cron's answer, and there is none to judge."""
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """A usage_events row as the checks see it (windows are naive UTC, as stored)."""
+
+    id: int
+    key_id: int
+    model: str
+    window_start: datetime | None
+    window_end: datetime | None
+
+    def describe(self) -> str:
+        start = self.window_start.isoformat() if self.window_start else "NULL"
+        end = self.window_end.isoformat() if self.window_end else "NULL"
+        return f"id={self.id} key={self.key_id} model={self.model} window=[{start}, {end})"
+
+
+@dataclass(frozen=True)
+class DbObservation:
+    """Read-only facts around one trigger: counts and the rows the trigger wrote."""
+
+    row_count_before: int
+    row_count_after: int
+    changed_rows: tuple[UsageRow, ...]
+
+
+@dataclass
+class RecordedRun:
+    """One trigger of the cron and its effect: shared by every check of the session."""
+
+    target: str
+    method: str
+    run_at: datetime
+    exchange: Exchange | None
+    problem: str | None  # why the exchange cannot be judged; None when it can
+    body: dict[str, Any] | None
+    active_openai_keys: int | None = None
+    db: DbObservation | None = None
+    db_error: str | None = None
+
+    def require_exchange(self) -> dict[str, Any]:
+        """The JSON body, or a failure saying why the exchange was not made."""
+        __tracebackhide__ = True
+        if self.problem is not None or self.body is None:
+            raise ExchangeMissing(
+                f"the cron exchange was not made, so this check cannot judge it: {self.problem} "
+                "(see the auth smoke check)"
+            )
+        return self.body
+
+    def require_db(self) -> DbObservation:
+        __tracebackhide__ = True
+        self.require_exchange()
+        if self.db is None:
+            raise ExchangeMissing(f"the database could not be read around the run: {self.db_error}")
+        return self.db

@@ -1,0 +1,1 @@
+"""The parity engine: export readers, DB totals, reconcile, the diff report."""

@@ -1,0 +1,1 @@
+"""The judging rules: pure functions of recorded data (no I/O), and the gate verdict."""

@@ -1,0 +1,52 @@
+"""One exchange with the cron, observed: watermark the database, trigger, read what it wrote."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from cron_dryrun.exchange.record import DbObservation, RecordedRun, UsageRow
+from cron_dryrun.rules.gate import first_line
+
+if TYPE_CHECKING:
+    from cron_dryrun.session.state import DryRunState, Target
+    from cron_dryrun.target.client import CronClient
+
+
+def trigger_and_observe(
+    client: CronClient, target: Target, state: DryRunState, label: str
+) -> RecordedRun:
+    """Watermark the database (read-only), trigger once, read what the trigger wrote."""
+    from cron_dryrun.rules.checks import exchange_problem
+    from cron_dryrun.target.database import UsageWatch
+
+    db_error = None
+    watch = None
+    try:
+        watch = UsageWatch(target.database_dsn)
+    except Exception as exc:  # the checks report it; the trigger still happens
+        db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
+    run_at = datetime.now(UTC)
+    exchange = client.trigger(label)  # each attempt reaches state.transcripts via on_exchange
+    problem = exchange_problem(exchange)
+    body = None if problem else exchange.final.json_body()
+    observation = None
+    if watch is not None:
+        try:
+            rows, count_after = watch.written()
+            observation = DbObservation(
+                watch.rows_before, count_after, tuple(UsageRow(*r) for r in rows)
+            )
+        except Exception as exc:
+            db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
+    return RecordedRun(
+        target=target.cron_url,
+        method=client.method,
+        run_at=run_at,
+        exchange=exchange,
+        problem=problem,
+        body=body,
+        active_openai_keys=watch.openai_keys if watch is not None else None,
+        db=observation,
+        db_error=db_error,
+    )
