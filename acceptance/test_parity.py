@@ -19,7 +19,7 @@ import pytest
 
 from cron_dryrun.cli.diff import terminal_summary
 from cron_dryrun.config.settings import Settings
-from cron_dryrun.html_report import offenders_html
+from cron_dryrun.evidence.html_report import offenders_html
 from cron_dryrun.parity.db_reader import UsageReader, reader_choice
 from cron_dryrun.parity.reconcile import (
     Policy,

@@ -545,8 +545,8 @@ def _record_exchange(state: DryRunState, transcript: Transcript) -> None:
     """Every exchange with the cron, kept for the report and appended to the smoke log now."""
     state.transcripts.append(transcript)
     if state.smoke is None:
+        from cron_dryrun.evidence.smoke_log import SmokeLog
         from cron_dryrun.session.finish import writer_for
-        from cron_dryrun.smoke_log import SmokeLog
 
         state.smoke = SmokeLog(writer_for(state), transcript.started_at)
     state.smoke.append(transcript)
@@ -628,7 +628,7 @@ def _attach_html_extras(item: pytest.Item, report: pytest.TestReport, state: Dry
         from pytest_html import extras
     except ImportError:
         return
-    from cron_dryrun.html_report import evidence_block
+    from cron_dryrun.evidence.html_report import evidence_block
 
     redact = _redactor(state)
     attached = state.attachments.get(item.nodeid, [])

@@ -18,7 +18,7 @@ from cron_dryrun.evidence import (
     stamp,
     write_manifest,
 )
-from cron_dryrun.ledger import LedgerEntry, append_entry
+from cron_dryrun.evidence.ledger import LedgerEntry, append_entry
 
 TARGET = "https://staging.cogni-track.app/api/cron/daily-usage"
 T1 = datetime(2025, 10, 7, 2, 0, 4, tzinfo=UTC)

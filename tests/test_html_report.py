@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from cron_dryrun import html_report as hr
+from cron_dryrun.evidence import html_report as hr
 
 NOW = datetime(2025, 10, 9, 2, 0, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from freezegun import freeze_time
 
 from cron_dryrun.cli import main
 from cron_dryrun.evidence import LEDGER_RELPATH, EvidenceWriter, Redactor
-from cron_dryrun.ledger import (
+from cron_dryrun.evidence.ledger import (
     LedgerEntry,
     LedgerError,
     append_entry,

@@ -159,7 +159,7 @@ def test_promotion_gate_needs_a_complete_ledger_of_remote_runs(
     import json
     from datetime import UTC, datetime, timedelta
 
-    from cron_dryrun.ledger import LedgerEntry
+    from cron_dryrun.evidence.ledger import LedgerEntry
     from cron_dryrun.standin import start_local_stack
     from cron_dryrun.target.database import create_app_database
 

@@ -17,7 +17,7 @@ from cron_dryrun.evidence import (
     Redactor,
     run_secrets,
 )
-from cron_dryrun.ledger import LedgerEntry, append_entry
+from cron_dryrun.evidence.ledger import LedgerEntry, append_entry
 
 NOW = datetime(2025, 10, 8, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from suite_runs import ROOT, clean_env
 
-from cron_dryrun.ledger import LedgerEntry
+from cron_dryrun.evidence.ledger import LedgerEntry
 
 WORKFLOW = ROOT / ".github" / "workflows" / "cron-dry-run.yml"
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")

@@ -18,7 +18,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cron_dryrun.archive import (
+from cron_dryrun.config.settings import parse_utc
+from cron_dryrun.evidence import LEDGER_RELPATH, MANIFEST_DIR, check_manifests
+from cron_dryrun.evidence.archive import (
     PLAN_SECTION,
     ArchiveError,
     archive_members,
@@ -27,9 +29,7 @@ from cron_dryrun.archive import (
     status_bullet,
     write_archive,
 )
-from cron_dryrun.config.settings import parse_utc
-from cron_dryrun.evidence import LEDGER_RELPATH, MANIFEST_DIR, check_manifests
-from cron_dryrun.ledger import assess, read_ledger
+from cron_dryrun.evidence.ledger import assess, read_ledger
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 

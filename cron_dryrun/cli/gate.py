@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cron_dryrun.config.settings import parse_utc
 from cron_dryrun.evidence import LEDGER_RELPATH
-from cron_dryrun.ledger import assess, read_ledger, targets_in
+from cron_dryrun.evidence.ledger import assess, read_ledger, targets_in
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -27,7 +27,7 @@ from cron_dryrun.evidence import (
     Redactor,
     run_secrets,
 )
-from cron_dryrun.ledger import dry_run_start_of, read_ledger
+from cron_dryrun.evidence.ledger import dry_run_start_of, read_ledger
 from cron_dryrun.target.database import redact_dsn
 
 STATEMENT_TIMEOUT_S = 60.0

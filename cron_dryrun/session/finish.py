@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cron_dryrun import ledger
 from cron_dryrun.evidence import (
     GATE_RELPATH,
     LATEST_REPORT_RELPATH,
@@ -33,6 +32,7 @@ from cron_dryrun.evidence import (
     flag_state_of,
     format_transcripts,
     gate_snapshot_relpath,
+    ledger,
     manifest_relpath,
     manual_fallback_of,
     notes_relpath,
@@ -439,7 +439,7 @@ def finish_html(state: DryRunState) -> None:
 
 def _with_banner(state: DryRunState, data: bytes) -> bytes:
     """pytest-html's report with the verdict banner (and its pictures) at the very top."""
-    from cron_dryrun.html_report import LedgerPoint, banner_html, insert_banner
+    from cron_dryrun.evidence.html_report import LedgerPoint, banner_html, insert_banner
     from cron_dryrun.session.reporting import report_view
 
     points: list[LedgerPoint] = []

@@ -185,7 +185,7 @@ def verdict_table_lines(steps: Any, cause: RootCause | None, width: int) -> list
 
 def report_view(state: DryRunState, ledger_points: Any = (), now: datetime | None = None) -> Any:
     """What the HTML banner shows (html_report.ReportView), from the session's state."""
-    from cron_dryrun.html_report import ParityDay, ReportView, StepRow
+    from cron_dryrun.evidence.html_report import ParityDay, ReportView, StepRow
 
     verdict = state.verdict
     assert verdict is not None
@@ -219,6 +219,6 @@ def html_verdict_block(state: DryRunState) -> list[str]:
     verdict = state.verdict
     if verdict is None:
         return ["<p><strong>Gate verdict:</strong> pending (the run has not finished)</p>"]
-    from cron_dryrun.html_report import banner_html
+    from cron_dryrun.evidence.html_report import banner_html
 
     return [banner_html(report_view(state))]

@@ -15,9 +15,9 @@ from cron_dryrun.rules.gate import CheckOutcome, Verdict
 
 if TYPE_CHECKING:
     from cron_dryrun.evidence import EvidenceWriter
+    from cron_dryrun.evidence.smoke_log import SmokeLog
     from cron_dryrun.rules.root_cause import RootCause
     from cron_dryrun.session.preflight import Preflight
-    from cron_dryrun.smoke_log import SmokeLog
     from cron_dryrun.target.client import Transcript
 
 

@@ -27,7 +27,7 @@ from cron_dryrun.evidence import (
     notes_relpath,
     stamp,
 )
-from cron_dryrun.ledger import LedgerEntry, short_time
+from cron_dryrun.evidence.ledger import LedgerEntry, short_time
 
 PLAN_SECTION = "### 2. Ingestion Window & Scheduling"
 _MANIFEST_LINE = re.compile(r"^[0-9a-fA-F]{64} [ *](?P<path>.+)$")
