@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cron_dryrun.evidence import (
+from cron_dryrun.evidence.ledger import LedgerEntry, short_time
+from cron_dryrun.evidence.paths import (
     DRY_RUN_DIR,
     LEDGER_RELPATH,
     MANIFEST_DIR,
@@ -27,7 +28,6 @@ from cron_dryrun.evidence import (
     notes_relpath,
     stamp,
 )
-from cron_dryrun.evidence.ledger import LedgerEntry, short_time
 
 PLAN_SECTION = "### 2. Ingestion Window & Scheduling"
 _MANIFEST_LINE = re.compile(r"^[0-9a-fA-F]{64} [ *](?P<path>.+)$")

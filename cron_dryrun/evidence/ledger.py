@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from cron_dryrun.evidence import EvidenceWriter
+    from cron_dryrun.evidence.writer import EvidenceWriter
 
 LEDGER_VERSION = 1
 REQUIRED_GREENS = 2
@@ -218,7 +218,7 @@ def load_ledger(path: Path) -> list[LedgerEntry]:
 
 def append_entry(writer: EvidenceWriter, entry: LedgerEntry, relpath: str | None = None) -> Path:
     """Append one line to cron-dry-run/ledger.jsonl under the writer's lock."""
-    from cron_dryrun.evidence import LEDGER_RELPATH
+    from cron_dryrun.evidence.paths import LEDGER_RELPATH
 
     return writer.append_jsonl_locked(relpath or LEDGER_RELPATH, entry.to_json())
 

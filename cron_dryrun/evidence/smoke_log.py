@@ -12,10 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cron_dryrun.evidence import format_transcripts, smoke_log_relpath
+from cron_dryrun.evidence.paths import smoke_log_relpath
+from cron_dryrun.evidence.transcripts import format_transcripts
 
 if TYPE_CHECKING:
-    from cron_dryrun.evidence import EvidenceWriter
+    from cron_dryrun.evidence.writer import EvidenceWriter
     from cron_dryrun.target.client import Transcript
 
 

@@ -1,0 +1,201 @@
+"""SHA-256 manifests of a run's files and blocks, and ``verify-evidence``'s check of them
+(and of gate.json against its per-run snapshot).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cron_dryrun.evidence.paths import (
+    DRY_RUN_DIR,
+    GATE_RELPATH,
+    MANIFEST_DIR,
+    MUTABLE_RELPATHS,
+    manifest_relpath,
+)
+from cron_dryrun.evidence.summary import ledger_line, run_block
+from cron_dryrun.evidence.writer import EvidenceError, EvidenceWriter
+
+# -- manifests ------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+BLOCK_SEPARATOR = "#run="
+
+
+def block_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_manifest(
+    writer: EvidenceWriter,
+    run_id: str,
+    paths: Iterable[str | Path],
+    blocks: Iterable[tuple[str, str]] = (),
+) -> Path:
+    """manifests/<run-id>.sha256 in sha256sum format, paths relative to the audit folder.
+
+    Only a run's own, never-rewritten artefacts belong here (smoke log, diff
+    JSON, dated report, ...); summary.md and friends change with every run.
+    ``blocks``: (file, text) of what this run appended to such a file (summary
+    entry, notes block, ledger line), listed as ``<sha256>  <file>#run=<run-id>``
+    and found again by its run-id markers. An existing manifest is never
+    replaced: a suffix is added.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_id):
+        raise EvidenceError(f"run id {run_id!r}: expected letters, digits, '.', '_' or '-'")
+    lines = []
+    seen: set[str] = set()
+    for item in paths:
+        rel = writer.relpath(item)
+        if rel in seen:
+            continue
+        seen.add(rel)
+        if rel in MUTABLE_RELPATHS or re.fullmatch(rf"{DRY_RUN_DIR}/notes-[0-9-]+\.md", rel):
+            raise EvidenceError(
+                f"{rel} is rewritten by later runs, so a checksum of it would fail verify-evidence "
+                "after the next run; list only this run's own artefacts"
+            )
+        path = writer.path(rel)
+        if not path.is_file():
+            raise EvidenceError(f"{rel}: cannot checksum a file that does not exist")
+        digest = sha256_file(path)
+        lines.append(f"{digest}  {rel}\n")
+        # the team's convention: a .sha256 beside each archived artefact, `sha256sum -c` ready
+        writer.write_text(f"{rel}.sha256", f"{digest}  {path.name}\n")
+    for rel, text in blocks:
+        lines.append(f"{block_digest(text)}  {rel}{BLOCK_SEPARATOR}{run_id}\n")
+    return writer.write_new(manifest_relpath(run_id), "".join(lines))
+
+
+@dataclass(frozen=True)
+class ManifestCheck:
+    manifests: int
+    files: int
+    problems: tuple[str, ...]
+
+
+_MANIFEST_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]{64}) [ *](?P<path>.+)$")
+
+
+def check_manifests(audit_dir: Path) -> ManifestCheck:
+    """Every manifests/*.sha256 under ``audit_dir`` checked; each problem names its file."""
+    audit_dir = Path(audit_dir)
+    folder = audit_dir / MANIFEST_DIR
+    manifests = sorted(folder.glob("*.sha256")) if folder.is_dir() else []
+    if not manifests:
+        return ManifestCheck(0, 0, (f"no manifests in {folder}: nothing to verify",))
+    problems: list[str] = []
+    files = 0
+    root = audit_dir.resolve()
+    listed: set[Path] = set()  # checked through a manifest: its .sha256 beside it adds nothing
+    for manifest in manifests:
+        name = f"{MANIFEST_DIR}/{manifest.name}"
+        text = manifest.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            m = _MANIFEST_LINE.match(line)
+            if m is None:
+                problems.append(f"{name} line {number}: not a sha256sum line: {line[:80]!r}")
+                continue
+            rel = m.group("path")
+            files += 1
+            if BLOCK_SEPARATOR in rel:
+                problems.extend(_check_block(audit_dir, rel, m.group("hex").lower(), name))
+                continue
+            target = (audit_dir / rel).resolve()
+            listed.add(target)
+            if root not in target.parents:
+                problems.append(f"{rel}: listed in {name} but outside the audit folder")
+            elif not target.is_file():
+                problems.append(f"{rel}: missing (listed in {name})")
+            else:
+                actual = sha256_file(target)
+                if actual != m.group("hex").lower():
+                    problems.append(
+                        f"{rel}: changed (listed in {name}; sha256 expected {m.group('hex')[:12]}…, "
+                        f"found {actual[:12]}…)"
+                    )
+    for beside in sorted(audit_dir.rglob("*.sha256")):
+        if beside.parent.resolve() == folder.resolve():
+            continue  # the manifests themselves, checked above
+        name = str(beside.relative_to(audit_dir))
+        for line in beside.read_text(encoding="utf-8", errors="replace").splitlines():
+            m = _MANIFEST_LINE.match(line)
+            if m is None:
+                if line.strip():
+                    problems.append(f"{name}: not a sha256sum line: {line[:80]!r}")
+                continue
+            target = beside.parent / m.group("path")
+            if target.resolve() in listed:
+                continue
+            rel = (
+                str(target.relative_to(audit_dir))
+                if root in target.resolve().parents
+                else m.group("path")
+            )
+            files += 1
+            if not target.is_file():
+                problems.append(f"{rel}: missing (listed in {name})")
+            elif sha256_file(target) != m.group("hex").lower():
+                problems.append(f"{rel}: changed (listed in {name})")
+    problems.extend(_check_latest_gate(audit_dir))
+    return ManifestCheck(len(manifests), files, tuple(problems))
+
+
+def _check_block(audit_dir: Path, listed: str, digest: str, manifest: str) -> list[str]:
+    """One appended block (summary entry, notes block, ledger line) against its checksum."""
+    rel, _, run_id = listed.partition(BLOCK_SEPARATOR)
+    path = audit_dir / rel
+    what = f"{rel}: the block of run {run_id}"
+    if not path.is_file() or path.is_symlink():
+        return [f"{what}: {rel} missing (listed in {manifest})"]
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    find = ledger_line if rel.endswith(".jsonl") else run_block
+    found = find(text, run_id)
+    if found is None:
+        return [f"{what}: missing (listed in {manifest})"]
+    if block_digest(found) != digest:
+        return [f"{what}: changed (listed in {manifest})"]
+    return []
+
+
+def gate_snapshot_relpath(run_id: str) -> str:
+    return f"gate-{run_id}.json"
+
+
+def _check_latest_gate(audit_dir: Path) -> list[str]:
+    """gate.json is the latest run's gate-<run-id>.json, byte for byte (that one is in a manifest)."""
+    latest = audit_dir / GATE_RELPATH
+    if not latest.is_file():
+        return []
+    try:
+        run_id = json.loads(latest.read_text(encoding="utf-8")).get("run_id")
+    except (ValueError, AttributeError):
+        return [f"{GATE_RELPATH}: not valid JSON"]
+    if not isinstance(run_id, str):
+        return []  # written before per-run snapshots existed
+    snapshot = audit_dir / gate_snapshot_relpath(run_id)
+    if not snapshot.is_file():
+        return [f"{GATE_RELPATH}: its run's snapshot {snapshot.name} is missing"]
+    if snapshot.read_bytes() != latest.read_bytes():
+        return [f"{GATE_RELPATH}: changed (it differs from {snapshot.name}, its run's snapshot)"]
+    return []
+
+
+def verify_manifests(audit_dir: Path) -> list[str]:
+    """The problems of ``check_manifests``: empty when every listed file is present and unchanged."""
+    return list(check_manifests(audit_dir).problems)
