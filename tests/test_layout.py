@@ -29,3 +29,14 @@ def test_acceptance_modules_import_nothing_from_the_plugin() -> None:
         f"acceptance modules import the pytest plugin: {offenders}; import the types and "
         "helpers from cron_dryrun.testing instead"
     )
+
+
+def test_the_diff_command_and_the_parity_check_share_one_engine_entry_point() -> None:
+    """Both call parity.engine.run_parity; neither drives reconcile itself."""
+    callers = [ROOT / "cron_dryrun" / "cli" / "diff.py", ROOT / "acceptance" / "test_parity.py"]
+    for path in callers:
+        imported = _imported_modules(path)
+        assert "cron_dryrun.parity.engine.run_parity" in imported, f"{path.name}: no run_parity"
+        assert "cron_dryrun.parity.reconcile.reconcile" not in imported, (
+            f"{path.name} drives reconcile itself; hand the request to parity.engine.run_parity"
+        )

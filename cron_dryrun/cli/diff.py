@@ -10,13 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
-
-if TYPE_CHECKING:
-    from cron_dryrun.parity.reconcile import DiffResult, UnrecordedProbe
+from typing import TextIO
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_BYTES = 20_000_000  # smaller inputs finish in about a second: no bar
@@ -130,15 +127,7 @@ def run(
 ) -> int:
     """The command body; ``env``/``now`` are injectable for tests."""
     from cron_dryrun.parity.exports import expand_export_paths
-    from cron_dryrun.parity.reconcile import (
-        Policy,
-        detail_path_for,
-        failure_message,
-        judge,
-        reconcile,
-        report_path,
-        write_report,
-    )
+    from cron_dryrun.parity.reconcile import Policy, report_path, write_report
 
     env = os.environ if env is None else env
     now = now or datetime.now(UTC)
@@ -179,28 +168,29 @@ def run(
         sys.stderr, not args.no_progress and sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES
     )
     open_from = args.open_from or now.astimezone(UTC).date()
-    from cron_dryrun.parity.db_reader import UsageReader, reader_choice
+    from cron_dryrun.parity.db_reader import reader_choice
 
     try:
-        reader = UsageReader(dsn, reader_choice(getattr(args, "db_reader", None), env))
+        db_reader = reader_choice(getattr(args, "db_reader", None), env)
     except ValueError as exc:
         print(f"cron-dryrun diff: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not _wake(dsn, args.db_connect_timeout, env):
         return EXIT_USAGE
+    from cron_dryrun.parity.engine import ParityRequest, run_parity
+
+    request = ParityRequest(
+        files,
+        dsn,
+        output,
+        policy,
+        first_day=args.first_day,
+        last_day=args.last_day,
+        open_from=open_from,
+        db_reader=db_reader,
+    )
     try:
-        result = reconcile(
-            files,
-            reader,
-            first_day=args.first_day,
-            last_day=args.last_day,
-            open_from=open_from,
-            policy=policy,
-            detail_path=detail_path_for(output),
-            progress=bar,
-            now=now,
-            unrecorded_probe=_lazy_unrecorded_probe(dsn),
-        )
+        outcome = run_parity(request, progress=bar, now=now)
     except (OSError, ValueError) as exc:
         bar.close()
         print(f"cron-dryrun diff: {exc}", file=sys.stderr)
@@ -212,13 +202,12 @@ def run(
         print(f"cron-dryrun diff: {redact_dsn(dsn)}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     bar.close()
-    write_report(result, output)
-    print(terminal_summary(result, output))
-    judgement = judge(result)
-    if not judgement.passed:
+    write_report(outcome.result, output)
+    print(outcome.summary())
+    if not outcome.passed:
         print("", file=sys.stderr)
-        print(failure_message(result, output), file=sys.stderr)
-    return EXIT_PASS if judgement.passed else EXIT_FAIL
+        print(outcome.failure(), file=sys.stderr)
+    return EXIT_PASS if outcome.passed else EXIT_FAIL
 
 
 def _wake(dsn: str, timeout_s: float | None, env: Mapping[str, str]) -> bool:
@@ -247,55 +236,3 @@ def _wake(dsn: str, timeout_s: float | None, env: Mapping[str, str]) -> bool:
         say(f"{redact_dsn(dsn)}: {exc}")
         return False
     return True
-
-
-def _lazy_unrecorded_probe(dsn: str) -> UnrecordedProbe:
-    """usage_totals.unrecorded_probe, imported when first called (rarely: see reconcile)."""
-
-    def probe(days: Sequence[date], metrics: Sequence[str]) -> Mapping[date, frozenset[str]]:
-        from cron_dryrun.parity.usage_totals import unrecorded_metrics
-
-        return unrecorded_metrics(dsn, days, metrics)
-
-    return probe
-
-
-def terminal_summary(result: DiffResult, report: Path) -> str:
-    """One screen: verdict, range, per-day table, counts, where the report is."""
-    from cron_dryrun.parity.reconcile import judge
-
-    judgement = judge(result)
-    c = result.counts
-    lines = [
-        f"parity diff: {judgement.verdict.upper()}  "
-        f"(threshold {result.policy.threshold * 100:g} %, {result.first_day} .. {result.last_day})",
-        f"{'day':<11} {'judged':<7} {'key-days':>9} {'mismatch':>8} {'miss DB':>8} {'miss exp':>8} "
-        f"{'export out tok':>15} {'db out tok':>15}",
-    ]
-    for d in result.days[:14]:
-        keys = sum(d.key_days.values())
-        lines.append(
-            f"{d.day.isoformat():<11} {'yes' if d.judged else 'no':<7} {keys:>9} "
-            f"{d.key_days['mismatched']:>8} {d.key_days['missingInDb']:>8} "
-            f"{d.key_days['missingInCsv']:>8} {d.export['output_tokens']:>15} {d.db['output_tokens']:>15}"
-        )
-    if len(result.days) > 14:
-        lines.append(f"... {len(result.days) - 14} more days in the report")
-    for d in result.days:
-        if not d.judged:
-            lines.append(f"not judged {d.day.isoformat()}: {d.reason}")
-    lines.append(
-        f"export rows {c['exportRows']} (bad {c['exportBadRows']}, without ids {c['exportRowsWithoutIds']}, "
-        f"empty buckets {c['exportEmptyBucketRows']}, outside range {c['exportRowsOutsideRange']}); "
-        f"db rows {c['dbRows']} (without ids {c['dbRowsWithoutIds']}, unaligned {c['dbUnalignedRows']})"
-    )
-    reader = f"database read: {result.db_reader}"
-    if result.db_reader_fallback:
-        reader += f" (ADBC not used: {result.db_reader_fallback})"
-    lines.append(reader)
-    lines.extend(f"warning: {w}" for w in judgement.warnings)
-    lines.append(f"report: {report}")
-    if result.detail_path:
-        lines.append(f"detail: {result.detail_path} ({result.detail_lines} lines)")
-    lines.append(f"elapsed: {result.elapsed_seconds:.2f} s")
-    return "\n".join(lines)
