@@ -1,7 +1,8 @@
 """The pytest plugin: options, fixtures, the shared exchange, the gate verdict, evidence.
 
-Hooks stay thin: judging lives in ``checks``/``gate``/``reconcile``, files in
-``evidence``. The only pytest-aware module besides the acceptance tests.
+Hooks and fixtures only: the judging rules live in ``rules`` and ``parity``, the run's
+state and end-of-run output in ``session``, every file in ``evidence``. Nothing imports
+this module (an import-linter contract): the acceptance modules use ``cron_dryrun.testing``.
 """
 
 from __future__ import annotations
@@ -751,11 +752,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _write_run_evidence(state: DryRunState) -> None:
-    from cron_dryrun.session import finish as evidence_run
-    from cron_dryrun.session import reporting
+    from cron_dryrun.session import finish, reporting
 
-    evidence_run.write_all(state, reporting.gate_document)
-    evidence_run.append_github_step_summary(state)
+    finish.write_all(state, reporting.gate_document)
+    finish.append_github_step_summary(state)
 
 
 @pytest.hookimpl(trylast=True)
@@ -776,9 +776,9 @@ def _finish_html(config: pytest.Config, state: DryRunState) -> None:
         return
     state.html_finished = True
     temp = state.html_temp_path
-    from cron_dryrun.session import finish as evidence_run
+    from cron_dryrun.session import finish
 
-    evidence_run.finish_html(state)
+    finish.finish_html(state)
     final = state.artefacts.get("report")
     if not temp or final is None:
         return
@@ -793,13 +793,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = config.stash.get(STATE_KEY, None)
     if state is None or not state.active or state.verdict is None:
         return
-    from cron_dryrun.session import finish as evidence_run
-    from cron_dryrun.session import reporting
+    from cron_dryrun.session import finish, reporting
 
     _finish_html(config, state)
-    reporting.print_terminal_summary(
-        terminalreporter, state, evidence_run.github_annotations(state)
-    )
+    reporting.print_terminal_summary(terminalreporter, state, finish.github_annotations(state))
 
 
 # -- pytest-html ----------------------------------------------------------------------------------

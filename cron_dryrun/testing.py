@@ -1,7 +1,7 @@
 """The public API of the acceptance modules: the types and helpers a check imports.
 
 A check gets its data from the plugin's fixtures (``dryrun_state``, ``dryrun_target``,
-``evidence``, ``cron_run``...) and judges it with a pure rule from ``checks``; what it
+``evidence``, ``cron_run``...) and judges it with a pure rule from ``rules.checks``; what it
 needs besides lives here. This module never imports the pytest plugin.
 """
 

@@ -5,7 +5,7 @@ coloured step table with full reasons, a configuration error when the run stoppe
 triggering), the 48-hour ledger as an SVG timeline, the per-day DB-vs-export totals as an
 SVG bar chart, and the inline evidence blocks that go into each row's details. Everything
 is inline (styles and SVG), so the report stays one self-contained file with no ``data:``
-links. ``evidence_run.finish_html`` puts the banner at the top of pytest-html's report.
+links. ``session.finish.finish_html`` puts the banner at the top of pytest-html's report.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class ParityDay:
 
 @dataclass(frozen=True)
 class ReportView:
-    """What the banner shows; built from the session state by ``evidence_run``."""
+    """What the banner shows; built from the session state by ``session.reporting``."""
 
     verdict: str  # "GO" or "NO-GO"
     target: str

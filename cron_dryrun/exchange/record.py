@@ -1,6 +1,6 @@
 """What one dry run recorded: the exchange with the cron and what the database saw.
 
-Plain data, no I/O: built by the plugin once per session, read by every check.
+Plain data, no I/O: built once per session (``session.trigger``), read by every check.
 """
 
 from __future__ import annotations

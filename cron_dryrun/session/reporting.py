@@ -1,6 +1,7 @@
-"""End-of-run output: gate.json, the run's evidence files, the terminal table, the HTML verdict.
+"""End-of-run views of the session: gate.json's document, the terminal table, the HTML verdict.
 
-Called by the plugin's session hooks; every file goes through the evidence writer.
+Called by the plugin's session hooks; ``session.finish`` writes them, every file through
+the evidence writer.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def report_view(state: DryRunState, ledger_points: Any = (), now: datetime | Non
 
 def html_verdict_block(state: DryRunState) -> list[str]:
     """The verdict banner inside the pytest-html summary, for a report at the operator's own
-    --html path (the suite's own report gets it at the very top, see evidence_run)."""
+    --html path (the suite's own report gets it at the very top, see session.finish)."""
     verdict = state.verdict
     if verdict is None:
         return ["<p><strong>Gate verdict:</strong> pending (the run has not finished)</p>"]

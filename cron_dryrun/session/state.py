@@ -75,7 +75,7 @@ class DryRunState:
     artefacts: dict[str, Path] = field(default_factory=dict)
     # write-once files the checks wrote (fetched usage pages): they go into the run's manifest
     own_artefacts: list[Path] = field(default_factory=list)
-    # secrets the settings do not hold (the local stack's random one); see evidence_run.writer_for
+    # secrets the settings do not hold (the local stack's random one); see session.finish.writer_for
     secrets: set[str] = field(default_factory=set, repr=False)
     previous_manual_fallback_windows: int | None = None
     dry_run_status: dict[str, Any] | None = None
