@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cron_dryrun.parity.exports import METRIC_COLUMNS  # noqa: E402
-from cron_dryrun.target.database import create_app_database, start_embedded  # noqa: E402
+from cron_dryrun.target.database import create_app_database  # noqa: E402
+from cron_dryrun.target.embedded import start_embedded  # noqa: E402
 
 FIRST_DAY = date(2025, 9, 28)
 KEYS_PER_API_KEY = 100  # rows share provider keys the way users share a few admin keys

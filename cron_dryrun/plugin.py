@@ -323,16 +323,19 @@ def dryrun_target(
         return
     with ExitStack() as stack:
         from cron_dryrun.target import database as db
+        from cron_dryrun.target import providers
         from cron_dryrun.target.pg_server import DatabaseUnavailable
 
-        backend = db.choose_backend(s.db_backend, s.database_url, db.docker_engine_answers)
+        backend = providers.choose_backend(
+            s.db_backend, s.database_url, providers.docker_engine_answers
+        )
         if backend == "url":
             assert s.database_url
             server_dsn = s.database_url
             backend_name = "url"
         else:
             try:
-                server = stack.enter_context(db.provide_server(backend, s.postgres_image))
+                server = stack.enter_context(providers.provide_server(backend, s.postgres_image))
             except DatabaseUnavailable as exc:
                 if s.db_backend != "auto" or backend != "testcontainers":
                     raise
@@ -341,7 +344,7 @@ def dryrun_target(
                 dryrun_state.terminal_notes.append(
                     f"auto backend: testcontainers failed ({first_line(str(exc))}); used embedded instead"
                 )
-                server = stack.enter_context(db.provide_server("embedded", s.postgres_image))
+                server = stack.enter_context(providers.provide_server("embedded", s.postgres_image))
             server_dsn = server.dsn
             backend_name = server.backend
         app_dsn = db.create_app_database(server_dsn)

@@ -6,13 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from cron_dryrun.target.database import (
-    RunningPostgres,
-    create_app_database,
-    database_name,
-    drop_database,
-    start_embedded,
-)
+from cron_dryrun.target.database import create_app_database, database_name, drop_database
+from cron_dryrun.target.embedded import start_embedded
+from cron_dryrun.target.pg_server import RunningPostgres
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from cron_dryrun.target.database import UNPRIVILEGED_USER, _demote, free_port, wait_until_accepting
+from cron_dryrun.target.embedded import UNPRIVILEGED_USER, _demote, free_port
+from cron_dryrun.target.pg_server import wait_until_accepting
 
 
 @dataclass(frozen=True)

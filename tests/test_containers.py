@@ -24,11 +24,9 @@ from cron_dryrun.target.containers import (
     ensure_image,
     start_postgres_container,
 )
-from cron_dryrun.target.database import (
-    DatabaseUnavailable,
-    create_app_database,
-    docker_engine_answers,
-)
+from cron_dryrun.target.database import create_app_database
+from cron_dryrun.target.pg_server import DatabaseUnavailable
+from cron_dryrun.target.providers import docker_engine_answers
 
 MISSING_SOCKET = "unix:///nonexistent/cron-dryrun/docker.sock"
 

@@ -12,11 +12,13 @@ import psycopg
 import pytest
 
 from cron_dryrun.target import database as db
+from cron_dryrun.target import embedded, pg_server, providers
 
 ORDINARY_USER_SCRIPT = textwrap.dedent(
     """
     import os, psycopg
-    from cron_dryrun.target.database import create_app_database, start_embedded
+    from cron_dryrun.target.database import create_app_database
+    from cron_dryrun.target.embedded import start_embedded
     running = start_embedded(prefer={prefer!r})
     try:
         dsn = create_app_database(running.dsn)
@@ -30,14 +32,14 @@ ORDINARY_USER_SCRIPT = textwrap.dedent(
 
 
 def requires_system_binaries() -> Path:
-    bindir = db.find_postgres_bindir()
+    bindir = embedded.find_postgres_bindir()
     if bindir is None:
         pytest.skip("no PostgreSQL server binaries on this machine (apt-get install postgresql)")
     return bindir
 
 
 def requires_pgserver() -> None:
-    if not db.pgserver_available():
+    if not embedded.pgserver_available():
         pytest.skip("the pgserver wheel is not installed (it ships for CPython 3.9-3.12)")
 
 
@@ -47,7 +49,7 @@ def test_embedded_as_the_current_user(prefer: str) -> None:
         requires_pgserver()
     else:
         requires_system_binaries()
-    running = db.start_embedded(prefer=prefer)
+    running = embedded.start_embedded(prefer=prefer)
     try:
         dsn = db.create_app_database(running.dsn)
         with psycopg.connect(dsn) as conn:
@@ -79,7 +81,7 @@ def test_embedded_as_an_ordinary_user(prefer: str, tmp_path: Path) -> None:
     command = [sys.executable, "-c", script]
     if os.geteuid() == 0:
         os.chmod(tmp_path, 0o777)
-        command = ["runuser", "-u", db.UNPRIVILEGED_USER, "--", *command]
+        command = ["runuser", "-u", embedded.UNPRIVILEGED_USER, "--", *command]
     result = subprocess.run(
         command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180
     )
@@ -91,10 +93,10 @@ def test_embedded_as_an_ordinary_user(prefer: str, tmp_path: Path) -> None:
 
 
 def test_no_postgres_anywhere_names_three_ways_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(db, "pgserver_available", lambda: False)
-    monkeypatch.setattr(db, "find_postgres_bindir", lambda: None)
-    with pytest.raises(db.DatabaseUnavailable) as excinfo:
-        db.start_embedded()
+    monkeypatch.setattr(embedded, "pgserver_available", lambda: False)
+    monkeypatch.setattr(embedded, "find_postgres_bindir", lambda: None)
+    with pytest.raises(pg_server.DatabaseUnavailable) as excinfo:
+        embedded.start_embedded()
     message = str(excinfo.value)
     assert "DATABASE_URL=postgres://" in message
     assert "DB_BACKEND=testcontainers" in message
@@ -111,7 +113,7 @@ def test_no_postgres_anywhere_names_three_ways_out(monkeypatch: pytest.MonkeyPat
     ],
 )
 def test_auto_backend(backend: str, url: str | None, docker: bool, expected: str) -> None:
-    assert db.choose_backend(backend, url, lambda: docker) == expected
+    assert providers.choose_backend(backend, url, lambda: docker) == expected
 
 
 def test_redact_dsn() -> None:

@@ -264,7 +264,7 @@ def test_a_refused_connection_fails_as_the_csv_path_does_without_the_password(
     driver carries the password."""
     import psycopg
 
-    from cron_dryrun.target.database import free_port
+    from cron_dryrun.target.embedded import free_port
 
     dsn = f"postgresql://cron:pw-s3cret-x@127.0.0.1:{free_port()}/app"
     export = write_export(tmp_path / "export.csv", [bucket_row()])

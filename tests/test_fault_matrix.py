@@ -27,7 +27,7 @@ import pytest
 from suite_runs import ROOT, clean_env, run_acceptance
 
 from cron_dryrun.rules.gate import REQUIRED_STEPS
-from cron_dryrun.target.database import RunningPostgres
+from cron_dryrun.target.pg_server import RunningPostgres
 
 ALL_BUT_PREREQUISITES = frozenset(REQUIRED_STEPS) - {"prerequisites"}
 

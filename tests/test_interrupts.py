@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import pytest
 from suite_runs import ROOT, clean_env, guarded_env, netguard_attempts
 
-from cron_dryrun.target.database import free_port
+from cron_dryrun.target.embedded import free_port
 from cron_dryrun.target.pg_guard import postmaster_pid
 
 FIRST_JUDGED = "test_auth_smoke.py::test_secret_is_accepted_with_a_json_body PASSED"

@@ -21,7 +21,8 @@ import pytest
 from suite_runs import clean_env, guarded_env, netguard_attempts, recorded_files, run_acceptance
 
 from cron_dryrun.redaction import MIN_VARIANT_LEN, derived_variants
-from cron_dryrun.target.database import create_app_database, database_name, drop_database, free_port
+from cron_dryrun.target.database import create_app_database, database_name, drop_database
+from cron_dryrun.target.embedded import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,9 @@ from pgbouncer import start_pgbouncer
 
 from cron_dryrun.config.db_url import InsecureDatabaseUrl, secure_database_url
 from cron_dryrun.target import database as db
-from cron_dryrun.target.database import RunningPostgres, free_port
 from cron_dryrun.target.db_wake import DatabaseWakeError, wake_database
+from cron_dryrun.target.embedded import free_port
+from cron_dryrun.target.pg_server import RunningPostgres
 
 # -- sslmode --------------------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from cron_dryrun.session.preflight import (
     check_target,
     run_preflight,
 )
-from cron_dryrun.target.database import create_app_database, database_name, free_port, with_database
+from cron_dryrun.target.database import create_app_database, database_name, with_database
+from cron_dryrun.target.embedded import free_port
 
 HEADER = (
     "start_time,end_time,start_time_iso,end_time_iso,project_id,num_model_requests,user_id,"

@@ -187,7 +187,7 @@ def test_rollback_never_echoes_a_keyword_dsn_password(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cron_dryrun.cli import main
-    from cron_dryrun.target.database import free_port
+    from cron_dryrun.target.embedded import free_port
 
     monkeypatch.setenv("PGPASSWORD", "Pg-Env-Rollback-Pw-42")
     dsn = f"host=127.0.0.1 port={free_port()} dbname=app user=suite password=Kw-Rollback-Pw-9"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from suite_runs import clean_env, run_acceptance
 
-from cron_dryrun.target.database import RunningPostgres
+from cron_dryrun.target.pg_server import RunningPostgres
 
 SECRET = "edge-Secret-5c1d9e7a3b"
 BYPASS = "edge-Bypass-8b2f6d0c4e9a"

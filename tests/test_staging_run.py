@@ -24,7 +24,8 @@ from test_neon import _reader_refused_snapshots
 
 from cron_dryrun.standin import start_local_stack
 from cron_dryrun.target import database as db
-from cron_dryrun.target.database import RunningPostgres, free_port
+from cron_dryrun.target.embedded import free_port
+from cron_dryrun.target.pg_server import RunningPostgres
 
 SECRET = "staging-like-Secret-3e5f7a9c"
 BYPASS = "staging-like-Bypass-6d4b2f0e8a"

@@ -22,12 +22,8 @@ from cron_dryrun.cli import standin as command
 from cron_dryrun.standin import LocalStack, start_local_stack
 from cron_dryrun.standin.cron_app import CRON_PATH, DailyUsageCronApp
 from cron_dryrun.standin.server import serving
-from cron_dryrun.target.database import (
-    RunningPostgres,
-    create_app_database,
-    database_name,
-    drop_database,
-)
+from cron_dryrun.target.database import create_app_database, database_name, drop_database
+from cron_dryrun.target.pg_server import RunningPostgres
 from cron_dryrun.windows import daily_windows, naive_utc, unaligned_window
 
 TIMEOUT = httpx.Timeout(15.0, connect=3.0)

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from cron_dryrun.config.settings import FAULTS
 from cron_dryrun.standin.edge import COMPRESSIONS
 from cron_dryrun.target import database as db
+from cron_dryrun.target import embedded
 
 
 def register(subparsers: Any) -> None:
@@ -108,7 +109,7 @@ def run(
             server_dsn = args.database_url
             backend = "url"
         else:
-            running = db.start_embedded()
+            running = embedded.start_embedded()
             stack.callback(running.stop)
             server_dsn, backend = running.dsn, running.backend
         dsn = db.create_app_database(server_dsn)
