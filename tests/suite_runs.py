@@ -82,8 +82,20 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run_acceptance(
     *args: str, env: dict[str, str], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """`pytest acceptance/ -m dryrun ARGS` from the project root, output captured."""
-    command = [
+    """`pytest acceptance/ -m dryrun -q ARGS` from the project root, output captured."""
+    return subprocess.run(
+        acceptance_command("-q", *args),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def acceptance_command(*args: str) -> list[str]:
+    """The operator's command, `python -m pytest acceptance/ -m dryrun ARGS`, for a child."""
+    return [
         sys.executable,
         "-m",
         "pytest",
@@ -92,9 +104,5 @@ def run_acceptance(
         "dryrun",
         "-p",
         "no:cacheprovider",
-        "-q",
         *args,
     ]
-    return subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import select
 import signal
 import subprocess
 import sys
@@ -20,10 +18,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from suite_runs import ROOT, clean_env, guarded_env, netguard_attempts
+from suite_runs import ROOT, acceptance_command, clean_env, guarded_env, netguard_attempts
 
 from cron_dryrun.target.embedded import free_port
-from cron_dryrun.target.pg_guard import postmaster_pid
+from cron_dryrun.target.pg_guard import exited_within, postmaster_pid
 
 FIRST_JUDGED = "test_auth_smoke.py::test_secret_is_accepted_with_a_json_body PASSED"
 CHILD_TIMEOUT_S = 240
@@ -60,17 +58,6 @@ def read_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
     raise AssertionError(f"{marker!r} never printed:\n{''.join(seen)[-3000:]}")
 
 
-def exited_within(pid: int, timeout_s: float) -> bool:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
-    finally:
-        os.close(fd)
-
-
 @pytest.fixture
 def scratch() -> Iterator[Path]:
     """A short TMPDIR for the child: a PostgreSQL socket path must stay under 108 bytes."""
@@ -79,19 +66,7 @@ def scratch() -> Iterator[Path]:
 
 
 def pytest_command(audit: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pytest",
-        "acceptance/",
-        "-m",
-        "dryrun",
-        "-p",
-        "no:cacheprovider",
-        "-v",
-        f"--audit-dir={audit}",
-        *extra,
-    ]
+    return acceptance_command("-v", f"--audit-dir={audit}", *extra)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def postmaster_pid(data_dir: Path) -> int | None:
         return None
 
 
-def _wait_exit(pid: int, timeout_s: float) -> bool:
+def exited_within(pid: int, timeout_s: float) -> bool:
     """True once ``pid`` has exited (pidfd: woken by the exit itself, no polling)."""
     try:
         fd = os.pidfd_open(pid)
@@ -53,12 +53,12 @@ def stop_server(data_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> None:
         os.kill(pid, signal.SIGINT)  # fast shutdown: roll back open transactions, exit
     except ProcessLookupError:
         return
-    if not _wait_exit(pid, timeout_s):
+    if not exited_within(pid, timeout_s):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             return
-        _wait_exit(pid, 5.0)
+        exited_within(pid, 5.0)
 
 
 def main(argv: list[str]) -> int:
