@@ -159,3 +159,13 @@ def test_a_plan_without_the_cron_section_is_an_error_naming_it(
     )
     assert plan.read_text() == text
     assert not list(audit.rglob("archive-*"))
+
+
+def test_a_bad_dry_run_start_is_a_usage_error_naming_the_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["archive", "--audit-dir", str(tmp_path), "--dry-run-start", "monday"]) == 2
+    assert capsys.readouterr().err == (
+        "archive: --dry-run-start / DRY_RUN_START: expected an ISO time like "
+        "2025-10-07T02:00:00Z (got 'monday')\n"
+    )

@@ -18,7 +18,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cron_dryrun.config.settings import parse_utc
+from cron_dryrun.cli.options import UsageError, dry_run_start
 from cron_dryrun.evidence import LEDGER_RELPATH, MANIFEST_DIR, check_manifests
 from cron_dryrun.evidence.archive import (
     PLAN_SECTION,
@@ -78,17 +78,11 @@ def run(args: argparse.Namespace) -> int:
     if not audit_dir.is_dir():
         print(f"archive: {audit_dir} is not a directory (--audit-dir)", file=sys.stderr)
         return EXIT_USAGE
-    start = None
-    if args.dry_run_start:
-        try:
-            start = parse_utc(args.dry_run_start)
-        except ValueError:
-            print(
-                f"archive: --dry-run-start / DRY_RUN_START: expected an ISO time like "
-                f"2025-10-07T02:00:00Z (got {args.dry_run_start!r})",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+    try:
+        start = dry_run_start(args.dry_run_start, "archive")
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
 
     check = check_manifests(audit_dir)
     if check.problems:

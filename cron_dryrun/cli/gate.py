@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cron_dryrun.config.settings import parse_utc
+from cron_dryrun.cli.options import UsageError, dry_run_start
 from cron_dryrun.evidence import LEDGER_RELPATH
 from cron_dryrun.evidence.ledger import assess, read_ledger, targets_in
 
@@ -48,17 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    start = None
-    if args.dry_run_start:
-        try:
-            start = parse_utc(args.dry_run_start)
-        except ValueError:
-            print(
-                f"cron-dryrun gate: --dry-run-start / DRY_RUN_START: expected an ISO time like "
-                f"2025-10-07T02:00:00Z (got {args.dry_run_start!r})",
-                file=sys.stderr,
-            )
-            return 2
+    try:
+        start = dry_run_start(args.dry_run_start, "cron-dryrun gate")
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     path = Path(args.audit_dir) / LEDGER_RELPATH
     read = read_ledger(path)
     status = assess(
