@@ -91,13 +91,9 @@ def render_notes(
     """
     block = redact(_notes_block(facts))
     key = _notes_key(facts)
-    if existing and FACTS_START in existing and FACTS_END in existing.split(FACTS_START, 1)[1]:
-        before, rest = existing.split(FACTS_START, 1)
-        region, after = rest.split(FACTS_END, 1)
-        blocks = [(k, b) for k, b in _split_blocks(region) if k != key]
-        blocks = sorted([(key, block), *blocks], key=lambda kb: kb[0], reverse=True)
-        body = "\n".join(b for _, b in blocks)
-        return f"{before}{FACTS_START}\n{body}{FACTS_END}{after}"
+    replaced = _with_block(existing, key, block)
+    if replaced is not None:
+        return replaced
     day = _utc(facts.run_at).date().isoformat()
     comments = existing if existing else ""
     if comments and not comments.endswith("\n"):
@@ -178,13 +174,9 @@ def render_notes_from_template(
     """
     block = redact(_template_block(facts, template_bullets(template)))
     key = _notes_key(facts)
-    if existing and FACTS_START in existing and FACTS_END in existing.split(FACTS_START, 1)[1]:
-        before, rest = existing.split(FACTS_START, 1)
-        region, after = rest.split(FACTS_END, 1)
-        blocks = [(k, b) for k, b in _split_blocks(region) if k != key]
-        blocks = sorted([(key, block), *blocks], key=lambda kb: kb[0], reverse=True)
-        body = "\n".join(b for _, b in blocks)
-        return f"{before}{FACTS_START}\n{body}{FACTS_END}{after}"
+    replaced = _with_block(existing, key, block)
+    if replaced is not None:
+        return replaced
     day = _utc(facts.run_at).date().isoformat()
     out: list[str] = []
     placed = False
@@ -233,3 +225,18 @@ def update_notes(writer: EvidenceWriter, facts: RunFacts) -> Path:
         lambda old: render_notes_from_template(facts, old or None, template, redact),
         redact_all=False,
     )
+
+
+def _with_block(existing: str | None, key: str, block: str) -> str | None:
+    """``existing`` with this run's block in its generated region (newest first, a rerun's block
+    replaced); None when the file has no generated region yet."""
+    if not existing or FACTS_START not in existing:
+        return None
+    before, rest = existing.split(FACTS_START, 1)
+    if FACTS_END not in rest:
+        return None
+    region, after = rest.split(FACTS_END, 1)
+    blocks = [(k, b) for k, b in _split_blocks(region) if k != key]
+    blocks = sorted([(key, block), *blocks], key=lambda kb: kb[0], reverse=True)
+    body = "\n".join(b for _, b in blocks)
+    return f"{before}{FACTS_START}\n{body}{FACTS_END}{after}"
