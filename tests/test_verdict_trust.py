@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +210,28 @@ def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(full_disk: Pa
     assert "Traceback" not in output
     assert "the HTML report could not be written into the audit folder" in result.stdout
     assert all(line["verdict"] == "NO-GO" for line in ledger_lines(audit))
+
+
+def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
+    tmp_path: Path,
+) -> None:
+    """The notes cannot be written (a folder where the day's notes file goes), after the summary
+    entry was: the entry is rewritten with the NO-GO gate.json has, and still verifies."""
+    audit = tmp_path / "audit"
+    for day in {datetime.now(UTC).date(), (datetime.now(UTC) + timedelta(minutes=5)).date()}:
+        (audit / "cron-dry-run" / f"notes-{day.isoformat()}.md").mkdir(parents=True)
+    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
+    gate = json.loads((audit / "gate.json").read_text())
+    assert gate["verdict"] == "NO-GO" and "cron-dry-run/notes-" in gate["reasons"][-1]
+    summary = (audit / "cron-dry-run" / "summary.md").read_text()
+    entry = summary[summary.index("<!-- cron-dryrun:run ") :]
+    assert "**NO-GO**" in entry and "**GO**" not in entry
+    assert "evidence could not be written" in entry
+    verified = subprocess.run(
+        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(audit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr

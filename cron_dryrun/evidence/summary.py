@@ -369,3 +369,28 @@ def add_summary_entry(writer: EvidenceWriter, facts: RunFacts) -> str:
 
 
 _RUN_MARK = re.compile(r"^<!-- cron-dryrun:run (?P<key>\S+) -->$", re.M)
+
+
+def correct_summary_entry(writer: EvidenceWriter, facts: RunFacts) -> str | None:
+    """Replace this run's entry (found by its run markers) with one rendered from ``facts``;
+    returns the new entry, or None when the file holds no entry of this run.
+
+    For a run whose verdict changed after its entry was written (evidence that could not be
+    written makes it NO-GO): the summary must not say GO where gate.json says NO-GO. Every
+    other byte of the file stays as it was.
+    """
+    if not facts.run_id:
+        return None
+    written: list[str] = []
+
+    def correct(old: str) -> str:
+        block = run_block(old, facts.run_id or "")
+        if block is None:
+            return old
+        entry = writer.redactor.redact(render_summary_entry(facts, summary_entry_style(old)))
+        entry = entry if entry.endswith("\n") else entry + "\n"
+        written.append(entry)
+        return old.replace(block, entry, 1)
+
+    writer.update_locked(SUMMARY_RELPATH, correct, redact_all=False)
+    return written[-1] if written else None

@@ -29,6 +29,7 @@ from cron_dryrun.evidence import (
     Redactor,
     RunFacts,
     add_summary_entry,
+    correct_summary_entry,
     flag_state_of,
     format_transcripts,
     gate_snapshot_relpath,
@@ -262,10 +263,11 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
     # 2. smoke log, summary entry, notes: each on its own, each failure named
     failures: list[str] = []
     judged = state.verdict
-    own, blocks = _write_run_files(state, writer, failures)
+    own, blocks, facts = _write_run_files(state, writer, failures)
     if failures:
         state.verdict = _no_go(judged, _evidence_reason(failures))
         entry = _red_for_evidence(entry)
+        blocks = _corrected_blocks(state, writer, facts, blocks)
 
     # 3. this run's gate snapshot, the manifest (with the ledger line to come), gate.json
     _write_gate(state, writer, gate_document, failures)
@@ -277,6 +279,7 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
     if _try(failures, rel, lambda: write_manifest(writer, state.run_id, own, blocks)) is None:
         state.verdict = _no_go(judged, _evidence_reason(failures))
         entry = _red_for_evidence(entry)
+        _corrected_blocks(state, writer, facts, blocks)  # no manifest to keep in step with
         _write_gate(state, writer, gate_document, failures)
 
     # 4. the ledger line, last: only a run whose evidence is on disk is GO
@@ -322,7 +325,7 @@ def _reserve_report(state: DryRunState, writer: EvidenceWriter, run_at: datetime
 
 def _write_run_files(
     state: DryRunState, writer: EvidenceWriter, failures: list[str]
-) -> tuple[list[str], list[tuple[str, str]]]:
+) -> tuple[list[str], list[tuple[str, str]], RunFacts]:
     """Smoke log, summary entry, notes block; returns this run's own files and appended blocks."""
     assert state.verdict is not None
     facts = run_facts(state, state.verdict)
@@ -369,7 +372,36 @@ def _write_run_files(
             state.artefacts["diff detail"] = detail
             own.append(writer.relpath(detail))
     own.extend(writer.relpath(p) for p in state.own_artefacts)  # e.g. fetched usage pages
-    return own, blocks
+    return own, blocks, facts
+
+
+def _corrected_blocks(
+    state: DryRunState,
+    writer: EvidenceWriter,
+    facts: RunFacts,
+    blocks: list[tuple[str, str]],
+) -> list[tuple[str, str]]:
+    """The summary entry and notes block rewritten with the run's verdict as it now stands (an
+    evidence failure after they were written made it NO-GO): neither may say GO where gate.json
+    says NO-GO. A block that cannot be rewritten stays as it was (its failure is named already)."""
+    assert state.verdict is not None
+    if facts.verdict == state.verdict.label:
+        return blocks
+    facts = replace(
+        facts,
+        verdict=state.verdict.label,
+        follow_ups=(*facts.follow_ups, state.verdict.reasons[-1]),
+    )
+    corrected: list[tuple[str, str]] = []
+    for rel, block in blocks:
+        new: str | None = None
+        with contextlib.suppress(Exception):
+            if rel == SUMMARY_RELPATH:
+                new = correct_summary_entry(writer, facts)
+            else:
+                new = run_block(update_notes(writer, facts).read_text(), state.run_id)
+        corrected.append((rel, new if new is not None else block))
+    return corrected
 
 
 def _write_gate(
