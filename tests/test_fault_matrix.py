@@ -13,6 +13,7 @@ the idempotent rerun check.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -448,6 +449,7 @@ def test_a_go_report_renders_banner_first_with_both_pictures_in_chromium(
     assert 'id="ledger-timeline"' in dom and 'class="run green"' in dom and 'class="now"' in dom
     assert 'id="parity-days"' in dom and 'class="bar db"' in dom and 'class="bar export"' in dom
     assert 'class="day offending"' not in dom
+    assert re.search(r'id="exchanges">Exchanges: main exchange 200 OK in [0-9.]+ s', dom)
     # evidence inline in the rows' details (the table is drawn by the report's script)
     assert 'class="cron-dryrun-evidence"' in dom and "### main exchange" in dom
     assert "Authorization: Bearer [REDACTED]" in dom

@@ -54,6 +54,15 @@ def test_config_error_is_shown_instead_of_not_run_rows() -> None:
     assert "no test of this step was selected" not in html
 
 
+def test_every_exchanges_status_and_duration_is_shown_below_the_steps() -> None:
+    line = "main exchange 200 OK in 0.20 s; 14 auth negatives 401 in 0.00-0.01 s each <x>"
+    html = hr.banner_html(view(exchanges=line))
+    assert html.index('id="gate-steps"') < html.index('id="exchanges"')
+    assert "Exchanges: main exchange 200 OK in 0.20 s; 14 auth negatives" in html
+    assert "each &lt;x&gt;</p>" in html  # escaped
+    assert 'id="exchanges"' not in hr.banner_html(view())  # nothing was exchanged: no line
+
+
 def test_ledger_timeline_marks_runs_due_windows_gaps_and_now() -> None:
     points = [
         hr.LedgerPoint(NOW - timedelta(hours=70), True),

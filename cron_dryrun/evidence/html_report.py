@@ -108,6 +108,7 @@ class ReportView:
     next_due: tuple[datetime, datetime] | None = None
     parity_days: Sequence[ParityDay] = ()
     warnings: Sequence[str] = field(default_factory=tuple)
+    exchanges: str | None = None  # every exchange's status and duration (watch.exchange_durations)
 
 
 # -- the banner ------------------------------------------------------------------------------------
@@ -164,6 +165,8 @@ def banner_html(view: ReportView) -> str:
     )
     for warning in view.warnings:
         parts.append(f'<p class="warning" style="color:{AMBER}">warning: {_e(warning)}</p>')
+    if view.exchanges:
+        parts.append(f'<p class="exchanges" id="exchanges">Exchanges: {_e(view.exchanges)}</p>')
     if view.dry_run:
         parts.append(f"<p>Dry run: {_e(view.dry_run)}</p>")
     if view.now is not None:

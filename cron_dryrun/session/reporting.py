@@ -16,6 +16,7 @@ import pytest
 from cron_dryrun import __version__
 from cron_dryrun.rules.gate import REQUIRED_STEPS
 from cron_dryrun.rules.root_cause import RootCause, advice_for
+from cron_dryrun.target.watch import exchange_durations
 from cron_dryrun.windows import iso, scope_range
 
 if TYPE_CHECKING:
@@ -141,8 +142,6 @@ def print_terminal_summary(tr: Any, state: DryRunState, annotations: list[str]) 
     for line in verdict_table_lines(verdict.steps, cause, _terminal_width(tr)):
         tr.line(line)
     if state.transcripts:
-        from cron_dryrun.target.watch import exchange_durations
-
         tr.line(f"exchanges: {exchange_durations(state.transcripts)}")
     for line in state.terminal_notes:
         tr.line(line)
@@ -211,6 +210,7 @@ def report_view(state: DryRunState, ledger_points: Any = (), now: datetime | Non
         ),
         parity_days=tuple(ParityDay(**d) for d in parity.get("days", [])),
         warnings=tuple(f"parity: {w}" for w in parity.get("warnings", [])),
+        exchanges=exchange_durations(state.transcripts) if state.transcripts else None,
     )
 
 
