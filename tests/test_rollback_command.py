@@ -18,6 +18,7 @@ from cron_dryrun.evidence import (
     run_secrets,
 )
 from cron_dryrun.evidence.ledger import LedgerEntry, append_entry
+from cron_dryrun.target.embedded import free_port
 
 NOW = datetime(2025, 10, 8, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -314,3 +315,40 @@ def test_command_without_a_database(
     assert capsys.readouterr().err == (
         "cron-dryrun rollback: no database: pass --database-url or set DATABASE_URL\n"
     )
+
+
+def test_command_waits_for_a_database_that_does_not_answer_then_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A suspended Neon compute: retried up to --db-connect-timeout, then named, nothing sent."""
+    dsn = f"postgresql://suite:Rollback-Pw-5ecret@127.0.0.1:{free_port()}/app"
+    code = main(
+        [
+            "rollback",
+            "--since",
+            "2025-10-07T00:00:00Z",
+            "--database-url",
+            dsn,
+            "--audit-dir",
+            str(tmp_path / "audit"),
+            "--dry-run-start",
+            "2025-10-06T00:00:00Z",
+            "--db-connect-timeout",
+            "1",
+            "--yes",
+        ]
+    )
+    assert code == 1
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0].startswith(
+        "cron-dryrun rollback: waiting for the database to wake ... (up to 1s, "
+        "--db-connect-timeout; first attempt: OperationalError: "
+    )
+    assert (
+        lines[-1].startswith("cron-dryrun rollback: postgresql://***@127.0.0.1:")
+        and "the database did not answer within 1s (" in lines[-1]
+    )
+    assert "Rollback-Pw-5ecret" not in out + err
+    assert out == ""  # no count, no statement: nothing was asked of the database
+    assert not (tmp_path / "audit").exists()

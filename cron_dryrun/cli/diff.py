@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TextIO
 
+from cron_dryrun.cli.options import wake
+
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_BYTES = 20_000_000  # smaller inputs finish in about a second: no bar
 STAGES = ("reading export", "waiting for the database", "querying the database", "comparing",
@@ -175,7 +177,7 @@ def run(
     except ValueError as exc:
         print(f"cron-dryrun diff: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not _wake(dsn, args.db_connect_timeout, env):
+    if not wake(dsn, "cron-dryrun diff", args.db_connect_timeout, env):
         return EXIT_USAGE
     from cron_dryrun.parity.engine import ParityRequest, run_parity
 
@@ -208,31 +210,3 @@ def run(
         print("", file=sys.stderr)
         print(outcome.failure(), file=sys.stderr)
     return EXIT_PASS if outcome.passed else EXIT_FAIL
-
-
-def _wake(dsn: str, timeout_s: float | None, env: Mapping[str, str]) -> bool:
-    """Wait for a suspended database (a Neon compute) to answer; False, said, when it does not."""
-    from cron_dryrun.target.db_wake import (
-        DEFAULT_CONNECT_TIMEOUT_S,
-        DatabaseWakeError,
-        wake_database,
-    )
-
-    if timeout_s is None:
-        try:
-            timeout_s = float(env.get("DB_CONNECT_TIMEOUT", "") or DEFAULT_CONNECT_TIMEOUT_S)
-        except ValueError:
-            print("cron-dryrun diff: DB_CONNECT_TIMEOUT: expected seconds", file=sys.stderr)
-            return False
-
-    def say(message: str) -> None:
-        print(f"cron-dryrun diff: {message}", file=sys.stderr, flush=True)
-
-    try:
-        wake_database(dsn, timeout_s, say=say)
-    except DatabaseWakeError as exc:
-        from cron_dryrun.target.database import redact_dsn
-
-        say(f"{redact_dsn(dsn)}: {exc}")
-        return False
-    return True

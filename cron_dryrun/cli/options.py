@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
 from datetime import datetime
 
 from cron_dryrun.config.settings import parse_utc
@@ -22,3 +24,31 @@ def dry_run_start(value: str | None, command: str) -> datetime | None:
             f"{command}: --dry-run-start / DRY_RUN_START: expected an ISO time like "
             f"2025-10-07T02:00:00Z (got {value!r})"
         ) from None
+
+
+def wake(dsn: str, command: str, timeout_s: float | None, env: Mapping[str, str]) -> bool:
+    """Wait for a suspended database (a Neon compute) to answer, up to ``--db-connect-timeout``
+    / ``DB_CONNECT_TIMEOUT`` (default 30 s), saying so on stderr; False, said, when it does not."""
+    from cron_dryrun.target.database import redact_dsn
+    from cron_dryrun.target.db_wake import (
+        DEFAULT_CONNECT_TIMEOUT_S,
+        DatabaseWakeError,
+        wake_database,
+    )
+
+    if timeout_s is None:
+        try:
+            timeout_s = float(env.get("DB_CONNECT_TIMEOUT", "") or DEFAULT_CONNECT_TIMEOUT_S)
+        except ValueError:
+            print(f"{command}: DB_CONNECT_TIMEOUT: expected seconds", file=sys.stderr)
+            return False
+
+    def say(message: str) -> None:
+        print(f"{command}: {message}", file=sys.stderr, flush=True)
+
+    try:
+        wake_database(dsn, timeout_s, say=say)
+    except DatabaseWakeError as exc:
+        say(f"{redact_dsn(dsn)}: {exc}")
+        return False
+    return True

@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from cron_dryrun.cli.options import wake
 from cron_dryrun.config.settings import parse_utc
 from cron_dryrun.evidence import (
     LEDGER_RELPATH,
@@ -267,6 +268,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--statement-timeout", type=float, default=STATEMENT_TIMEOUT_S, help="seconds (default: 60)"
     )
+    parser.add_argument(
+        "--db-connect-timeout",
+        type=float,
+        default=None,
+        help="seconds to keep retrying the first connection while the database wakes "
+        "[DB_CONNECT_TIMEOUT] (default 30)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -324,6 +332,9 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> int:
         answer = input(f"Delete these {counted} row(s)? Type 'yes' to confirm: ")
         return answer.strip().lower() == "yes"
 
+    # a suspended Neon compute: wait for it (bounded), as the run and `diff` do
+    if not wake(dsn, "cron-dryrun rollback", args.db_connect_timeout, os.environ):
+        return 1
     writer = EvidenceWriter(audit_dir, Redactor(run_secrets(None, dsn)))
     try:
         result = rollback(
