@@ -202,11 +202,13 @@ def test_rollback_never_echoes_a_keyword_dsn_password(
             "2025-10-06T00:00:00Z",
             "--yes",
             f"--audit-dir={tmp_path}",
+            "--db-connect-timeout=1",
         ]
     )
     out = capsys.readouterr()
     assert code == 1
-    assert "cron-dryrun rollback: database error on host=127.0.0.1" in out.err
-    assert "password=***" in out.err
+    last = out.err.splitlines()[-1]
+    assert last.startswith("cron-dryrun rollback: host=127.0.0.1 ")
+    assert "password=***: the database did not answer within 1s (" in last
     assert "Kw-Rollback-Pw-9" not in out.out + out.err
     assert "Pg-Env-Rollback-Pw-42" not in out.out + out.err

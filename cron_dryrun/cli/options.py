@@ -29,6 +29,7 @@ def dry_run_start(value: str | None, command: str) -> datetime | None:
 def wake(dsn: str, command: str, timeout_s: float | None, env: Mapping[str, str]) -> bool:
     """Wait for a suspended database (a Neon compute) to answer, up to ``--db-connect-timeout``
     / ``DB_CONNECT_TIMEOUT`` (default 30 s), saying so on stderr; False, said, when it does not."""
+    from cron_dryrun.evidence import Redactor, run_secrets
     from cron_dryrun.target.database import redact_dsn
     from cron_dryrun.target.db_wake import (
         DEFAULT_CONNECT_TIMEOUT_S,
@@ -43,12 +44,15 @@ def wake(dsn: str, command: str, timeout_s: float | None, env: Mapping[str, str]
             print(f"{command}: DB_CONNECT_TIMEOUT: expected seconds", file=sys.stderr)
             return False
 
+    redact = Redactor(run_secrets(None, dsn)).redact  # a driver message never echoes a password
+
     def say(message: str) -> None:
-        print(f"{command}: {message}", file=sys.stderr, flush=True)
+        print(f"{command}: {redact(message)}", file=sys.stderr, flush=True)
 
     try:
         wake_database(dsn, timeout_s, say=say)
     except DatabaseWakeError as exc:
-        say(f"{redact_dsn(dsn)}: {exc}")
+        # the DSN shown without its password; the driver's message redacted like the rest
+        print(f"{command}: {redact_dsn(dsn)}: {redact(str(exc))}", file=sys.stderr, flush=True)
         return False
     return True
