@@ -460,7 +460,6 @@ def openai_exports(
     """
     if dryrun_settings.openai_usage != "api":
         return dryrun_target.exports
-    from cron_dryrun.evidence import stamp
     from cron_dryrun.session.finish import writer_for
     from cron_dryrun.session.usage_fetch import UsageFetchError, fetch_usage_for_run
 
@@ -469,7 +468,7 @@ def openai_exports(
     try:
         fetched = fetch_usage_for_run(
             writer,
-            stamp(dryrun_state.started_at),
+            dryrun_state.run_id,
             dryrun_target.admin_keys,
             dryrun_target.openai_url,
             datetime.now(UTC),

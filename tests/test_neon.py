@@ -7,14 +7,17 @@ embedded PostgreSQL. The pooled path runs through PgBouncer in transaction mode.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import psycopg
 import pytest
 from pgbouncer import start_pgbouncer
+from suite_runs import clean_env, guarded_env, netguard_attempts
 
-from cron_dryrun.config.db_url import InsecureDatabaseUrl, secure_database_url
+from cron_dryrun.config.db_url import InsecureDatabaseUrl, secure_database_url, secure_dsn
 from cron_dryrun.target import database as db
 from cron_dryrun.target.db_wake import DatabaseWakeError, wake_database
 from cron_dryrun.target.embedded import free_port
@@ -59,6 +62,39 @@ def test_sslmode_disable_to_a_remote_host_is_refused_unless_allowed() -> None:
     )
     assert secure_database_url(insecure, allow_insecure=True) == insecure
     assert secure_database_url(NEON + "?sslmode=verify-full") == NEON + "?sslmode=verify-full"
+
+
+KEYWORD_NEON = "host=ep-cool-name-123456.eu-central-1.aws.neon.tech dbname=neondb user=app"
+
+
+def test_a_keyword_dsn_gets_the_same_rule_as_a_url() -> None:
+    assert secure_dsn(KEYWORD_NEON) == KEYWORD_NEON + " sslmode=require"
+    assert secure_dsn("host=127.0.0.1 dbname=app") == "host=127.0.0.1 dbname=app"
+    assert secure_dsn(NEON) == NEON + "?sslmode=require"  # the URL form, as before
+    with pytest.raises(InsecureDatabaseUrl):
+        secure_dsn(KEYWORD_NEON + " sslmode=disable")
+    assert secure_dsn(KEYWORD_NEON + " sslmode=disable", allow_insecure=True).endswith("disable")
+
+
+def test_cron_dryrun_diff_refuses_a_keyword_dsn_with_sslmode_disable_to_a_remote_host(
+    tmp_path: Path,
+) -> None:
+    """The rule lives under every caller: `diff` gets it too, before any connection."""
+    export = tmp_path / "export.csv"
+    export.write_text("start_time,end_time\n")
+    log = tmp_path / "netguard.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "cron_dryrun.cli", "diff", "--export", str(export),
+         "--database-url", KEYWORD_NEON + " password=Kw-Neon-Pw-71 sslmode=disable",
+         "--from", "2025-10-06", "--to", "2025-10-07", "--output", str(tmp_path / "r.json")],
+        env=guarded_env(clean_env(), log), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "cron-dryrun diff: DATABASE_URL: sslmode=disable sends the database password" in (
+        result.stderr
+    )
+    assert "Kw-Neon-Pw-71" not in result.stdout + result.stderr
+    assert netguard_attempts(log) == []
 
 
 # -- cold start -----------------------------------------------------------------------------------

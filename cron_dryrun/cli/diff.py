@@ -137,10 +137,10 @@ def run(
     if not dsn:
         print(f"cron-dryrun diff: {NO_DATABASE}", file=sys.stderr)
         return EXIT_USAGE
-    from cron_dryrun.config.db_url import InsecureDatabaseUrl, secure_database_url
+    from cron_dryrun.config.db_url import InsecureDatabaseUrl, secure_dsn
 
     try:
-        dsn = secure_database_url(dsn, args.allow_insecure_db)
+        dsn = secure_dsn(dsn, args.allow_insecure_db)
     except InsecureDatabaseUrl as exc:
         print(f"cron-dryrun diff: DATABASE_URL: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,6 +9,7 @@ refused unless the operator says ``--allow-insecure-db``.
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
@@ -63,3 +64,27 @@ def secure_database_url(url: str, allow_insecure: bool = False) -> str:
             "network is trusted"
         )
     return url
+
+
+# a libpq keyword DSN (``host=... dbname=...``) rather than a URL
+_KEYWORD_DSN = re.compile(r"^\s*[A-Za-z_]+\s*=")
+
+
+def is_keyword_dsn(value: str) -> bool:
+    return bool(_KEYWORD_DSN.match(value))
+
+
+def secure_dsn(dsn: str, allow_insecure: bool = False) -> str:
+    """``secure_database_url`` for either DSN form, URL or libpq keywords: ``sslmode=require``
+    added for a remote host, ``sslmode=disable`` to one refused unless allowed."""
+    if not is_keyword_dsn(dsn):
+        return secure_database_url(dsn, allow_insecure)
+    # the keyword form's hosts and sslmode, judged through the URL rule
+    hosts = re.findall(r"(?:^|\s)(?:host|hostaddr)\s*=\s*'?([^'\s]+)", dsn)
+    probe = "postgresql:///?" + "&".join(f"host={h}" for h in hosts) if hosts else "postgresql:///"
+    modes = re.findall(r"(?:^|\s)sslmode\s*=\s*'?([^'\s]+)", dsn)
+    if not modes:
+        return dsn if secure_database_url(probe) == probe else f"{dsn} sslmode=require"
+    if modes[-1] == "disable":
+        secure_database_url(f"{probe}{'&' if hosts else '?'}sslmode=disable", allow_insecure)
+    return dsn

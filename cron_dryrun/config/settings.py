@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-from cron_dryrun.config.db_url import InsecureDatabaseUrl, secure_database_url
+from cron_dryrun.config.db_url import InsecureDatabaseUrl, is_keyword_dsn, secure_dsn
 from cron_dryrun.redaction import secrets_from_environment, without_userinfo
 
 DB_BACKENDS = ("auto", "url", "testcontainers", "embedded")
@@ -433,7 +433,6 @@ def _fail(spec: OptionSpec, value: object, why: str) -> SettingsError:
 
 
 _NOT_SHOWN = "value not shown: it may hold a password"
-_KEYWORD_DSN = re.compile(r"^\s*[A-Za-z_]+\s*=")
 LIBPQ_KEYWORDS = frozenset(
     {
         "host",
@@ -496,7 +495,7 @@ def _check_url(spec: OptionSpec, value: str, schemes: Sequence[str]) -> str:
 
 def _check_database_dsn(spec: OptionSpec, value: str) -> str:
     """A postgres:// URL, or a libpq keyword DSN (``host=... dbname=... password=...``)."""
-    if not _KEYWORD_DSN.match(value):
+    if not is_keyword_dsn(value):
         return _check_url(spec, value, ("postgresql", "postgres"))
     keys = [k.lower() for k in re.findall(r"(?:^|\s)([A-Za-z_]+)\s*=", value)]
     unknown = sorted({k for k in keys if k not in LIBPQ_KEYWORDS})
@@ -510,23 +509,6 @@ def _check_database_dsn(spec: OptionSpec, value: str) -> str:
             f"{spec.where()}: a keyword DSN must name host= (or hostaddr=, service=) ({_NOT_SHOWN})"
         )
     return value
-
-
-def is_keyword_dsn(value: str) -> bool:
-    return bool(_KEYWORD_DSN.match(value))
-
-
-def _secure_keyword_dsn(dsn: str, allow_insecure: bool) -> str:
-    """db_url.secure_database_url for the keyword form: sslmode=require added for a remote
-    host, sslmode=disable to one refused unless allowed."""
-    hosts = re.findall(r"(?:^|\s)(?:host|hostaddr)\s*=\s*'?([^'\s]+)", dsn)
-    probe = "postgresql:///?" + "&".join(f"host={h}" for h in hosts) if hosts else "postgresql:///"
-    modes = re.findall(r"(?:^|\s)sslmode\s*=\s*'?([^'\s]+)", dsn)
-    if not modes:
-        return dsn if secure_database_url(probe) == probe else f"{dsn} sslmode=require"
-    if modes[-1] == "disable":
-        secure_database_url(f"{probe}{'&' if hosts else '?'}sslmode=disable", allow_insecure)
-    return dsn
 
 
 def _as_float(spec: OptionSpec, value: object) -> float:
@@ -604,11 +586,7 @@ def resolve_settings(
     if database_url is not None:
         _check_database_dsn(o["database_url"], database_url)
         try:
-            database_url = (
-                _secure_keyword_dsn(database_url, allow_insecure_db)
-                if is_keyword_dsn(database_url)
-                else secure_database_url(database_url, allow_insecure_db)
-            )
+            database_url = secure_dsn(database_url, allow_insecure_db)
         except InsecureDatabaseUrl as exc:
             raise SettingsError(f"{o['database_url'].where()}: {exc}") from None
 

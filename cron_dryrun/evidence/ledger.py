@@ -452,9 +452,3 @@ def dry_run_start_of(entries: Iterable[LedgerEntry], target: str | None = None) 
             continue
     earliest = min(starts) if starts else first.time - LOOKBACK
     return earliest.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def first_entry_time(entries: Iterable[LedgerEntry], target: str | None = None) -> datetime | None:
-    """The default dry-run start: the first recorded run (for ``target`` when given)."""
-    times = [e.time for e in entries if target is None or e.target == target]
-    return min(times) if times else None

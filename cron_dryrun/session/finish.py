@@ -54,11 +54,22 @@ if TYPE_CHECKING:
 
 
 def writer_for(state: DryRunState) -> EvidenceWriter:
-    """The run's one writer; rebuilt only when a new secret became known (the local stack's)."""
-    secrets = frozenset(run_secret_values(state))
-    if state._writer is None or state._writer[0] != secrets:
-        writer = EvidenceWriter(state.settings.audit_dir, Redactor(sorted(secrets)))
-        state._writer = (secrets, writer)
+    """The run's one writer; rebuilt only when a new secret became known (the local stack's).
+
+    Called on every terminal write: the cache is keyed on what can change during a run (the
+    target and the secrets added to the state; settings are frozen), so the derived secret
+    forms are computed only when one of those changed.
+    """
+    target = state.target
+    key = (
+        state.settings,
+        target.secret if target else None,
+        target.database_dsn if target else None,
+        frozenset(state.secrets),
+    )
+    if state._writer is None or state._writer[0] != key:
+        secrets = run_secret_values(state)
+        state._writer = (key, EvidenceWriter(state.settings.audit_dir, Redactor(secrets)))
     return state._writer[1]
 
 

@@ -83,4 +83,5 @@ class DryRunState:
     root_cause: RootCause | None = None  # the one cause behind several failing checks
     html_temp_path: Path | None = None  # where pytest-html writes before the redacted copy
     html_finished: bool = False
-    _writer: tuple[frozenset[str], EvidenceWriter] | None = field(default=None, repr=False)
+    # (what the secrets derive from, the writer built for them): see session.finish.writer_for
+    _writer: tuple[tuple[object, ...], EvidenceWriter] | None = field(default=None, repr=False)

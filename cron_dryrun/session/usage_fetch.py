@@ -336,17 +336,14 @@ def fetch_usage_for_run(
     sleep: Callable[[float], None] = time.sleep,
 ) -> RunUsage:
     """The suite's fetch: the run's days (yesterday and today, UTC) into a fresh
-    ``telemetry-audit/usage-<run-id>[-n]/`` of the audit folder."""
+    ``telemetry-audit/usage-<run-id>/`` of the audit folder."""
     from cron_dryrun.windows import daily_windows
 
     windows = daily_windows(now)
     query = UsageQuery(windows[0].start, windows[-1].end)
     orgs = fetch_usage(keys, base_url, query, sleep=sleep)
+    # the run id is unique per run, so the folder is never one another run wrote
     root = usage_relpath(run_id)
-    for n in range(2, 1000):  # bounded: a folder per run, never one shared with another run
-        if not writer.path(root).exists():
-            break
-        root = f"{usage_relpath(run_id)}-{n}"
     written = write_pages(writer, root, orgs)
     pages = tuple(f for f in written.files if f.endswith(".json"))
     lines = tuple(
