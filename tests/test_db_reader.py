@@ -21,7 +21,7 @@ from cron_dryrun.parity import db_reader, reconcile
 from cron_dryrun.parity.db_reader import UsageReader
 from cron_dryrun.parity.usage_arrow import load_keydays
 from cron_dryrun.parity.usage_totals import unrecorded_probe
-from cron_dryrun.target.database import read_only
+from cron_dryrun.target.database import read_only, read_only_conninfo
 from tests.test_diff_command import D6, D7, SCHEMA, diff, midnight, only_report, seed
 from tests.test_exports import bucket_row, write_export
 
@@ -163,6 +163,63 @@ def test_both_readers_give_identical_reports(app_database: str, tmp_path: Path) 
     }
 
 
+def test_rows_that_are_key_days_are_copied_not_grouped_and_read_alike(
+    app_database: str, tmp_path: Path
+) -> None:
+    """The cron writes one row per key-day: ADBC copies those rows instead of grouping them
+    (the costly part at 1M rows), and the report is still the CSV path's."""
+    rows = [r for r in varied_rows() if r.get("openai_user_id") != "user_h"]
+    seed(app_database, rows)
+    con = duckdb.connect()
+    assert load_keydays(read_only_conninfo(app_database), D6, D7, con) is False
+    (copied,) = con.execute("SELECT count(*) FROM db_keydays").fetchone()  # type: ignore[misc]
+    assert copied == len(rows) - 2  # the two rows outside the range are never read
+    export = varied_export(tmp_path / "export.csv")
+    adbc = run_reader(app_database, export, tmp_path / "adbc", "adbc")
+    csv = run_reader(app_database, export, tmp_path / "csv", "copy-csv")
+    assert (adbc.db_reader, csv.db_reader) == ("adbc", "copy-csv")
+    assert comparable(reconcile.report_dict(adbc)) == comparable(reconcile.report_dict(csv))
+    assert adbc.counts["mismatched"] == 1 and adbc.counts["missingInCsv"] == 2
+
+
+def test_rows_that_share_a_key_day_are_grouped_as_postgresql_groups_them(
+    app_database: str,
+) -> None:
+    """Hourly windows, and two rows whose key differs only by NULL vs '' (the app's unique
+    index reads both as ''; so does the grouping): one key-day each, the rows counted and
+    the metrics summed."""
+    seed(
+        app_database,
+        [
+            {"openai_user_id": "user_t", "service_tier": None, "batch": None, "tokens_in": 5},
+            {
+                "window_start": midnight(D7) + timedelta(hours=1),
+                "window_end": midnight(D7) + timedelta(hours=2),
+                "openai_user_id": "user_t",
+                "service_tier": "",
+                "batch": False,
+                "tokens_in": 7,
+            },
+            *(
+                {
+                    "window_start": midnight(D7) + timedelta(hours=h),
+                    "window_end": midnight(D7) + timedelta(hours=h + 1),
+                    "tokens_out": 2,
+                }
+                for h in range(3)
+            ),
+        ],
+    )
+    con = duckdb.connect()
+    assert load_keydays(read_only_conninfo(app_database), D7, D7, con) is True
+    keydays = con.execute(
+        "SELECT user_id, service_tier, batch, record_count, input_tokens, output_tokens "
+        "FROM db_keydays ORDER BY user_id"
+    ).fetchall()
+    assert keydays == [("user_a", "default", False, 3, 300, 6), ("user_t", "", False, 2, 12, 20)]
+    assert con.execute("SELECT sum(key_days), sum(records) FROM db_stats").fetchone() == (2, 5)
+
+
 def test_adbc_keeps_a_metric_null_in_every_row_apart_from_zero(
     app_database: str, tmp_path: Path
 ) -> None:
@@ -175,8 +232,6 @@ def test_adbc_keeps_a_metric_null_in_every_row_apart_from_zero(
         ],
     )
     con = duckdb.connect()
-    from cron_dryrun.target.database import read_only_conninfo
-
     load_keydays(read_only_conninfo(app_database), D7, D7, con)
     recorded = con.execute(
         "SELECT sum(recorded_input_text_tokens), sum(recorded_input_audio_tokens), "

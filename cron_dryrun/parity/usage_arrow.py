@@ -3,9 +3,11 @@
 PostgreSQL only scans: the rows of the day range leave the server as binary COPY, which
 the Apache Arrow ADBC PostgreSQL driver (``adbc-driver-postgresql``, libpq and the COPY
 parser in C++) turns into Arrow batches. The statement's stream goes to DuckDB through
-the Arrow PyCapsule interface (``__arrow_c_stream__``; no pyarrow) and DuckDB groups it
-per key-day into ``reconcile.DB_KEYDAYS_TABLE`` and sums those per (day, aligned, has
-ids) into ``reconcile.DB_STATS_TABLE``: no row reaches Python. Text was the cost of the
+the Arrow PyCapsule interface (``__arrow_c_stream__``; no pyarrow). DuckDB copies the
+rows into ``reconcile.DB_KEYDAYS_TABLE``; when some key-day spans several rows (hourly
+windows, or two provider keys reporting the same ids) it groups them there, and it sums
+the key-days per (day, aligned, has ids) into ``reconcile.DB_STATS_TABLE``: no row
+reaches Python. Text was the cost of the
 CSV path (PostgreSQL grouping and formatting ~4.5 CPU-s for 1M key-days).
 
 The grouping is exactly ``usage_totals.daily_totals_query``'s: ``day`` and ``aligned``
@@ -22,6 +24,7 @@ the CSV path, is decided in ``db_reader`` only.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -36,6 +39,7 @@ ALIGNED_SQL = (
 # Arrow batches of this size (the driver's default is 16 MB): DuckDB's scan holds a few
 BATCH_BYTES = 8 << 20
 _STREAM = "usage_events_stream"
+_ROWS = "db_rows"  # the copied rows, while they are grouped
 # usage_events column -> the TOTALS_COLUMNS key it becomes
 _TEXT_SOURCES = {
     "project_id": "project_id",
@@ -67,29 +71,56 @@ def rows_query(first_day: date, last_day: date) -> str:
     )
 
 
-def keydays_sql(stream: str = _STREAM) -> str:
-    """DuckDB: the stream's rows grouped per key-day, in TOTALS_COLUMNS layout.
+def rows_sql(stream: str = _STREAM) -> str:
+    """DuckDB: the stream's rows as they are, in TOTALS_COLUMNS layout (one record each).
 
-    ``sum_no_overflow``: the int4 metrics are summed in 64 bits (a key-day would need
-    2^32 rows to overflow); plain ``sum`` keeps 128-bit accumulators for an Arrow source
-    without statistics (1M rows: 3.5 vs 2.7 CPU-s with the fetch). A sum over only NULLs stays NULL.
+    Most usage_events rows are key-days already (the cron writes one row per key-day);
+    copying them as rows is ~0.1 CPU-s per 1M where grouping the stream is ~1.7
+    (benchmarks/README.md). ``rows_are_keydays`` then says whether they may stand as the
+    key-day table.
     """
     texts = ", ".join(f"coalesce({k}, '') AS {k}" for k in KEY_TEXT_COLUMNS)
-    sums = ", ".join(f'sum_no_overflow("{m}")::BIGINT AS "{m}"' for m in METRICS)
+    metrics = ", ".join(f'"{m}"' for m in METRICS)
     return (
         f"CREATE TABLE {DB_KEYDAYS_TABLE} AS SELECT day, {texts}, "
-        f"coalesce(batch, false) AS batch, aligned, count(*) AS record_count, {sums} "
-        f"FROM {stream} GROUP BY ALL"
+        f"coalesce(batch, false) AS batch, aligned, 1::BIGINT AS record_count, {metrics} "
+        f"FROM {stream}"
     )
 
 
-def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> None:
+_GROUP_KEY = ("day", *KEY_TEXT_COLUMNS, "batch", "aligned")
+
+
+def rows_are_keydays_sql(table: str = DB_KEYDAYS_TABLE) -> str:
+    """rows, and distinct (key-day, aligned) hashes: equal when no key-day repeats.
+
+    A hash collision can only lower the distinct count: then the rows are grouped, which
+    is always right, only slower (as the export side does, ``exports._check_fast``).
+    """
+    return f"SELECT count(*), count(DISTINCT hash({', '.join(_GROUP_KEY)})) FROM {table}"
+
+
+def keydays_sql(source: str) -> str:
+    """DuckDB: ``source``'s rows (``rows_sql`` layout) grouped per key-day.
+
+    ``sum_no_overflow``: the int4 metrics are summed in 64 bits (a key-day would need
+    2^32 rows to overflow); plain ``sum`` keeps 128-bit accumulators. A sum over only
+    NULLs stays NULL.
+    """
+    sums = ", ".join(f'sum_no_overflow("{m}")::BIGINT AS "{m}"' for m in METRICS)
+    return (
+        f"CREATE TABLE {DB_KEYDAYS_TABLE} AS SELECT {', '.join(_GROUP_KEY)}, "
+        f"sum(record_count)::BIGINT AS record_count, {sums} FROM {source} GROUP BY ALL"
+    )
+
+
+def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> bool:
     """Read the range's rows over ADBC into ``duck`` as the key-day and stats tables.
 
     ``conninfo``: a libpq connection string (URL or keywords), used as given. Raises
     ImportError when the driver is not installed, the driver's errors (adbc_driver_manager
     .Error subclasses) for anything the server or libpq refused, and DuckDB's errors; on
-    any error neither table exists afterwards.
+    any error neither table exists afterwards. True when the rows had to be grouped.
     """
     import adbc_driver_manager
     import adbc_driver_postgresql  # type: ignore[import-untyped]
@@ -111,37 +142,55 @@ def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> N
                 statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)})
                 statement.set_sql_query(rows_query(first_day, last_day))
                 stream, _ = statement.execute_query()
-                _group(duck, stream)
+                grouped = _group(duck, stream)
             finally:
                 statement.close()
             connection.rollback()  # read-only: nothing to keep
+            return grouped
         finally:
             connection.close()
     finally:
         database.close()
 
 
-def _group(duck: Any, stream: Any) -> None:
-    """DuckDB scans the Arrow C stream (consumed once) and groups it; tables or nothing."""
+def _group(duck: Any, stream: Any) -> bool:
+    """DuckDB scans the Arrow C stream (consumed once) into the key-day table; tables or
+    nothing. True when the rows had to be grouped (some key-day spans several rows)."""
     # the package, not only the engine (exports.duckdb_engine): its import registers the
     # Python-side Arrow sources, without which the engine refuses any Python Arrow object
     import duckdb  # noqa: F401
 
     duck.register(_STREAM, stream)
     try:
-        duck.execute(keydays_sql())
+        duck.execute(rows_sql())
+        duck.unregister(_STREAM)
+        rows, distinct = duck.execute(rows_are_keydays_sql()).fetchall()[0]
+        grouped = bool(rows != distinct)
+        if grouped:
+            duck.execute(f"ALTER TABLE {DB_KEYDAYS_TABLE} RENAME TO {_ROWS}")
+            duck.execute(keydays_sql(_ROWS))
+            duck.execute(f"DROP TABLE {_ROWS}")
         duck.execute(f"CREATE TABLE {DB_STATS_TABLE} AS {db_stats_sql()}")
     except BaseException:
         drop_tables(duck)
         raise
     finally:
-        duck.unregister(_STREAM)
+        with contextlib.suppress(Exception):  # already gone after the copy
+            duck.unregister(_STREAM)
+    return grouped
 
 
 def drop_tables(duck: Any) -> None:
     """Whatever this path created in ``duck``, gone (before the CSV path takes over)."""
-    for table in (DB_STATS_TABLE, DB_KEYDAYS_TABLE):
+    for table in (DB_STATS_TABLE, DB_KEYDAYS_TABLE, _ROWS):
         duck.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-__all__ = ["drop_tables", "keydays_sql", "load_keydays", "rows_query"]
+__all__ = [
+    "drop_tables",
+    "keydays_sql",
+    "load_keydays",
+    "rows_are_keydays_sql",
+    "rows_query",
+    "rows_sql",
+]
