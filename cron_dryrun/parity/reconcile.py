@@ -59,9 +59,9 @@ from cron_dryrun.parity.exports import (
 REPORT_SCHEMA_VERSION = 1
 SAMPLE_SIZE = 50
 TOTALS_LISTED = 3  # total findings named in the reasons; the report lists them all
-# DuckDB spills to disk past this; with Python, libraries and the transfer buffers the
-# process peaks near 400 MB at 1M key-days (benchmarks/README.md). 250MB: ~350 MB, +0.3 s.
-DUCKDB_MEMORY_LIMIT = "300MB"
+# DuckDB spills to disk past this; with Python, the libraries and the transfer buffers the
+# process peaks near 375 MB at 1M key-days (300MB: ~425 MB, no faster; benchmarks/README.md).
+DUCKDB_MEMORY_LIMIT = "250MB"
 
 
 DB_READERS = ("adbc", "copy-csv")
