@@ -7,6 +7,7 @@ embedded PostgreSQL. The pooled path runs through PgBouncer in transaction mode.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -218,3 +219,85 @@ def test_the_shared_snapshot_falls_back_to_one_connection_when_refused(
 def test_app_connections_use_no_server_side_prepared_statements(app_database: str) -> None:
     with db.read_only(app_database) as conn:
         assert conn.prepare_threshold is None and conn.read_only is True
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://cron:p%40ss@ep-x.neon.tech/app",
+        "postgresql://cron@ep-x.neon.tech/app?sslmode=require",
+        "postgresql://cron@ep-x.neon.tech/app?connect_timeout=3&sslmode=require",
+        "postgresql://cron@ep-x.neon.tech/app?",
+        "postgresql://cron@h1:5432,h2:5433/app?target_session_attrs=read-write&",
+        "postgres:///app?host=/tmp/sock",
+        "host=ep-x.neon.tech dbname=app user=cron password='a b' sslmode=require",
+        "host=ep-x.neon.tech connect_timeout=3 dbname=app",
+        "",
+    ],
+)
+def test_the_adbc_conninfo_is_what_libpq_reads_from_psycopgs(dsn: str) -> None:
+    """The ADBC path builds its conninfo without importing psycopg; libpq must read it as
+    it reads the psycopg path's (``read_only_conninfo``)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from cron_dryrun.config.db_url import CONNECT_TIMEOUT_S, with_connect_timeout
+
+    fast = with_connect_timeout(dsn, CONNECT_TIMEOUT_S)
+    assert conninfo_to_dict(fast) == conninfo_to_dict(db.read_only_conninfo(dsn))
+    assert conninfo_to_dict(fast)["connect_timeout"] == str(CONNECT_TIMEOUT_S)
+
+
+def test_cron_dryrun_diff_waits_for_a_late_database_while_it_reads_the_export(
+    pg_server: RunningPostgres, app_database: str, tmp_path: Path
+) -> None:
+    """The wake-up is no longer a step before the diff: it runs when ADBC's first connection
+    fails, and once the database answers the diff still reads over ADBC."""
+    from psycopg.conninfo import conninfo_to_dict
+    from test_exports import bucket_row, write_export
+
+    port = free_port()
+    dbname = conninfo_to_dict(app_database)["dbname"]
+    export = write_export(tmp_path / "export.csv", [bucket_row()])
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cron_dryrun.cli", "diff", "--export", str(export),
+         "--database-url", f"postgresql://postgres@127.0.0.1:{port}/{dbname}",
+         "--from", "2025-10-07", "--to", "2025-10-07", "--output", str(report),
+         "--db-connect-timeout", "60", "--no-progress"],
+        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # blocks until the child says it is waiting
+        assert first.startswith("cron-dryrun diff: waiting for the database to wake ..."), first
+        with start_pgbouncer(pg_server.dsn, port=port, wait=False):
+            _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == 1, err  # the export's key-day is not in the empty database
+    assert "cron-dryrun diff: the database answered after " in err
+    data = json.loads(report.read_text())
+    assert (data["dbReader"], data["dbReaderFallback"]) == ("adbc", None)
+    assert data["counts"]["missingInDb"] == 1
+
+
+def test_cron_dryrun_diff_names_a_database_that_never_answers(tmp_path: Path) -> None:
+    from test_exports import bucket_row, write_export
+
+    export = write_export(tmp_path / "export.csv", [bucket_row()])
+    result = subprocess.run(
+        [sys.executable, "-m", "cron_dryrun.cli", "diff", "--export", str(export),
+         "--database-url", f"postgresql://cron:Diff-Pw-77@127.0.0.1:{free_port()}/app",
+         "--from", "2025-10-07", "--to", "2025-10-07", "--output", str(tmp_path / "r.json"),
+         "--db-connect-timeout", "1", "--no-progress"],
+        env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("cron-dryrun diff: waiting for the database to wake ... (up to 1s")
+    assert lines[-1].startswith("cron-dryrun diff: postgresql://***@127.0.0.1:")
+    assert "the database did not answer within 1s (" in lines[-1]
+    assert "Diff-Pw-77" not in result.stdout + result.stderr
+    assert not (tmp_path / "r.json").exists()

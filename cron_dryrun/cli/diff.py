@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TextIO
 
-from cron_dryrun.cli.options import wake
+from cron_dryrun.cli.options import DatabaseNotReady, waker
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_BYTES = 20_000_000  # smaller inputs finish in about a second: no bar
@@ -177,7 +177,10 @@ def run(
     except ValueError as exc:
         print(f"cron-dryrun diff: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not wake(dsn, "cron-dryrun diff", args.db_connect_timeout, env):
+    # a suspended database is waited for when the first connection fails, in the database
+    # thread, while the export is read: a database that answers costs no extra connection
+    wake = waker(dsn, "cron-dryrun diff", args.db_connect_timeout, env)
+    if wake is None:
         return EXIT_USAGE
     from cron_dryrun.parity.engine import ParityRequest, run_parity
 
@@ -190,9 +193,13 @@ def run(
         last_day=args.last_day,
         open_from=open_from,
         db_reader=db_reader,
+        wake=wake,
     )
     try:
         outcome = run_parity(request, progress=bar, now=now)
+    except DatabaseNotReady:  # said as it gave up
+        bar.close()
+        return EXIT_USAGE
     except (OSError, ValueError) as exc:
         bar.close()
         print(f"cron-dryrun diff: {exc}", file=sys.stderr)

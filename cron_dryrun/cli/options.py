@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from cron_dryrun.config.settings import parse_utc
@@ -26,33 +26,54 @@ def dry_run_start(value: str | None, command: str) -> datetime | None:
         ) from None
 
 
-def wake(dsn: str, command: str, timeout_s: float | None, env: Mapping[str, str]) -> bool:
-    """Wait for a suspended database (a Neon compute) to answer, up to ``--db-connect-timeout``
-    / ``DB_CONNECT_TIMEOUT`` (default 30 s), saying so on stderr; False, said, when it does not."""
-    from cron_dryrun.evidence import Redactor, run_secrets
-    from cron_dryrun.target.database import redact_dsn
-    from cron_dryrun.target.db_wake import (
-        DEFAULT_CONNECT_TIMEOUT_S,
-        DatabaseWakeError,
-        wake_database,
-    )
+class DatabaseNotReady(Exception):
+    """The database did not answer within the wake-up wait; the message was already said."""
+
+
+def waker(
+    dsn: str, command: str, timeout_s: float | None, env: Mapping[str, str]
+) -> Callable[[], int] | None:
+    """A wake-up for a suspended database (a Neon compute), to call when a connection is due:
+    it retries up to ``--db-connect-timeout`` / ``DB_CONNECT_TIMEOUT`` (default 30 s), saying
+    so on stderr, returns the attempts it took, and raises DatabaseNotReady, said, when the
+    database never answers. None, said, when DB_CONNECT_TIMEOUT is not a number."""
+    from cron_dryrun.target.db_wake import DEFAULT_CONNECT_TIMEOUT_S
 
     if timeout_s is None:
         try:
             timeout_s = float(env.get("DB_CONNECT_TIMEOUT", "") or DEFAULT_CONNECT_TIMEOUT_S)
         except ValueError:
             print(f"{command}: DB_CONNECT_TIMEOUT: expected seconds", file=sys.stderr)
-            return False
+            return None
+    limit = timeout_s
 
-    redact = Redactor(run_secrets(None, dsn)).redact  # a driver message never echoes a password
+    def wake_now() -> int:
+        from cron_dryrun.evidence import Redactor, run_secrets
+        from cron_dryrun.target.database import redact_dsn
+        from cron_dryrun.target.db_wake import DatabaseWakeError, wake_database
 
-    def say(message: str) -> None:
-        print(f"{command}: {redact(message)}", file=sys.stderr, flush=True)
+        redact = Redactor(run_secrets(None, dsn)).redact  # a driver message never echoes it
 
+        def say(message: str) -> None:
+            print(f"{command}: {redact(message)}", file=sys.stderr, flush=True)
+
+        try:
+            return wake_database(dsn, limit, say=say)
+        except DatabaseWakeError as exc:
+            # the DSN shown without its password; the driver's message redacted like the rest
+            print(f"{command}: {redact_dsn(dsn)}: {redact(str(exc))}", file=sys.stderr, flush=True)
+            raise DatabaseNotReady(redact(str(exc))) from None
+
+    return wake_now
+
+
+def wake(dsn: str, command: str, timeout_s: float | None, env: Mapping[str, str]) -> bool:
+    """Wait for a suspended database now (``waker``); False, said, when it does not answer."""
+    wake_now = waker(dsn, command, timeout_s, env)
+    if wake_now is None:
+        return False
     try:
-        wake_database(dsn, timeout_s, say=say)
-    except DatabaseWakeError as exc:
-        # the DSN shown without its password; the driver's message redacted like the rest
-        print(f"{command}: {redact_dsn(dsn)}: {redact(str(exc))}", file=sys.stderr, flush=True)
+        wake_now()
+    except DatabaseNotReady:
         return False
     return True

@@ -9,9 +9,10 @@ scan or group the stream — the diff reads over ``copy-csv`` instead, and the r
 so (``dbReader``, ``dbReaderFallback``). Whatever ADBC read is dropped first, so the diff
 still reads everything from one snapshot.
 
-Both paths connect with the same conninfo (``database.read_only_conninfo``): URL or
-keyword DSNs, ``sslmode``, ``PGPASSWORD`` and the other ``PG*`` variables are libpq's in
-both; messages never carry the password.
+Both paths connect with the same conninfo (``database.read_only_conninfo``; ADBC's is
+built without importing psycopg, ``db_url.with_connect_timeout``, and libpq reads both
+alike): URL or keyword DSNs, ``sslmode``, ``PGPASSWORD`` and the other ``PG*`` variables
+are libpq's in both; messages never carry the password.
 
 ``CRON_DRYRUN_DB_READER`` (or ``cron-dryrun diff --db-reader``): ``auto`` (default),
 ``adbc`` (no fallback: an error is an error) or ``copy-csv``.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -64,37 +65,67 @@ def _reason(exc: BaseException) -> str:
 
 
 class UsageReader(DbLoader):
-    """The database side of the diff for ``dsn``: ADBC first, the CSV path as fallback."""
+    """The database side of the diff for ``dsn``: ADBC first, the CSV path as fallback.
 
-    def __init__(self, dsn: str, choice: str = "auto", parts: int = 2) -> None:
+    ``wake``: waits for a suspended database (cli.options.waker) and returns the attempts
+    it took. It is called only when a connection is due and may be asleep: after ADBC's
+    first attempt failed (a database that was asleep and now answers is read over ADBC
+    again, not given up on), or before the CSV path's first connection. A database that
+    answers at once costs nothing extra.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        choice: str = "auto",
+        parts: int = 2,
+        wake: Callable[[], int] | None = None,
+    ) -> None:
         self.dsn, self.choice, self.parts = dsn, reader_choice(choice), parts
+        self._wake = wake
+
+    def _woke(self) -> bool:
+        """Wake the database once, if a wake-up was given; True when it had been asleep."""
+        wake, self._wake = self._wake, None
+        return wake is not None and wake() > 1
 
     def load(self, first_day: date, last_day: date, out: Path, duck: Any) -> DbTotalsFiles:
         fallback: str | None = None
         if self.choice in ("auto", "adbc"):
-            try:
-                self._load_adbc(first_day, last_day, duck)
+            error = self._try_adbc(first_day, last_day, duck)
+            if error is not None and not isinstance(error, ImportError) and self._woke():
+                error = self._try_adbc(first_day, last_day, duck)
+            if error is None:
                 return DbTotalsFiles((), reader="adbc", tables=True)
-            except Exception as exc:
-                if self.choice == "adbc":  # asked for explicitly: no quiet fallback
-                    if isinstance(exc, ImportError):
-                        raise RuntimeError(
-                            f"{_reason(exc)}: install adbc-driver-postgresql, or read over "
-                            "COPY csv (--db-reader copy-csv or auto)"
-                        ) from exc
-                    raise
-                fallback = scrub(_reason(exc), self.dsn)
+            if self.choice == "adbc":  # asked for explicitly: no quiet fallback
+                if isinstance(error, ImportError):
+                    raise RuntimeError(
+                        f"{_reason(error)}: install adbc-driver-postgresql, or read over "
+                        "COPY csv (--db-reader copy-csv or auto)"
+                    ) from error
+                raise error
+            fallback = scrub(_reason(error), self.dsn)
+        self._woke()
         from cron_dryrun.parity.usage_totals import copy_daily_totals_parallel
 
         files = copy_daily_totals_parallel(self.dsn, first_day, last_day, out, self.parts)
         return DbTotalsFiles(files.totals, files.stats, reader="copy-csv", fallback=fallback)
 
+    def _try_adbc(self, first_day: date, last_day: date, duck: Any) -> Exception | None:
+        try:
+            self._load_adbc(first_day, last_day, duck)
+        except Exception as exc:
+            return exc
+        return None
+
     def _load_adbc(self, first_day: date, last_day: date, duck: Any) -> None:
+        from cron_dryrun.config.db_url import CONNECT_TIMEOUT_S, with_connect_timeout
         from cron_dryrun.parity.usage_arrow import drop_tables, load_keydays
-        from cron_dryrun.target.database import read_only_conninfo
 
         try:
-            load_keydays(read_only_conninfo(self.dsn), first_day, last_day, duck)
+            load_keydays(
+                with_connect_timeout(self.dsn, CONNECT_TIMEOUT_S), first_day, last_day, duck
+            )
         except BaseException:
             drop_tables(duck)
             raise

@@ -9,7 +9,7 @@ said, the check through the evidence writer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -43,6 +43,9 @@ class ParityRequest:
     last_day: date | None = None
     open_from: date | None = None  # that day and later are reported, not judged
     db_reader: str = "auto"  # auto | adbc | copy-csv (db_reader.reader_choice)
+    # waits for a suspended database when a connection is due (cli.options.waker); None:
+    # the caller already knows it answers (the run's preflight woke it)
+    wake: Callable[[], int] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def run_parity(
 
     result = reconcile(
         request.exports,
-        UsageReader(request.dsn, request.db_reader),
+        UsageReader(request.dsn, request.db_reader, wake=request.wake),
         first_day=request.first_day,
         last_day=request.last_day,
         open_from=request.open_from,

@@ -14,6 +14,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 from psycopg import conninfo, sql
 
+from cron_dryrun.config.db_url import CONNECT_TIMEOUT_S
+
 
 def redact_dsn(dsn: str) -> str:
     """The DSN with its whole userinfo and any password replaced, safe for messages and evidence."""
@@ -81,7 +83,7 @@ def read_only_conninfo(dsn: str) -> str:
     """The libpq connection string of every read-only connection, psycopg's or ADBC's
     (db_reader): the DSN (URL or keywords) as libpq parses it, plus the connect timeout.
     Passwords, sslmode and the PG* variables are libpq's business on both paths."""
-    return conninfo.make_conninfo(dsn, connect_timeout=10)
+    return conninfo.make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT_S)
 
 
 def read_only(dsn: str) -> psycopg.Connection:
