@@ -458,3 +458,34 @@ def _write_server_file(conn: Any, path: str, lines: list[str]) -> None:
             "(FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')"
         ).format(sql.Literal(path))
     )
+
+
+def test_the_driver_reads_with_its_builtin_type_table_or_as_before_without_the_option() -> None:
+    """The built-in type table spares the driver a connection of its own to read the
+    server's type catalog; a driver that does not know the option still connects."""
+    import adbc_driver_manager
+
+    from cron_dryrun.parity import usage_arrow
+
+    calls: list[dict[str, str] | None] = []
+
+    class Driver:
+        def __init__(self, knows_option: bool) -> None:
+            self.knows_option = knows_option
+
+        def connect(self, conninfo: str, db_kwargs: dict[str, str] | None = None) -> str:
+            calls.append(db_kwargs)
+            if db_kwargs and not self.knows_option:
+                raise adbc_driver_manager.NotSupportedError("NOT_IMPLEMENTED: unknown option")
+            return f"database for {conninfo}"
+
+    option = {usage_arrow.TYPE_RESOLVER_OPTION: "builtin"}
+    assert usage_arrow._open_database(adbc_driver_manager, Driver(True), "dsn") == (
+        "database for dsn"
+    )
+    assert calls == [option]
+    calls.clear()
+    assert usage_arrow._open_database(adbc_driver_manager, Driver(False), "dsn") == (
+        "database for dsn"
+    )
+    assert calls == [option, None]

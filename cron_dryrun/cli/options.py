@@ -6,8 +6,6 @@ import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from cron_dryrun.config.settings import parse_utc
-
 
 class UsageError(ValueError):
     """A bad option value; the message names the option, its variable and the form wanted."""
@@ -17,6 +15,8 @@ def dry_run_start(value: str | None, command: str) -> datetime | None:
     """``--dry-run-start`` / ``DRY_RUN_START`` as a UTC time; None when not given."""
     if not value:
         return None
+    from cron_dryrun.config.settings import parse_utc  # the settings' import, only when asked
+
     try:
         return parse_utc(value)
     except ValueError:

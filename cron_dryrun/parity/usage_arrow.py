@@ -39,7 +39,10 @@ ALIGNED_SQL = (
 # Arrow batches of this size (the driver's default is 16 MB): DuckDB's scan holds a few
 BATCH_BYTES = 8 << 20
 _STREAM = "usage_events_stream"
-_ROWS = "db_rows"  # the copied rows, while they are grouped
+_ROWS = "db_rows"
+TYPE_RESOLVER_OPTION = (
+    "adbc.postgresql.type_resolver_mode"  # the copied rows, while they are grouped
+)
 # usage_events column -> the TOTALS_COLUMNS key it becomes
 _TEXT_SOURCES = {
     "project_id": "project_id",
@@ -125,7 +128,7 @@ def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> b
     import adbc_driver_manager
     import adbc_driver_postgresql  # type: ignore[import-untyped]
 
-    database = adbc_driver_postgresql.connect(conninfo)
+    database = _open_database(adbc_driver_manager, adbc_driver_postgresql, conninfo)
     try:
         connection = adbc_driver_manager.AdbcConnection(database)
         try:
@@ -151,6 +154,20 @@ def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> b
             connection.close()
     finally:
         database.close()
+
+
+def _open_database(manager: Any, driver: Any, conninfo: str) -> Any:
+    """The driver's database handle, with its built-in type table.
+
+    By default the driver opens a connection of its own just to read the server's type
+    catalog (~35 ms); the query reads only built-in types (date, boolean, text, int4), which
+    its built-in table maps alike. A column of another type fails the read, and the diff
+    falls back to the CSV path, saying why. A driver without the option connects as before.
+    """
+    try:
+        return driver.connect(conninfo, db_kwargs={TYPE_RESOLVER_OPTION: "builtin"})
+    except manager.NotSupportedError:
+        return driver.connect(conninfo)
 
 
 def _group(duck: Any, stream: Any) -> bool:
