@@ -212,6 +212,42 @@ def test_no_database_url_is_a_clear_error(
     assert "DATABASE_URL" in diff_command.NO_DATABASE
 
 
+@pytest.mark.parametrize("command", ["diff", "rollback"])
+@pytest.mark.parametrize("value", ["0", "-5", "601", "nan", "soon"])
+def test_a_connect_timeout_out_of_range_is_refused_where_it_enters(
+    command: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--db-connect-timeout gets the settings' range, (0, 600] seconds, before anything runs
+    (a negative wait gave up at once; 'nan' waited for nothing)."""
+    export = write_export(tmp_path / "export.csv", [bucket_row()])
+    given = ["--export", str(export)] if command == "diff" else ["--since", "2025-10-07"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, *given, "--database-url", "postgresql://x@127.0.0.1:1/db",
+                  "--db-connect-timeout", value])  # fmt: skip
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--db-connect-timeout: expected seconds in (0, 600] (got '{value}')" in err
+
+
+def test_db_connect_timeout_in_the_environment_gets_the_same_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "900")
+    export = write_export(tmp_path / "export.csv", [bucket_row()])
+    code = diff(tmp_path, "--export", str(export), "--database-url", "postgresql://x@h/db")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cron-dryrun diff: DB_CONNECT_TIMEOUT: expected seconds in (0, 600] (got '900')" in err
+    assert not (tmp_path / "audit").exists()
+
+
+def test_a_bad_day_names_the_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    export = write_export(tmp_path / "export.csv", [bucket_row()])
+    with pytest.raises(SystemExit):
+        diff(tmp_path, "--export", str(export), "--from", "07/10/2025")
+    assert "expected a UTC date like 2025-10-07, got '07/10/2025'" in capsys.readouterr().err
+
+
 def test_an_existing_report_is_never_overwritten(
     app_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,11 +11,11 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from cron_dryrun.cli.options import DatabaseNotReady, waker
+from cron_dryrun.cli.options import DatabaseNotReady, connect_timeout, utc_date, waker
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_BYTES = 20_000_000  # smaller inputs finish in about a second: no bar
@@ -25,15 +25,6 @@ NO_DATABASE = (
     "no database to compare with: pass --database-url postgres://... or set DATABASE_URL "
     "(the app database the cron writes to; it is only read)"
 )
-
-
-def _utc_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a UTC date like 2025-10-07, got {text!r}"
-        ) from None
 
 
 def _threshold(text: str) -> float:
@@ -65,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--database-url", default=None, help="the app's PostgreSQL DSN [DATABASE_URL]; only read"
     )
     parser.add_argument(
-        "--db-connect-timeout", type=float, default=None,
+        "--db-connect-timeout", type=connect_timeout, default=None,
         help="seconds to keep retrying the first connection while the database wakes "
         "[DB_CONNECT_TIMEOUT] (default 30)",
     )  # fmt: skip
@@ -73,14 +64,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--allow-insecure-db", action="store_true",
         help="permit sslmode=disable to a database that is not on this machine",
     )  # fmt: skip
-    parser.add_argument("--from", dest="first_day", type=_utc_date, help="first UTC day, inclusive")
-    parser.add_argument("--to", dest="last_day", type=_utc_date, help="last UTC day, inclusive")
+    parser.add_argument("--from", dest="first_day", type=utc_date, help="first UTC day, inclusive")
+    parser.add_argument("--to", dest="last_day", type=utc_date, help="last UTC day, inclusive")
     parser.add_argument(
         "--threshold", type=_threshold, default=None,
         help="max relative token delta per key-day and in total [PARITY_THRESHOLD] (default 0.02)",
     )  # fmt: skip
     parser.add_argument(
-        "--open-from", type=_utc_date, default=None,
+        "--open-from", type=utc_date, default=None,
         help="this UTC day and later are still open: reported, not judged (default: today, UTC)",
     )  # fmt: skip
     parser.add_argument(

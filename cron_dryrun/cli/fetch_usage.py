@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from cron_dryrun.cli.diff import _utc_date
+from cron_dryrun.cli.options import utc_date
 from cron_dryrun.config.settings import (
     DEFAULT_OPENAI_BASE_URL,
     admin_keys_from_env,
@@ -48,10 +48,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for the pages")
     parser.add_argument(
-        "--from", dest="first_day", type=_utc_date, help="first UTC day (default: yesterday)"
+        "--from", dest="first_day", type=utc_date, help="first UTC day (default: yesterday)"
     )
     parser.add_argument(
-        "--to", dest="last_day", type=_utc_date, help="last UTC day (default: today)"
+        "--to", dest="last_day", type=utc_date, help="last UTC day (default: today)"
     )
     parser.add_argument(
         "--bucket-width", choices=sorted(PAGE_LIMIT), default="1d", help="bucket width (default 1d)"

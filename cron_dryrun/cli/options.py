@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import date, datetime
+
+from cron_dryrun.config.db_url import MAX_DB_CONNECT_TIMEOUT_S
 
 
 class UsageError(ValueError):
@@ -26,6 +29,35 @@ def dry_run_start(value: str | None, command: str) -> datetime | None:
         ) from None
 
 
+def utc_date(text: str) -> date:
+    """An argparse type: a UTC day like 2025-10-07 (``--from``, ``--to``, ``--open-from``)."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a UTC date like 2025-10-07, got {text!r}"
+        ) from None
+
+
+def _connect_timeout(text: str) -> float:
+    """Seconds in (0, MAX_DB_CONNECT_TIMEOUT_S], as the settings check DB_CONNECT_TIMEOUT."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= MAX_DB_CONNECT_TIMEOUT_S:  # NaN fails this too
+        raise ValueError(f"expected seconds in (0, {MAX_DB_CONNECT_TIMEOUT_S:g}] (got {text!r})")
+    return value
+
+
+def connect_timeout(text: str) -> float:
+    """An argparse type: ``--db-connect-timeout`` seconds, checked where it enters."""
+    try:
+        return _connect_timeout(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class DatabaseNotReady(Exception):
     """The database did not answer within the wake-up wait; the message was already said."""
 
@@ -36,14 +68,16 @@ def waker(
     """A wake-up for a suspended database (a Neon compute), to call when a connection is due:
     it retries up to ``--db-connect-timeout`` / ``DB_CONNECT_TIMEOUT`` (default 30 s), saying
     so on stderr, returns the attempts it took, and raises DatabaseNotReady, said, when the
-    database never answers. None, said, when DB_CONNECT_TIMEOUT is not a number."""
+    database never answers. None, said, when DB_CONNECT_TIMEOUT is not seconds in range."""
     from cron_dryrun.target.db_wake import DEFAULT_CONNECT_TIMEOUT_S
 
     if timeout_s is None:
         try:
-            timeout_s = float(env.get("DB_CONNECT_TIMEOUT", "") or DEFAULT_CONNECT_TIMEOUT_S)
-        except ValueError:
-            print(f"{command}: DB_CONNECT_TIMEOUT: expected seconds", file=sys.stderr)
+            timeout_s = _connect_timeout(
+                env.get("DB_CONNECT_TIMEOUT", "") or str(DEFAULT_CONNECT_TIMEOUT_S)
+            )
+        except ValueError as exc:
+            print(f"{command}: DB_CONNECT_TIMEOUT: {exc}", file=sys.stderr)
             return None
     limit = timeout_s
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from cron_dryrun.cli.options import wake
+from cron_dryrun.cli.options import connect_timeout, wake
 from cron_dryrun.config.settings import parse_utc
 from cron_dryrun.evidence import (
     LEDGER_RELPATH,
@@ -270,7 +270,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--db-connect-timeout",
-        type=float,
+        type=connect_timeout,
         default=None,
         help="seconds to keep retrying the first connection while the database wakes "
         "[DB_CONNECT_TIMEOUT] (default 30)",

@@ -13,6 +13,8 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout on every read-only connection
+# the longest wait for a suspended database (--db-connect-timeout / DB_CONNECT_TIMEOUT)
+MAX_DB_CONNECT_TIMEOUT_S = 600.0
 
 
 class InsecureDatabaseUrl(ValueError):

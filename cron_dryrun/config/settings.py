@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-from cron_dryrun.config.db_url import InsecureDatabaseUrl, is_keyword_dsn, secure_dsn
+from cron_dryrun.config.db_url import (
+    MAX_DB_CONNECT_TIMEOUT_S,
+    InsecureDatabaseUrl,
+    is_keyword_dsn,
+    secure_dsn,
+)
 from cron_dryrun.redaction import secrets_from_environment, without_userinfo
 
 DB_BACKENDS = ("auto", "url", "testcontainers", "embedded")
@@ -591,9 +596,11 @@ def resolve_settings(
             raise SettingsError(f"{o['database_url'].where()}: {exc}") from None
 
     db_connect_timeout = _as_float(o["db_connect_timeout"], raw["db_connect_timeout"])
-    if not 0 < db_connect_timeout <= 600:
+    if not 0 < db_connect_timeout <= MAX_DB_CONNECT_TIMEOUT_S:
         raise _fail(
-            o["db_connect_timeout"], raw["db_connect_timeout"], "expected seconds in (0, 600]"
+            o["db_connect_timeout"],
+            raw["db_connect_timeout"],
+            f"expected seconds in (0, {MAX_DB_CONNECT_TIMEOUT_S:g}]",
         )
     ca_bundle = Path(str(raw["ca_bundle"])) if raw["ca_bundle"] else None
     if ca_bundle is not None and not ca_bundle.is_file():
