@@ -337,7 +337,9 @@ def test_a_driver_message_never_carries_the_password() -> None:
     dsn = "host=db.example port=5432 user=cron password=pw-s3cret-x dbname=app"
     text = "FATAL: password pw-s3cret-x rejected; env pg-env-secret"
     env = {"PGPASSWORD": "pg-env-secret"}
-    assert db_reader.scrub(text, dsn, env) == "FATAL: password *** rejected; env ***"
+    assert db_reader.scrub(text, dsn, env) == (
+        "FATAL: password [REDACTED] rejected; env [REDACTED]"
+    )
 
 
 def test_an_unknown_reader_choice_is_a_usage_error(

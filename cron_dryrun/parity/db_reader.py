@@ -20,7 +20,6 @@ are libpq's in both; messages never carry the password.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Mapping
 from datetime import date
@@ -45,16 +44,12 @@ def reader_choice(value: str | None = None, env: Mapping[str, str] | None = None
 
 
 def scrub(text: str, dsn: str, env: Mapping[str, str] | None = None) -> str:
-    """``text`` without the DSN's password or PGPASSWORD, should a driver message carry them."""
-    from psycopg.conninfo import conninfo_to_dict
+    """``text`` without the DSN's password or PGPASSWORD, in any form, should a driver
+    message carry them: the one redaction layer every output goes through."""
+    from cron_dryrun.redaction import Redactor, known_secrets
 
     env = os.environ if env is None else env
-    secrets = [env.get("PGPASSWORD", "")]
-    with contextlib.suppress(Exception):  # an unparsable DSN fails later, on both paths
-        secrets.append(str(conninfo_to_dict(dsn).get("password") or ""))
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    return Redactor(known_secrets(None, dsns=[dsn], extra=[env.get("PGPASSWORD")])).redact(text)
 
 
 def _reason(exc: BaseException) -> str:
