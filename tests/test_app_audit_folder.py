@@ -24,13 +24,21 @@ from cron_dryrun.evidence import (
     FACTS_START,
     EvidenceWriter,
     Redactor,
+    RunFacts,
     add_summary_entry,
     run_block,
     summary_entry_style,
     update_notes,
-    write_run_evidence,
 )
 from tests.test_evidence import facts
+
+
+def record_run(writer: EvidenceWriter, run: RunFacts) -> None:
+    """What the run's finish (session.finish._write_run_files) writes into the audit folder
+    for a run: its summary entry, then its notes block, through the same functions."""
+    add_summary_entry(writer, run)
+    update_notes(writer, run)
+
 
 FIXTURE = ROOT / "fixtures" / "app-audit"
 SUMMARY = Path("cron-dry-run") / "summary.md"
@@ -89,7 +97,7 @@ def test_a_new_entry_goes_on_top_of_runs_and_nothing_else_changes(tmp_path: Path
     writer = EvidenceWriter(audit, Redactor(["matrix-Secret-7f3a9c1e5b"]))
     run = facts(run_at=datetime(2025, 10, 9, 2, 0, 4, tzinfo=UTC), label="Dry run 1",
                 request="POST https://x/api -> 200 OK; token matrix-Secret-7f3a9c1e5b")  # fmt: skip
-    write_run_evidence(writer, run, [])
+    record_run(writer, run)
     after = (audit / SUMMARY).read_text()
     entry = new_entry(before, after)
     assert_app_form(entry)
@@ -97,7 +105,7 @@ def test_a_new_entry_goes_on_top_of_runs_and_nothing_else_changes(tmp_path: Path
     assert "[REDACTED]" in entry and "matrix-Secret" not in after  # the suite's own text: redacted
     assert after.count("Bearer $CRON_SECRET") == 2  # the operators' text: not
     # a second run goes above the first, and still nothing else moves
-    write_run_evidence(writer, facts(run_at=datetime(2025, 10, 10, 2, 0, tzinfo=UTC)), [])
+    record_run(writer, facts(run_at=datetime(2025, 10, 10, 2, 0, tzinfo=UTC)))
     again = (audit / SUMMARY).read_text()
     second = new_entry(after, again)
     assert second.startswith("#### 2025-10-10T02:00Z (")
@@ -107,7 +115,7 @@ def test_notes_follow_the_template_and_keep_operator_comments(tmp_path: Path) ->
     audit = app_audit(tmp_path)
     writer = EvidenceWriter(audit, Redactor([]))
     at = datetime(2025, 10, 9, 2, 0, 4, tzinfo=UTC)
-    write_run_evidence(writer, facts(run_at=at), [])
+    record_run(writer, facts(run_at=at))
     notes_path = audit / "cron-dry-run" / "notes-2025-10-09.md"
     notes = notes_path.read_text()
     assert notes.startswith("# Daily Usage Cron Dry-Run Notes — 2025-10-09\n")
@@ -120,7 +128,7 @@ def test_notes_follow_the_template_and_keep_operator_comments(tmp_path: Path) ->
     commented = notes.replace("- [ ] \n", "- [x] checked the diff by hand\n", 1)
     commented += "Operator: the 02:00 run was late because of a deploy.\n"
     notes_path.write_text(commented)
-    write_run_evidence(writer, facts(run_at=at.replace(hour=3), label="Dry run 2"), [])
+    record_run(writer, facts(run_at=at.replace(hour=3), label="Dry run 2"))
     rerun = notes_path.read_text()
     assert rerun.count("<!-- cron-dryrun:run ") == 2
     assert rerun.index("Run 2025-10-09T03:00:04Z") < rerun.index("Run 2025-10-09T02:00:04Z")
@@ -131,7 +139,7 @@ def test_notes_follow_the_template_and_keep_operator_comments(tmp_path: Path) ->
 
 def test_without_a_template_the_built_in_layout_stays(tmp_path: Path) -> None:
     writer = EvidenceWriter(tmp_path / "audit", Redactor([]))
-    write_run_evidence(writer, facts(run_at=datetime(2025, 10, 9, 2, tzinfo=UTC)), [])
+    record_run(writer, facts(run_at=datetime(2025, 10, 9, 2, tzinfo=UTC)))
     notes = (tmp_path / "audit" / "cron-dry-run" / "notes-2025-10-09.md").read_text()
     assert "## Operator comments" in notes and "**Trigger mode**" not in notes
 

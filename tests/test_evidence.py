@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -22,8 +23,8 @@ from cron_dryrun.evidence import (
     EvidenceWriter,
     Redactor,
     RunFacts,
+    add_summary_entry,
     check_manifests,
-    diff_relpath,
     flag_state_of,
     format_transcripts,
     insert_run_entry,
@@ -32,9 +33,9 @@ from cron_dryrun.evidence import (
     render_summary_entry,
     run_secrets,
     smoke_log_relpath,
+    update_notes,
     verify_manifests,
     write_manifest,
-    write_run_evidence,
 )
 from cron_dryrun.target.client import Transcript
 
@@ -254,7 +255,6 @@ class TestWriter:
         ).read_text() == '{"a": "[REDACTED]", "b": 2}\n{"n": 3}\n'
 
     def test_artefact_names(self) -> None:
-        assert diff_relpath(RUN_AT) == "telemetry-audit/2025-10-08T02-00-04Z-cron-diff.json"
         assert notes_relpath(RUN_AT) == "cron-dry-run/notes-2025-10-08.md"
 
 
@@ -547,28 +547,45 @@ def test_no_manifests_is_a_problem(tmp_path: Path) -> None:
 # -- end to end -----------------------------------------------------------------------------------
 
 
-def test_write_run_evidence_leaves_every_file_and_no_secret(writer: EvidenceWriter) -> None:
+def test_a_runs_files_hold_no_secret_and_a_second_run_in_that_second_gets_its_own(
+    writer: EvidenceWriter, tmp_path: Path
+) -> None:
+    """The files a run's finish writes (session.finish: smoke log, summary entry, notes,
+    manifest) and the parity report, through the writer and the same functions."""
+    from cron_dryrun.parity.reconcile import report_path
+
     leaky = transcript(
         response_body=f'{{"dsn": "{DSN}", "key": "sk-proj-abcdefghijkl123"}}'.encode()
     )
-    result = write_run_evidence(
-        writer,
-        facts(smoke_log=None, diff_report=None, report=None, notable=[f"log line with {SECRET}"]),
-        [leaky, transcript(label="auth negative: no header")],
-        diff={"mismatched": [], "note": DB_PASSWORD},
+    exchanges = [leaky, transcript(label="auth negative: no header")]
+    run = facts(smoke_log=None, diff_report=None, report=None, notable=[f"log line with {SECRET}"])
+    smoke = writer.relpath(
+        writer.write_new(smoke_log_relpath(run.run_at), format_transcripts(exchanges))
     )
-    assert result.smoke_log == "cron-dry-run/smoke-20251008T020004Z.log"
-    assert result.diff_report == "telemetry-audit/2025-10-08T02-00-04Z-cron-diff.json"
-    assert result.manifest == "manifests/20251008T020004Z.sha256"
+    diff = writer.relpath(
+        writer.write_new(
+            writer.relpath(report_path(writer.audit_dir, run.run_at)),
+            json.dumps({"mismatched": [], "note": DB_PASSWORD}),
+        )
+    )
+    run = replace(run, smoke_log=smoke, diff_report=diff)
+    add_summary_entry(writer, run)
+    update_notes(writer, run)
+    manifest = writer.relpath(write_manifest(writer, "20251008T020004Z", [smoke, diff]))
+    assert smoke == "cron-dry-run/smoke-20251008T020004Z.log"
+    assert diff == "telemetry-audit/2025-10-08T02-00-04Z-cron-diff.json"
+    assert manifest == "manifests/20251008T020004Z.sha256"
     summary = (writer.audit_dir / SUMMARY_RELPATH).read_text()
     assert "[smoke log](smoke-20251008T020004Z.log)" in summary
     assert verify_manifests(writer.audit_dir) == []
 
-    again = write_run_evidence(
-        writer, facts(smoke_log=None, diff_report=None, report=None), [transcript()]
+    again = writer.relpath(
+        writer.write_new(smoke_log_relpath(run.run_at), format_transcripts([transcript()]))
     )
-    assert again.smoke_log == "cron-dry-run/smoke-20251008T020004Z-2.log"
-    assert again.manifest == "manifests/20251008T020004Z-2.sha256"
+    assert again == "cron-dry-run/smoke-20251008T020004Z-2.log"
+    assert writer.relpath(write_manifest(writer, "20251008T020004Z", [again])) == (
+        "manifests/20251008T020004Z-2.sha256"
+    )
 
     files = [p for p in writer.audit_dir.rglob("*") if p.is_file()]
     assert len(files) >= 7

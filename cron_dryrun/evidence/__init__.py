@@ -2,8 +2,8 @@
 
 - ``writer``: the only writer (redacts, atomic, locked); ``paths``: where each file lives.
 - the audit-file formats: ``transcripts`` (the smoke log's text), ``smoke_log``, ``summary``,
-  ``notes``, ``manifests``, ``ledger``, ``html_report``; ``run_evidence`` writes one run's
-  files in order; ``archive`` packs a complete dry run.
+  ``notes``, ``manifests``, ``ledger``, ``html_report``; ``archive`` packs a complete dry
+  run. One run's files are written, in order, by ``cron_dryrun.session.finish``.
 - the redaction itself lives in ``cron_dryrun.redaction``.
 
 No pytest, httpx or psycopg here.
@@ -42,7 +42,6 @@ from cron_dryrun.evidence.paths import (
     MUTABLE_RELPATHS,
     ROLLBACK_LOG_RELPATH,
     SUMMARY_RELPATH,
-    diff_relpath,
     iso_z,
     manifest_relpath,
     notes_relpath,
@@ -50,7 +49,6 @@ from cron_dryrun.evidence.paths import (
     smoke_log_relpath,
     stamp,
 )
-from cron_dryrun.evidence.run_evidence import RunEvidence, write_run_evidence
 from cron_dryrun.evidence.summary import (
     SUMMARY_TITLE,
     RunFacts,
@@ -100,13 +98,11 @@ __all__ = [
     "EvidenceWriter",
     "ManifestCheck",
     "Redactor",
-    "RunEvidence",
     "RunFacts",
     "add_summary_entry",
     "block_digest",
     "check_manifests",
     "correct_summary_entry",
-    "diff_relpath",
     "dump_json",
     "flag_state_of",
     "format_transcripts",
@@ -137,5 +133,4 @@ __all__ = [
     "update_notes",
     "verify_manifests",
     "write_manifest",
-    "write_run_evidence",
 ]

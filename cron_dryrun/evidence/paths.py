@@ -37,11 +37,6 @@ def notes_relpath(run_at: datetime) -> str:
     return f"{DRY_RUN_DIR}/notes-{_utc(run_at).date().isoformat()}.md"
 
 
-def diff_relpath(run_at: datetime) -> str:
-    """telemetry-audit/2025-10-07T22-44-28Z-cron-diff.json (':' replaced by '-')."""
-    return f"telemetry-audit/{_utc(run_at).strftime('%Y-%m-%dT%H-%M-%SZ')}-cron-diff.json"
-
-
 def report_relpath(run_at: datetime) -> str:
     return f"report-{stamp(run_at)}.html"
 
