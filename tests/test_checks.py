@@ -180,6 +180,16 @@ def test_missing_exchange_fails_every_dependent_check() -> None:
         run.require_exchange()
 
 
+def test_a_run_happened_when_it_was_triggered_else_when_the_session_started() -> None:
+    from cron_dryrun.config.settings import Settings
+    from cron_dryrun.session.state import DryRunState
+
+    state = DryRunState(settings=Settings(), started_at=datetime(2025, 10, 8, 1, 59, tzinfo=UTC))
+    assert state.run_at == datetime(2025, 10, 8, 1, 59, tzinfo=UTC)
+    state.run = RecordedRun("local", "POST", RUN_AT, None, problem=None, body=None)
+    assert state.run_at == RUN_AT
+
+
 # -- auth ---------------------------------------------------------------------------------------------
 
 

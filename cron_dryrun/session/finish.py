@@ -181,7 +181,7 @@ def describe(state: DryRunState) -> str:
 
 
 def _ledger_entry(state: DryRunState, verdict: Verdict, target_key: str) -> ledger.LedgerEntry:
-    run_at = state.run.run_at if state.run else state.started_at
+    run_at = state.run_at
     telemetry = telemetry_of(state.run.body if state.run else None)
     if state.interrupted:
         completeness = ledger.INTERRUPTED
@@ -449,7 +449,7 @@ def finish_html(state: DryRunState) -> None:
             reserved.unlink()  # the empty reservation of a report that never came
         return
     writer = writer_for(state)
-    run_at = state.run.run_at if state.run else state.started_at
+    run_at = state.run_at
     data = source.read_bytes()  # the writer redacts HTML reports value by value
     if state.verdict is not None:
         data = _with_banner(state, data)
@@ -505,7 +505,7 @@ def github_step_summary(state: DryRunState) -> str:
 
     assert state.verdict is not None
     writer = writer_for(state)
-    run_at = state.run.run_at if state.run else state.started_at
+    run_at = state.run_at
     links = {name: _relpath_or_none(writer, path) for name, path in state.artefacts.items()}
     return step_summary(
         state.verdict,

@@ -44,7 +44,7 @@ def gate_document(state: DryRunState) -> dict[str, Any]:
     """audit/gate.json, as schemas/gate.schema.json describes it."""
     verdict = state.verdict
     assert verdict is not None
-    run_at = state.run.run_at if state.run else state.started_at
+    run_at = state.run_at
     window = scope_range(run_at)
     checks = []
     for outcome in sorted(

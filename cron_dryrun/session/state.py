@@ -72,6 +72,11 @@ class DryRunState:
         """Whether any request went to the cron: only such runs are recorded."""
         return self.requests_sent > 0 or bool(self.transcripts) or self.run is not None
 
+    @property
+    def run_at(self) -> datetime:
+        """When the run happened: the recorded trigger's time, else the session's start."""
+        return self.run.run_at if self.run else self.started_at
+
     artefacts: dict[str, Path] = field(default_factory=dict)
     # write-once files the checks wrote (fetched usage pages): they go into the run's manifest
     own_artefacts: list[Path] = field(default_factory=list)
