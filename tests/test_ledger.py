@@ -17,6 +17,7 @@ from cron_dryrun.evidence.ledger import (
     LedgerError,
     append_entry,
     assess,
+    entries_for,
     load_ledger,
     normalise_target,
     read_ledger,
@@ -158,6 +159,13 @@ class TestRules:
         assert normalise_target("http://127.0.0.1:8080/cron") == "http://127.0.0.1:8080/cron"
         assert status_now([run(T), run(T + 24 * H, target=other_spelling)]).complete
         assert not status_now([run(T), run(T + 24 * H, target=TARGET + "-v2")]).complete
+
+    def test_one_targets_entries_in_their_order_whatever_the_spelling(self) -> None:
+        spelled = run(T + H, target="HTTPS://Staging.Cogni-Track.app:443/api/cron/daily-usage/")
+        entries = [run(T), run(T, target="local stack"), spelled, run(T, target=TARGET + "-v2")]
+        assert entries_for(entries, TARGET) == [entries[0], spelled]
+        assert entries_for(entries, "local stack") == [entries[1]]
+        assert entries_for(entries, "https://elsewhere.example/cron") == []
 
     @freeze_time("2025-10-08T03:00:00Z")
     def test_partial_and_interrupted_runs_never_count(self) -> None:

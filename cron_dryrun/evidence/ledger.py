@@ -189,6 +189,13 @@ class LedgerRead:
     problems: tuple[str, ...]
 
 
+def entries_for(entries: Iterable[LedgerEntry], target: str) -> list[LedgerEntry]:
+    """One target's entries, in the order given; targets compare as ``normalise_target`` says
+    (scheme and host case, default port, trailing slash)."""
+    key = normalise_target(target)
+    return [e for e in entries if normalise_target(e.target) == key]
+
+
 def read_ledger(path: Path) -> LedgerRead:
     """Every good line as an entry and every bad one as a problem naming its line; missing file: empty."""
     path = Path(path)
@@ -359,7 +366,7 @@ def assess(
         remote = [e for e in all_entries if is_remote_target(e.target)]
         target = (remote or all_entries)[-1].target
     target = normalise_target(target) if target is not None else None
-    mine = [e for e in all_entries if normalise_target(e.target) == target and e.time <= now]
+    mine = [e for e in entries_for(all_entries, target) if e.time <= now] if target else []
     runs = [e for e in mine if e.counts]
     start = _utc(dry_run_start) if dry_run_start else (runs[0].time if runs else None)
     if start is not None:
@@ -439,8 +446,7 @@ def dry_run_start_of(entries: Iterable[LedgerEntry], target: str | None = None) 
         if not remote:
             return None
         target = remote[-1].target
-    key = normalise_target(target)
-    mine = [e for e in listed if normalise_target(e.target) == key]
+    mine = entries_for(listed, target)
     if not mine:
         return None
     first = mine[0]

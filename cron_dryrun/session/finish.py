@@ -97,9 +97,7 @@ def run_secret_values(state: DryRunState) -> tuple[str, ...]:
 
 def previous_manual_fallback_windows(audit_dir: Path, target: str) -> int | None:
     """manualFallbackWindows of this target's last recorded run, for the two-runs-in-a-row rule."""
-    read = ledger.read_ledger(audit_dir / LEDGER_RELPATH)
-    key = ledger.normalise_target(target)
-    mine = [e for e in read.entries if ledger.normalise_target(e.target) == key]
+    mine = ledger.entries_for(ledger.read_ledger(audit_dir / LEDGER_RELPATH).entries, target)
     return mine[-1].manual_fallback_windows if mine else None
 
 
@@ -488,12 +486,9 @@ def _with_banner(state: DryRunState, data: bytes) -> bytes:
     points: list[LedgerPoint] = []
     with contextlib.suppress(Exception):  # an unreadable ledger: the timeline shows none
         read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
-        target = state.settings.target_name
-        key = ledger.normalise_target(target)
         points = [
             LedgerPoint(e.time, e.green, e.label)
-            for e in read.entries
-            if ledger.normalise_target(e.target) == key
+            for e in ledger.entries_for(read.entries, state.settings.target_name)
         ]
     banner = banner_html(report_view(state, points))
     return insert_banner(data.decode("utf-8"), banner).encode("utf-8")
