@@ -52,7 +52,7 @@ class RedactedDsn(str):
     """A DSN that shows no userinfo when pytest prints a fixture's value in a traceback."""
 
     def __repr__(self) -> str:
-        from cron_dryrun.target.database import redact_dsn
+        from cron_dryrun.redaction import redact_dsn
 
         return repr(redact_dsn(str(self)))
 

@@ -236,9 +236,16 @@ def redact_dsn(dsn: str) -> str:
     if m:
         scheme = dsn.strip()[: dsn.strip().index("://") + 3]
         text = f"{scheme}***@{m.group('rest')}"
-    return re.sub(
-        r"(?i)(\bpassword\s*=\s*)('(?:\\.|[^'\\])*'|[^\s&;]+)", lambda k: k.group(1) + "***", text
-    )
+    return mask_password_pairs(text)
+
+
+# a ``password=`` value in a URL query (up to & or ;) or a libpq keyword DSN (quoted or not)
+_PASSWORD_PAIR = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:\\.|[^'\\])*'|[^\s&;]+)")
+
+
+def mask_password_pairs(text: str) -> str:
+    """Every ``password=`` value in ``text`` shown as ``***`` (DSNs, driver messages)."""
+    return _PASSWORD_PAIR.sub(lambda k: k.group(1) + "***", text)
 
 
 def without_userinfo(text: str) -> str:

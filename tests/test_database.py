@@ -116,14 +116,6 @@ def test_auto_backend(backend: str, url: str | None, docker: bool, expected: str
     assert providers.choose_backend(backend, url, lambda: docker) == expected
 
 
-def test_redact_dsn() -> None:
-    assert (
-        db.redact_dsn("postgresql://app:pw@db.example:5432/app")
-        == "postgresql://***@db.example:5432/app"
-    )
-    assert db.redact_dsn("postgresql://127.0.0.1/app") == "postgresql://127.0.0.1/app"
-
-
 def test_read_only_connection_refuses_writes(app_database: str) -> None:
     with db.read_only(app_database) as conn, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         conn.execute("insert into users (id) values ('u')")
@@ -151,3 +143,9 @@ def test_rows_written_since_the_watermark(app_database: str) -> None:
         assert db.active_openai_keys(ro) == 1
         assert db.duplicate_bucket_keys(ro) == 0
         assert set(db.usage_events_columns(ro)) >= {"window_start", "window_end"}
+
+
+def test_a_driver_error_is_one_line_without_its_password() -> None:
+    error = ValueError("invalid dsn: host=db password='s3cret pw' user=app\nDETAIL: more")
+    assert db.describe_db_error(error) == "ValueError: invalid dsn: host=db password=*** user=app"
+    assert db.describe_db_error(ValueError("")) == "ValueError"

@@ -196,7 +196,7 @@ def run(
         print(f"cron-dryrun diff: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # a database error: say which database, never its password
-        from cron_dryrun.target.database import redact_dsn
+        from cron_dryrun.redaction import redact_dsn
 
         bar.close()
         print(f"cron-dryrun diff: {redact_dsn(dsn)}: {type(exc).__name__}: {exc}", file=sys.stderr)

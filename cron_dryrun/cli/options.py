@@ -83,7 +83,7 @@ def waker(
 
     def wake_now() -> int:
         from cron_dryrun.evidence import Redactor, run_secrets
-        from cron_dryrun.target.database import redact_dsn
+        from cron_dryrun.redaction import redact_dsn
         from cron_dryrun.target.db_wake import DatabaseWakeError, wake_database
 
         redact = Redactor(run_secrets(None, dsn)).redact  # a driver message never echoes it

@@ -29,7 +29,7 @@ from cron_dryrun.evidence import (
     run_secrets,
 )
 from cron_dryrun.evidence.ledger import dry_run_start_of, read_ledger
-from cron_dryrun.target.database import redact_dsn
+from cron_dryrun.redaction import redact_dsn
 
 STATEMENT_TIMEOUT_S = 60.0
 ROLLBACK_LOG_TITLE = "# Rollback log"

@@ -17,13 +17,6 @@ from psycopg import conninfo, sql
 from cron_dryrun.config.db_url import CONNECT_TIMEOUT_S
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN with its whole userinfo and any password replaced, safe for messages and evidence."""
-    from cron_dryrun.redaction import redact_dsn as redacted
-
-    return redacted(dsn)
-
-
 class DatabaseError(psycopg.OperationalError):
     """A failed connection whose message holds neither the DSN nor its password (still a
     psycopg.OperationalError, so callers catching psycopg's errors see it unchanged)."""
@@ -31,11 +24,10 @@ class DatabaseError(psycopg.OperationalError):
 
 def describe_db_error(exc: BaseException) -> str:
     """A database error in one line, without the connection string or its password."""
-    import re
+    from cron_dryrun.redaction import mask_password_pairs
 
     text = str(exc).strip()
-    first = text.splitlines()[0].strip() if text else ""
-    first = re.sub(r"(?i)\bpassword\s*=\s*('(?:\\.|[^'])*'|\S+)", "password=***", first)
+    first = mask_password_pairs(text.splitlines()[0].strip()) if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
