@@ -10,7 +10,6 @@ import duckdb
 import pytest
 
 from cron_dryrun.parity import exports as ex
-from cron_dryrun.parity.reconcile import _totals_ddl
 
 HEADER = [
     "start_time",
@@ -100,14 +99,13 @@ def reference(paths: list[Path]) -> ex.DailyRollup:
 
 
 def via_duckdb(path: Path) -> tuple[dict[ex.DayKey, list[int]], ex.FileLoad]:
+    """The export as the diff stages it (``stage_delimited_duckdb``): its key-day totals."""
     con = duckdb.connect()
-    con.execute(_totals_ddl("t"))
-    load = ex.load_delimited_duckdb(con, path, "t")
-    totals = {}
-    for row in con.execute("SELECT * FROM t").fetchall():
-        key = ex.DayKey(*row[:7])
-        totals[key] = [int(v) for v in row[9:]]
-    return totals, load
+    staged = ex.stage_delimited_duckdb(con, path, "export_rows")
+    rows = con.execute(staged.relation).fetchall() if staged.relation is not None else []
+    totals = {ex.DayKey(*row[:7]): [int(v) for v in row[9:]] for row in rows}
+    assert len(totals) == len(rows), "one row per key-day"
+    return totals, staged.load
 
 
 def key(**overrides: object) -> ex.DayKey:

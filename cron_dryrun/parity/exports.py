@@ -4,7 +4,7 @@ Two readers with one meaning:
 
 - a small, streaming pure-Python reader (dashboard CSV, its TSV paste, admin-API JSON
   pages); it is the reference, and the only reader for JSON pages;
-- a DuckDB reader for CSV/TSV at scale (``load_delimited_duckdb``): a pure-Python csv
+- a DuckDB reader for CSV/TSV at scale (``stage_delimited_duckdb``): a pure-Python csv
   pass over 1M rows alone takes 2.6 s, DuckDB parses, validates and rolls up in SQL.
 
 Tests hold the two to the same rows, problems and line numbers. Neither reader ever
@@ -911,31 +911,6 @@ class FileLoad:
     buckets: set[tuple[datetime, datetime]] = field(default_factory=set)
     problems: list[ExportProblem] = field(default_factory=list)
     problem_count: int = 0
-
-
-def load_delimited_duckdb(
-    con: duckdb.DuckDBPyConnection,
-    path: Path,
-    target_table: str,
-    first_day: date | None = None,
-    last_day: date | None = None,
-    fmt: ExportFormat | None = None,
-    problem_sample: int = PROBLEM_SAMPLE,
-) -> FileLoad:
-    """Parse, validate and roll up one CSV/TSV export into ``target_table`` (TOTALS_COLUMNS).
-
-    Same rules as ``read_delimited`` + ``DailyRollup``: ``stage_delimited_duckdb``, whose
-    key-day rows are then inserted into ``target_table``.
-    """
-    staged = stage_delimited_duckdb(
-        con, path, "export_stage", first_day, last_day, fmt, problem_sample
-    )
-    try:
-        if staged.relation is not None:
-            con.execute(f"INSERT INTO {target_table} {staged.relation}")
-    finally:
-        staged.drop(con)
-    return staged.load
 
 
 def load_delimited_exact(

@@ -620,10 +620,6 @@ def reserve_report(audit_dir: Path, now: datetime) -> Path:
 # -- the comparison (DuckDB) ------------------------------------------------------------------
 
 
-def _totals_ddl(table: str) -> str:
-    return totals_table_ddl(table)
-
-
 def _totals_csv_reader(paths: Sequence[Path]) -> str:
     """TOTALS_COLUMNS rows from headerless CSV files (the database side, or a JSON export's).
 
@@ -741,7 +737,7 @@ def reconcile(
                     csv_path = work / f"export_{i}.csv"
                     with open(csv_path, "w", encoding="utf-8", newline="") as fh:
                         write_totals_csv(part, fh)
-                    con.execute(_totals_ddl(f"export_json_{i}"))
+                    con.execute(totals_table_ddl(f"export_json_{i}"))
                     _load_totals_csv(con, f"export_json_{i}", csv_path)
                     sources.append(f"SELECT * FROM export_json_{i}")
                     source_of[str(path)] = sources[-1]
@@ -854,7 +850,7 @@ def _export_side(con: Any, sources: Sequence[str], first_day: date, last_day: da
     if len(sources) == 1:  # one file is already one row per key-day: nothing to group
         con.execute(f"CREATE TEMP VIEW e AS SELECT * FROM ({sources[0]}) WHERE {ranged}")
         return
-    con.execute(_totals_ddl("e"))
+    con.execute(totals_table_ddl("e"))
     if sources:
         # several files may carry the same key-day: add them up (overlaps are reported)
         keys = ", ".join(f'"{k}"' for k in ("day", *KEY_TEXT_COLUMNS, "batch"))
