@@ -352,3 +352,25 @@ def test_command_waits_for_a_database_that_does_not_answer_then_says_so(
     assert "Rollback-Pw-5ecret" not in out + err
     assert out == ""  # no count, no statement: nothing was asked of the database
     assert not (tmp_path / "audit").exists()
+
+
+@pytest.mark.parametrize("given", ["flag", "env"])
+def test_a_bad_dry_run_start_is_refused_naming_the_option_its_variable_and_the_form(
+    given: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checked where it enters, as gate and archive check it: before any connection."""
+    monkeypatch.setenv("DRY_RUN_START", "yesterday" if given == "env" else "")
+    flag = ["--dry-run-start", "yesterday"] if given == "flag" else []
+    code = main(["rollback", "--since", "2025-10-07T00:00:00Z", "--database-url",
+                 f"postgresql://suite@127.0.0.1:{free_port()}/app", "--audit-dir",
+                 str(tmp_path / "audit"), "--yes", *flag])  # fmt: skip
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == (
+        "cron-dryrun rollback: --dry-run-start / DRY_RUN_START: expected an ISO time like "
+        "2025-10-07T02:00:00Z (got 'yesterday')"
+    )
+    assert out == "" and not (tmp_path / "audit").exists()

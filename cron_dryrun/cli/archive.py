@@ -18,7 +18,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cron_dryrun.cli.options import UsageError, dry_run_start
+from cron_dryrun.cli.options import (
+    UsageError,
+    add_audit_dir,
+    add_dry_run_start,
+    audit_dir_option,
+    dry_run_start_option,
+)
 from cron_dryrun.evidence import LEDGER_RELPATH, MANIFEST_DIR, check_manifests
 from cron_dryrun.evidence.archive import (
     PLAN_SECTION,
@@ -45,23 +51,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             f"dated status bullet under {PLAN_SECTION!r} of the plan."
         ),
     )
-    parser.add_argument(
-        "--audit-dir",
-        type=Path,
-        default=Path(os.environ.get("AUDIT_DIR") or "audit"),
-        help="evidence root [AUDIT_DIR] (default: audit)",
-    )
+    add_audit_dir(parser, "evidence root")
     parser.add_argument(
         "--memorybank",
         type=Path,
         default=None,
         help="memorybank/daily_usage_alignment_plan.md: append the status bullet there",
     )
-    parser.add_argument(
-        "--dry-run-start",
-        default=os.environ.get("DRY_RUN_START") or None,
-        help="ISO start of the dry run [DRY_RUN_START] (default: the ledger's first run)",
-    )
+    add_dry_run_start(parser, "the ledger's first run")
     parser.add_argument(
         "--target", default=None, help="the target whose runs count (default: the latest run's)"
     )
@@ -74,12 +71,12 @@ def _refuse(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    audit_dir = Path(args.audit_dir)
+    audit_dir = audit_dir_option(args)
     if not audit_dir.is_dir():
         print(f"archive: {audit_dir} is not a directory (--audit-dir)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        start = dry_run_start(args.dry_run_start, "archive")
+        start = dry_run_start_option(args, "archive")
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
@@ -123,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         _, digest = write_archive(audit_dir, relpath, members)
     except ArchiveError as exc:
         return _refuse(str(exc))
-    shown = (Path(args.audit_dir) / relpath).as_posix()
+    shown = (audit_dir / relpath).as_posix()
     print(f"archive: {len(members)} file(s) of {len(counted)} counted run(s) -> {shown}")
     print(f"archive: sha256 {digest} ({shown}.sha256)")
 

@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from cron_dryrun.cli.options import DatabaseNotReady, connect_timeout, utc_date, waker
+from cron_dryrun.cli.options import (
+    DatabaseNotReady,
+    add_audit_dir,
+    audit_dir_option,
+    connect_timeout,
+    utc_date,
+    waker,
+)
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_BYTES = 20_000_000  # smaller inputs finish in about a second: no bar
@@ -82,9 +89,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--output", type=Path, default=None,
         help="report file (default: <audit-dir>/telemetry-audit/<timestamp>-cron-diff.json)",
     )  # fmt: skip
-    parser.add_argument(
-        "--audit-dir", type=Path, default=None, help="evidence root [AUDIT_DIR] (default audit)"
-    )
+    add_audit_dir(parser, "evidence root")
     parser.add_argument("--no-progress", action="store_true", help="never draw the progress bar")
     parser.add_argument(
         "--db-reader", choices=("auto", "adbc", "copy-csv"), default=None,
@@ -150,7 +155,7 @@ def run(
             print(f"cron-dryrun diff: PARITY_THRESHOLD: {exc}", file=sys.stderr)
             return EXIT_USAGE
     policy = Policy(threshold=threshold, bad_rows_fail=not args.tolerate_bad_rows)
-    audit_dir = args.audit_dir or Path(env.get("AUDIT_DIR", "") or "audit")
+    audit_dir = audit_dir_option(args, env)
     output: Path = args.output or report_path(audit_dir, now)
     if output.exists():
         print(f"cron-dryrun diff: {output} exists; it is never overwritten", file=sys.stderr)

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
-from cron_dryrun.cli.options import UsageError, dry_run_start
+from cron_dryrun.cli.options import (
+    UsageError,
+    add_audit_dir,
+    add_dry_run_start,
+    audit_dir_option,
+    dry_run_start_option,
+)
 from cron_dryrun.evidence import LEDGER_RELPATH
 from cron_dryrun.evidence.ledger import assess, read_ledger, targets_in
 
@@ -27,17 +31,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "start, with no red run left unanswered by a later green one."
         ),
     )
-    parser.add_argument(
-        "--audit-dir",
-        type=Path,
-        default=Path(os.environ.get("AUDIT_DIR") or "audit"),
-        help="evidence root holding cron-dry-run/ledger.jsonl [AUDIT_DIR] (default: audit)",
-    )
-    parser.add_argument(
-        "--dry-run-start",
-        default=os.environ.get("DRY_RUN_START") or None,
-        help="ISO start of the dry run [DRY_RUN_START] (default: the ledger's first run)",
-    )
+    add_audit_dir(parser, "evidence root holding cron-dry-run/ledger.jsonl")
+    add_dry_run_start(parser, "the ledger's first run")
     parser.add_argument(
         "--target",
         default=None,
@@ -49,11 +44,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     try:
-        start = dry_run_start(args.dry_run_start, "cron-dryrun gate")
+        start = dry_run_start_option(args, "cron-dryrun gate")
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
-    path = Path(args.audit_dir) / LEDGER_RELPATH
+    path = audit_dir_option(args) / LEDGER_RELPATH
     read = read_ledger(path)
     status = assess(
         read.entries, start, datetime.now(UTC), target=args.target, problems=read.problems

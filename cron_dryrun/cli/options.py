@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
+from pathlib import Path
 
 from cron_dryrun.config.db_url import MAX_DB_CONNECT_TIMEOUT_S
 
@@ -27,6 +29,37 @@ def dry_run_start(value: str | None, command: str) -> datetime | None:
             f"{command}: --dry-run-start / DRY_RUN_START: expected an ISO time like "
             f"2025-10-07T02:00:00Z (got {value!r})"
         ) from None
+
+
+def add_audit_dir(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--audit-dir``, read with ``audit_dir_option`` (AUDIT_DIR, else ``audit``)."""
+    parser.add_argument(
+        "--audit-dir", type=Path, default=None, help=f"{what} [AUDIT_DIR] (default: audit)"
+    )
+
+
+def audit_dir_option(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Path:
+    """The evidence root: ``--audit-dir``, else AUDIT_DIR, else ``audit``."""
+    env = os.environ if env is None else env
+    return Path(args.audit_dir or env.get("AUDIT_DIR") or "audit")
+
+
+def add_dry_run_start(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--dry-run-start``, read with ``dry_run_start_option`` (DRY_RUN_START as fallback)."""
+    parser.add_argument(
+        "--dry-run-start",
+        default=None,
+        help=f"ISO start of the dry run [DRY_RUN_START] (default: {default})",
+    )
+
+
+def dry_run_start_option(
+    args: argparse.Namespace, command: str, env: Mapping[str, str] | None = None
+) -> datetime | None:
+    """``--dry-run-start``, else DRY_RUN_START, as a UTC time; None when neither is given.
+    Raises UsageError naming both and the form wanted."""
+    env = os.environ if env is None else env
+    return dry_run_start(args.dry_run_start or env.get("DRY_RUN_START") or None, command)
 
 
 def utc_date(text: str) -> date:

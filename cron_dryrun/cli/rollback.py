@@ -19,7 +19,15 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from cron_dryrun.cli.options import connect_timeout, wake
+from cron_dryrun.cli.options import (
+    UsageError,
+    add_audit_dir,
+    add_dry_run_start,
+    audit_dir_option,
+    connect_timeout,
+    dry_run_start_option,
+    wake,
+)
 from cron_dryrun.config.settings import parse_utc
 from cron_dryrun.evidence import (
     LEDGER_RELPATH,
@@ -245,19 +253,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--yes", action="store_true", help="confirm without asking (after reading the count)"
     )
-    parser.add_argument(
-        "--audit-dir",
-        type=Path,
-        default=None,
-        help="evidence root for rollback_log.md [AUDIT_DIR] (default: audit)",
-    )
-    parser.add_argument(
-        "--dry-run-start",
-        default=None,
-        help=(
-            "ISO start of the dry run [DRY_RUN_START] (default: the UTC midnight of the earliest "
-            "window of the ledger's first run for --target)"
-        ),
+    add_audit_dir(parser, "evidence root for rollback_log.md")
+    add_dry_run_start(
+        parser, "the UTC midnight of the earliest window of the ledger's first run for --target"
     )
     parser.add_argument(
         "--target",
@@ -287,21 +285,19 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> int:
     dsn = args.database_url or os.environ.get("DATABASE_URL")
     if not dsn:
         return _fail("no database: pass --database-url or set DATABASE_URL")
-    audit_dir = Path(args.audit_dir or os.environ.get("AUDIT_DIR") or "audit")
+    audit_dir = audit_dir_option(args)
     try:
         since = parse_utc(args.since)
     except ValueError:
         return _fail(
             f"--since: expected an ISO time like 2025-10-07T00:00:00Z (got {args.since!r})"
         )
-    start_text = args.dry_run_start or os.environ.get("DRY_RUN_START")
-    dry_run_start: datetime | None
-    if start_text:
-        try:
-            dry_run_start = parse_utc(start_text)
-        except ValueError:
-            return _fail(f"--dry-run-start: expected an ISO time (got {start_text!r})")
-    else:
+    try:
+        dry_run_start = dry_run_start_option(args, "cron-dryrun rollback")
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if dry_run_start is None:
         target = args.target or os.environ.get("CRON_URL") or None
         ledger_path = audit_dir / LEDGER_RELPATH
         dry_run_start = dry_run_start_of(read_ledger(ledger_path).entries, target)

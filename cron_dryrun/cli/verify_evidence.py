@@ -7,10 +7,9 @@ each changed or missing file (or when there is nothing to verify).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
+from cron_dryrun.cli.options import add_audit_dir, audit_dir_option
 from cron_dryrun.evidence import check_manifests
 
 
@@ -20,17 +19,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check the audit folder's manifests (SHA-256 of each run's artefacts)",
         description="Check audit/manifests/*.sha256: every listed file must exist and be unchanged.",
     )
-    parser.add_argument(
-        "--audit-dir",
-        type=Path,
-        default=Path(os.environ.get("AUDIT_DIR") or "audit"),
-        help="evidence root [AUDIT_DIR] (default: audit)",
-    )
+    add_audit_dir(parser, "evidence root")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    audit_dir = Path(args.audit_dir)
+    audit_dir = audit_dir_option(args)
     if not audit_dir.is_dir():
         print(f"verify-evidence: {audit_dir} is not a directory (--audit-dir)", file=sys.stderr)
         return 2
