@@ -6,6 +6,7 @@ tests/test_fault_matrix.py renders real reports in headless Chromium.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cron_dryrun.evidence import html_report as hr
 
@@ -100,3 +101,19 @@ def test_evidence_is_inline_text() -> None:
     block = hr.evidence_block("main exchange (curl -i)", "> POST /x\n< HTTP/1.1 200 OK & <ok>")
     assert block.startswith('<details class="cron-dryrun-evidence" open>')
     assert "&lt; HTTP/1.1 200 OK &amp; &lt;ok&gt;" in block
+
+
+def test_the_operators_own_html_report_shows_the_ledger_with_this_run(tmp_path: Path) -> None:
+    """With --html at the operator's own path the banner sits in pytest-html's summary; its
+    48-hour timeline reads the ledger too (it always said "no run recorded yet")."""
+    from suite_runs import clean_env, run_acceptance
+
+    own = tmp_path / "own.html"
+    audit = tmp_path / "audit"
+    result = run_acceptance(f"--html={own}", f"--audit-dir={audit}", env=clean_env())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = own.read_text(encoding="utf-8")
+    assert "Gate verdict: GO" in html
+    assert html.count('<circle class="run green"') == 1, "this run's ledger line, drawn"
+    assert "no run recorded yet" not in html
+    assert (audit / "cron-dry-run" / "ledger.jsonl").read_text().count("\n") == 1

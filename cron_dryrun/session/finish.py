@@ -480,17 +480,10 @@ def finish_html(state: DryRunState) -> None:
 
 def _with_banner(state: DryRunState, data: bytes) -> bytes:
     """pytest-html's report with the verdict banner (and its pictures) at the very top."""
-    from cron_dryrun.evidence.html_report import LedgerPoint, banner_html, insert_banner
-    from cron_dryrun.session.reporting import report_view
+    from cron_dryrun.evidence.html_report import banner_html, insert_banner
+    from cron_dryrun.session.reporting import ledger_points, report_view
 
-    points: list[LedgerPoint] = []
-    with contextlib.suppress(Exception):  # an unreadable ledger: the timeline shows none
-        read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
-        points = [
-            LedgerPoint(e.time, e.green, e.label)
-            for e in ledger.entries_for(read.entries, state.settings.target_name)
-        ]
-    banner = banner_html(report_view(state, points))
+    banner = banner_html(report_view(state, ledger_points(state)))
     return insert_banner(data.decode("utf-8"), banner).encode("utf-8")
 
 

@@ -183,6 +183,24 @@ def verdict_table_lines(steps: Any, cause: RootCause | None, width: int) -> list
     return out
 
 
+def ledger_points(state: DryRunState) -> list[Any]:
+    """The 48-hour timeline's points: this target's ledger entries as the file holds them now
+    (the run's own line is in once the run's evidence is written). None readable: none."""
+    import contextlib
+
+    from cron_dryrun.evidence import ledger
+    from cron_dryrun.evidence.html_report import LedgerPoint
+    from cron_dryrun.evidence.paths import LEDGER_RELPATH
+
+    with contextlib.suppress(Exception):  # an unreadable ledger: the timeline shows none
+        read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
+        return [
+            LedgerPoint(e.time, e.green, e.label)
+            for e in ledger.entries_for(read.entries, state.settings.target_name)
+        ]
+    return []
+
+
 def report_view(state: DryRunState, ledger_points: Any = (), now: datetime | None = None) -> Any:
     """What the HTML banner shows (html_report.ReportView), from the session's state."""
     from cron_dryrun.evidence.html_report import ParityDay, ReportView, StepRow
@@ -222,4 +240,4 @@ def html_verdict_block(state: DryRunState) -> list[str]:
         return ["<p><strong>Gate verdict:</strong> pending (the run has not finished)</p>"]
     from cron_dryrun.evidence.html_report import banner_html
 
-    return [banner_html(report_view(state))]
+    return [banner_html(report_view(state, ledger_points(state)))]
