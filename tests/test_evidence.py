@@ -593,3 +593,22 @@ def test_a_runs_files_hold_no_secret_and_a_second_run_in_that_second_gets_its_ow
         data = path.read_bytes()
         for secret in (SECRET, DB_PASSWORD, quote(DB_PASSWORD, safe=""), "sk-proj-abcdefghijkl123"):
             assert secret.encode() not in data, f"{secret!r} leaked into {path}"
+
+
+def test_check_updatable_raises_what_the_update_would_and_writes_nothing(
+    writer: EvidenceWriter, tmp_path: Path
+) -> None:
+    assert writer.check_updatable("cron-dry-run/ledger.jsonl") == (
+        writer.audit_dir / "cron-dry-run" / "ledger.jsonl"
+    )
+    assert not (writer.audit_dir / "cron-dry-run" / "ledger.jsonl").exists()
+    (writer.audit_dir / "folder.jsonl").mkdir()
+    with pytest.raises(IsADirectoryError):
+        writer.check_updatable("folder.jsonl")
+    (writer.audit_dir / "latin1.jsonl").write_bytes(b"caf\xe9\n")
+    with pytest.raises(UnicodeDecodeError):
+        writer.check_updatable("latin1.jsonl")
+    (tmp_path / "elsewhere.jsonl").write_text("")
+    (writer.audit_dir / "link.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
+    with pytest.raises(EvidenceError, match="is a symlink"):
+        writer.check_updatable("link.jsonl")

@@ -235,3 +235,30 @@ def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
         check=False,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
+    tmp_path: Path,
+) -> None:
+    """A folder where ledger.jsonl goes: known before the manifest, so the summary entry says
+    NO-GO like gate.json (it said GO), the manifest lists no ledger line that never came, and
+    the folder still verifies (the rewritten gate snapshot failed it)."""
+    audit = tmp_path / "audit"
+    (audit / "cron-dry-run" / "ledger.jsonl").mkdir(parents=True)
+    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
+    gate = json.loads((audit / "gate.json").read_text())
+    assert gate["verdict"] == "NO-GO"
+    assert "cron-dry-run/ledger.jsonl (IsADirectoryError" in gate["reasons"][-1]
+    summary = (audit / "cron-dry-run" / "summary.md").read_text()
+    entry = summary[summary.index("<!-- cron-dryrun:run ") :]
+    assert "**NO-GO**" in entry and "**GO**" not in entry
+    (manifest,) = (audit / "manifests").glob(f"{gate['run_id']}.sha256")
+    assert "ledger.jsonl" not in manifest.read_text()
+    verified = subprocess.run(
+        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(audit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr

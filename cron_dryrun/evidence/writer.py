@@ -234,6 +234,20 @@ class EvidenceWriter:
             os.close(fd)
         return path
 
+    def check_updatable(self, relpath: str | Path) -> Path:
+        """Raise now what ``update_locked`` would raise for ``relpath`` before writing it: a
+        symlink or a folder in its place, a file that cannot be read as UTF-8, a folder that
+        cannot be written. Writes nothing (the folder is created, as the update would)."""
+        path = self.path(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            raise EvidenceError(f"{path}: is a symlink; the evidence writer does not follow links")
+        if path.exists():
+            path.read_text(encoding="utf-8")  # a directory, no permission, or not UTF-8
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "the folder cannot be written", str(path.parent))
+        return path
+
     def jsonl_line(self, obj: Any) -> str:
         """The exact line ``append_jsonl_locked`` appends for ``obj`` (redacted, no newline)."""
         # redacted inside string values, then serialised: the line always parses

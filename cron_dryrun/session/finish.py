@@ -273,6 +273,12 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
     failures: list[str] = []
     judged = state.verdict
     own, blocks, facts = _write_run_files(state, writer, failures)
+    # the ledger must take this run's line at the end: a ledger that cannot (a folder in its
+    # place, no permission, not UTF-8) is known now, before the manifest lists the line and
+    # while the summary entry and notes can still be made to say NO-GO
+    ledger_ok = (
+        _try(failures, LEDGER_RELPATH, lambda: writer.check_updatable(LEDGER_RELPATH)) is not None
+    )
     if failures:
         state.verdict = _no_go(judged, _evidence_reason(failures))
         entry = _red_for_evidence(entry)
@@ -283,7 +289,8 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
     snapshot = state.artefacts.get("gate snapshot")
     if snapshot is not None:
         own.append(writer.relpath(snapshot))
-    blocks.append((LEDGER_RELPATH, writer.jsonl_line(entry.to_json())))
+    if ledger_ok:
+        blocks.append((LEDGER_RELPATH, writer.jsonl_line(entry.to_json())))
     rel = manifest_relpath(state.run_id)
     if _try(failures, rel, lambda: write_manifest(writer, state.run_id, own, blocks)) is None:
         state.verdict = _no_go(judged, _evidence_reason(failures))
@@ -293,7 +300,8 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
 
     # 4. the ledger line, last: only a run whose evidence is on disk is GO
     try:
-        ledger.append_entry(writer, entry)
+        if ledger_ok:
+            ledger.append_entry(writer, entry)
     except Exception as exc:
         failures.append(f"{LEDGER_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
         state.verdict = _no_go(judged, _evidence_reason(failures))
