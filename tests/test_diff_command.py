@@ -234,7 +234,9 @@ def test_db_connect_timeout_in_the_environment_gets_the_same_range(
 ) -> None:
     monkeypatch.setenv("DB_CONNECT_TIMEOUT", "900")
     export = write_export(tmp_path / "export.csv", [bucket_row()])
-    code = diff(tmp_path, "--export", str(export), "--database-url", "postgresql://x@h/db")
+    code = diff(
+        tmp_path, "--export", str(export), "--database-url", "postgresql://x@127.0.0.1:1/db"
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "cron-dryrun diff: DB_CONNECT_TIMEOUT: expected seconds in (0, 600] (got '900')" in err
