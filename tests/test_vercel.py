@@ -146,3 +146,43 @@ def test_the_root_cause_of_a_blocked_run_names_the_bypass_not_the_cron_secret() 
         "set VERCEL_AUTOMATION_BYPASS_SECRET (the project's Protection Bypass for Automation "
         "secret), then run again"
     )
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: https://vercel.com/sso-api?url=https%3A%2F%2F"
+        b"staging.cogni-track.app%2Fapi%2Fcron%2Fdaily-usage\r\nServer: Vercel\r\n",
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html; charset=utf-8\r\nServer: Vercel\r\n",
+    ],
+    ids=["redirect to the login", "403 html"],
+)
+def test_the_edges_403_or_login_redirect_over_real_http_is_named_and_never_followed(
+    head: bytes,
+) -> None:
+    """Through the real client over loopback: one request leaves, the redirect to vercel.com
+    is not followed (no second request, the 307 is what is recorded), and the check names
+    Deployment Protection, not the cron secret."""
+    seen: list[bytes] = []
+
+    class Edge(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            seen.append(self.request.recv(65536))
+            body = b"<html><body>Forbidden</body></html>" if b" 403 " in head else b""
+            self.request.sendall(
+                head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+            )
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), Edge)
+    thread = threading.Thread(target=server.handle_request)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage"
+    transcript = CronClient(url=url, secret="s3cret", timeout_s=2).send("main exchange")
+    thread.join(10)
+    server.server_close()
+    assert len(seen) == 1, "exactly one request, to the loopback edge"
+    assert transcript.status in (307, 403)
+    problem = exchange_problem(Exchange((transcript,)))
+    assert problem is not None
+    assert problem.startswith("blocked by Vercel Deployment Protection before reaching the app")
+    assert "CRON_SECRET" not in problem
