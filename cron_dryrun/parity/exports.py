@@ -77,6 +77,8 @@ MAX_EXACT = 2**53  # counts above this do not survive a float; reject rather tha
 BATCH_VALUES = {"true": True, "false": False, "1": True, "0": False, "": False}
 # Problems kept in memory per file; the rest are only counted (bounded at any scale).
 PROBLEM_SAMPLE = 1000
+# a row or key-day with any of the three ids: only those are compared (standard-mode keys have none)
+HAS_IDS_SQL = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
 
 
 class DayKey(NamedTuple):
@@ -972,7 +974,7 @@ def _read_groups(
         ranged += f" AND CAST(bstart AS DATE) >= DATE '{first_day.isoformat()}'"
     if last_day is not None:
         ranged += f" AND CAST(bstart AS DATE) <= DATE '{last_day.isoformat()}'"
-    has_ids = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
+    has_ids = HAS_IDS_SQL
     sums = ", ".join(f"sum({_q(m)})" for m in METRICS)
     con.execute(
         f"INSERT INTO {target_table} SELECT CAST(bstart AS DATE), project_id, api_key_id, user_id, "
@@ -1119,7 +1121,6 @@ def fast_rows_sql(path: Path, fmt: ExportFormat) -> str:
 # The fast path stores counts as UINTEGER; a larger count (never seen per bucket and key)
 # is not an error: that file is read by the exact path instead.
 FAST_MAX_COUNT = 2**32 - 1
-HAS_IDS_SQL = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
 
 
 def duckdb_engine() -> Any:

@@ -35,6 +35,7 @@ from typing import Any
 
 from cron_dryrun.parity.exports import (
     EXACT_METRICS,
+    HAS_IDS_SQL,
     KEY_TEXT_COLUMNS,
     METRICS,
     SECONDS_PER_DAY,
@@ -96,7 +97,6 @@ DbTotalsWriter = Callable[[date, date, Path], DbTotalsFiles | None]
 # metrics whose DB day total is 0 while the export's is not (usage_totals.unrecorded_probe)
 UnrecordedProbe = Callable[[Sequence[date], Sequence[str]], Mapping[date, frozenset[str]]]
 DB_KEYDAYS_TABLE, DB_STATS_TABLE = "db_keydays", "db_stats"
-_HAS_IDS_SQL = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
 
 
 class DbLoader(ABC):
@@ -118,7 +118,7 @@ def db_stats_sql(keydays: str = DB_KEYDAYS_TABLE) -> str:
     sums = ", ".join(f'coalesce(sum("{m}"), 0)::BIGINT AS "{m}"' for m in METRICS)
     recorded = ", ".join(f'count("{m}") AS "recorded_{m}"' for m in METRICS)
     return (
-        f"SELECT day, aligned, {_HAS_IDS_SQL} AS has_ids, "
+        f"SELECT day, aligned, {HAS_IDS_SQL} AS has_ids, "
         f"coalesce(sum(record_count), 0)::BIGINT AS records, {sums}, {recorded}, "
         f"count(*) AS key_days FROM {keydays} GROUP BY ALL"
     )
@@ -863,7 +863,7 @@ def _export_side(con: Any, sources: Sequence[str], first_day: date, last_day: da
 
 def _db_side(con: Any, files: DbTotalsFiles) -> None:
     """Views for the join: ``e_join`` (export key-days) and ``d`` (database key-days)."""
-    has_ids = _HAS_IDS_SQL
+    has_ids = HAS_IDS_SQL
     if files.tables:  # loaded by a DbLoader; NULL sums read as 0, as the CSV reader does
         cols = ", ".join(
             f'coalesce("{c}", 0) AS "{c}"' if c in METRICS else f'"{c}"' for c in TOTALS_COLUMNS
@@ -950,7 +950,7 @@ def _compare(
     unrecorded_probe: UnrecordedProbe | None = None,
 ) -> DiffResult:
     keys = ("day", *KEY_TEXT_COLUMNS, "batch")
-    has_ids = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
+    has_ids = HAS_IDS_SQL
     by_day = {d.day: d for d in days}
     side_sums = ", ".join(f'coalesce(sum("{m}"), 0)' for m in METRICS)
     db_files = db_files or DbTotalsFiles(())
