@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from pathlib import Path
 
-from cron_dryrun.config.db_url import MAX_DB_CONNECT_TIMEOUT_S
+from cron_dryrun.config.db_url import check_connect_timeout
 
 
 class UsageError(ValueError):
@@ -73,14 +73,15 @@ def utc_date(text: str) -> date:
 
 
 def _connect_timeout(text: str) -> float:
-    """Seconds in (0, MAX_DB_CONNECT_TIMEOUT_S], as the settings check DB_CONNECT_TIMEOUT."""
+    """Seconds by the settings' rule (``db_url.check_connect_timeout``), naming what was given."""
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not 0 < value <= MAX_DB_CONNECT_TIMEOUT_S:  # NaN fails this too
-        raise ValueError(f"expected seconds in (0, {MAX_DB_CONNECT_TIMEOUT_S:g}] (got {text!r})")
-    return value
+        value = float("nan")  # not a number: the rule refuses it like any value out of range
+    try:
+        return check_connect_timeout(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (got {text!r})") from None
 
 
 def connect_timeout(text: str) -> float:

@@ -17,6 +17,14 @@ CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout on every read-only connection
 MAX_DB_CONNECT_TIMEOUT_S = 600.0
 
 
+def check_connect_timeout(seconds: float) -> float:
+    """``seconds`` when it is a wait the suite accepts, (0, MAX_DB_CONNECT_TIMEOUT_S]; else
+    ValueError saying the range. The one rule for the settings and every command."""
+    if not 0 < seconds <= MAX_DB_CONNECT_TIMEOUT_S:  # NaN fails this too
+        raise ValueError(f"expected seconds in (0, {MAX_DB_CONNECT_TIMEOUT_S:g}]")
+    return seconds
+
+
 class InsecureDatabaseUrl(ValueError):
     """sslmode=disable towards another machine; the message names the way out."""
 

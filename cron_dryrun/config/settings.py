@@ -17,8 +17,8 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from cron_dryrun.config.db_url import (
-    MAX_DB_CONNECT_TIMEOUT_S,
     InsecureDatabaseUrl,
+    check_connect_timeout,
     is_keyword_dsn,
     secure_dsn,
 )
@@ -596,12 +596,10 @@ def resolve_settings(
             raise SettingsError(f"{o['database_url'].where()}: {exc}") from None
 
     db_connect_timeout = _as_float(o["db_connect_timeout"], raw["db_connect_timeout"])
-    if not 0 < db_connect_timeout <= MAX_DB_CONNECT_TIMEOUT_S:
-        raise _fail(
-            o["db_connect_timeout"],
-            raw["db_connect_timeout"],
-            f"expected seconds in (0, {MAX_DB_CONNECT_TIMEOUT_S:g}]",
-        )
+    try:
+        check_connect_timeout(db_connect_timeout)
+    except ValueError as exc:
+        raise _fail(o["db_connect_timeout"], raw["db_connect_timeout"], str(exc)) from None
     ca_bundle = Path(str(raw["ca_bundle"])) if raw["ca_bundle"] else None
     if ca_bundle is not None and not ca_bundle.is_file():
         raise _fail(o["ca_bundle"], str(ca_bundle), "no such file: give the CA bundle's PEM file")
