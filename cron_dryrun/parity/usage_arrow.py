@@ -24,7 +24,6 @@ the CSV path, is decided in ``db_reader`` only.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -79,8 +78,8 @@ def rows_sql(stream: str = _STREAM) -> str:
 
     Most usage_events rows are key-days already (the cron writes one row per key-day);
     copying them as rows is ~0.1 CPU-s per 1M where grouping the stream is ~1.7
-    (benchmarks/README.md). ``rows_are_keydays`` then says whether they may stand as the
-    key-day table.
+    (benchmarks/README.md). ``rows_are_keydays_sql`` then says whether they may stand as
+    the key-day table.
     """
     texts = ", ".join(f"coalesce({k}, '') AS {k}" for k in KEY_TEXT_COLUMNS)
     metrics = ", ".join(f'"{m}"' for m in METRICS)
@@ -180,7 +179,6 @@ def _group(duck: Any, stream: Any) -> bool:
     duck.register(_STREAM, stream)
     try:
         duck.execute(rows_sql())
-        duck.unregister(_STREAM)
         rows, distinct = duck.execute(rows_are_keydays_sql()).fetchall()[0]
         grouped = bool(rows != distinct)
         if grouped:
@@ -192,8 +190,7 @@ def _group(duck: Any, stream: Any) -> bool:
         drop_tables(duck)
         raise
     finally:
-        with contextlib.suppress(Exception):  # already gone after the copy
-            duck.unregister(_STREAM)
+        duck.unregister(_STREAM)
     return grouped
 
 
