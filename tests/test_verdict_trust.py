@@ -212,6 +212,17 @@ def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(full_disk: Pa
     assert all(line["verdict"] == "NO-GO" for line in ledger_lines(audit))
 
 
+def assert_verifies(audit: Path) -> None:
+    """`cron-dryrun verify-evidence` over the folder, as an auditor runs it, passes."""
+    verified = subprocess.run(
+        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(audit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
 def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
     tmp_path: Path,
 ) -> None:
@@ -228,13 +239,7 @@ def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
     entry = summary[summary.index("<!-- cron-dryrun:run ") :]
     assert "**NO-GO**" in entry and "**GO**" not in entry
     assert "evidence could not be written" in entry
-    verified = subprocess.run(
-        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(audit)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert_verifies(audit)
 
 
 def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
@@ -255,10 +260,4 @@ def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
     assert "**NO-GO**" in entry and "**GO**" not in entry
     (manifest,) = (audit / "manifests").glob(f"{gate['run_id']}.sha256")
     assert "ledger.jsonl" not in manifest.read_text()
-    verified = subprocess.run(
-        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(audit)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert_verifies(audit)
