@@ -22,7 +22,7 @@ from cron_dryrun.config.db_url import (
     is_keyword_dsn,
     secure_dsn,
 )
-from cron_dryrun.redaction import secrets_from_environment, without_userinfo
+from cron_dryrun.redaction import SECRET_VARIABLES, secrets_from_environment, without_userinfo
 
 DB_BACKENDS = ("auto", "url", "testcontainers", "embedded")
 CRON_METHODS = ("POST", "GET")
@@ -251,6 +251,24 @@ OPTIONS: tuple[OptionSpec, ...] = (
 TARGET_ENV = "CRON_DRYRUN_TARGET"
 TARGET_VALUES = ("staging", "auto")
 OPTIONS_BY_NAME = {spec.name: spec for spec in OPTIONS}
+# Read from the environment only (no flag, no ini key): secrets, TLS, the CI's own variables.
+ENVIRONMENT_ONLY: tuple[str, ...] = (
+    "CRON_SECRET",
+    "OPENAI_ADMIN_KEY",
+    "OPENAI_ADMIN_KEYS",
+    "SSL_CERT_FILE",
+    "VERCEL_AUTOMATION_BYPASS_SECRET",
+    "GITHUB_ACTIONS",
+    "GITHUB_STEP_SUMMARY",
+    TARGET_ENV,
+)
+
+
+def environment_variables() -> tuple[str, ...]:
+    """Every variable a run's settings read, in table order: what ``tox -e staging`` must pass."""
+    names = [spec.env for spec in OPTIONS if spec.env]
+    names += [*ENVIRONMENT_ONLY, *SECRET_VARIABLES]
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
