@@ -31,6 +31,7 @@ from cron_dryrun.rules.gate import (
     first_line,
     stopped_before_trigger,
 )
+from cron_dryrun.rules.markers import marker_lines
 from cron_dryrun.session.state import DryRunState, Target
 from cron_dryrun.session.trigger import trigger_and_observe
 from cron_dryrun.testing import Evidence
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 OPTIONS_BY_FLAG = {spec.flag: spec for spec in OPTIONS if spec.flag}
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
+# a bad setting in a session that may hold no dryrun test: raised only when one is collected
+SETTINGS_ERROR_KEY = pytest.StashKey[str]()
 STATE_KEY = pytest.StashKey["DryRunState"]()
 
 
@@ -113,6 +116,8 @@ def path_value_read_as_test_path(args: list[str], ini_found: bool) -> str | None
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    for line in marker_lines():  # the plugin's markers: --strict-markers in any project
+        config.addinivalue_line("markers", line)
     problem = path_value_read_as_test_path(
         list(config.invocation_params.args), config.inipath is not None
     )
@@ -126,7 +131,11 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = resolve_settings(cli=cli, env=os.environ, ini=_ini_values(config))
     except SettingsError as exc:
-        raise pytest.UsageError(f"cron-dryrun: {exc}") from None
+        if _wants_dryrun(config) or any(v not in (None, False, []) for v in cli.values()):
+            raise pytest.UsageError(f"cron-dryrun: {exc}") from None
+        # another project's session (its own DATABASE_URL, say) is not stopped by our settings
+        config.stash[SETTINGS_ERROR_KEY] = f"cron-dryrun: {exc}"
+        settings = Settings()
     if settings.ca_bundle or settings.ssl_cert_file:
         from cron_dryrun.target.tls import CaBundleError, client_context
 
@@ -161,6 +170,12 @@ def _xdist_problem(config: pytest.Config) -> str | None:
         "each xdist worker would trigger it again and write its own verdict. Nothing was "
         "triggered. Drop -n (or pass -p no:xdist)."
     )
+
+
+def _engaged(config: pytest.Config, state: DryRunState) -> bool:
+    """Whether this session is a dry run (so its output is redacted and bounded); another
+    project's session that collects no dryrun test is left exactly as pytest makes it."""
+    return state.active or _wants_dryrun(config)
 
 
 def _wants_dryrun(config: pytest.Config) -> bool:
@@ -212,6 +227,9 @@ def pytest_collection_modifyitems(
             config.hook.pytest_deselected(items=dropped)
             items[:] = kept
     if any(i.get_closest_marker("dryrun") for i in items):
+        settings_error = config.stash.get(SETTINGS_ERROR_KEY, None)
+        if settings_error:
+            raise pytest.UsageError(f"{settings_error}\nNothing was triggered.")
         state.active = True
         local_problem = settings.local_stack_problem()
         if local_problem:
@@ -599,7 +617,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     state = item.config.stash.get(STATE_KEY, None)
-    if state is not None:
+    if state is not None and _engaged(item.config, state):
         # before the terminal, JUnit or pytest-html sees it: longrepr (-l locals and
         # function arguments included), captured sections, the crash line -rA prints
         _redact_report(report, _redactor(state))
@@ -677,7 +695,7 @@ def pytest_make_collect_report(
     """Collection errors (an import failing with a DSN in its message) are redacted too."""
     report = yield
     state = collector.config.stash.get(STATE_KEY, None)
-    if state is not None and report.longrepr is not None:
+    if state is not None and report.longrepr is not None and _engaged(collector.config, state):
         _redact_report(report, _redactor(state))
     return report
 
@@ -692,8 +710,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     write = writer.write
 
+    config = session.config
+
     def redacting_write(msg: str, *, flush: bool = False, **markup: bool) -> None:
-        write(_redactor(state)(msg), flush=flush, **markup)
+        write(_redactor(state)(msg) if _engaged(config, state) else msg, flush=flush, **markup)
 
     writer.write = redacting_write
     writer._cron_dryrun_redacts = True
@@ -837,6 +857,8 @@ class _HtmlHooks:
 
     def pytest_html_report_title(self, report: Any) -> None:
         state = self.config.stash[STATE_KEY]
+        if not state.active:
+            return
         report.title = _redactor(state)(f"cron-dryrun gate: {state.settings.target_name}")
 
     def pytest_html_results_summary(
@@ -845,7 +867,9 @@ class _HtmlHooks:
         from cron_dryrun.session import reporting
 
         state = self.config.stash[STATE_KEY]
-        if state.html_temp_path is None:  # the operator's own --html: no banner at the top
+        if (
+            state.active and state.html_temp_path is None
+        ):  # the operator's own --html: no banner at the top
             # pytest-html writes the operator's file itself, past the evidence writer: the
             # verdict block (reasons, root cause) is redacted here
             redact = _redactor(state)

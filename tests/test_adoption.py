@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import configparser
+import re
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import pytest
+
 from cron_dryrun.config.settings import environment_variables, resolve_settings
+from cron_dryrun.rules.gate import REQUIRED_STEPS
+from cron_dryrun.rules.markers import RUNBOOK_SECTIONS, marker_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +59,102 @@ def test_tox_staging_passes_every_variable_of_the_settings_table() -> None:
     assert table - passed - set_here == set(), "tox -e staging drops these"
     # nothing passed that the table does not know, except the shell's and the reader's own
     assert passed - table == {"HOME", "PATH", "CRON_DRYRUN_DB_READER"}
+
+
+# -- the plugin in another project ------------------------------------------------------------
+
+FOREIGN_MARKED = """
+import pytest
+
+@pytest.mark.dryrun
+@pytest.mark.parity
+@pytest.mark.triggers_cron
+def test_parity_of_their_own():
+    pass
+
+@pytest.mark.dryrun
+@pytest.mark.prerequisites
+@pytest.mark.destructive
+def test_rollback_of_their_own():
+    pass
+"""
+
+FOREIGN_PLAIN = """
+def test_theirs():
+    assert "Authorization: Bearer not-ours-to-hide password=hunter2 " + "x" * 300_000 == ""
+
+def test_also_theirs():
+    pass
+"""
+
+
+@pytest.fixture
+def foreign(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """Another project: its own ini (strict markers), none of the operator's variables."""
+    for name in environment_variables():
+        monkeypatch.delenv(name, raising=False)
+    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
+    return pytester
+
+
+def test_the_plugin_registers_its_markers_for_any_project(foreign: pytest.Pytester) -> None:
+    foreign.makepyfile(test_theirs=FOREIGN_MARKED)
+    result = foreign.runpytest_subprocess("--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
+    result.stdout.fnmatch_lines(["*test_parity_of_their_own*", "*1 deselected*"])
+    listed = foreign.runpytest_subprocess("--markers").stdout.str()
+    for marker in ("dryrun", *REQUIRED_STEPS, "triggers_cron", "destructive"):
+        assert f"@pytest.mark.{marker}:" in listed
+
+
+def test_pyproject_declares_none_of_the_plugins_markers() -> None:
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    declared = {line.split(":", 1)[0] for line in ini.get("markers", [])}
+    assert declared & {"dryrun", *REQUIRED_STEPS, "triggers_cron", "destructive"} == set()
+
+
+def _normalised(text: str) -> str:
+    return re.sub(r"in \d+\.\d+s", "in Ts", text)
+
+
+def test_a_session_without_dryrun_tests_is_left_alone(
+    foreign: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No preflight, no audit folder, no line of ours, and pytest's own output untouched
+    (not redacted, not cut), even with a DATABASE_URL our settings would refuse."""
+    foreign.makepyfile(test_theirs=FOREIGN_PLAIN)
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///their.db")
+    monkeypatch.setenv("CRON_TIMEOUT", "not a number")
+    with_plugin = foreign.runpytest_subprocess("-q", "-rA")
+    made_by_pytest = {p.name for p in foreign.path.iterdir()}
+    without = foreign.runpytest_subprocess("-q", "-rA", "-p", "no:cron_dryrun.plugin")
+    assert with_plugin.ret == without.ret == pytest.ExitCode.TESTS_FAILED
+    assert "password=hunter2" in with_plugin.stdout.str()
+    assert _normalised(with_plugin.stdout.str()) == _normalised(without.stdout.str())
+    assert with_plugin.stderr.str() == without.stderr.str()
+    assert "cron-dryrun" not in with_plugin.stdout.str() + with_plugin.stderr.str()
+    assert not (foreign.path / "audit").exists()
+    # beside the project's files only pytester's own (basetemp, captured output, plugins' dirs)
+    mine = {n for n in made_by_pytest if not n.startswith(("runpytest-", "."))}
+    assert mine <= {"test_theirs.py", "tox.ini", "stdout", "stderr"}, mine
+
+
+def test_a_bad_setting_still_stops_a_session_with_dryrun_tests(
+    foreign: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    foreign.makepyfile(test_theirs=FOREIGN_MARKED)
+    monkeypatch.setenv("CRON_TIMEOUT", "not a number")
+    result = foreign.runpytest_subprocess("-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: cron-dryrun: --cron-timeout / CRON_TIMEOUT: expected a number (got 'not a number')"
+        ]
+    )
+    assert not (foreign.path / "audit").exists()
+
+
+def test_every_step_has_its_marker_and_runbook_section() -> None:
+    names = [line.split(":", 1)[0] for line in marker_lines()]
+    assert names == ["dryrun", *REQUIRED_STEPS, "triggers_cron", "destructive"]
+    assert set(RUNBOOK_SECTIONS) == set(REQUIRED_STEPS)
