@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import configparser
+import importlib.metadata
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+import cron_dryrun
 from cron_dryrun.config.settings import environment_variables, resolve_settings
 from cron_dryrun.rules.gate import REQUIRED_STEPS
 from cron_dryrun.rules.markers import RUNBOOK_SECTIONS, marker_lines
@@ -158,3 +162,33 @@ def test_every_step_has_its_marker_and_runbook_section() -> None:
     names = [line.split(":", 1)[0] for line in marker_lines()]
     assert names == ["dryrun", *REQUIRED_STEPS, "triggers_cron", "destructive"]
     assert set(RUNBOOK_SECTIONS) == set(REQUIRED_STEPS)
+
+
+# -- versions -----------------------------------------------------------------------------------
+
+
+def test_cron_dryrun_version_names_the_installed_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cron_dryrun.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"cron-dryrun {cron_dryrun.__version__}\n"
+    assert cron_dryrun.__version__ == importlib.metadata.version("cron-dryrun")
+
+
+def test_pytest_version_lists_the_plugin_with_its_version(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--version", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,  # another project: the plugin comes from its entry point
+    )
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout + result.stderr
+    assert f"cron-dryrun-{cron_dryrun.__version__} at " in listed
+    assert "cron_dryrun/plugin.py" in listed

@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from cron_dryrun import __version__
+
 # subcommand -> (module holding its register(), one-line help). Only the chosen subcommand's
 # module is imported, so `cron-dryrun diff` does not pay for the stand-in's imports.
 SUBCOMMANDS = {
@@ -49,6 +51,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             "archive, local stand-in, evidence checks."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in SUBCOMMANDS.items():
         if only is not None and name != only:
