@@ -232,6 +232,10 @@ def pytest_collection_modifyitems(
             raise pytest.UsageError(f"{settings_error}\nNothing was triggered.")
         state.active = True
         local_problem = settings.local_stack_problem()
+        if not local_problem and not settings.is_remote:
+            from cron_dryrun.target.providers import backend_problem
+
+            local_problem = backend_problem(settings.db_backend, settings.postgres_image)
         if local_problem:
             state.config_error = local_problem
             raise pytest.UsageError(f"cron-dryrun: {local_problem}\nNothing was triggered.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from neon_compute import SleepingCompute, sleeping_compute
 
 from cron_dryrun.target.database import create_app_database, database_name, drop_database
 from cron_dryrun.target.embedded import start_embedded
@@ -29,3 +30,11 @@ def app_database(pg_server: RunningPostgres) -> Iterator[str]:
         yield dsn
     finally:
         drop_database(pg_server.dsn, database_name(dsn))
+
+
+@pytest.fixture
+def sleeping_neon() -> Iterator[SleepingCompute]:
+    """A Neon compute that stays asleep: its proxy accepts and says it is starting, so a client
+    waits up to its --db-connect-timeout (tests/neon_compute.py)."""
+    with sleeping_compute() as compute:
+        yield compute

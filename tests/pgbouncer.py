@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -43,11 +45,23 @@ def pgbouncer_binary() -> str:
     return found
 
 
+def _wait_listening(port: int, alive: Callable[[], bool], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # bounded by the deadline above
+    raise RuntimeError(f"PgBouncer did not listen on 127.0.0.1:{port} within {timeout_s:g}s")
+
+
 @contextlib.contextmanager
 def start_pgbouncer(
-    server_dsn: str, port: int | None = None, wait: bool = True
+    server_dsn: str, port: int | None = None, wait: bool = True, pool_mode: str = "transaction"
 ) -> Iterator[Pooler]:
-    """PgBouncer (pool_mode=transaction, trust auth) on 127.0.0.1:``port`` for every database."""
+    """PgBouncer (``pool_mode``: transaction as Neon's pooler, or statement; trust auth) on
+    127.0.0.1:``port`` for every database."""
     binary = pgbouncer_binary()
     server = urlsplit(server_dsn)
     query = dict(parse_qsl(server.query))
@@ -69,7 +83,7 @@ def start_pgbouncer(
         "unix_socket_dir =\n"
         "auth_type = trust\n"
         f"auth_file = {users}\n"
-        "pool_mode = transaction\n"
+        f"pool_mode = {pool_mode}\n"
         "max_client_conn = 200\n"
         "default_pool_size = 4\n"
         "server_reset_query =\n"
@@ -90,7 +104,9 @@ def start_pgbouncer(
     )
     pooler = Pooler(port, root / "pgbouncer.log")
     try:
-        if wait:
+        if wait and pool_mode == "statement":  # refuses the probe's transaction: see it listen
+            _wait_listening(port, alive=lambda: proc.poll() is None)
+        elif wait:
             wait_until_accepting(
                 pooler.dsn_for(server_dsn), timeout_s=20, alive=lambda: proc.poll() is None
             )

@@ -5,13 +5,17 @@ from __future__ import annotations
 import configparser
 import importlib.metadata
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from docker_engine import engine_without_registry
+from suite_runs import clean_env, recorded_files, run_acceptance
 
 import cron_dryrun
 from cron_dryrun.config.settings import environment_variables, resolve_settings
@@ -192,3 +196,62 @@ def test_pytest_version_lists_the_plugin_with_its_version(tmp_path: Path) -> Non
     listed = result.stdout + result.stderr
     assert f"cron-dryrun-{cron_dryrun.__version__} at " in listed
     assert "cron_dryrun/plugin.py" in listed
+
+
+# -- configuration problems are configuration errors -------------------------------------------
+
+
+def _lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return (result.stdout + result.stderr).strip().splitlines()
+
+
+def test_testcontainers_without_an_engine_is_one_short_configuration_error(
+    tmp_path: Path,
+) -> None:
+    audit = tmp_path / "audit"
+    env = clean_env(DB_BACKEND="testcontainers", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    result = run_acceptance(f"--audit-dir={audit}", env=env, timeout=120)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, _lines(result)[-30:]
+    lines = _lines(result)
+    assert len(lines) <= 20, "\n".join(lines)
+    assert (
+        "ERROR: cron-dryrun: DB_BACKEND=testcontainers needs a Docker engine, and none answers "
+        "(DOCKER_HOST=unix:///nonexistent/docker.sock)."
+    ) in lines
+    assert "Ways out:" in lines and "Nothing was triggered." in lines
+    assert any(
+        line.startswith("  - DB_BACKEND=embedded (or --db-backend embedded)") for line in lines
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+    # the error comes first in the gate's section, then one line for what did not run
+    section = lines.index(next(line for line in lines if "cron-dryrun gate: NO-GO" in line))
+    assert lines[section + 2].startswith("configuration error: DB_BACKEND=testcontainers needs")
+    assert lines[section + 3] == (
+        "not run: all 8 gate steps (nothing was triggered; the full message follows)"
+    )
+    assert recorded_files(audit) == []
+
+
+def test_testcontainers_without_the_image_is_one_short_configuration_error(
+    tmp_path: Path,
+) -> None:
+    audit = tmp_path / "audit"
+    folder = Path(tempfile.mkdtemp(prefix="cd-engine-"))  # a unix socket path must be short
+    try:
+        with engine_without_registry(folder) as (docker_host, requests):
+            env = clean_env(DB_BACKEND="testcontainers", DOCKER_HOST=docker_host)
+            result = run_acceptance(f"--audit-dir={audit}", env=env, timeout=120)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lines = _lines(result)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, lines[-30:]
+    assert len(lines) <= 20, "\n".join(lines)
+    assert (
+        "ERROR: cron-dryrun: the PostgreSQL image 'postgres:15-alpine' is not on this Docker "
+        "engine and could not be pulled."
+    ) in lines
+    assert any(line.startswith("docker said: 500 Server Error") for line in lines), lines
+    assert "Nothing was triggered." in lines
+    assert any(r.startswith("POST ") and "/images/create" in r for r in requests), requests
+    assert not any("/containers/" in r for r in requests), "a container was started"
+    assert recorded_files(audit) == []

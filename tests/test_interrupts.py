@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from neon_compute import SleepingCompute
 from suite_runs import ROOT, acceptance_command, clean_env, guarded_env, netguard_attempts
 
-from cron_dryrun.target.embedded import free_port
 from cron_dryrun.target.pg_guard import exited_within, postmaster_pid
 
 FIRST_JUDGED = "test_auth_smoke.py::test_secret_is_accepted_with_a_json_body PASSED"
@@ -158,7 +158,9 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         return
 
 
-def test_sigterm_before_the_first_request_triggers_and_records_nothing(tmp_path: Path) -> None:
+def test_sigterm_before_the_first_request_triggers_and_records_nothing(
+    tmp_path: Path, sleeping_neon: SleepingCompute
+) -> None:
     """Stopped while the preflight waits for a database that does not answer: nothing was
     sent, so no ledger line, smoke log, summary or notes; gate.json says why."""
     seen: list[str] = []
@@ -174,7 +176,7 @@ def test_sigterm_before_the_first_request_triggers_and_records_nothing(tmp_path:
         clean_env(
             CRON_URL=f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage",
             CRON_SECRET="interrupt-secret-4242-abcdef",
-            DATABASE_URL=f"postgresql://suite:pw@127.0.0.1:{free_port()}/app",
+            DATABASE_URL=sleeping_neon.dsn("suite", "app", "pw"),
             DB_CONNECT_TIMEOUT="120",
             OPENAI_EXPORT=str(export),
         ),

@@ -11,17 +11,18 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from neon_compute import sleeping_compute
 from pgbouncer import start_pgbouncer
 from suite_runs import clean_env, guarded_env, netguard_attempts
 
 from cron_dryrun.config.db_url import InsecureDatabaseUrl, secure_database_url, secure_dsn
 from cron_dryrun.target import database as db
-from cron_dryrun.target.db_wake import DatabaseWakeError, wake_database
-from cron_dryrun.target.embedded import free_port
+from cron_dryrun.target.db_wake import DatabaseWakeError, failure_of, wake_database
 from cron_dryrun.target.pg_server import RunningPostgres
 
 # -- sslmode --------------------------------------------------------------------------------------
@@ -101,9 +102,10 @@ def test_cron_dryrun_diff_refuses_a_keyword_dsn_with_sslmode_disable_to_a_remote
 # -- cold start -----------------------------------------------------------------------------------
 
 
-def test_a_database_that_starts_late_is_waited_for(pg_server: RunningPostgres) -> None:
-    port = free_port()
-    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+@pytest.mark.parametrize("mode", ["starting", "slow"])
+def test_a_compute_that_wakes_late_is_waited_for(pg_server: RunningPostgres, mode: str) -> None:
+    """Neon's proxy accepts while the compute starts: it says so (57P03), or holds the
+    connection unanswered; the client waits, and gets through once the compute is up."""
     said: list[str] = []
     waiting = threading.Event()
     result: list[object] = []
@@ -112,40 +114,137 @@ def test_a_database_that_starts_late_is_waited_for(pg_server: RunningPostgres) -
         said.append(message)
         waiting.set()
 
-    def wake() -> None:
-        try:
-            result.append(wake_database(dsn, timeout_s=60, say=say))
-        except Exception as exc:
-            result.append(exc)
+    with sleeping_compute(mode) as compute:
 
-    thread = threading.Thread(target=wake)
-    thread.start()
-    try:
-        assert waiting.wait(30), "the client never said it was waiting"
-        # the compute wakes: a real pooler starts on the port the client keeps trying
-        with start_pgbouncer(pg_server.dsn, port=port, wait=False):
+        def wake() -> None:
+            try:
+                result.append(wake_database(compute.dsn(), timeout_s=60, say=say))
+            except Exception as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=wake)
+        thread.start()
+        try:
+            assert waiting.wait(30), "the client never said it was waiting"
+            # the compute wakes: a real pooler answers behind the proxy
+            with start_pgbouncer(pg_server.dsn) as pooler:
+                compute.wake(pooler.port)
+                thread.join(60)
+        finally:
             thread.join(60)
-    finally:
-        thread.join(60)
     assert len(result) == 1 and isinstance(result[0], int) and result[0] > 1, result
-    assert said[0].startswith(
+    first_error = {
+        "starting": 'OperationalError: connection failed: connection to server at "127.0.0.1", '
+        f"port {compute.port} failed: FATAL:  the database system is starting up",
+        "slow": "ConnectionTimeout: connection timeout expired",
+    }[mode]
+    assert said[0] == (
         "waiting for the database to wake ... (up to 60s, --db-connect-timeout; first attempt: "
-        'OperationalError: connection failed: connection to server at "127.0.0.1", port '
+        f"{first_error})"
     )
     assert said[-1] == f"the database answered after {result[0]} attempts"
 
 
 def test_giving_up_names_the_last_error_and_the_option() -> None:
-    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    with pytest.raises(DatabaseWakeError) as excinfo:
-        wake_database(dsn, timeout_s=1)
+    with sleeping_compute() as compute, pytest.raises(DatabaseWakeError) as excinfo:
+        wake_database(compute.dsn(), timeout_s=1)
     message = str(excinfo.value)
     assert message.startswith("the database did not answer within 1s (")
     assert (
         "raise --db-connect-timeout / DB_CONNECT_TIMEOUT if it is waking slowly): last error: "
         in message
     )
+    assert "the database system is starting up" in message
+
+
+# -- what is not a waking compute is named within seconds -----------------------------------------
+
+
+def _named_quickly(dsn: str) -> tuple[str, list[str], float]:
+    said: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(DatabaseWakeError) as excinfo:
+        wake_database(dsn, timeout_s=60, say=said.append)
+    return str(excinfo.value), said, time.monotonic() - started
+
+
+def test_a_refused_connection_is_named_within_seconds_not_waited_for() -> None:
+    message, said, took = _named_quickly("postgresql://app:pw@127.0.0.1:1/app")
+    assert message.startswith(
+        "nothing listens at 127.0.0.1:1: check the host and port in DATABASE_URL (a sleeping "
+        "Neon compute still accepts the connection; it is not waited for) (3 attempts; "
+        "last error: OperationalError: "
+    )
     assert "Connection refused" in message
+    assert said == [] and took < 10
+
+
+def test_a_host_that_does_not_resolve_is_named_within_seconds() -> None:
+    message, said, took = _named_quickly("postgresql://app:pw@no-such-host.invalid/app")
+    assert message.startswith(
+        "host no-such-host.invalid does not resolve: check the host name in DATABASE_URL "
+        "(a Neon host resolves even while its compute sleeps) ("
+    )
+    assert said == [] and took < 10
+
+
+def test_a_pooler_in_statement_mode_is_named_at_once_with_the_fix(
+    pg_server: RunningPostgres,
+) -> None:
+    with start_pgbouncer(pg_server.dsn, pool_mode="statement") as pooler:
+        message, said, took = _named_quickly(pooler.dsn_for(pg_server.dsn))
+    assert message == (
+        "the database refused the connection: ProtocolViolation: transaction blocks not allowed "
+        "in statement pooling mode (not retried: the pooler runs in statement mode, which "
+        "refuses the transactions the checks read in: use the direct endpoint or a pooler in "
+        "transaction mode (Neon's -pooler host is))"
+    )
+    assert said == [] and took < 10
+
+
+def test_an_unknown_database_is_named_at_once(pg_server: RunningPostgres) -> None:
+    with start_pgbouncer(pg_server.dsn) as pooler:
+        dsn = pooler.dsn_for(db.with_database(pg_server.dsn, "no_such_db"))
+        message, said, _took = _named_quickly(dsn)
+    assert message.startswith("the database refused the connection: OperationalError: ")
+    assert message.endswith(
+        "(not retried: check the database name in DATABASE_URL (the path after the host))"
+    )
+    assert said == []
+
+
+@pytest.mark.parametrize(
+    ("message", "sqlstate", "kind"),
+    [
+        ("connection timeout expired", None, "waking"),
+        ('connection to server at "h", port 5432 failed: FATAL: the database system is '
+         "starting up", None, "waking"),
+        ("ERROR: Couldn't connect to compute node", None, "waking"),
+        ("server closed the connection unexpectedly", None, "waking"),
+        ("anything", "57P03", "waking"),
+        ('connection to server at "10.0.0.9", port 6543 failed: No route to host', None,
+         "unreachable"),
+        ('connection to server on socket "/tmp/.s.PGSQL.5432" failed: No such file or '
+         "directory", None, "unreachable"),
+        ("could not translate host name \"db.example\" to address", None, "unreachable"),
+        ('FATAL: password authentication failed for user "app"', None, "refused"),
+        ('FATAL: role "app" does not exist', None, "refused"),
+        ("ERROR: Your account or project has exceeded the compute time quota.", None, "refused"),
+        ("permission denied for database app", "42501", "refused"),
+        ("FATAL: something new", None, "refused"),
+    ],
+)  # fmt: skip
+def test_which_failures_wait(message: str, sqlstate: str | None, kind: str) -> None:
+    assert failure_of(message, sqlstate).kind == kind
+
+
+def test_an_unreachable_failure_names_where() -> None:
+    assert failure_of(
+        'connection to server on socket "/tmp/.s.PGSQL.5432" failed: No such file or directory'
+    ).why.startswith("nothing listens at the socket /tmp/.s.PGSQL.5432: ")
+    assert failure_of(
+        'connection to server at "::1", port 5433 failed: Connection refused'
+    ).why.startswith("nothing listens at [::1]:5433: ")
 
 
 def test_a_wrong_password_is_not_waited_for(pg_server: RunningPostgres) -> None:
@@ -159,8 +258,8 @@ def test_a_wrong_password_is_not_waited_for(pg_server: RunningPostgres) -> None:
     with pytest.raises(DatabaseWakeError) as excinfo:
         wake_database(dsn, timeout_s=30)
     assert str(excinfo.value).startswith("the database refused the connection: OperationalError: ")
-    assert "(not retried: check DATABASE_URL's user, password and database name)" in str(
-        excinfo.value
+    assert str(excinfo.value).endswith(
+        "(not retried: the role may not log in: use a role with LOGIN)"
     )
 
 
@@ -255,27 +354,28 @@ def test_cron_dryrun_diff_waits_for_a_late_database_while_it_reads_the_export(
     from psycopg.conninfo import conninfo_to_dict
     from test_exports import bucket_row, write_export
 
-    port = free_port()
     dbname = conninfo_to_dict(app_database)["dbname"]
     export = write_export(tmp_path / "export.csv", [bucket_row()])
     report = tmp_path / "report.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cron_dryrun.cli", "diff", "--export", str(export),
-         "--database-url", f"postgresql://postgres@127.0.0.1:{port}/{dbname}",
-         "--from", "2025-10-07", "--to", "2025-10-07", "--output", str(report),
-         "--db-connect-timeout", "60", "--no-progress"],
-        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        first = proc.stderr.readline()  # blocks until the child says it is waiting
-        assert first.startswith("cron-dryrun diff: waiting for the database to wake ..."), first
-        with start_pgbouncer(pg_server.dsn, port=port, wait=False):
-            _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+    with sleeping_compute() as compute:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cron_dryrun.cli", "diff", "--export", str(export),
+             "--database-url", compute.dsn(dbname=dbname),
+             "--from", "2025-10-07", "--to", "2025-10-07", "--output", str(report),
+             "--db-connect-timeout", "60", "--no-progress"],
+            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline()  # blocks until the child says it is waiting
+            assert first.startswith("cron-dryrun diff: waiting for the database to wake ..."), first
+            with start_pgbouncer(pg_server.dsn) as pooler:
+                compute.wake(pooler.port)
+                _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
     assert proc.returncode == 1, err  # the export's key-day is not in the empty database
     assert "cron-dryrun diff: the database answered after " in err
     data = json.loads(report.read_text())
@@ -287,13 +387,14 @@ def test_cron_dryrun_diff_names_a_database_that_never_answers(tmp_path: Path) ->
     from test_exports import bucket_row, write_export
 
     export = write_export(tmp_path / "export.csv", [bucket_row()])
-    result = subprocess.run(
-        [sys.executable, "-m", "cron_dryrun.cli", "diff", "--export", str(export),
-         "--database-url", f"postgresql://cron:Diff-Pw-77@127.0.0.1:{free_port()}/app",
-         "--from", "2025-10-07", "--to", "2025-10-07", "--output", str(tmp_path / "r.json"),
-         "--db-connect-timeout", "1", "--no-progress"],
-        env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    with sleeping_compute() as compute:
+        result = subprocess.run(
+            [sys.executable, "-m", "cron_dryrun.cli", "diff", "--export", str(export),
+             "--database-url", compute.dsn("cron", "app", "Diff-Pw-77"),
+             "--from", "2025-10-07", "--to", "2025-10-07", "--output", str(tmp_path / "r.json"),
+             "--db-connect-timeout", "1", "--no-progress"],
+            env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0].startswith("cron-dryrun diff: waiting for the database to wake ... (up to 1s")

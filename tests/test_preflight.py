@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import psycopg
 import pytest
+from neon_compute import SleepingCompute
 from suite_runs import clean_env, guarded_env, netguard_attempts, recorded_files, run_acceptance
 
 from cron_dryrun.session.preflight import (
@@ -161,10 +162,16 @@ def test_database_checks_connection_tables_and_read_privilege(pg_server: Any) ->
 
 
 def test_an_unreachable_database_is_one_problem_without_its_password() -> None:
-    dsn = f"postgresql://suite:Secr3tPw-do-not-print@127.0.0.1:{free_port()}/app"
+    port = free_port()
+    dsn = f"postgresql://suite:Secr3tPw-do-not-print@127.0.0.1:{port}/app"
     (problem,) = check_database(dsn, connect_timeout_s=2)
-    assert problem.startswith("DATABASE_URL: the database did not answer within 2s (")
-    assert "Secr3tPw" not in problem and "Connection refused" in problem
+    assert problem.startswith("DATABASE_URL: nothing listens at 127.0.0.1:") and problem.endswith(
+        ": check the host and port in DATABASE_URL (a sleeping Neon compute "
+        "still accepts the connection; it is not waited for) (3 attempts; last error: "
+        'OperationalError: connection failed: connection to server at "127.0.0.1", port '
+        f"{port} failed: Connection refused)"
+    )
+    assert "Secr3tPw" not in problem
 
 
 def test_every_area_is_checked_even_when_another_fails(tmp_path: Path) -> None:
@@ -218,7 +225,7 @@ def counting_cron() -> Iterator[tuple[str, list[str]]]:
 
 
 def test_a_broken_remote_run_lists_every_problem_and_sends_nothing(
-    tmp_path: Path, counting_cron: tuple[str, list[str]]
+    tmp_path: Path, counting_cron: tuple[str, list[str]], sleeping_neon: SleepingCompute
 ) -> None:
     url, hits = counting_cron
     packed = tmp_path / "export.csv.gz"
@@ -229,7 +236,7 @@ def test_a_broken_remote_run_lists_every_problem_and_sends_nothing(
         clean_env(
             CRON_URL=url,
             CRON_SECRET="a-long-random-secret-0123",
-            DATABASE_URL=f"postgresql://suite:Secr3tPw@127.0.0.1:{free_port()}/app",
+            DATABASE_URL=sleeping_neon.dsn("suite", "app", "Secr3tPw"),
             OPENAI_EXPORT=f"{tmp_path / 'missing.csv'}:{packed}",
             DB_CONNECT_TIMEOUT="2",
         ),

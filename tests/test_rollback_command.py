@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from neon_compute import SleepingCompute
 
 from cron_dryrun.cli import main
 from cron_dryrun.cli.rollback import RollbackRefused, rollback
@@ -318,10 +319,10 @@ def test_command_without_a_database(
 
 
 def test_command_waits_for_a_database_that_does_not_answer_then_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sleeping_neon: SleepingCompute
 ) -> None:
     """A suspended Neon compute: retried up to --db-connect-timeout, then named, nothing sent."""
-    dsn = f"postgresql://suite:Rollback-Pw-5ecret@127.0.0.1:{free_port()}/app"
+    dsn = sleeping_neon.dsn("suite", "app", "Rollback-Pw-5ecret")
     code = main(
         [
             "rollback",

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import trustme
+from neon_compute import SleepingCompute
 from pgbouncer import start_pgbouncer
 from suite_runs import ROOT, clean_env
 from test_neon import _reader_refused_snapshots
 
 from cron_dryrun.standin import start_local_stack
 from cron_dryrun.target import database as db
-from cron_dryrun.target.embedded import free_port
 from cron_dryrun.target.pg_server import RunningPostgres
 
 SECRET = "staging-like-Secret-3e5f7a9c"
@@ -34,7 +34,7 @@ WAITING = "waiting for the database to wake ..."
 
 @pytest.mark.slow
 def test_a_protected_compressed_tls_target_with_a_late_pooled_database_gives_go(
-    pg_server: RunningPostgres, tmp_path: Path
+    pg_server: RunningPostgres, tmp_path: Path, sleeping_neon: SleepingCompute
 ) -> None:
     ca = trustme.CA()
     pem = tmp_path / "server.pem"
@@ -43,8 +43,8 @@ def test_a_protected_compressed_tls_target_with_a_late_pooled_database_gives_go(
     ca.cert_pem.write_to_path(str(ca_bundle))
     app_dsn = db.create_app_database(pg_server.dsn)
     reader = _reader_refused_snapshots(app_dsn)
-    port = free_port()
-    pooled = f"postgresql://pooled_reader@127.0.0.1:{port}/{db.database_name(app_dsn)}"
+    compute = sleeping_neon  # Neon's proxy, the compute asleep
+    pooled = compute.dsn("pooled_reader", db.database_name(app_dsn))
     audit = tmp_path / "audit"
     try:
         with start_local_stack(
@@ -84,8 +84,9 @@ def test_a_protected_compressed_tls_target_with_a_late_pooled_database_gives_go(
             reader_thread.start()
             try:
                 assert waiting.wait(120), "".join(lines)[-3000:]
-                # the compute wakes: the pooler starts on the port the run keeps trying
-                with start_pgbouncer(pg_server.dsn, port=port, wait=False) as pooler:
+                # the compute wakes: its pooler answers behind the proxy the run keeps trying
+                with start_pgbouncer(pg_server.dsn) as pooler:
+                    compute.wake(pooler.port)
                     child.wait(timeout=400)
                     reader_thread.join(30)
                     output = "".join(lines)

@@ -135,6 +135,9 @@ def print_terminal_summary(tr: Any, state: DryRunState, annotations: list[str]) 
         red=not verdict.go,
     )
     tr.line(f"target: {describe_target(state)}   method: {state.settings.cron_method}")
+    if state.config_error and not state.triggered:
+        _print_configuration_error(tr, state, len(verdict.steps), annotations)
+        return
     cause = state.root_cause
     if cause is not None:
         for i, line in enumerate(cause.lines()):
@@ -150,6 +153,22 @@ def print_terminal_summary(tr: Any, state: DryRunState, annotations: list[str]) 
     tr.line(f"verdict: {verdict.label}", bold=True, green=verdict.go, red=not verdict.go)
     for annotation in annotations:
         tr.line(annotation)  # a workflow command: GitHub reads it from the start of a line
+
+
+def _print_configuration_error(
+    tr: Any, state: DryRunState, steps: int, annotations: list[str]
+) -> None:
+    """A run stopped before anything was sent: the error first, then one line for what did not
+    run (no table: every row would say the same, with advice that does not apply)."""
+    assert state.config_error is not None
+    first = state.config_error.strip().splitlines()[0]
+    tr.line(f"configuration error: {first}", bold=True, red=True)
+    tr.line(f"not run: all {steps} gate steps (nothing was triggered; the full message follows)")
+    for name, path in sorted(state.artefacts.items()):
+        tr.line(f"  {name}: {path}")
+    tr.line("verdict: NO-GO", bold=True, red=True)
+    for annotation in annotations:
+        tr.line(annotation)
 
 
 def _terminal_width(tr: Any) -> int:

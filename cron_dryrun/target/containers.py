@@ -216,6 +216,23 @@ def _make_stop(client: Any, container: Any, name: str) -> Callable[[], None]:
     return stop
 
 
+def engine_and_image_problem(image: str) -> str | None:
+    """Before anything runs: the engine answers and has (or can pull) ``image``; else the
+    message naming the ways out (a configuration error, not one error per check)."""
+    configure_testcontainers()
+    try:
+        client = docker_client()
+    except DatabaseUnavailable as exc:
+        return str(exc)
+    try:
+        ensure_image(client, image)
+    except DatabaseUnavailable as exc:
+        return str(exc)
+    finally:
+        client.close()
+    return None
+
+
 def start_postgres_container(image: str) -> RunningPostgres:
     """A PostgreSQL container from ``image``, ready for connections; ``stop`` removes it."""
     configure_testcontainers()

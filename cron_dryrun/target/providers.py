@@ -40,6 +40,17 @@ def choose_backend(
     return "testcontainers" if docker_answers() else "embedded"
 
 
+def backend_problem(backend: str, postgres_image: str) -> str | None:
+    """What stops the chosen backend before anything runs, or None. Only an explicit
+    testcontainers backend is checked here: auto picks it only when an engine answers, and
+    falls back to embedded when the image cannot be had."""
+    if backend != "testcontainers":
+        return None
+    from cron_dryrun.target.containers import engine_and_image_problem
+
+    return engine_and_image_problem(postgres_image)
+
+
 @contextlib.contextmanager
 def provide_server(backend: str, postgres_image: str) -> Iterator[RunningPostgres]:
     """A PostgreSQL server from the testcontainers or embedded backend, stopped on exit."""
