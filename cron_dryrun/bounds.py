@@ -78,3 +78,15 @@ def truncated(
         f"{head}\n[truncated by cron-dryrun: {cut:,} of {len(text):,} characters cut "
         f"(bound {limit:,}); the smoke log holds the exchange]"
     )
+
+
+def word_excerpt(text: str, limit: int, more: bool = False) -> str:
+    """``text`` cut to at most ``limit`` characters, never inside a word, "..." marking a cut
+    (also when ``more``: the text itself was already cut). One word longer than ``limit`` is
+    cut where it must be."""
+    if len(text) <= limit and not more:
+        return text
+    head = text[:limit]
+    if len(text) > limit and text[limit].isalnum() and head[-1:].isalnum():
+        head = re.sub(r"\w+$", "", head) or head  # back to the start of the word cut
+    return head.rstrip() + "..."

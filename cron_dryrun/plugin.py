@@ -755,10 +755,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             list(state.outcomes.values()), extra_reasons=extra, collected=state.collected
         )
     if not state.verdict.go:
-        from cron_dryrun.rules.root_cause import find_root_cause, signals_from_run
+        from cron_dryrun.rules.root_cause import (
+            accepted_negatives,
+            find_root_cause,
+            signals_from_run,
+        )
+        from cron_dryrun.target.watch import AUTH_NEGATIVE
 
+        accepted = accepted_negatives(
+            ((t.label, t.status) for t in state.transcripts), AUTH_NEGATIVE
+        )
         state.root_cause = find_root_cause(
-            signals_from_run(state.run), [(s.step, s.status) for s in state.verdict.steps]
+            signals_from_run(state.run, accepted), [(s.step, s.status) for s in state.verdict.steps]
         )
     _redact_html_environment(session.config, state)
     if state.config_error:

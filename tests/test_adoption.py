@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import importlib.metadata
+import json
 import re
 import shutil
 import subprocess
@@ -13,14 +14,22 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import jsonschema
 import pytest
 from docker_engine import engine_without_registry
 from suite_runs import clean_env, recorded_files, run_acceptance
 
 import cron_dryrun
 from cron_dryrun.config.settings import environment_variables, resolve_settings
+from cron_dryrun.rules.checks import word_excerpt
 from cron_dryrun.rules.gate import REQUIRED_STEPS
 from cron_dryrun.rules.markers import RUNBOOK_SECTIONS, marker_lines
+from cron_dryrun.rules.root_cause import (
+    RunSignals,
+    accepted_negatives,
+    advice_for,
+    find_root_cause,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -355,3 +364,93 @@ def test_readme_lists_everything_the_test_command_may_install() -> None:
     for packages in installed:
         for package in packages.split():
             assert f"`{package}`" in section, package
+
+
+# -- an open endpoint leads the NO-GO ---------------------------------------------------------
+
+STEPS_AUTH_FAILED = [("prerequisites", "passed"), ("auth_smoke", "failed"), ("parity", "passed")]
+
+
+def test_an_open_endpoint_is_the_root_cause_with_its_own_fix() -> None:
+    accepted = accepted_negatives(
+        [
+            ("main exchange", 200),
+            ("auth negative: token 'undefined'", 200),
+            ("auth negative: token 'null'", 200),
+            ("auth negative: no Authorization header", 401),
+            ("auth negative: wrong token of the same length", 200),
+            ("auth negative: near miss: last character changed", 200),
+            ("auth negative: empty bearer token", None),
+        ],
+        "auth negative: ",
+    )
+    assert accepted == (
+        "token 'undefined'",
+        "token 'null'",
+        "wrong token of the same length",
+        "near miss: last character changed",
+    )
+    # the worst finding leads, even when the flag is off too
+    signals = RunSignals(flag_value=False, active_keys=2, windows_processed=2,
+                         accepted_without_secret=accepted)  # fmt: skip
+    cause = find_root_cause(signals, [*STEPS_AUTH_FAILED, ("flag_state", "failed")])
+    assert cause is not None and cause.kind == "auth-open"
+    assert cause.lines() == [
+        "root cause: the cron accepts requests without the right secret: 4 requests with a "
+        "wrong or missing secret were answered 2xx and ran the job (token 'undefined', token "
+        "'null', wrong token of the same length and 1 more)",
+        "fix: fix the app's auth check: compare the whole Authorization header with `Bearer "
+        "<CRON_SECRET>` (constant time, no trimming or case folding) and answer 401 before any "
+        "work; redeploy, then run again. Until then anyone who can reach the URL can run the job",
+        "consequences (these checks fail because of it): auth_smoke",
+    ]
+    assert find_root_cause(RunSignals(accepted_without_secret=()), STEPS_AUTH_FAILED) is None
+
+
+def test_advice_is_printed_only_where_it_applies() -> None:
+    accepted = advice_for(
+        "auth_smoke", "token 'null': expected 401 Unauthorized, got status 200 OK"
+    )
+    assert accepted.startswith("the app accepted a wrong or missing secret: fix the app's auth")
+    assert "CRON_SECRET for this target" not in accepted and "--cron-method" not in accepted
+    refused = advice_for(
+        "auth_smoke", "secret: expected 200 (accepted), got status 401 Unauthorized"
+    )
+    assert refused == "fix CRON_SECRET for this target before scheduling"
+    assert advice_for(
+        "auth_smoke", "expected 200 (accepted), got status 405 Method Not Allowed"
+    ) == ("see --cron-method (CRON_METHOD=GET), or add a POST handler to the app")
+
+
+def test_excerpts_end_on_a_word_boundary_with_dots() -> None:
+    assert word_excerpt("short body", 300) == "short body"
+    assert word_excerpt("the answer was Unauthorized", 20) == "the answer was..."
+    assert (
+        word_excerpt('{"constraintUpdates":70,"matched":1}', 27) == '{"constraintUpdates":70,"...'
+    )
+    assert word_excerpt("x" * 50, 10) == "x" * 10 + "..."  # one long word: cut where it must
+    assert word_excerpt("all of it", 300, more=True) == "all of it..."
+
+
+def test_an_open_endpoint_run_leads_with_it(tmp_path: Path) -> None:
+    audit = tmp_path / "audit"
+    result = run_acceptance("--fault=auth-open", f"--audit-dir={audit}", env=clean_env())
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
+    section = result.stdout.split("cron-dryrun gate: NO-GO", 1)[1]
+    lines = section.splitlines()
+    assert lines[2].startswith(
+        "root cause: the cron accepts requests without the right secret: 9 requests with a "
+        "wrong or missing secret were answered 2xx and ran the job ("
+    )
+    assert lines[3].startswith("fix: fix the app's auth check")
+    assert "what to do:" not in section  # auth_smoke follows from the cause: no other advice
+    assert "--cron-method" not in section
+    gate = json.loads((audit / "gate.json").read_text())
+    assert gate["root_cause"]["kind"] == "auth-open"
+    schema = json.loads((ROOT / "schemas" / "gate.schema.json").read_text())
+    jsonschema.validate(gate, schema)
+    # the body excerpt of the failure ends at a word boundary
+    excerpt = next(
+        line for line in result.stdout.splitlines() if "expected 401 Unauthorized" in line
+    )
+    assert excerpt.endswith('"constraintUpdates":70,"...'), excerpt

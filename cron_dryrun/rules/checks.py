@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from cron_dryrun.bounds import JsonTooDeep
+from cron_dryrun.bounds import JsonTooDeep, word_excerpt
 from cron_dryrun.exchange.record import DbObservation, UsageRow
 from cron_dryrun.target.vercel import protection_block
 from cron_dryrun.windows import day_start, expected_windows_processed, in_scope, iso
@@ -31,9 +31,9 @@ def describe_answer(t: Transcript) -> str:
     """Status, content type and the start of the body: what a failure message must show."""
     if t.status is None:
         return f"no answer ({t.error})"
-    excerpt = t.body_text(BODY_EXCERPT).strip() or "(empty body)"
-    more = " ..." if len(t.response_body) > BODY_EXCERPT or t.body_truncated else ""
-    return f"status {t.status} {t.reason}, content type {t.content_type}, body: {excerpt}{more}"
+    text = t.body_text(BODY_EXCERPT + 1).strip()
+    excerpt = word_excerpt(text, BODY_EXCERPT, t.body_truncated) or "(empty body)"
+    return f"status {t.status} {t.reason}, content type {t.content_type}, body: {excerpt}"
 
 
 # -- the main exchange ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ the HTML report, ``gate.json`` and the summary lead with it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,14 @@ from typing import Any
 from cron_dryrun.exchange.record import RecordedRun
 from cron_dryrun.target.vercel import BYPASS_ENV, PROTECTION_BLOCKED
 from cron_dryrun.windows import in_scope
+
+OPEN_ENDPOINT_FIX = (
+    "fix the app's auth check: compare the whole Authorization header with "
+    "`Bearer <CRON_SECRET>` (constant time, no trimming or case folding) and answer 401 before "
+    "any work; redeploy, then run again. Until then anyone who can reach the URL can run the job"
+)
+# how many of the accepted requests the cause names before "and N more"
+MAX_NAMED_REQUESTS = 3
 
 FLAG_FIX = (
     "set ENABLE_DAILY_USAGE_WINDOWS=true in the staging environment and redeploy, "
@@ -68,13 +77,15 @@ class RunSignals:
     failed_keys: int | None = None
     issues_by_code: Mapping[str, int] | None = None
     unaligned_rows_written: int = 0
+    # auth negatives (a wrong or missing secret) the cron answered with a 2xx: their names
+    accepted_without_secret: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class RootCause:
     """One cause, its fix, and the failing steps that follow from it."""
 
-    kind: str  # "exchange-missing", "flag-off" or "all-keys-failed"
+    kind: str  # "auth-open", "exchange-missing", "flag-off" or "all-keys-failed"
     cause: str
     fix: str
     consequences: tuple[str, ...]
@@ -105,10 +116,22 @@ def _int(value: Any) -> int | None:
     return int(value)
 
 
-def signals_from_run(run: RecordedRun | None) -> RunSignals:
-    """What ``find_root_cause`` reads, from the session's recorded run."""
+def accepted_negatives(answers: Iterable[tuple[str, int | None]], prefix: str) -> tuple[str, ...]:
+    """The auth negatives (exchange labels starting with ``prefix``) answered with a 2xx."""
+    return tuple(
+        label.removeprefix(prefix)
+        for label, status in answers
+        if label.startswith(prefix) and status is not None and 200 <= status < 300
+    )
+
+
+def signals_from_run(
+    run: RecordedRun | None, accepted_without_secret: tuple[str, ...] = ()
+) -> RunSignals:
+    """What ``find_root_cause`` reads, from the session's recorded run (and the auth negatives
+    the cron accepted, which are exchanges of their own)."""
     if run is None:
-        return RunSignals()
+        return RunSignals(accepted_without_secret=accepted_without_secret)
     status = run.exchange.final.status if run.exchange is not None else None
     body = run.body or {}
     flags = body.get("flags")
@@ -135,6 +158,7 @@ def signals_from_run(run: RecordedRun | None) -> RunSignals:
         if isinstance(telemetry.get("issuesByCode"), dict)
         else None,
         unaligned_rows_written=unaligned,
+        accepted_without_secret=accepted_without_secret,
     )
 
 
@@ -177,6 +201,20 @@ def find_root_cause(signals: RunSignals, steps: Iterable[tuple[str, str]]) -> Ro
     """
     steps = list(steps)
     s = signals
+    if s.accepted_without_secret and _failing(steps, ("auth_smoke",)):
+        # the worst finding: named first, whatever else failed
+        named = list(s.accepted_without_secret[:MAX_NAMED_REQUESTS])
+        rest = len(s.accepted_without_secret) - len(named)
+        listing = ", ".join(named) + (f" and {rest} more" if rest else "")
+        count = len(s.accepted_without_secret)
+        return RootCause(
+            "auth-open",
+            "the cron accepts requests without the right secret: "
+            f"{count} request{'s' if count != 1 else ''} with a wrong or missing secret "
+            f"{'were' if count != 1 else 'was'} answered 2xx and ran the job ({listing})",
+            OPEN_ENDPOINT_FIX,
+            _failing(steps, ("auth_smoke",)),
+        )
     if s.exchange_problem is not None:
         consequences = _failing(steps, EXCHANGE_STEPS)
         if consequences:
@@ -226,5 +264,26 @@ def find_root_cause(signals: RunSignals, steps: Iterable[tuple[str, str]]) -> Ro
     return None
 
 
-def advice_for(step: str) -> str:
+# The auth check fails for several reasons, each with its own fix: only the one that applies
+# is printed (its status in the failure reason), else the step's whole advice.
+AUTH_ADVICE: tuple[tuple[str, str], ...] = (
+    (
+        r"expected 401 Unauthorized, got status 2\d\d",
+        "the app accepted a wrong or missing secret: " + OPEN_ENDPOINT_FIX,
+    ),
+    (r"got status 401", "fix CRON_SECRET for this target before scheduling"),
+    (r"got status 405", "see --cron-method (CRON_METHOD=GET), or add a POST handler to the app"),
+    (
+        r"got status 5\d\d|no answer|JSON",
+        "read the status and body in the smoke log, and the app's logs for this request",
+    ),
+)
+
+
+def advice_for(step: str, reason: str = "") -> str:
+    """What to do about ``step`` failing with ``reason``: only the advice that applies."""
+    if step == "auth_smoke":
+        for pattern, advice in AUTH_ADVICE:
+            if re.search(pattern, reason):
+                return advice
     return STEP_ADVICE.get(step, "")

@@ -196,7 +196,7 @@ def verdict_table_lines(steps: Any, cause: RootCause | None, width: int) -> list
         wrapped = wrapped or [""]
         out.append(f"  {mark}{step.step:<{name_width}}  {step.status:<8}  {wrapped[0]}")
         out.extend(" " * indent + line for line in wrapped[1:])
-        advice = advice_for(step.step)
+        advice = advice_for(step.step, step.reason)
         if step.status != "passed" and not consequence and advice:
             out.extend(" " * indent + line for line in textwrap.wrap(f"what to do: {advice}", room))
     return out
