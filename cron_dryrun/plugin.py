@@ -65,18 +65,26 @@ class RedactedDsn(str):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cron-dryrun", "daily usage cron dry run (env variables in brackets)")
+    from cron_dryrun.config.option_help import help_text as option_help
+    from cron_dryrun.config.option_help import metavar
+
     for spec in OPTIONS:
-        help_text = f"{spec.help} [{spec.env}]" if spec.env else spec.help
+        help_text = option_help(spec)
         if spec.flag:
             dest = f"cron_dryrun_{spec.name}"
             if spec.is_flag:
                 group.addoption(
                     spec.flag, action="store_true", default=False, dest=dest, help=help_text
                 )
-            elif spec.multiple:
-                group.addoption(spec.flag, action="append", default=None, dest=dest, help=help_text)
             else:
-                group.addoption(spec.flag, action="store", default=None, dest=dest, help=help_text)
+                group.addoption(
+                    spec.flag,
+                    action="append" if spec.multiple else "store",
+                    default=None,
+                    dest=dest,
+                    help=help_text,
+                    metavar=metavar(spec),
+                )
         ini_type: Literal["linelist", "bool", "string"] = (
             "linelist" if spec.multiple else ("bool" if spec.is_flag else "string")
         )
@@ -305,7 +313,9 @@ def terminal_line(config: pytest.Config, state: DryRunState) -> Callable[[str], 
             return
         capture = config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            reporter.ensure_newline()
+            # on a line of its own: after pytest's progress dots (-q), never inside them
+            if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+                reporter.line("")
             reporter.write_line(f"cron-dryrun: {_redactor(state)(message)}")
             reporter.flush()
 
@@ -766,7 +776,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             ((t.label, t.status) for t in state.transcripts), AUTH_NEGATIVE
         )
         state.root_cause = find_root_cause(
-            signals_from_run(state.run, accepted), [(s.step, s.status) for s in state.verdict.steps]
+            signals_from_run(state.run, accepted),
+            [(s.step, s.status) for s in state.verdict.steps],
+            remote=state.settings.is_remote,
         )
     _redact_html_environment(session.config, state)
     if state.config_error:

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
@@ -20,7 +21,8 @@ from docker_engine import engine_without_registry
 from suite_runs import clean_env, recorded_files, run_acceptance
 
 import cron_dryrun
-from cron_dryrun.config.settings import environment_variables, resolve_settings
+from cron_dryrun.config.settings import FAULTS, environment_variables, resolve_settings
+from cron_dryrun.exchange.record import ExchangeMissing, RecordedRun
 from cron_dryrun.rules.checks import word_excerpt
 from cron_dryrun.rules.gate import REQUIRED_STEPS
 from cron_dryrun.rules.markers import RUNBOOK_SECTIONS, marker_lines
@@ -454,3 +456,70 @@ def test_an_open_endpoint_run_leads_with_it(tmp_path: Path) -> None:
         line for line in result.stdout.splitlines() if "expected 401 Unauthorized" in line
     )
     assert excerpt.endswith('"constraintUpdates":70,"...'), excerpt
+
+
+# -- a terminal a person can read ---------------------------------------------------------------
+
+
+def test_flag_off_on_the_local_stack_does_not_say_staging() -> None:
+    signals = RunSignals(flag_value=False, active_keys=2, windows_processed=2)
+    steps = [("flag_state", "failed"), ("telemetry", "failed")]
+    local = find_root_cause(signals, steps, remote=False)
+    remote = find_root_cause(signals, steps)
+    assert local is not None and remote is not None
+    assert local.cause.startswith("ENABLE_DAILY_USAGE_WINDOWS is off on the local stack (")
+    assert local.fix.startswith("set ENABLE_DAILY_USAGE_WINDOWS=true in the app's environment")
+    assert remote.cause.startswith("ENABLE_DAILY_USAGE_WINDOWS is off in staging (")
+
+
+def test_fault_help_lists_the_faults_and_metavars_read_as_values() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--help", "-p", "no:cacheprovider"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    text = " ".join(result.stdout.split())
+    assert (
+        "--fault=FAULT local stack only: inject one stand-in fault: one of none, auth-open," in text
+    )
+    for fault in FAULTS:
+        assert fault in text.replace("- ", "-")  # argparse may wrap after a hyphen
+    for shown in ("--cron-url=URL", "--cron-timeout=SECONDS", "--audit-dir=PATH",
+                  "--openai-export=PATH", "--db-connect-timeout=SECONDS", "--ca-bundle=PATH"):  # fmt: skip
+        assert shown in text, shown
+    assert "=CRON_DRYRUN_" not in text
+
+
+def test_a_missing_exchange_is_named_once_not_once_per_check() -> None:
+    html = "<html><body>" + "A server error occurred. " * 40 + "</body></html>"
+    problem = (
+        "expected 200 OK with a JSON body, got status 500 Internal Server Error, content type "
+        f"text/html, body: {html}"
+    )
+    run = RecordedRun("local", "POST", datetime(2025, 10, 8, 2, tzinfo=UTC), None, problem, None)
+    with pytest.raises(ExchangeMissing) as excinfo:
+        run.require_exchange()
+    assert str(excinfo.value) == (
+        "the cron exchange was not made, so this check cannot judge it: expected 200 OK with a "
+        "JSON body, got status 500 Internal Server Error (in full: the root cause and the auth "
+        "smoke check)"
+    )
+
+
+def test_an_html_500_names_its_cause_once_and_progress_keeps_its_lines(tmp_path: Path) -> None:
+    result = run_acceptance(
+        "--fault=html-500", f"--audit-dir={tmp_path / 'audit'}", env=clean_env()
+    )
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
+    out = result.stdout
+    section = out.split("cron-dryrun gate: NO-GO", 1)[1]
+    # in full once in the gate's section (the root cause); the two checks that got the page
+    # show it in their own failure, every other check names it in one clause
+    assert section.count("<!DOCTYPE html>") == 1
+    assert out.count("<!DOCTYPE html>") == 3
+    assert " ".join(section.split()).count("[consequence of the root cause]") == 7  # wrapped
+    progress = [line for line in out.splitlines() if "cron-dryrun: " in line]
+    assert all(line.startswith("cron-dryrun: ") for line in progress), progress
+    assert [line for line in progress if "triggering" in line] == [
+        line for line in progress if "triggering" in line and "(auth negative:" not in line
+    ]
+    assert len([line for line in progress if "triggering" in line]) == 2  # main, padded secret

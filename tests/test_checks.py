@@ -257,7 +257,7 @@ def test_rejections_that_wrote_rows() -> None:
         ({}, "flags.enableDailyUsageWindows is missing from the `flags` object {}"),
         (
             {"enableDailyUsageWindows": False},
-            "flags.enableDailyUsageWindows is false (false); expected the JSON boolean true",
+            "flags.enableDailyUsageWindows is false; expected the JSON boolean true",
         ),
         (
             {"enableDailyUsageWindows": "true"},
@@ -265,7 +265,7 @@ def test_rejections_that_wrote_rows() -> None:
         ),
         (
             {"enableDailyUsageWindows": 1},
-            "flags.enableDailyUsageWindows is 1 (1); expected the JSON boolean true",
+            "flags.enableDailyUsageWindows is 1 (a number); expected the JSON boolean true",
         ),
     ],
 )
@@ -363,7 +363,9 @@ def test_offending_rows_are_listed_with_count() -> None:
     )
     assert judge_window_scoping(RUN_AT, obs) == (
         "3 usage_events row(s) written by the run at 2025-10-08T02:00:00Z fall outside the expected daily "
-        "windows (one UTC day starting 2025-10-07T00:00:00Z or 2025-10-08T00:00:00Z):\n"
+        "windows (one UTC day starting 2025-10-07T00:00:00Z or 2025-10-08T00:00:00Z), the first "
+        "id=2 key=1 model=gpt-4o window=[2025-10-06T00:00:00, 2025-10-07T00:00:00) (outside the "
+        "run's windows)\nall of them:\n"
         "  id=2 key=1 model=gpt-4o window=[2025-10-06T00:00:00, 2025-10-07T00:00:00): outside the run's windows\n"
         "  id=3 key=1 model=gpt-4o window=[2025-10-07T00:00:00, 2025-10-09T00:00:00): outside the run's windows\n"
         "  id=4 key=1 model=gpt-4o window=[NULL, NULL): NULL window"

@@ -195,9 +195,11 @@ def test_checks_needing_the_exchange_say_it_was_not_made(
 @pytest.mark.slow
 def test_flag_off_leads_with_the_flag_and_its_fix_everywhere(matrix: dict[str, MatrixRun]) -> None:
     run = matrix["flag-off"]
-    fix = "set ENABLE_DAILY_USAGE_WINDOWS=true in the staging environment and redeploy"
+    # a local run: the stand-in's flag, not staging's
+    fix = "set ENABLE_DAILY_USAGE_WINDOWS=true in the app's environment and redeploy"
     out = run.output
-    cause_at = out.index("root cause: ENABLE_DAILY_USAGE_WINDOWS is off in staging")
+    cause_at = out.index("root cause: ENABLE_DAILY_USAGE_WINDOWS is off on the local stack")
+    assert "in staging" not in out
     assert out.index(f"fix: {fix}") > cause_at
     assert cause_at < out.index("  !! flag_state")  # before the table
     assert run.gate is not None

@@ -5,12 +5,22 @@ Plain data, no I/O: built once per session (``session.trigger``), read by every 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from cron_dryrun.bounds import word_excerpt
+
 if TYPE_CHECKING:
     from cron_dryrun.target.client import Exchange
+
+
+def short_problem(problem: str | None, limit: int = 160) -> str:
+    """The problem's first clause, without the answer's body: the cause is printed in full
+    once (root cause, auth smoke check), not once per check that depends on it."""
+    first = re.split(r"; |, content type | \(status |: status ", problem or "no answer")[0]
+    return word_excerpt(first, limit)
 
 
 class ExchangeMissing(AssertionError):
@@ -61,8 +71,8 @@ class RecordedRun:
         __tracebackhide__ = True
         if self.problem is not None or self.body is None:
             raise ExchangeMissing(
-                f"the cron exchange was not made, so this check cannot judge it: {self.problem} "
-                "(see the auth smoke check)"
+                f"the cron exchange was not made, so this check cannot judge it: "
+                f"{short_problem(self.problem)} (in full: the root cause and the auth smoke check)"
             )
         return self.body
 

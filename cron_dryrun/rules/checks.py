@@ -192,8 +192,17 @@ def judge_flag(body: Mapping[str, Any]) -> str | None:
     value = flags["enableDailyUsageWindows"]
     if value is True:
         return None
-    kind = "a string" if isinstance(value, str) else json.dumps(value)
-    return f"flags.enableDailyUsageWindows is {json.dumps(value)} ({kind}); expected the JSON boolean true"
+    kind = _json_kind(value)  # said only where the value alone does not show it
+    shown = f"{json.dumps(value)} ({kind})" if kind else json.dumps(value)
+    return f"flags.enableDailyUsageWindows is {shown}; expected the JSON boolean true"
+
+
+def _json_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return None
 
 
 # -- telemetry ------------------------------------------------------------------------------------
@@ -322,10 +331,12 @@ def judge_window_scoping(
         else ""
     )
     yesterday = iso(today - timedelta(days=1))
+    first, why = offending[0]
+    # the first line stands alone (the verdict table shows only it): it names one row
     return (
         f"{len(offending)} usage_events row(s) written by the run at {iso(run_at)} fall outside "
-        f"the expected daily windows (one UTC day starting {yesterday} or {iso(today)}):\n"
-        f"{listed}{more}"
+        f"the expected daily windows (one UTC day starting {yesterday} or {iso(today)}), "
+        f"the first {first.describe()} ({why})\nall of them:\n{listed}{more}"
     )
 
 

@@ -192,12 +192,15 @@ def _failing(steps: Iterable[tuple[str, str]], candidates: Sequence[str]) -> tup
     return tuple(s for s in candidates if s in bad)
 
 
-def find_root_cause(signals: RunSignals, steps: Iterable[tuple[str, str]]) -> RootCause | None:
+def find_root_cause(
+    signals: RunSignals, steps: Iterable[tuple[str, str]], remote: bool = True
+) -> RootCause | None:
     """The one cause behind several failing steps, or None.
 
     ``steps`` are (step name, status) pairs. Checked in order: the exchange not made, every
     key failing at the provider, the flag off. A cause is named only when a step it
-    explains failed.
+    explains failed. ``remote``: the target is staging (else the local stack, whose flag
+    is the stand-in's, not staging's).
     """
     steps = list(steps)
     s = signals
@@ -257,8 +260,9 @@ def find_root_cause(signals: RunSignals, steps: Iterable[tuple[str, str]]) -> Ro
         if consequences:
             return RootCause(
                 "flag-off",
-                "ENABLE_DAILY_USAGE_WINDOWS is off in staging (" + "; ".join(evidence) + ")",
-                FLAG_FIX,
+                f"ENABLE_DAILY_USAGE_WINDOWS is off {'in staging' if remote else 'on the local stack'}"
+                " (" + "; ".join(evidence) + ")",
+                FLAG_FIX if remote else FLAG_FIX.replace("the staging", "the app's"),
                 consequences,
             )
     return None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from cron_dryrun import __version__
+from cron_dryrun.exchange.record import short_problem
 from cron_dryrun.rules.gate import REQUIRED_STEPS
 from cron_dryrun.rules.root_cause import RootCause, advice_for
 from cron_dryrun.target.watch import exchange_durations
@@ -190,8 +191,8 @@ def verdict_table_lines(steps: Any, cause: RootCause | None, width: int) -> list
         mark = "ok " if step.status == "passed" else "!! "
         reason = step.reason
         consequence = cause is not None and step.step in cause.consequences
-        if consequence:
-            reason = f"{reason} [consequence of the root cause]"
+        if consequence:  # the cause is printed in full once, above: its first clause here
+            reason = f"{short_problem(reason, 1000)} [consequence of the root cause]"
         wrapped = textwrap.wrap(reason, room, break_long_words=False, break_on_hyphens=False)
         wrapped = wrapped or [""]
         out.append(f"  {mark}{step.step:<{name_width}}  {step.status:<8}  {wrapped[0]}")
