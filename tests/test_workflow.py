@@ -65,11 +65,17 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     return done.stdout
 
 
+# The one line no test can run here: the lock's 46 packages come from PyPI (the test's own
+# environment has them). Dropped from the step; the step's other line installs the package.
+NEEDS_PYPI = "pip install --require-hashes --no-deps -r requirements/ci.txt"
+
+
 def run_job(
     job: Mapping[str, Any], workspace: Path, context: dict[str, str], env: dict[str, str]
 ) -> list[tuple[str, str, str]]:
     """Each `run:` step in order (bash -e, as GitHub's default shell); later steps only with
-    ``if: always()`` once one failed. Returns (step name, outcome, output) per executed step."""
+    ``if: always()`` once one failed. Returns (step name, outcome, output) per executed step.
+    Secrets reach only the steps whose own ``env:`` names them (the job's carries none)."""
     done: list[tuple[str, str, str]] = []
     failed = False
     job_env = {k: resolve(v, context) for k, v in (job.get("env") or {}).items()}
@@ -84,8 +90,9 @@ def run_job(
             continue
         step_env = {k: resolve(v, context) for k, v in (step.get("env") or {}).items()}
         assert "${{" not in step["run"], f"{step['name']}: expressions belong in env:"
+        script = "\n".join(line for line in step["run"].splitlines() if NEEDS_PYPI not in line)
         result = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-e", "-c", step["run"]],
+            ["bash", "--noprofile", "--norc", "-e", "-c", script],
             cwd=workspace, env={**env, **job_env, **step_env},
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
@@ -105,8 +112,11 @@ def test_the_workflow_has_the_gate_shape() -> None:
     wf = _workflow()
     triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as true
     assert set(triggers) == {"schedule", "workflow_dispatch"} and triggers["schedule"][0]["cron"]
-    assert wf["concurrency"]["cancel-in-progress"] is False
     dry_run, promote = wf["jobs"]["dry-run"], wf["jobs"]["promote"]
+    # per job: dry runs queue behind each other only; a promotion awaiting reviewers has its own
+    assert "concurrency" not in wf
+    assert dry_run["concurrency"] == {"group": "cron-dry-run-evidence", "cancel-in-progress": False}
+    assert promote["concurrency"] == {"group": "cron-dry-run-promote", "cancel-in-progress": False}
     assert dry_run["environment"] == "staging" and promote["environment"] == "production"
     assert promote["needs"] == "dry-run"
     assert promote["if"] == "needs.dry-run.outputs.promote == 'true'"
@@ -200,8 +210,8 @@ def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_t
     assert _outputs(red_github / "output")["promote"] == "false"
 
     log = "\n".join(f"--- {n}: {o}\n{out[-2500:]}" for n, o, out in green)
-    assert [o for _, o, _ in green] == ["success"] * 5, log
-    assert "verdict: GO" in green[2][2]
+    assert [o for _, o, _ in green] == ["success"] * 6, log
+    assert "verdict: GO" in green[3][2]
     assert _outputs(green_github / "output")["promote"] == "true"
     assert "## 🟢 cron-dryrun gate: GO" in (green_github / "summary.md").read_text()
 
@@ -225,24 +235,151 @@ def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_t
         for secret in (CRON_SECRET, "sk-admin-refused", BYPASS_SECRET, stack.admin_key):
             assert secret.encode() not in blob, (rel, secret[:8])
 
-    # promote: its one step, with the Vercel CLI recorded instead of run
-    bin_dir = tmp_path / "bin"
+    # promote: its one step, with a recorded Vercel CLI (production's variables in a folder)
+    promote_runs(tmp_path)
+
+
+VERCEL_CLI_STUB = """#!/bin/sh
+# npx --yes vercel@<version> <command> ... --token <token>: recorded, production kept in $PROD
+PATH=/usr/bin:/bin
+echo "$*" >> "$CALLS"
+shift 2
+case "$1 $2" in
+"env pull")
+    : > "$3"
+    echo 'OTHER_SECRET="not-for-the-log"' >> "$3"
+    [ -f "$PROD/ENABLE_DAILY_USAGE_WINDOWS" ] &&
+        echo "ENABLE_DAILY_USAGE_WINDOWS=\\"$(cat "$PROD/ENABLE_DAILY_USAGE_WINDOWS")\\"" >> "$3"
+    echo "Downloading production Environment Variables" >&2 ;;
+"env rm")
+    [ -f "$PROD/refuse" ] && { echo "Error: the token may not remove variables" >&2; exit 1; }
+    rm "$PROD/$3" ;;
+"env add")
+    cat > "$PROD/$3" ;;
+"redeploy "*)
+    echo "https://app-redeployed-$(wc -l < "$CALLS").vercel.app"
+    echo "redeploying $2" >&2 ;;
+*) echo "unexpected: $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def promote_runs(tmp_path: Path) -> None:
+    bin_dir, prod = tmp_path / "bin", tmp_path / "production"
     bin_dir.mkdir()
-    calls = tmp_path / "npx-calls"
-    (bin_dir / "npx").write_text(f'#!/bin/sh\necho "$* <$(cat)" >> {calls}\n')
+    prod.mkdir()
+    calls = tmp_path / "vercel-calls"
+    (bin_dir / "npx").write_text(VERCEL_CLI_STUB)
     (bin_dir / "npx").chmod(0o755)
-    promote = run_job(
-        _workflow()["jobs"]["promote"],
-        tmp_path,
-        {"secrets.VERCEL_TOKEN": VERCEL_TOKEN, "vars.VERCEL_ORG_ID": "team_x",
-         "vars.VERCEL_PROJECT_ID": "prj_x"},
-        clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}"),
-    )  # fmt: skip
-    assert [o for _, o, _ in promote] == ["success"], promote
-    assert calls.read_text().splitlines() == [
-        f"--yes vercel@64 env rm ENABLE_DAILY_USAGE_WINDOWS production --yes --token {VERCEL_TOKEN} <",
-        f"--yes vercel@64 env add ENABLE_DAILY_USAGE_WINDOWS production --token {VERCEL_TOKEN} <true",
+    (prod / "ENABLE_DAILY_USAGE_WINDOWS").write_text("false")
+    job = _workflow()["jobs"]["promote"]
+    context = {"secrets.VERCEL_TOKEN": VERCEL_TOKEN, "vars.VERCEL_ORG_ID": "team_x",
+               "vars.VERCEL_PROJECT_ID": "prj_x", "vars.VERCEL_PRODUCTION_URL": "https://app.example"}  # fmt: skip
+
+    def promote(name: str) -> tuple[list[tuple[str, str, str]], list[str], str]:
+        summary = tmp_path / f"{name}-summary.md"
+        start = len(calls.read_text().splitlines()) if calls.exists() else 0
+        env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls),
+                        PROD=str(prod), GITHUB_STEP_SUMMARY=str(summary), RUNNER_TEMP=str(tmp_path))  # fmt: skip
+        done = run_job(job, tmp_path, dict(context), env)
+        made = calls.read_text().splitlines()[start:]
+        return done, made, summary.read_text() if summary.exists() else ""
+
+    cli = "--yes vercel@64.0.2"
+    token = f"--token {VERCEL_TOKEN}"
+    first, made, summary = promote("first")
+    assert [o for _, o, _ in first] == ["success"], first
+    pull = made[0]
+    assert re.fullmatch(
+        rf"{cli} env pull \S+/vercel-env\.\w+ --environment=production --yes {token}", pull
+    )
+    assert made[1:] == [
+        f"{cli} env rm ENABLE_DAILY_USAGE_WINDOWS production --yes {token}",
+        f"{cli} env add ENABLE_DAILY_USAGE_WINDOWS production {token}",
+        f"{cli} redeploy https://app.example {token}",
     ]
+    assert (prod / "ENABLE_DAILY_USAGE_WINDOWS").read_text() == "true"
+    assert not list(tmp_path.glob("vercel-env.*"))  # production's variables left no file
+    assert "not-for-the-log" not in first[0][2] and "not-for-the-log" not in summary
+    assert summary.splitlines() == [
+        "### Production: ENABLE_DAILY_USAGE_WINDOWS promoted to `true`",
+        "- was: `false`; now: `true`",
+        "- production redeployed from https://app.example: https://app-redeployed-4.vercel.app "
+        "(the value applies from this deployment on)",
+        "- check: the deployment is Ready in Vercel; the next cron run answers "
+        "`flags.enableDailyUsageWindows: true` and writes one row per key and UTC day",
+        "- roll back: set ENABLE_DAILY_USAGE_WINDOWS to false in production and redeploy",
+    ]
+
+    # a later GO run asks again: production is read, found true, and left alone
+    second, made, summary = promote("second")
+    assert [o for _, o, _ in second] == ["success"], second
+    assert len(made) == 1 and " env pull " in made[0]
+    assert summary.startswith("### Production: ENABLE_DAILY_USAGE_WINDOWS already true\n")
+
+    # an error of the CLI fails the job: nothing swallowed, nothing redeployed
+    (prod / "ENABLE_DAILY_USAGE_WINDOWS").write_text("false")
+    (prod / "refuse").write_text("")
+    third, made, _ = promote("third")
+    assert [o for _, o, _ in third] == ["failure"]
+    assert "Error: the token may not remove variables" in third[0][2]
+    assert not any(" env add " in call or " redeploy " in call for call in made)
+
+
+def test_secrets_reach_only_the_steps_that_use_them() -> None:
+    wf = _workflow()
+    for job_name, job in wf["jobs"].items():
+        job_env = " ".join(str(v) for v in (job.get("env") or {}).values())
+        assert "secrets." not in job_env, job_name
+        for step in job["steps"]:
+            for name, value in (step.get("env") or {}).items():
+                if "secrets." in str(value):
+                    assert f"${name}" in step["run"] or "pytest" in step["run"], (
+                        step["name"],
+                        name,
+                    )
+    dry_run = {s["name"]: s for s in wf["jobs"]["dry-run"]["steps"]}
+    with_secrets = [n for n, s in dry_run.items() if "secrets." in str(s.get("env"))]
+    assert with_secrets == ["Dry run (pytest acceptance/ -m dryrun)"]
+
+
+def test_actions_are_pinned_by_commit_and_the_install_is_hash_pinned() -> None:
+    text = WORKFLOW.read_text()
+    uses = re.findall(r"uses: (\S+)(.*)", text)
+    assert uses and all(re.fullmatch(r"[\w-]+/[\w-]+@[0-9a-f]{40}", u) for u, _ in uses), uses
+    assert all(re.fullmatch(r" # v\d+\.\d+\.\d+", tag) for _, tag in uses), uses
+    steps = [s.get("run", "") for s in _workflow()["jobs"]["dry-run"]["steps"]]
+    check = next(i for i, run in enumerate(steps) if "scripts/check-lock.py" in run)
+    install = next(i for i, run in enumerate(steps) if NEEDS_PYPI in run)
+    assert check < install
+    assert "pip install --no-deps --no-build-isolation ." in steps[install]
+    assert 'npx --yes "$VERCEL_CLI"' in text and re.search(
+        r"VERCEL_CLI: vercel@\d+\.\d+\.\d+ ", text
+    )
+    promote = _workflow()["jobs"]["promote"]["steps"][-1]["run"]
+    assert "|| true" not in promote  # no error of the Vercel CLI is swallowed
+
+
+def test_the_lock_matches_pyproject_and_a_drift_is_named(tmp_path: Path) -> None:
+    check = [sys.executable, str(ROOT / "scripts" / "check-lock.py")]
+    ok = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout == "requirements/ci.txt matches pyproject.toml\n"
+    (tmp_path / "requirements").mkdir()
+    for rel in ("pyproject.toml", "requirements/ci.txt", "requirements/build.in"):
+        (tmp_path / rel).write_bytes((ROOT / rel).read_bytes())
+    pyproject = tmp_path / "pyproject.toml"
+    before = pyproject.read_bytes()
+    pyproject.write_text(
+        pyproject.read_text()
+        .replace('"httpx>=0.27"', '"httpx>=9.0"')
+        .replace('"duckdb>=1.0",', '"duckdb>=1.0",\n    "rich>=13",')
+    )
+    assert pyproject.read_bytes() != before
+    drift = subprocess.run([*check, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert drift.returncode == 1
+    assert "  - 'httpx>=9.0': the lock pins httpx==" in drift.stderr
+    assert "  - 'rich>=13' is not in the lock" in drift.stderr
+    assert "Fix: bash scripts/lock.sh" in drift.stderr
 
 
 @pytest.mark.parametrize("expression", ["vars.UNKNOWN", "secrets.X || 'fallback'"])
