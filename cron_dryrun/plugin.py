@@ -881,7 +881,7 @@ class _HtmlHooks:
 
     def pytest_html_report_title(self, report: Any) -> None:
         state = self.config.stash[STATE_KEY]
-        if not state.active:
+        if not _engaged(self.config, state):  # asked at session start, before collection
             return
         report.title = _redactor(state)(f"cron-dryrun gate: {state.settings.target_name}")
 
@@ -891,9 +891,8 @@ class _HtmlHooks:
         from cron_dryrun.session import reporting
 
         state = self.config.stash[STATE_KEY]
-        if (
-            state.active and state.html_temp_path is None
-        ):  # the operator's own --html: no banner at the top
+        # the operator's own --html: no banner at the top
+        if _engaged(self.config, state) and state.html_temp_path is None:
             # pytest-html writes the operator's file itself, past the evidence writer: the
             # verdict block (reasons, root cause) is redacted here
             redact = _redactor(state)
