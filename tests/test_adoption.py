@@ -22,9 +22,10 @@ from suite_runs import clean_env, recorded_files, run_acceptance
 
 import cron_dryrun
 from cron_dryrun.config.settings import FAULTS, environment_variables, resolve_settings
+from cron_dryrun.evidence import Redactor
 from cron_dryrun.exchange.record import ExchangeMissing, RecordedRun
 from cron_dryrun.rules.checks import word_excerpt
-from cron_dryrun.rules.gate import REQUIRED_STEPS
+from cron_dryrun.rules.gate import REQUIRED_STEPS, CheckOutcome, Verdict, decide
 from cron_dryrun.rules.markers import RUNBOOK_SECTIONS, marker_lines
 from cron_dryrun.rules.root_cause import (
     RunSignals,
@@ -32,6 +33,7 @@ from cron_dryrun.rules.root_cause import (
     advice_for,
     find_root_cause,
 )
+from cron_dryrun.session.github_actions import error_annotations, step_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -523,3 +525,44 @@ def test_an_html_500_names_its_cause_once_and_progress_keeps_its_lines(tmp_path:
         line for line in progress if "triggering" in line and "(auth negative:" not in line
     ]
     assert len([line for line in progress if "triggering" in line]) == 2  # main, padded secret
+
+
+# -- the step summary leads like the terminal ----------------------------------------------------
+
+CAUSE = ("the cron accepts requests without the right secret: 1 request ... (token 'null')",
+         "fix the app's auth check, s3cr3t-value-0123456789")  # fmt: skip
+
+
+def _auth_verdict() -> Verdict:
+    return decide(
+        [CheckOutcome("a::t1", "prerequisites", "passed"),
+         CheckOutcome("a::t2", "auth_smoke", "failed", "token 'null': expected 401, got 200")],
+        required_steps=("prerequisites", "auth_smoke"),
+    )  # fmt: skip
+
+
+def test_the_step_summary_leads_with_verdict_root_cause_and_fix_then_the_table() -> None:
+    text = step_summary(
+        _auth_verdict(), target="https://staging.example/api/cron/daily-usage", method="POST",
+        run_at="2025-10-08T02:00:04Z", dry_run=None, artefacts={},
+        redact=Redactor(["s3cr3t-value-0123456789"]).redact, root_cause=CAUSE,
+    )  # fmt: skip
+    lines = text.splitlines()
+    assert lines[0] == "## 🔴 cron-dryrun gate: NO-GO"
+    cause_at = lines.index(
+        "**Root cause:** the cron accepts requests without the right secret: 1 request ... "
+        "(token 'null')"
+    )
+    assert lines[cause_at + 2] == "**Fix:** fix the app's auth check, [REDACTED]"
+    assert cause_at < lines.index("| check | status | reason |")
+
+
+def test_the_root_cause_is_the_first_error_annotation() -> None:
+    lines = error_annotations(
+        _auth_verdict(), Redactor(["s3cr3t-value-0123456789"]).redact, root_cause=CAUSE
+    )
+    assert lines[0] == (
+        "::error title=root cause::the cron accepts requests without the right secret: 1 "
+        "request ... (token 'null'). Fix: fix the app's auth check, [REDACTED]"
+    )
+    assert lines[1].startswith("::error title=auth_smoke::failed: token 'null'")

@@ -31,6 +31,7 @@ BOT = "github-actions[bot]"
 CRON_SECRET = "staging-like-secret-for-the-workflow-42"
 VERCEL_TOKEN = "vercel-token-for-the-workflow-test-0123"
 BYPASS_SECRET = "bypass-secret-for-the-workflow-test-0123"
+SERVER, REPO = "https://github.example", "acme/app"
 
 
 def _workflow() -> dict[Any, Any]:
@@ -179,11 +180,14 @@ def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_t
                 "secrets.DATABASE_URL": app_dsn,
                 "secrets.OPENAI_ADMIN_KEY": admin_key,
                 "secrets.VERCEL_AUTOMATION_BYPASS_SECRET": BYPASS_SECRET,
+                "steps.upload.outputs.artifact-url": f"{SERVER}/{REPO}/actions/runs/{name}/artifacts/7",
             }
             env = clean_env(
                 PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                 GITHUB_ACTIONS="true",
                 GITHUB_RUN_ID=name,
+                GITHUB_SERVER_URL=SERVER,
+                GITHUB_REPOSITORY=REPO,
                 GITHUB_OUTPUT=str(github / "output"),
                 GITHUB_STEP_SUMMARY=str(github / "summary.md"),
                 # the install step builds the workspace's package into a scratch folder: the
@@ -210,10 +214,24 @@ def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_t
     assert _outputs(red_github / "output")["promote"] == "false"
 
     log = "\n".join(f"--- {n}: {o}\n{out[-2500:]}" for n, o, out in green)
-    assert [o for _, o, _ in green] == ["success"] * 6, log
+    assert [o for _, o, _ in green] == ["success"] * 7, log
     assert "verdict: GO" in green[3][2]
     assert _outputs(green_github / "output")["promote"] == "true"
     assert "## 🟢 cron-dryrun gate: GO" in (green_github / "summary.md").read_text()
+    # the summary links the evidence commit and the artifact (red run too, GitHub's URLs)
+    for github, name in ((red_github, "run-1"), (green_github, "run-2")):
+        summary = (github / "summary.md").read_text()
+        sha = re.search(
+            rf"\*\*Evidence:\*\* commit \[`(\w{{7}})`\]\({SERVER}/{REPO}/commit/(\w{{40}})\)",
+            summary,
+        )
+        assert sha and sha.group(2).startswith(sha.group(1)), summary
+        assert f"{SERVER}/{REPO}/blob/{sha.group(2)}/cron-dry-run/ledger.jsonl" in summary
+        assert summary.rstrip().endswith(
+            f"**Artifact:** [audit/, junit/ and gate-status.json]({SERVER}/{REPO}/actions/runs/{name}/artifacts/7)"
+        )
+    green_sha = _git("--git-dir", str(remote), "rev-parse", "dry-run-evidence").strip()
+    assert f"/commit/{green_sha})" in (green_github / "summary.md").read_text()
 
     branch = "dry-run-evidence"
     history = _git("--git-dir", str(remote), "log", "--format=%an|%s", branch)

@@ -511,7 +511,13 @@ def github_step_summary(state: DryRunState) -> str:
         dry_run=(state.dry_run_status or {}).get("description"),
         artefacts={name: rel for name, rel in links.items() if rel is not None},
         redact=writer.redactor.redact,
+        root_cause=_cause_and_fix(state),
     )
+
+
+def _cause_and_fix(state: DryRunState) -> tuple[str, str] | None:
+    cause = state.root_cause
+    return (cause.cause, cause.fix) if cause is not None else None
 
 
 def append_github_step_summary(state: DryRunState) -> None:
@@ -532,4 +538,6 @@ def github_annotations(state: DryRunState) -> list[str]:
 
     if not state.settings.github_actions or state.verdict is None:
         return []
-    return error_annotations(state.verdict, writer_for(state).redactor.redact)
+    return error_annotations(
+        state.verdict, writer_for(state).redactor.redact, root_cause=_cause_and_fix(state)
+    )

@@ -27,10 +27,19 @@ def _no_redaction(text: str) -> str:
     return text
 
 
-def error_annotations(verdict: Verdict, redact: Callable[[str], str] = _no_redaction) -> list[str]:
-    """``::error title=<check>::<reason>``: one per failed check, then one per other reason
-    (the promotion gate, a configuration error), each redacted."""
+def error_annotations(
+    verdict: Verdict,
+    redact: Callable[[str], str] = _no_redaction,
+    root_cause: tuple[str, str] | None = None,
+) -> list[str]:
+    """``::error title=<check>::<reason>``: the root cause and its fix first (when there is
+    one), then one per failed check, then one per other reason (the promotion gate, a
+    configuration error), each redacted."""
     lines = []
+    if root_cause is not None:
+        cause, fix = root_cause
+        message = f"{cause}. Fix: {fix}"
+        lines.append(f"::error title=root cause::{escape_data(redact(message))}")
     step_reasons = set()
     for step in verdict.steps:
         if step.status == PASSED:
@@ -62,8 +71,10 @@ def step_summary(
     artefacts: Mapping[str, str],
     notes: Sequence[str] = (),
     redact: Callable[[str], str] = _no_redaction,
+    root_cause: tuple[str, str] | None = None,
 ) -> str:
-    """The verdict table as GitHub-flavoured Markdown, redacted, ending with a blank line."""
+    """The verdict, then (as the terminal leads) the root cause and its fix, then the table, as
+    GitHub-flavoured Markdown, redacted, ending with a blank line."""
     icon = "🟢" if verdict.go else "🔴"
     lines = [
         f"## {icon} cron-dryrun gate: {verdict.label}",
@@ -71,6 +82,9 @@ def step_summary(
         f"Target: `{_cell(target)}` · method {method} · run at {run_at}",
         "",
     ]
+    if root_cause is not None:
+        cause, fix = root_cause
+        lines += [f"**Root cause:** {_cell(cause)}", "", f"**Fix:** {_cell(fix)}", ""]
     if dry_run:
         lines += [f"48-hour dry run: {_cell(dry_run)}", ""]
     lines += ["| check | status | reason |", "| --- | --- | --- |"]
