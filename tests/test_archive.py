@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tampering import edit_file
 
 from cron_dryrun.cli import main
 from cron_dryrun.evidence import (
@@ -74,7 +75,7 @@ def test_refused_when_verify_evidence_fails(
     audit: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     smoke = _run(EvidenceWriter(audit, Redactor([])), T2)
-    (audit / smoke).write_text("edited by hand\n")
+    edit_file(audit / smoke, lambda _: "edited by hand\n")
     assert main(["archive", f"--audit-dir={audit}"]) == 1
     err = capsys.readouterr().err
     assert f"archive: verify-evidence: {smoke}: changed" in err
