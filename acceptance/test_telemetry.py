@@ -4,8 +4,8 @@ windowsProcessed is 2 x the OpenAI keys in provider_keys (the flag's daily
 windows), no errors or failed keys, no blocking issue codes; throttling
 headers go into the evidence. And every counter tells the truth (issue 27): the
 counters agree with each other by the app's own arithmetic (rules.telemetry), and
-storedEvents / updatedEvents are the rows the exchange inserted / updated, read by
-xmin against the read-only watermark, for the main exchange and for the rerun.
+storedEvents is the rows the exchange inserted, updatedEvents at least the rows it
+updated, read by xmin against the read-only watermark, for the main exchange and the rerun.
 """
 
 from __future__ import annotations
