@@ -379,6 +379,6 @@ def test_windows_by_key_shows_unaligned_and_null_windows_as_written() -> None:
     listing, notes = windows_by_key(KEYS[:1], rows((1, 1, unaligned), (2, 1, None)), [TODAY], {}, 0)
     assert listing == {"key 1 (admin)": ["2025-10-07T02:00:05", "NULL"]}
     assert notes == [
-        "key 1 (admin): no usage reported for the window starting 2025-10-08 "
-        "(no row written, no issue code explains it)"
+        "key 1 (admin): no rows for the window starting 2025-10-08; its rows are for "
+        "2025-10-07T02:00:05, NULL (see window scoping)"
     ]

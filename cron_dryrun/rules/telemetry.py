@@ -363,10 +363,16 @@ def windows_by_key(
             key=lambda s: (s is None, s or datetime.min),
         )
         listing[key.describe()] = [_day(s) for s in starts]
+        elsewhere = [_day(s) for s in starts if s not in expected_starts]
         for expected in expected_starts:
             if expected in starts:
                 continue
-            if failing or failed_keys:
+            if elsewhere:
+                notes.append(
+                    f"{key.describe()}: no rows for the window starting {_day(expected)}; "
+                    f"its rows are for {', '.join(elsewhere)} (see window scoping)"
+                )
+            elif failing or failed_keys:
                 why = f"the cron reports failedKeys {failed_keys or 0}{_listed_issues(failing)}"
                 notes.append(
                     f"{key.describe()}: no rows for the window starting {_day(expected)} "
