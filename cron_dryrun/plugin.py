@@ -502,12 +502,14 @@ def cron_client(
     dryrun_target: Target,
     dryrun_state: DryRunState,
 ) -> CronClient:
+    from cron_dryrun.session.finish import run_secret_values
     from cron_dryrun.target.client import CronClient
     from cron_dryrun.target.tls import client_context
     from cron_dryrun.target.watch import TerminalWatch
 
     state = dryrun_state
     return CronClient(
+        known_secrets=run_secret_values(state),  # an answer's excerpt: redacted, then cut
         on_request=lambda label: _request_leaving(state),
         on_exchange=lambda transcript: _record_exchange(state, transcript),
         url=dryrun_target.cron_url,

@@ -316,6 +316,55 @@ class Redactor:
         return m.group("head") + self.mask_auth_value(value)
 
 
+# -- excerpts: redact, then cut ------------------------------------------------------------------
+
+
+def redacted_excerpt(text: str, limit: int, redact: Callable[[str], str]) -> tuple[str, bool]:
+    """The first ``limit`` characters of ``text`` *after* redacting all of it, and whether
+    anything was cut.
+
+    Cutting first would leave the head of a secret that straddles the cut (8 to 24
+    characters of it, or of a near miss that shares them), which no redactor can recognise
+    afterwards. A cut that falls inside a redaction marker moves before the marker.
+    """
+    clean = redact(text)
+    if len(clean) <= limit:
+        return clean, False
+    cut = max(0, limit)
+    start = clean.find(REDACTED, max(0, cut - len(REDACTED) + 1))
+    if 0 <= start < cut:
+        cut = start
+    return clean[:cut], True
+
+
+MIN_HEADER_SECRET_LEN = 16  # settings.WEAK_SECRET_LENGTH: shorter ones are probes or warned of
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-vercel-protection-bypass", "cookie", "x-api-key"}
+)
+
+
+def request_secrets(
+    headers: Iterable[tuple[str, str]], secrets: Iterable[str | None] = ()
+) -> tuple[str, ...]:
+    """What an HTTP exchange must not show of its own request: ``secrets`` (the cron secret
+    with its near misses, the bypass secret ...) and every credential header value sent
+    (the token without its scheme too: an echo may quote either). A header value shorter
+    than ``MIN_HEADER_SECRET_LEN`` ("Bearer undefined") is a probe, not a secret: kept, so
+    that the answer quoting it still reads."""
+    values: set[str] = set()
+    for secret in secrets:
+        values |= set(known_secrets(secret))
+    for name, value in headers:
+        if name.lower() not in _CREDENTIAL_HEADERS or not value.strip():
+            continue
+        scheme = _AUTH_SCHEME.match(value.strip())
+        token = scheme.group("rest").strip() if scheme else value.strip()
+        for candidate in (value.strip(), token):
+            if len(candidate) >= MIN_HEADER_SECRET_LEN:
+                values.add(candidate)
+    return tuple(sorted(values))
+
+
 # -- structures: JSON values, pytest's report objects ---------------------------------------------
 
 

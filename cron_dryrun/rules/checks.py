@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cron_dryrun.bounds import JsonTooDeep
 from cron_dryrun.exchange.record import DbObservation, UsageRow
+from cron_dryrun.redaction import Redactor, redacted_excerpt, request_secrets
 from cron_dryrun.target.vercel import protection_block
 from cron_dryrun.windows import day_start, expected_windows_processed, in_scope, iso
 
@@ -31,8 +32,11 @@ def describe_answer(t: Transcript) -> str:
     """Status, content type and the start of the body: what a failure message must show."""
     if t.status is None:
         return f"no answer ({t.error})"
-    excerpt = t.body_text(BODY_EXCERPT).strip() or "(empty body)"
-    more = " ..." if len(t.response_body) > BODY_EXCERPT or t.body_truncated else ""
+    # redacted in full, then cut: a secret the cut would halve is gone before the cut
+    redact = Redactor(request_secrets(t.request_headers, t.secrets)).redact
+    excerpt, cut = redacted_excerpt(t.body_text(), BODY_EXCERPT, redact)
+    excerpt = excerpt.strip() or "(empty body)"
+    more = " ..." if cut or t.body_truncated else ""
     return f"status {t.status} {t.reason}, content type {t.content_type}, body: {excerpt}{more}"
 
 
