@@ -3,12 +3,29 @@ written around the secret, and the DSN rules (both forms) checked before libpq s
 
 from __future__ import annotations
 
+import io
+import logging
 from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from pluggy._tracing import TagTracer
 
-from cron_dryrun.redaction import REDACTED, Redactor, derived_variants, redacted_excerpt
-from cron_dryrun.rules.checks import BODY_EXCERPT, describe_answer
+from cron_dryrun.redaction import (
+    REDACTED,
+    Redactor,
+    derived_variants,
+    known_secrets,
+    redacted_excerpt,
+)
+from cron_dryrun.rules.checks import BODY_EXCERPT, auth_cases, describe_answer
+from cron_dryrun.session.pytest_outputs import (
+    RedactingFilter,
+    early_redactor,
+    redact_debug_trace,
+    redact_log_handlers,
+)
 from cron_dryrun.target.client import Transcript
 
 SECRET = "Cut-Test-Secret-8c2d4e6f-AB"
@@ -85,3 +102,98 @@ def test_the_cut_moves_before_a_marker_it_would_halve() -> None:
         assert was_cut
         assert cut == "a" * offset + (REDACTED if offset + len(REDACTED) <= 100 else ""), offset
     assert redacted_excerpt("short", 100, redact) == ("short", False)
+
+
+# -- 2. where pytest writes: logging handlers, the --debug trace, reprs ---------------------------
+
+
+def redaction_of(*secrets: str):  # type: ignore[no-untyped-def]
+    redact = Redactor([v for s in secrets for v in known_secrets(s)]).redact  # near misses too
+    return lambda: redact
+
+
+def test_a_log_record_is_redacted_in_its_message_args_and_exception() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter(redaction_of(SECRET)))
+    logger = logging.getLogger("httpcore.http11.test-issue-24")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    try:
+        # httpcore's DEBUG record of an endpoint echoing the token in a response header
+        headers = [(b"X-Echo-Token", f"Bearer {SECRET}".encode())]
+        logger.debug(
+            "%s.complete return_value=%r", "receive_response_headers", (b"HTTP/1.1", 401, headers)
+        )
+        try:
+            raise ValueError(f"connection to postgresql://u:{SECRET}@h failed")
+        except ValueError:
+            logger.exception("failed: %s", SECRET[:-1])
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue()
+    assert "receive_response_headers.complete" in written and "X-Echo-Token" in written
+    assert "ValueError" in written  # the traceback is kept, redacted
+    assert pieces_left(written, [SECRET]) == []
+
+
+def test_every_handler_pytest_owns_and_the_root_loggers_get_the_filter_once() -> None:
+    plugin = SimpleNamespace(
+        log_file_handler=logging.StreamHandler(io.StringIO()),
+        log_cli_handler=logging.NullHandler(),
+        caplog_handler=logging.StreamHandler(io.StringIO()),
+        report_handler=logging.StreamHandler(io.StringIO()),
+    )
+    manager = SimpleNamespace(get_plugin=lambda name: plugin if name == "logging-plugin" else None)
+    root = logging.getLogger()
+    extra = logging.StreamHandler(io.StringIO())
+    root.addHandler(extra)
+    before = list(root.filters)
+    try:
+        covered = redact_log_handlers(manager, redaction_of(SECRET))
+        assert redact_log_handlers(manager, redaction_of(SECRET)) == []  # idempotent
+        assert set(covered) >= {*vars(plugin).values(), extra}
+        logging.getLogger("psycopg.test-issue-24").warning("password=%s", SECRET)
+        for handler in (plugin.log_file_handler, extra):
+            assert isinstance(handler, logging.StreamHandler)
+            assert pieces_left(handler.stream.getvalue(), [SECRET]) == []
+    finally:
+        root.removeHandler(extra)
+        root.filters[:] = before
+        for handler in root.handlers:
+            handler.filters[:] = [f for f in handler.filters if not isinstance(f, RedactingFilter)]
+
+
+def test_the_debug_trace_is_redacted_from_its_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "pytestdebug.log"
+    dsn = f"postgresql://postgres:{SECRET}@127.0.0.1:5432/app"
+    with path.open("w", encoding="utf-8") as debugfile:
+        # what helpconfig writes before any plugin is configured: the command line
+        debugfile.write(f"versions pytest-9\nargs=('--database-url={dsn}',)\n\n")
+        root = TagTracer()
+        root.setwriter(debugfile.write)
+        assert redact_debug_trace(root, redaction_of(SECRET))
+        assert not redact_debug_trace(root, redaction_of(SECRET))  # wrapped once
+        trace = root.get("pytest_fixture_setup")
+        trace("finish pytest_fixture_setup -->", dsn)
+        trace("pytest_make_parametrize_id [hook]", {"val": auth_cases(SECRET)[1]})
+        trace("near miss", SECRET[:-1] + "x")
+    written = path.read_text()
+    assert "args=(" in written and "finish pytest_fixture_setup -->" in written
+    assert pieces_left(written, [SECRET, *derived_variants(SECRET)]) == []
+
+
+def test_the_auth_cases_repr_shows_the_scheme_never_the_token() -> None:
+    shown = repr(auth_cases(SECRET))
+    assert "AuthCase(name='another scheme (Basic)', authorization='Basic [REDACTED]'" in shown
+    assert pieces_left(shown, [SECRET, *derived_variants(SECRET)]) == []
+
+
+def test_before_the_settings_resolve_the_environment_and_command_line_secrets_are_known() -> None:
+    redact = early_redactor(
+        {"CRON_SECRET": SECRET, "VERCEL_AUTOMATION_BYPASS_SECRET": BYPASS},
+        {"database_url": "postgresql://u:Cli-Db-Password-77@h/app", "cron_url": None},
+    ).redact
+    text = redact(f"{SECRET} {BYPASS} Cli-Db-Password-77 {SECRET[:-1]}")
+    assert pieces_left(text, [SECRET, BYPASS, "Cli-Db-Password-77"]) == []

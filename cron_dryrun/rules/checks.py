@@ -108,6 +108,13 @@ class AuthCase:
     authorization: str | None  # None: no Authorization header at all
     accepted: bool = False
 
+    def __repr__(self) -> str:
+        # handed to pytest (parametrize, -l locals, --debug's trace): the scheme, never the token
+        shown = self.authorization
+        if shown is not None and shown.strip().lower() not in ("bearer", "basic"):
+            shown = Redactor.mask_auth_value(shown)
+        return f"AuthCase(name={self.name!r}, authorization={shown!r}, accepted={self.accepted!r})"
+
 
 def _flip(ch: str) -> str:
     return "b" if ch == "a" else "a"
