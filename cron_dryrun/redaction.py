@@ -83,8 +83,10 @@ _BEARER = re.compile(
     r"(?P<head>\bBearer[ \t]+)(?!\[REDACTED\])(?P<token>[A-Za-z0-9\-._~+/]{8,}=*)", re.IGNORECASE
 )
 _SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
+# the placeholder of a message's fix ("quote it: password='...'") is kept
 _PASSWORD_KV = re.compile(
-    r"(?P<head>\bpassword\s*=\s*)(?P<value>'(?:\\.|[^'])*'|[^\s'\"&;]+)", re.I
+    r"(?P<head>\bpassword\s*=\s*)(?!'\.\.\.'(?:\W|$))(?P<value>'(?:\\.|[^'])*'|[^\s'\"&;]+)",
+    re.I,
 )
 _URL_DSN = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.S)
 _KEYWORD_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:\\.|[^'\\])*'|\S+)", re.I)
@@ -363,6 +365,19 @@ def request_secrets(
             if len(candidate) >= MIN_HEADER_SECRET_LEN:
                 values.add(candidate)
     return tuple(sorted(values))
+
+
+def first_wording_without(wordings: Iterable[str], secrets: Iterable[str | None]) -> str:
+    """The first of ``wordings`` the redactor leaves whole for ``secrets`` (their near misses
+    and encoded forms included): a message about a secret is written around it, so that no
+    marker cut into it hints at the secret. The last wording when none is (it is redacted)."""
+    redact = Redactor([v for s in secrets for v in known_secrets(s)]).redact
+    last = ""
+    for wording in wordings:
+        if redact(wording) == wording:
+            return wording
+        last = wording
+    return redact(last)
 
 
 # -- structures: JSON values, pytest's report objects ---------------------------------------------

@@ -197,3 +197,137 @@ def test_before_the_settings_resolve_the_environment_and_command_line_secrets_ar
     ).redact
     text = redact(f"{SECRET} {BYPASS} Cli-Db-Password-77 {SECRET[:-1]}")
     assert pieces_left(text, [SECRET, BYPASS, "Cli-Db-Password-77"]) == []
+
+
+# -- 3. the DSN read as libpq reads it, refused before libpq sees it ------------------------------
+
+PASSWORD_PIECES = ("Pg1234", "RedTail", "7731", "TailPart", "Tail-99")
+
+
+@pytest.mark.parametrize(
+    ("dsn", "rule", "fix"),
+    [
+        (
+            "host=127.0.0.1 port=5432 dbname=app user=suite password=Pg1234 RedTail-7731",
+            "a space in the password value",
+            "quote it: password='...'",
+        ),
+        (
+            "host=127.0.0.1 dbname=app user=suite password=Pg1234 RedTail=7731",
+            "an unknown keyword right after the password value",
+            "quote it: password='...'",
+        ),
+        (
+            "host=127.0.0.1 dbname=app user=suite password='Pg1234 RedTail-7731",
+            "the quoted password value is not closed",
+            "end it with '",
+        ),
+        (
+            "postgresql://suite:Pg1234@TailPart-99@127.0.0.1:55432/app",
+            "more than one '@' in the URL",
+            "percent-encode the password ('@' as %40",
+        ),
+        (
+            "postgresql://suite:Pg1234:TailPart-99@127.0.0.1:55432/app",
+            "a ':' in the password",
+            "percent-encode the password",
+        ),
+        (
+            "postgresql://suite:Pg1234/TailPart-99@127.0.0.1:55432/app",
+            "an '@' after a '/', '?' or '#'",
+            "percent-encode the password",
+        ),
+        (
+            "postgresql://suite:Pg1234 RedTail@127.0.0.1:55432/app",
+            "the URL holds a space or a control character",
+            "percent-encode the password",
+        ),
+        (
+            "postgresql://suite:Pg1234@127.0.0.1:55432/app?password=x&RedTail=7731",
+            "an unknown query parameter right after the password: an '&' in it?",
+            "percent-encode the password",
+        ),
+    ],
+)
+def test_an_ambiguous_dsn_is_refused_naming_the_rule_and_the_fix_and_quoting_nothing(
+    dsn: str, rule: str, fix: str
+) -> None:
+    from cron_dryrun.config.settings import SettingsError, resolve_settings
+
+    with pytest.raises(SettingsError) as raised:
+        resolve_settings(env={"DATABASE_URL": dsn})
+    message = str(raised.value)
+    assert message.startswith(f"--database-url / DATABASE_URL: {rule}"), message
+    assert fix in message
+    assert [p for p in PASSWORD_PIECES if p in message] == []
+    assert Redactor(()).redact(message) == message  # no pattern cuts the rule or the fix
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "host=127.0.0.1 dbname=app user=suite password='Pg1234 RedTail-7731'",
+        "host=/run/postgresql,127.0.0.1 port=5432,5433 dbname=app password=Pg\\ 1234",
+        "postgresql://suite:Pg1234%20RedTail%40x%3A7731%2F@127.0.0.1:55432/app?sslmode=disable",
+        "postgresql://suite@[::1]:5432,127.0.0.1:5433/app?host=/tmp&ssl=true",
+        "postgresql:///app?host=/run/postgresql&password=Pg1234",
+    ],
+)
+def test_a_dsn_both_readers_take_alike_is_accepted(dsn: str) -> None:
+    from cron_dryrun.config.db_url import is_keyword_dsn
+    from cron_dryrun.config.dsn_rules import dsn_problem
+
+    assert dsn_problem(dsn, keyword_form=is_keyword_dsn(dsn)) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (
+            'missing "=" after "RedTail-7731" in connection info string',
+            "libpq could not use DATABASE_URL: a word without '=' (an unquoted space in a value?)",
+        ),
+        (
+            'invalid integer value "TailPart-99@127.0.0.1:55432" for connection option "port"',
+            "libpq could not use DATABASE_URL: a value that should be a number (a port?)",
+        ),
+        (
+            'could not translate host name "TailPart-99" to address: Name or service not known',
+            "libpq could not use DATABASE_URL: a host name that does not resolve",
+        ),
+    ],
+)
+def test_a_libpq_message_that_echoes_the_dsn_becomes_our_sentence(raw: str, shown: str) -> None:
+    from cron_dryrun.config.dsn_rules import libpq_message
+    from cron_dryrun.target.database import describe_db_error
+
+    message = libpq_message(raw, "08001")
+    assert message.startswith(shown)
+    assert message.endswith("(libpq's message is not shown: it quotes the value) [SQLSTATE 08001]")
+    assert [p for p in PASSWORD_PIECES if p in message] == []
+    assert describe_db_error(ValueError(raw)).startswith(f"ValueError: {shown}")
+
+
+def test_a_server_message_keeps_its_first_line_and_names_the_sqlstate() -> None:
+    from cron_dryrun.config.dsn_rules import libpq_message
+
+    raw = 'connection failed: FATAL:  password authentication failed for user "suite"\nDETAIL: x'
+    assert libpq_message(raw, "28P01") == (
+        'connection failed: FATAL:  password authentication failed for user "suite" '
+        "[SQLSTATE 28P01]"
+    )
+
+
+# -- 4. a message about a secret is written around it ---------------------------------------------
+
+
+@pytest.mark.parametrize("secret", ["shorter", "Shorter1", "random1", "CRON_S", "true", "hard-9"])
+def test_the_short_secret_warning_never_holds_a_form_of_the_secret(secret: str) -> None:
+    from cron_dryrun.config.settings import weak_secret_warning
+
+    warning = weak_secret_warning("CRON_SECRET", secret)
+    assert warning is not None and warning.startswith("warning: ")
+    assert f"{len(secret)} " in warning
+    redact = Redactor(known_secrets(secret)).redact
+    assert redact(warning) == warning  # nothing for the redactor to cut into a hint
+    assert REDACTED not in warning
