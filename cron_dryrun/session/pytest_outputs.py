@@ -110,9 +110,21 @@ class RedactingTraceWriter:
     def __init__(self, write: Callable[[str], object], redaction: Redaction) -> None:
         self._write = write
         self._redaction = redaction
+        self._pending: list[str] | None = None
 
     def __call__(self, text: str) -> None:
-        self._write(self._redaction()(text))
+        if self._pending is not None:
+            # traced while the redactor is fetched (an import is traced by pytest's
+            # assertion rewriter): held, and redacted with the rest below
+            self._pending.append(text)
+            return
+        self._pending = [text]
+        try:
+            redact = self._redaction()
+        finally:
+            held, self._pending = self._pending, None
+        for chunk in held:  # in the order traced
+            self._write(redact(chunk))
 
 
 def redact_debug_trace(trace_root: Any, redaction: Redaction) -> bool:
