@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -331,3 +332,34 @@ def test_the_short_secret_warning_never_holds_a_form_of_the_secret(secret: str) 
     redact = Redactor(known_secrets(secret)).redact
     assert redact(warning) == warning  # nothing for the redactor to cut into a hint
     assert REDACTED not in warning
+
+
+def test_what_is_traced_while_the_redactor_is_fetched_is_redacted_too(tmp_path: Path) -> None:
+    root = TagTracer()
+    written: list[str] = []
+    root.setwriter(written.append)
+    inner = root.get("assertion")
+    redact = Redactor(known_secrets(SECRET)).redact
+
+    def fetching() -> Callable[[str], str]:
+        inner(f"early skip of rewriting module: {SECRET}")  # an import, traced meanwhile
+        return redact
+
+    assert redact_debug_trace(root, fetching)
+    root.get("hook")("pytest_fixture_setup -->", SECRET)
+    assert len(written) == 2 and "pytest_fixture_setup -->" in written[0]
+    assert "early skip of rewriting module" in written[1]
+    assert pieces_left("".join(written), [SECRET]) == []
+
+
+@pytest.mark.parametrize("offset", [185, 192, 199])
+def test_the_usage_apis_error_body_is_redacted_before_it_is_cut(offset: int) -> None:
+    import httpx
+
+    from cron_dryrun.session.usage_fetch import _error_text
+
+    key = "sk-admin-Leak-Hunt-Key-0c9e7a"
+    response = httpx.Response(401, text="e" * offset + key + " is not an admin key" * 5)
+    text = _error_text(response, key)
+    assert text.startswith("e" * 100)
+    assert pieces_left(text, [key]) == []
