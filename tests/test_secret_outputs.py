@@ -363,3 +363,17 @@ def test_the_usage_apis_error_body_is_redacted_before_it_is_cut(offset: int) -> 
     text = _error_text(response, key)
     assert text.startswith("e" * 100)
     assert pieces_left(text, [key]) == []
+
+
+def test_a_long_telemetry_value_is_described_never_cut() -> None:
+    from cron_dryrun.rules.checks import reported_writes
+
+    quoted = "x" * 70 + SECRET
+    _total, problem = reported_writes({"storedEvents": quoted})
+    assert problem == (
+        f"telemetry.storedEvents is a JSON str of {len(quoted) + 2} characters (not shown: too "
+        "long), expected a whole number of events"
+    )
+    assert reported_writes({"storedEvents": "many"})[1] == (
+        'telemetry.storedEvents is "many", expected a whole number of events'
+    )
