@@ -377,3 +377,28 @@ def test_a_long_telemetry_value_is_described_never_cut() -> None:
     assert reported_writes({"storedEvents": "many"})[1] == (
         'telemetry.storedEvents is "many", expected a whole number of events'
     )
+
+
+@pytest.mark.parametrize("command", ["diff", "rollback"])
+def test_the_commands_refuse_an_ambiguous_dsn_before_connecting(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cron_dryrun import cli
+
+    dsn = "postgresql://suite:Pg1234@TailPart-99@127.0.0.1:1/app"
+    export = tmp_path / "export.csv"
+    export.write_text("start_time\n")
+    given = (
+        ["--since", "2025-10-06T00:00:00Z", "--yes"]
+        if command == "rollback"
+        else ["--export", str(export), "--no-progress"]
+    )
+    code = cli.main(
+        [command, *given, "--database-url", dsn, "--audit-dir", str(tmp_path / "audit")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cron-dryrun {command}: DATABASE_URL: more than one '@' in the URL" in err
+    assert "percent-encode the password" in err
+    assert [p for p in PASSWORD_PIECES if p in err] == []
+    assert not (tmp_path / "audit").exists()
