@@ -240,6 +240,21 @@ def test_no_secret_leaks_from_a_run_stopped_before_anything_is_sent(
     assert recorded_files(tmp_path / "audit") == []
 
 
+def test_no_secret_leaks_from_the_command_line_into_the_debug_trace(tmp_path: Path) -> None:
+    # pytest writes its arguments to the trace before any plugin is configured
+    result, outputs = run_hunted(
+        tmp_path,
+        clean_env(CRON_SECRET=CRON_SECRET),
+        "--database-url=postgresql://suite:Pg1234@TailPart-99@127.0.0.1:55432/app",
+        "--cron-url=https://ops:Url-Pw-Secr3t-42@staging.cogni-track.app/api/cron/daily-usage",
+    )
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
+    assert "more than one '@' in the URL" in result.stderr
+    assert "args=" in outputs.files["pytestdebug.log"]  # the header is there, redacted
+    assert hunt(outputs, [CRON_SECRET, "Pg1234@TailPart-99", "Url-Pw-Secr3t-42"]) == []
+    assert recorded_files(tmp_path / "audit") == []
+
+
 # -- modes that run the checks and fail them (tracebacks, -l locals, evidence) ---------------------
 
 
