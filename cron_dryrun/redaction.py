@@ -339,6 +339,16 @@ def redacted_excerpt(text: str, limit: int, redact: Callable[[str], str]) -> tup
     return clean[:cut], True
 
 
+def whole_or_described(value: Any, limit: int) -> str:
+    """A JSON value from an answer, shown whole when it fits in ``limit`` characters, else
+    described by type and length: never cut, as a secret quoted across the cut could no
+    longer be recognised, and so not redacted, downstream."""
+    text = json.dumps(value)
+    if len(text) <= limit:
+        return text
+    return f"a JSON {type(value).__name__} of {len(text)} characters (not shown: too long)"
+
+
 MIN_HEADER_SECRET_LEN = 16  # settings.WEAK_SECRET_LENGTH: shorter ones are probes or warned of
 _CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "x-vercel-protection-bypass", "cookie", "x-api-key"}

@@ -402,3 +402,12 @@ def test_the_commands_refuse_an_ambiguous_dsn_before_connecting(
     assert "percent-encode the password" in err
     assert [p for p in PASSWORD_PIECES if p in err] == []
     assert not (tmp_path / "audit").exists()
+
+
+def test_a_long_counter_value_is_described_never_cut() -> None:
+    from cron_dryrun.rules.telemetry import read_counters
+
+    quoted = "x" * 70 + SECRET
+    shown = repr(read_counters({"telemetry": {"storedEvents": quoted}}))
+    assert f"a JSON str of {len(quoted) + 2} characters (not shown: too long)" in shown
+    assert pieces_left(shown, [SECRET]) == []

@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from cron_dryrun.bounds import JsonTooDeep
 from cron_dryrun.exchange.record import DbObservation, UsageRow
-from cron_dryrun.redaction import Redactor, redacted_excerpt, request_secrets
+from cron_dryrun.redaction import (
+    Redactor,
+    redacted_excerpt,
+    request_secrets,
+    whole_or_described,
+)
 from cron_dryrun.target.vercel import protection_block
 from cron_dryrun.windows import day_start, expected_windows_processed, in_scope, iso
 
@@ -231,15 +236,6 @@ def _number(telemetry: Mapping[str, Any], name: str) -> int | None:
 SHOWN_VALUE_CHARS = 80
 
 
-def _short_value(value: Any) -> str:
-    """A value from the answer, whole, or described: never cut, as a cut secret (quoted by a
-    hostile answer) could no longer be recognised and redacted downstream."""
-    text = json.dumps(value)
-    if len(text) <= SHOWN_VALUE_CHARS:
-        return text
-    return f"a JSON {type(value).__name__} of {len(text)} characters (not shown: too long)"
-
-
 def reported_writes(telemetry: Mapping[str, Any]) -> tuple[int, str | None]:
     """storedEvents + updatedEvents, and a failure message when either is not a whole,
     non-negative number (absent counts as 0): a hostile or broken answer is a failed
@@ -253,7 +249,7 @@ def reported_writes(telemetry: Mapping[str, Any]) -> tuple[int, str | None]:
         number = _number(telemetry, name)
         if number is None or number < 0 or number != value:
             problems.append(
-                f"telemetry.{name} is {_short_value(value)}, expected a whole number of events"
+                f"telemetry.{name} is {whole_or_described(value, SHOWN_VALUE_CHARS)}, expected a whole number of events"
             )
             continue
         total += number
