@@ -133,8 +133,13 @@ def run(
     if not dsn:
         print(f"cron-dryrun diff: {NO_DATABASE}", file=sys.stderr)
         return EXIT_USAGE
-    from cron_dryrun.config.db_url import InsecureDatabaseUrl, secure_dsn
+    from cron_dryrun.config.db_url import InsecureDatabaseUrl, is_keyword_dsn, secure_dsn
+    from cron_dryrun.config.dsn_rules import dsn_problem
 
+    problem = dsn_problem(dsn, keyword_form=is_keyword_dsn(dsn))  # before libpq reads it
+    if problem:
+        print(f"cron-dryrun diff: DATABASE_URL: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         dsn = secure_dsn(dsn, args.allow_insecure_db)
     except InsecureDatabaseUrl as exc:
