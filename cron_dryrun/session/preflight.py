@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cron_dryrun.config.settings import is_loopback_url, secret_problem, weak_secret_warning
-from cron_dryrun.parity.exports import (
+from cron_dryrun.parity.formats import (
     expand_export_paths,
     export_file_message,
     read_export_head,
