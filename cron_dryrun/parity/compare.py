@@ -12,6 +12,7 @@ import gzip
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,18 @@ def day_result(day: date, covered: int, open_from: date | None) -> DayResult:
     return DayResult(day, reason is None, reason, covered)
 
 
+@dataclass
+class DbDays:
+    """The database side's counts outside the join, from its per-day stats."""
+
+    rows: int = 0
+    no_ids: int = 0
+    unaligned: int = 0
+    key_days: int = 0
+    key_days_known: bool = True  # else: derived from the join (export key-days +- offenders)
+    no_id_sums: list[int] = field(default_factory=lambda: [0] * len(METRICS))
+
+
 def compare_sides(
     con: Any,
     policy: Policy,
@@ -75,45 +88,16 @@ def compare_sides(
     db_files: DbTotalsFiles | None = None,
     unrecorded_probe: UnrecordedProbe | None = None,
 ) -> DiffResult:
-    keys = ("day", *KEY_TEXT_COLUMNS, "batch")
-    has_ids = HAS_IDS_SQL
+    """Join view ``e`` (the export's key-days) with ``d`` (the database's) into table
+    ``offenders``, fill ``days`` with both sides' totals and key-day counts, judge under
+    ``policy`` and sample the worst offenders."""
     by_day = {d.day: d for d in days}
-    side_sums = ", ".join(f'coalesce(sum("{m}"), 0)' for m in METRICS)
     db_files = db_files or DbTotalsFiles(())
-    if db_files.tables:  # the loader summed them per key-day group, counting key-days
-        metric_cols = ", ".join(f'"{m}"' for m in METRICS)
-        stats_sql = (
-            f"SELECT day, aligned, has_ids, records, {metric_cols}, key_days FROM {DB_STATS_TABLE}"
-        )
-        db_key_days_known = True
-        # NULL-ness is in the tables (same snapshot): no second query to the database
+    if db_files.tables:  # NULL-ness is in the tables (same snapshot): no second query
         unrecorded_probe = tables_unrecorded_probe(con)
-    elif db_files.stats is not None:  # the database summed them in the same snapshot
-        stats_sql = f"SELECT * FROM {stats_csv_reader(db_files.stats)}"
-        db_key_days_known = False
-    else:  # one pass over the totals files: everything but the join
-        stats_sql = (
-            f"SELECT day, aligned, {has_ids}, coalesce(sum(record_count), 0), {side_sums}, "
-            f"count(*) FROM db_daily GROUP BY ALL"
-        )
-        db_key_days_known = True
-    db_rows = db_no_ids = db_unaligned = db_key_days = 0
-    db_no_id_sums = [0] * len(METRICS)
-    for day, aligned, ids, records, *values in con.execute(stats_sql).fetchall():
-        groups = values.pop() if db_key_days_known else 0
-        db_rows += int(records)
-        if not aligned:
-            db_unaligned += int(records)
-        elif not ids:
-            db_no_ids += int(records)
-            db_no_id_sums = [a + int(b) for a, b in zip(db_no_id_sums, values, strict=True)]
-        else:
-            db_key_days += int(groups)
-            result_day = by_day.get(day)
-            if result_day is not None:
-                for metric, value in zip(METRICS, values, strict=True):
-                    result_day.db[metric] += int(value)
+    db = _db_days(con, db_files, by_day)
     export_key_days = 0
+    side_sums = ", ".join(f'coalesce(sum("{m}"), 0)' for m in METRICS)
     for day, n, *values in con.execute(
         f"SELECT day, count(*), {side_sums} FROM e GROUP BY day"
     ).fetchall():
@@ -124,7 +108,89 @@ def compare_sides(
         result_day.export.update(zip(METRICS, (int(v) for v in values), strict=True))
         result_day.key_days["matched"] += n  # corrected by the offenders below
     unrecorded = _unrecorded(days, metrics, unrecorded_probe)
-    judged_days = [d.day for d in days if d.judged]
+    _offenders_table(con, metrics, policy, unrecorded, [d.day for d in days if d.judged])
+    for day, status, n in con.execute(
+        "SELECT day, status, count(*) FROM offenders GROUP BY ALL"
+    ).fetchall():
+        result_day = by_day.get(day)
+        if result_day is not None:
+            result_day.key_days[status] += n
+            if status != "missingInCsv":  # an export key-day that did not match
+                result_day.key_days["matched"] -= n
+    if not db.key_days_known:  # every DB key-day either matched one of the export's or not
+        (db.key_days,) = con.execute(
+            "SELECT ? - count(*) FILTER (WHERE status = 'missingInDb') "
+            "+ count(*) FILTER (WHERE status = 'missingInCsv') FROM offenders",
+            [export_key_days],
+        ).fetchone()
+    renames = _renames(con, metrics, policy.threshold, unrecorded)
+    offenders = {kind: _sample(con, kind, metrics, policy, unrecorded) for kind in OFFENDER_KINDS}
+    return DiffResult(
+        policy=policy,
+        first_day=first_day,
+        last_day=last_day,
+        open_from=open_from,
+        files=[str(f) for f in files],
+        metrics_compared=metrics,
+        days=days,
+        counts=_counts(con, days, rollup, db, export_key_days),
+        offenders=offenders,
+        problems=list(rollup.problems[: policy.sample_size]),
+        without_ids={
+            "export": dict(zip(METRICS, rollup.without_ids_totals, strict=True)),
+            "db": dict(zip(METRICS, db.no_id_sums, strict=True)),
+        },
+        generated_at=datetime.now(UTC),
+        unrecorded=unrecorded,
+        renames=renames,
+    )
+
+
+def _db_days(con: Any, db_files: DbTotalsFiles, by_day: Mapping[date, DayResult]) -> DbDays:
+    """Rows, rows without ids, unaligned rows and key-days of the database side, and its
+    per-day totals added to ``by_day``, from whichever stats the reader delivered."""
+    side_sums = ", ".join(f'coalesce(sum("{m}"), 0)' for m in METRICS)
+    db = DbDays()
+    if db_files.tables:  # the loader summed them per key-day group, counting key-days
+        metric_cols = ", ".join(f'"{m}"' for m in METRICS)
+        stats_sql = (
+            f"SELECT day, aligned, has_ids, records, {metric_cols}, key_days FROM {DB_STATS_TABLE}"
+        )
+    elif db_files.stats is not None:  # the database summed them in the same snapshot
+        stats_sql = f"SELECT * FROM {stats_csv_reader(db_files.stats)}"
+        db.key_days_known = False
+    else:  # one pass over the totals files: everything but the join
+        stats_sql = (
+            f"SELECT day, aligned, {HAS_IDS_SQL}, coalesce(sum(record_count), 0), {side_sums}, "
+            f"count(*) FROM db_daily GROUP BY ALL"
+        )
+    for day, aligned, ids, records, *values in con.execute(stats_sql).fetchall():
+        groups = values.pop() if db.key_days_known else 0
+        db.rows += int(records)
+        if not aligned:
+            db.unaligned += int(records)
+        elif not ids:
+            db.no_ids += int(records)
+            db.no_id_sums = [a + int(b) for a, b in zip(db.no_id_sums, values, strict=True)]
+        else:
+            db.key_days += int(groups)
+            result_day = by_day.get(day)
+            if result_day is not None:
+                for metric, value in zip(METRICS, values, strict=True):
+                    result_day.db[metric] += int(value)
+    return db
+
+
+def _offenders_table(
+    con: Any,
+    metrics: tuple[str, ...],
+    policy: Policy,
+    unrecorded: Mapping[date, Sequence[str]],
+    judged_days: Sequence[date],
+) -> None:
+    """Table ``offenders``: the key-days on one side only or out of policy, with both
+    sides' metrics, whether the day is judged and how bad it is (``worst``)."""
+    keys = ("day", *KEY_TEXT_COLUMNS, "batch")
     judged_sql = (
         "day IN (" + ", ".join(f"DATE '{d.isoformat()}'" for d in judged_days) + ")"
         if judged_days
@@ -162,66 +228,37 @@ def compare_sides(
         f"e.record_count AS e_n, d.record_count AS d_n, {sides} FROM e_join e FULL OUTER JOIN d "
         f"ON {on} WHERE {differs})) WHERE status <> 'matched'"
     )
+
+
+def _counts(
+    con: Any, days: Sequence[DayResult], rollup: DailyRollup, db: DbDays, export_key_days: int
+) -> dict[str, int]:
+    """The report's counts: both sides' rows and key-days, judged and not."""
     counts = dict.fromkeys(("matched", *OFFENDER_KINDS), 0)
     unjudged_key_days = 0
-    for day, status, n in con.execute(
-        "SELECT day, status, count(*) FROM offenders GROUP BY ALL"
-    ).fetchall():
-        result_day = by_day.get(day)
-        if result_day is not None:
-            result_day.key_days[status] += n
-            if status != "missingInCsv":  # an export key-day that did not match
-                result_day.key_days["matched"] -= n
-    if not db_key_days_known:  # every DB key-day either matched one of the export's or not
-        (db_key_days,) = con.execute(
-            "SELECT ? - count(*) FILTER (WHERE status = 'missingInDb') "
-            "+ count(*) FILTER (WHERE status = 'missingInCsv') FROM offenders",
-            [export_key_days],
-        ).fetchone()
     for d in days:
         if d.judged:
             for status, n in d.key_days.items():
                 counts[status] += n
         else:
             unjudged_key_days += sum(d.key_days.values())
-    renames = _renames(con, metrics, policy.threshold, unrecorded)
-    offenders = {kind: _sample(con, kind, metrics, policy, unrecorded) for kind in OFFENDER_KINDS}
     (judged_offenders,) = con.execute("SELECT count(*) FROM offenders WHERE judged").fetchone()
-    counts_out = {
+    return {
         "exportRows": rollup.rows,
         "exportBadRows": rollup.problem_count,
         "exportEmptyBucketRows": rollup.empty_bucket_rows,
         "exportRowsWithoutIds": rollup.rows_without_ids,
         "exportRowsOutsideRange": rollup.rows_outside_range,
         "exportKeyDays": export_key_days,
-        "dbRows": db_rows,
-        "dbRowsWithoutIds": db_no_ids,
-        "dbUnalignedRows": db_unaligned,
-        "dbKeyDays": int(db_key_days),
+        "dbRows": db.rows,
+        "dbRowsWithoutIds": db.no_ids,
+        "dbUnalignedRows": db.unaligned,
+        "dbKeyDays": int(db.key_days),
         "judgedKeyDays": sum(counts.values()),
         "unjudgedKeyDays": unjudged_key_days,
         "judgedOffenders": int(judged_offenders),
         **counts,
     }
-    return DiffResult(
-        policy=policy,
-        first_day=first_day,
-        last_day=last_day,
-        open_from=open_from,
-        files=[str(f) for f in files],
-        metrics_compared=metrics,
-        days=days,
-        counts=counts_out,
-        offenders=offenders,
-        problems=list(rollup.problems[: policy.sample_size]),
-        without_ids={
-            "export": dict(zip(METRICS, rollup.without_ids_totals, strict=True)),
-            "db": dict(zip(METRICS, db_no_id_sums, strict=True)),
-        },
-        generated_at=datetime.now(UTC),
-        unrecorded=unrecorded,
-        renames=renames,
-    )
 
 
 def _unrecorded(
