@@ -71,6 +71,7 @@ class ExportStage:
         self._tmp = tempfile.TemporaryDirectory(prefix="cron-dryrun-stage-")
         self.con: Any = connect(self._tmp.name)
         self.files: dict[str, tuple[tuple[str, int, int, int], StagedFile]] = {}
+        self._staged = 0  # tables made so far: each file's name is new
 
     def stage(self, path: Path) -> StagedFile:
         """Stage ``path`` (a CSV/TSV export) unless it is staged and unchanged."""
@@ -80,7 +81,8 @@ class ExportStage:
             return known[1]
         if known is not None:
             known[1].drop(self.con)
-        staged = stage_file(self.con, path, f"export_rows_{len(self.files) + 1}")
+        self._staged += 1
+        staged = stage_file(self.con, path, f"export_staged_{self._staged}")
         self.files[str(path)] = (key, staged)
         return staged
 
@@ -142,7 +144,7 @@ def read_exports(
             continue
         staged = stage.staged(path) if stage is not None else None
         if staged is None:
-            staged = stage_file(con, path, f"export_rows_{i}", fmt)
+            staged = stage_file(con, path, f"export_read_{i}", fmt)
         part = take(con, staged, first_day, last_day)
         load = part.load
         if part.relation is not None:

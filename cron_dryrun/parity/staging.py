@@ -222,7 +222,7 @@ def stage_exact(
     ).fetchall()
     (records,) = con.execute(f"SELECT coalesce(sum(n), 0) FROM {table}").fetchone() or (0,)
     sample = bad[:problem_sample]
-    last = int(records) - 1
+    last = int(records)  # records count from 1 (the header is record 0)
     # a download cut mid-row: the last record is short and the file has no final newline
     cut = bool(bad) and bad[-1][0] == last and str(bad[-1][1]).startswith("expected ")
     cut = cut and not ends_with_newline(path, fmt)
