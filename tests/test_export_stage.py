@@ -201,3 +201,22 @@ def test_a_cut_export_stops_the_run_before_the_cron_is_triggered(
     )
     assert hits == []
     assert recorded_files(audit) == []
+
+
+def test_the_typed_pass_trims_key_cells_as_the_reference_reader_does(tmp_path: Path) -> None:
+    from cron_dryrun.parity.readers import rollup_daily
+
+    row = bucket_row(project=" proj_a", key="key_a ", user="  user_a  ", model="gpt-4o")
+    path = write_export(tmp_path / "e.csv", [row, bucket_row(user="user_b")])
+    assert b" proj_a," in path.read_bytes()
+    con = duckdb.connect()
+    staged = staging.stage_file(con, path, "rows")
+    taken = staging.take(con, staged, D7, D7)
+    assert staged.fast and taken.relation is not None
+    got = sorted(
+        con.execute(f"SELECT project_id, api_key_id, user_id FROM ({taken.relation})").fetchall()
+    )
+    assert got == [("proj_a", "key_a", "user_a"), ("proj_a", "key_a", "user_b")]
+    assert {(k.project_id, k.api_key_id, k.user_id) for k in rollup_daily([path]).totals} == set(
+        got
+    )

@@ -153,6 +153,13 @@ def typed_cell(name: str) -> str:
     return f"coalesce({quote_name(name)}, '')"
 
 
+def trimmed_cell(name: str) -> str:
+    """A typed reader's text cell, trimmed as ``trim`` would: only a cell that starts or
+    ends with a space is copied (trimming every id of a 1M-row export took ~0.2 s)."""
+    q = quote_name(name)
+    return f"CASE WHEN starts_with({q}, ' ') OR ends_with({q}, ' ') THEN trim({q}) ELSE {typed_cell(name)} END"
+
+
 def fast_rows_sql(path: Path, fmt: ExportFormat) -> str:
     """Every row typed by DuckDB's reader: metrics as DOUBLE, the rest as text.
 
@@ -180,7 +187,7 @@ def fast_rows_sql(path: Path, fmt: ExportFormat) -> str:
     start, _ = sql_time(times, "start_time", typed_cell)
     end, _ = sql_time(times, "end_time", typed_cell)
     text = ", ".join(
-        (f"trim({typed_cell(c)})" if c in fmt.columns else "''") + f" AS {quote_name(c)}"
+        (trimmed_cell(c) if c in fmt.columns else "''") + f" AS {quote_name(c)}"
         for c in KEY_TEXT_COLUMNS
     )
     batch = f"lower(trim({typed_cell('batch')}))" if "batch" in fmt.columns else "''"
