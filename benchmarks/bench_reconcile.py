@@ -277,6 +277,19 @@ print(total)
 """
 
 
+# The preflight's full read of the export (issue 25): a process that stages it as the gate's
+# preflight does (session.preflight.check_exports) and prints the seconds that took.
+PREFLIGHT = """
+import sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+from cron_dryrun.session.preflight import check_exports
+t1 = time.perf_counter()
+problems = check_exports([Path(sys.argv[1])])
+print(f"{time.perf_counter() - t1:.3f} {t1 - t0:.3f} {len(problems)}")
+"""
+
+
 def measured(cmd: list[str], out: Path) -> dict:
     """``cmd`` spawned by the trampoline: wall, peak RSS (KiB), CPU seconds, exit status."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -358,6 +371,22 @@ def run_case(
                 + ("" if ok else f"  UNEXPECTED (wanted {wanted}, exit 1)"),
                 flush=True,
             )
+        load_before = load_average()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        pre = subprocess.run(
+            [sys.executable, "-c", PREFLIGHT, str(export)], env=env, capture_output=True, text=True
+        )
+        staged_s, import_s, problems = pre.stdout.split() if pre.returncode == 0 else ("?",) * 3
+        if pre.returncode != 0 or problems != "0":
+            print(pre.stderr[-2000:], file=sys.stderr)
+            failures += 1
+        else:
+            runs.setdefault("preflight", []).append((float(staged_s), 0, load_before))
+        print(
+            f"[{case}] round {n} preflight  load {load_before:4.2f}  full read (staged) {staged_s} s "
+            f"(import {import_s} s)  problems {problems}",
+            flush=True,
+        )
         if not args.no_baseline:
             load_before = load_average()
             base = measured([sys.executable, "-c", BASELINE, str(export)], work / "baseline.json")
@@ -417,7 +446,7 @@ def main() -> int:
             if not taken:
                 continue
             walls = sorted(w for w, _, _ in taken)
-            rss = sorted(r / 1024 for _, r, _ in taken)
+            rss = sorted(r / 1024 for _, r, _ in taken) if name != "preflight" else [float("nan")]
             median = statistics.median(walls)
             ratio = f"{median / statistics.median(w for w, _, _ in floor):.2f}x" if floor else "-"
             print(
