@@ -264,6 +264,10 @@ with open(out, "w") as fh:
 """
 
 
+# bytecode of the --compare-with checkouts (written once, before timing, outside their trees)
+OTHER_PYCACHE = Path(tempfile.gettempdir()) / "bench-reconcile-pycache"
+
+
 # The floor: a bare CPython process that only parses the export (csv.reader, one column summed).
 BASELINE = """
 import csv, sys
@@ -290,9 +294,11 @@ print(f"{time.perf_counter() - t1:.3f} {t1 - t0:.3f} {len(problems)}")
 """
 
 
-def measured(cmd: list[str], out: Path) -> dict:
+def measured(cmd: list[str], out: Path, root: Path = ROOT) -> dict:
     """``cmd`` spawned by the trampoline: wall, peak RSS (KiB), CPU seconds, exit status."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    if root != ROOT:  # another checkout's bytecode goes to a folder of ours, not its tree
+        env["PYTHONPYCACHEPREFIX"] = str(OTHER_PYCACHE)
     env.pop("CRON_DRYRUN_DB_READER", None)  # the reader is given on the command line
     proc = subprocess.run(
         [sys.executable, "-c", TRAMPOLINE, str(out), *cmd],
@@ -308,7 +314,7 @@ def measured(cmd: list[str], out: Path) -> dict:
 
 
 def run_diff(
-    export: Path, dsn: str, days: int, output: Path, reader: str
+    export: Path, dsn: str, days: int, output: Path, reader: str, root: Path = ROOT
 ) -> tuple[float, int, int, dict]:
     """The command as an operator runs it; wall seconds, peak RSS (KiB), exit status, report."""
     last = FIRST_DAY + timedelta(days=days - 1)
@@ -317,7 +323,7 @@ def run_diff(
         "--database-url", dsn, "--from", FIRST_DAY.isoformat(), "--to", last.isoformat(),
         "--output", str(output), "--db-reader", reader, "--no-progress",
     ]  # fmt: skip
-    usage = measured(cmd, output.with_name("rusage.json"))
+    usage = measured(cmd, output.with_name("rusage.json"), root)
     report = json.loads(output.read_text()) if output.exists() else {}
     return usage["wall"], usage["maxrss_kib"], usage["exit"], report
 
@@ -352,19 +358,25 @@ def run_case(
         f"{export.stat().st_size / 1e6:.0f} MB",
         flush=True,
     )
+    # "adbc" / "copy-csv": this checkout; "adbc@<name>": another one (--compare-with), same data
+    timed = [(r, r, ROOT) for r in readers] + [
+        ("adbc", f"adbc@{other.name}", other) for other in args.compare_with
+    ]
+    for _, label, _ in timed[len(readers) :]:
+        runs[label] = []
     for n in range(1, args.rounds + 1):
-        for reader in readers:
+        for reader, label, root in timed:
             load_before = load_average()
-            output = work / f"report-{case}-{n}-{reader}.json"
-            wall, rss_kib, status, report = run_diff(export, dsn, args.days, output, reader)
+            output = work / f"report-{case}-{n}-{label.replace('@', '-')}.json"
+            wall, rss_kib, status, report = run_diff(export, dsn, args.days, output, reader, root)
             counts = report.get("counts", {})
             found = {k: counts.get(k) for k in ("mismatched", "missingInDb", "missingInCsv")}
             wanted = {k: expected[k] for k in found}
             ok = found == wanted and status == 1 and report.get("dbReader") == reader
             failures += not ok
-            runs[reader].append((wall, rss_kib, load_before))
+            runs[label].append((wall, rss_kib, load_before))
             print(
-                f"[{case}] round {n} {reader:<9} load {load_before:4.2f}  wall {wall:6.2f} s "
+                f"[{case}] round {n} {label:<9} load {load_before:4.2f}  wall {wall:6.2f} s "
                 f"(inside the diff {report.get('elapsedSeconds')} s)  "
                 f"peak RSS {rss_kib / 1024:5.0f} MB  exit {status}  "
                 f"dbReader {report.get('dbReader')}  found {found}"
@@ -416,6 +428,13 @@ def main() -> int:
     parser.add_argument(
         "--readers", default="adbc,copy-csv", help="database readers, alternated in each round"
     )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        action="append",
+        default=[],
+        help="another checkout (e.g. /work/main) whose diff is timed too (adbc), side by side",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the csv.reader floor")
     args = parser.parse_args()
     readers = [r.strip() for r in args.readers.split(",") if r.strip()]
@@ -427,6 +446,16 @@ def main() -> int:
     # An installed command runs from bytecode; this machine sets PYTHONDONTWRITEBYTECODE=1, so
     # without this every timed run would compile the package from source first (~0.05 s)
     compileall.compile_dir(ROOT / "cron_dryrun", quiet=1)
+    for other in args.compare_with:
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import compileall; compileall.compile_dir({str(other / 'cron_dryrun')!r}, quiet=1)",
+            ],
+            env={**os.environ, "PYTHONPYCACHEPREFIX": str(OTHER_PYCACHE)},
+            check=True,
+        )
     results: dict[str, dict[str, list[tuple[float, int, float]]]] = {}
     failures = 0
     with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
