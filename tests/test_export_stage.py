@@ -221,3 +221,16 @@ def test_the_typed_pass_trims_key_cells_as_the_reference_reader_does(tmp_path: P
     assert {(k.project_id, k.api_key_id, k.user_id) for k in rollup_daily([path]).totals} == set(
         got
     )
+
+
+def test_parity_names_a_cut_gzip_as_a_file_problem_without_a_preflight(tmp_path: Path) -> None:
+    """``cron-dryrun diff`` has no preflight: the cut stream is a file problem in the report."""
+    packed = tmp_path / "export.csv.gz"
+    packed.write_bytes(gzip.compress(many_rows(tmp_path / "e.csv").read_bytes()))
+    packed.write_bytes(packed.read_bytes()[: len(packed.read_bytes()) * 6 // 10])
+    result = reconcile(
+        [packed], db_side([db_row()]), first_day=D7, last_day=D7, open_from=D8, now=NOW
+    )
+    judgement = judge(result)
+    assert not judgement.passed
+    assert judgement.reasons[0] == f"export file {packed}: gzip stream ends early: {CUT}"
