@@ -216,6 +216,8 @@ def stage_exact(
         con.execute(f"DROP TABLE IF EXISTS {table}")
         if gzip_ended_early(exc):
             return damaged_gzip(path, fmt)
+        if "out of memory" in str(exc).lower():  # not the file's fault: said as DuckDB says it
+            raise
         raise OSError(f"export file {path}: cannot be read ({exc})") from None
     bad = con.execute(
         f"SELECT bad_rec, problem FROM {table} WHERE problem IS NOT NULL ORDER BY bad_rec"
