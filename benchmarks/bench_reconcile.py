@@ -475,12 +475,13 @@ def main() -> int:
             if not taken:
                 continue
             walls = sorted(w for w, _, _ in taken)
-            rss = sorted(r / 1024 for _, r, _ in taken) if name != "preflight" else [float("nan")]
+            rss = sorted(r / 1024 for _, r, _ in taken)
+            peak = f"{rss[-1]:>6.0f} MB" if name != "preflight" else f"{'-':>9}"  # not measured
             median = statistics.median(walls)
             ratio = f"{median / statistics.median(w for w, _, _ in floor):.2f}x" if floor else "-"
             print(
                 f"{case:<17} {name:<10} {median:>9.2f} s {', '.join(f'{w:.2f}' for w in walls):<24} "
-                f"{rss[-1]:>6.0f} MB {ratio:>7}  load {', '.join(f'{lo:.2f}' for _, _, lo in taken)}"
+                f"{peak} {ratio:>7}  load {', '.join(f'{lo:.2f}' for _, _, lo in taken)}"
             )
     return 1 if failures else 0
 
