@@ -124,8 +124,9 @@ def run(
     args: argparse.Namespace, env: Mapping[str, str] | None = None, now: datetime | None = None
 ) -> int:
     """The command body; ``env``/``now`` are injectable for tests."""
-    from cron_dryrun.parity.exports import expand_export_paths
-    from cron_dryrun.parity.reconcile import Policy, report_path, write_report
+    from cron_dryrun.parity.formats import expand_export_paths
+    from cron_dryrun.parity.report import report_path, write_report
+    from cron_dryrun.parity.rules import Policy
 
     env = os.environ if env is None else env
     now = now or datetime.now(UTC)

@@ -26,7 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from cron_dryrun.parity.reconcile import DB_READERS, DbLoader, DbTotalsFiles
+from cron_dryrun.parity.db_side import DB_READERS, DbLoader, DbTotalsFiles
 
 ENV_VAR = "CRON_DRYRUN_DB_READER"
 CHOICES = ("auto", *DB_READERS)
