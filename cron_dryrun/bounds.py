@@ -81,7 +81,7 @@ def truncated(
 
 
 def word_excerpt(text: str, limit: int, more: bool = False) -> str:
-    """``text`` cut to at most ``limit`` characters, never inside a word, "..." marking a cut
+    """``text`` cut to at most ``limit`` characters, never inside a word, " ..." marking a cut
     (also when ``more``: the text itself was already cut). One word longer than ``limit`` is
     cut where it must be."""
     if len(text) <= limit and not more:
@@ -89,4 +89,4 @@ def word_excerpt(text: str, limit: int, more: bool = False) -> str:
     head = text[:limit]
     if len(text) > limit and text[limit].isalnum() and head[-1:].isalnum():
         head = re.sub(r"\w+$", "", head) or head  # back to the start of the word cut
-    return head.rstrip() + "..."
+    return head.rstrip() + " ..."

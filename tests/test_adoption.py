@@ -428,12 +428,11 @@ def test_advice_is_printed_only_where_it_applies() -> None:
 
 def test_excerpts_end_on_a_word_boundary_with_dots() -> None:
     assert word_excerpt("short body", 300) == "short body"
-    assert word_excerpt("the answer was Unauthorized", 20) == "the answer was..."
-    assert (
-        word_excerpt('{"constraintUpdates":70,"matched":1}', 27) == '{"constraintUpdates":70,"...'
-    )
-    assert word_excerpt("x" * 50, 10) == "x" * 10 + "..."  # one long word: cut where it must
-    assert word_excerpt("all of it", 300, more=True) == "all of it..."
+    assert word_excerpt("the answer was Unauthorized", 20) == "the answer was ..."
+    cut = word_excerpt('{"constraintUpdates":70,"matched":1}', 27)
+    assert cut == '{"constraintUpdates":70," ...'
+    assert word_excerpt("x" * 50, 10) == "x" * 10 + " ..."  # one long word: cut where it must
+    assert word_excerpt("all of it", 300, more=True) == "all of it ..."
 
 
 def test_an_open_endpoint_run_leads_with_it(tmp_path: Path) -> None:
@@ -457,7 +456,7 @@ def test_an_open_endpoint_run_leads_with_it(tmp_path: Path) -> None:
     excerpt = next(
         line for line in result.stdout.splitlines() if "expected 401 Unauthorized" in line
     )
-    assert excerpt.endswith('"constraintUpdates":70,"...'), excerpt
+    assert excerpt.endswith('"constraintUpdates":70," ...'), excerpt
 
 
 # -- a terminal a person can read ---------------------------------------------------------------

@@ -195,7 +195,8 @@ def test_a_pooler_in_statement_mode_is_named_at_once_with_the_fix(
         message, said, took = _named_quickly(pooler.dsn_for(pg_server.dsn))
     assert message == (
         "the database refused the connection: ProtocolViolation: transaction blocks not allowed "
-        "in statement pooling mode (not retried: the pooler runs in statement mode, which "
+        "in statement pooling mode [SQLSTATE 08P01] (not retried: the pooler runs in statement "
+        "mode, which "
         "refuses the transactions the checks read in: use the direct endpoint or a pooler in "
         "transaction mode (Neon's -pooler host is))"
     )

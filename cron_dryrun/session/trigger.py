@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from cron_dryrun.exchange.record import DbObservation, RecordedRun, UsageRow
-from cron_dryrun.rules.gate import first_line
 
 if TYPE_CHECKING:
     from cron_dryrun.session.state import DryRunState, Target
@@ -18,14 +17,14 @@ def trigger_and_observe(
 ) -> RecordedRun:
     """Watermark the database (read-only), trigger once, read what the trigger wrote."""
     from cron_dryrun.rules.checks import exchange_problem
-    from cron_dryrun.target.database import UsageWatch
+    from cron_dryrun.target.database import UsageWatch, describe_db_error
 
     db_error = None
     watch = None
     try:
         watch = UsageWatch(target.database_dsn)
     except Exception as exc:  # the checks report it; the trigger still happens
-        db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
+        db_error = describe_db_error(exc)  # one line; libpq's echoes mapped
     run_at = datetime.now(UTC)
     exchange = client.trigger(label)  # each attempt reaches state.transcripts via on_exchange
     problem = exchange_problem(exchange)
@@ -35,10 +34,13 @@ def trigger_and_observe(
         try:
             rows, count_after = watch.written()
             observation = DbObservation(
-                watch.rows_before, count_after, tuple(UsageRow(*r) for r in rows)
+                watch.rows_before,
+                count_after,
+                tuple(UsageRow(*r) for r in rows),
+                max_id_before=watch.max_id_before,
             )
         except Exception as exc:
-            db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
+            db_error = describe_db_error(exc)  # one line; libpq's echoes mapped
     return RecordedRun(
         target=target.cron_url,
         method=client.method,
@@ -50,3 +52,14 @@ def trigger_and_observe(
         db=observation,
         db_error=db_error,
     )
+
+
+RERUN_LABEL = "idempotent rerun"
+
+
+def rerun_once(client: CronClient, target: Target, state: DryRunState) -> RecordedRun:
+    """The second trigger inside the same windows, made once per session: the rerun check
+    judges idempotence and the telemetry check its counters on the same exchange."""
+    if state.rerun is None:
+        state.rerun = trigger_and_observe(client, target, state, label=RERUN_LABEL)
+    return state.rerun

@@ -23,11 +23,12 @@ class DatabaseError(psycopg.OperationalError):
 
 
 def describe_db_error(exc: BaseException) -> str:
-    """A database error in one line, without the connection string or its password."""
+    """A database error in one line, without the connection string or its password: a libpq
+    message that can echo the DSN becomes our own sentence (config.dsn_rules.libpq_message)."""
+    from cron_dryrun.config.dsn_rules import libpq_message
     from cron_dryrun.redaction import mask_password_pairs
 
-    text = str(exc).strip()
-    first = mask_password_pairs(text.splitlines()[0].strip()) if text else ""
+    first = mask_password_pairs(libpq_message(str(exc), getattr(exc, "sqlstate", None)))
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
@@ -144,8 +145,22 @@ def rows_written_since(conn: psycopg.Connection, watermark: int) -> list[tuple[A
     )
 
 
+def max_usage_id(conn: psycopg.Connection) -> int:
+    """The largest usage_events id (0 when empty): ids come from a sequence, so a row written
+    later with a larger id was inserted after this read, one with a smaller id updated."""
+    return _count(conn, "select coalesce(max(id), 0) from usage_events")
+
+
 def active_openai_keys(conn: psycopg.Connection) -> int:
     return _count(conn, "select count(*) from provider_keys where provider = 'openai'")
+
+
+def openai_keys(conn: psycopg.Connection) -> list[tuple[int, str]]:
+    """(id, usage_mode) of every OpenAI key in provider_keys, by id."""
+    rows = _rows(
+        conn, "select id, usage_mode from provider_keys where provider = 'openai' order by id"
+    )
+    return [(int(r[0]), str(r[1])) for r in rows]
 
 
 def usage_events_columns(conn: psycopg.Connection) -> list[str]:
@@ -180,6 +195,7 @@ class UsageWatch:
         with read_only(dsn) as conn:
             self.watermark = xid_watermark(conn)
             self.rows_before = usage_row_count(conn)
+            self.max_id_before = max_usage_id(conn)
             self.openai_keys = active_openai_keys(conn)
 
     def written(self) -> tuple[list[tuple[Any, ...]], int]:

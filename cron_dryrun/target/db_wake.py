@@ -49,8 +49,9 @@ class Failure:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    from cron_dryrun.target.database import describe_db_error  # libpq's echoes mapped
+
+    return describe_db_error(exc)
 
 
 # what a waking compute (or its proxy) says; SQLSTATE 57P03 is cannot_connect_now
