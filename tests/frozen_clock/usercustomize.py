@@ -1,11 +1,13 @@
 """Every Python process of a test run starts at one chosen instant: the suite at another date.
 
-Put this folder on ``PYTHONPATH`` and set ``CRON_DRYRUN_FROZEN_NOW`` to an ISO time
+Put this folder on ``PYTHONPATH`` and set ``FREEZE_TESTS_AT`` (not a ``CRON_`` name, which
+``suite_runs.clean_env`` strips from child runs) to an ISO time
 (``2028-02-29T00:00:20Z``): each Python that starts (pytest, the child suite runs, the
 stand-ins) runs freezegun from that instant, ticking, so a run crosses midnight as a real one
 would. It is ``usercustomize``, not ``sitecustomize``, so the network guard
 (tests/netguard/sitecustomize.py) still loads beside it. PostgreSQL keeps the real clock:
-nothing here compares the database's ``now()`` with Python's.
+nothing here compares the database's ``now()`` with Python's. OpenSSL keeps it too, so TLS
+tests that make certificates dated from Python's clock fail at a far date: an artefact.
 
 Used by hand (README, "Tests at other dates") to find tests whose outcome depends on the day.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-_NOW = os.environ.get("CRON_DRYRUN_FROZEN_NOW")
+_NOW = os.environ.get("FREEZE_TESTS_AT")
 if _NOW:
     import freezegun
 
