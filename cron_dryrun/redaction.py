@@ -30,7 +30,7 @@ REDACTED = "[REDACTED]"
 
 # Environment variables whose whole value is a secret. To teach the redactor another
 # one, add its name here (values may list several secrets, comma- or space-separated).
-SECRET_VARIABLES: tuple[str, ...] = ("CRON_SECRET", "PGPASSWORD")
+SECRET_VARIABLES: tuple[str, ...] = ("CRON_SECRET", "PGPASSWORD", "CRON_DRYRUN_EVIDENCE_KEY")
 
 # Encoded forms of very short values would match ordinary text.
 MIN_ENCODED_LEN = 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from freezegun import freeze_time
 
 from cron_dryrun.cli import main
-from cron_dryrun.evidence import LEDGER_RELPATH, EvidenceWriter, Redactor
+from cron_dryrun.evidence import LEDGER_RELPATH, EvidenceWriter, Redactor, stamp
 from cron_dryrun.evidence.ledger import (
     LedgerEntry,
     LedgerError,
@@ -22,6 +23,7 @@ from cron_dryrun.evidence.ledger import (
     normalise_target,
     read_ledger,
 )
+from cron_dryrun.evidence.trust import record_run
 
 T = datetime(2025, 10, 7, 2, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -277,9 +279,11 @@ def test_a_bad_verdict_is_refused() -> None:
 
 
 def write_ledger(audit: Path, entries: list[LedgerEntry]) -> None:
+    """Each entry recorded as the suite records a run: chained, with its run's manifest."""
     writer = EvidenceWriter(audit, Redactor([]))
     for e in entries:
-        append_entry(writer, e)
+        taken = len(list((audit / "manifests").glob("*.sha256")))
+        record_run(writer, replace(e, run_id=e.run_id or f"{stamp(e.time)}-{taken}"))
 
 
 @freeze_time("2025-10-08T03:00:00Z")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,11 +223,37 @@ def load_ledger(path: Path) -> list[LedgerEntry]:
     return list(read.entries)
 
 
-def append_entry(writer: EvidenceWriter, entry: LedgerEntry, relpath: str | None = None) -> Path:
-    """Append one line to cron-dry-run/ledger.jsonl under the writer's lock."""
-    from cron_dryrun.evidence.paths import LEDGER_RELPATH
+def append_entry(
+    writer: EvidenceWriter,
+    entry: LedgerEntry,
+    relpath: str | None = None,
+    *,
+    key: str | None = None,
+    before_append: Callable[[str, int], object] | None = None,
+) -> Path:
+    """Append one chained line to cron-dry-run/ledger.jsonl under the writer's lock.
 
-    return writer.append_jsonl_locked(relpath or LEDGER_RELPATH, entry.to_json())
+    The line carries ``prev`` (SHA-256 of the line before it) and, with ``key``, its HMAC
+    (``evidence.chain``). ``before_append(line, position)`` runs under the same lock before
+    the line is written (the run's manifest records the line and the chain head there);
+    if it raises, nothing is appended.
+    """
+    from cron_dryrun.evidence.chain import chained_line, ledger_lines
+    from cron_dryrun.evidence.paths import LEDGER_RELPATH
+    from cron_dryrun.redaction import redact_json_value
+
+    obj = redact_json_value(entry.to_json(), writer.redactor.redact)
+
+    def append(existing: str) -> str:
+        lines = ledger_lines(existing)
+        line = chained_line(obj, lines[-1] if lines else None, key)
+        if before_append is not None:
+            before_append(line, len(lines) + 1)
+        if existing and not existing.endswith("\n"):
+            existing += "\n"
+        return existing + line + "\n"
+
+    return writer.update_locked(relpath or LEDGER_RELPATH, append, redact_all=False)
 
 
 # -- the rules ------------------------------------------------------------------------------------
@@ -348,6 +374,13 @@ def _manual_fallback(runs: Sequence[LedgerEntry]) -> tuple[bool, str | None]:
     return False, None
 
 
+def latest_target(entries: Iterable[LedgerEntry]) -> str | None:
+    """The latest remote run's target (else the latest run's); None for no runs."""
+    listed = sorted(entries, key=lambda e: e.time)
+    remote = [e for e in listed if is_remote_target(e.target)]
+    return (remote or listed)[-1].target if listed else None
+
+
 def assess(
     entries: Iterable[LedgerEntry],
     dry_run_start: datetime | None,
@@ -362,9 +395,8 @@ def assess(
     """
     now = _utc(now)
     all_entries = sorted(entries, key=lambda e: e.time)
-    if target is None and all_entries:
-        remote = [e for e in all_entries if is_remote_target(e.target)]
-        target = (remote or all_entries)[-1].target
+    if target is None:
+        target = latest_target(all_entries)
     target = normalise_target(target) if target is not None else None
     mine = [e for e in entries_for(all_entries, target) if e.time <= now] if target else []
     runs = [e for e in mine if e.counts]

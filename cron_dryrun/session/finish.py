@@ -44,6 +44,7 @@ from cron_dryrun.evidence import (
     update_notes,
     write_manifest,
 )
+from cron_dryrun.evidence.trust import evidence_key, judge_ledger, record_run
 from cron_dryrun.redaction import known_secrets
 from cron_dryrun.rules.gate import Verdict, first_line
 from cron_dryrun.target.watch import exchange_durations
@@ -244,13 +245,14 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
     # 1. where the dry run stands once this run's line is in (the line itself is written last)
     status = None
     try:
-        read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
+        # only the suite's own lines count (evidence.trust): a hand-written line never does
+        trusted = judge_ledger(state.settings.audit_dir, key=evidence_key())
         status = ledger.assess(
-            [*read.entries, entry],
+            [*trusted.counted, entry],
             state.settings.dry_run_start,
             datetime.now(UTC),
             target=target_key,
-            problems=read.problems,
+            problems=trusted.problems,
         )
         state.dry_run_status = status.to_json()
         notes.append(f"dry run: {status.describe()}")
@@ -284,30 +286,46 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         entry = _red_for_evidence(entry)
         blocks = _corrected_blocks(state, writer, facts, blocks)
 
-    # 3. this run's gate snapshot, the manifest (with the ledger line to come), gate.json
+    # 3. this run's gate snapshot and gate.json
     _write_gate(state, writer, gate_document, failures)
     snapshot = state.artefacts.get("gate snapshot")
     if snapshot is not None:
         own.append(writer.relpath(snapshot))
-    if ledger_ok:
-        blocks.append((LEDGER_RELPATH, writer.jsonl_line(entry.to_json())))
     rel = manifest_relpath(state.run_id)
-    if _try(failures, rel, lambda: write_manifest(writer, state.run_id, own, blocks)) is None:
+    key = evidence_key()
+    # 4. the manifest and the ledger line, under the ledger's lock: the manifest lists the line
+    # and the chain head after it, and a line is appended only once its manifest is on disk
+    before = len(failures)
+    if not ledger_ok:
+        if _try(failures, rel, lambda: write_manifest(writer, state.run_id, own, blocks, key=key)):
+            _note_failures(state, failures)
+            return
+        state.verdict = _no_go(judged, _evidence_reason(failures))
+        _write_gate(state, writer, gate_document, [])  # no manifest lists the snapshot
+        _note_failures(state, failures)
+        return
+    try:
+        record_run(writer, entry, own, blocks, key=key)
+    except Exception as exc:
+        failures.append(f"{rel} ({type(exc).__name__}: {first_line(str(exc))})")
+    if len(failures) > before:
+        # no manifest: the line is still recorded, red, so the run is on file (it never counts)
         state.verdict = _no_go(judged, _evidence_reason(failures))
         entry = _red_for_evidence(entry)
-        _corrected_blocks(state, writer, facts, blocks)  # no manifest to keep in step with
-        _write_gate(state, writer, gate_document, failures)
-
-    # 4. the ledger line, last: only a run whose evidence is on disk is GO
-    try:
-        if ledger_ok:
-            ledger.append_entry(writer, entry)
-    except Exception as exc:
-        failures.append(f"{LEDGER_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
-        state.verdict = _no_go(judged, _evidence_reason(failures))
+        _corrected_blocks(state, writer, facts, blocks)
         _write_gate(state, writer, gate_document, [])
-    if failures:
-        notes.append(state.verdict.reasons[-1])
+        try:
+            ledger.append_entry(writer, entry, key=key)
+        except Exception as exc:
+            failures.append(f"{LEDGER_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
+            state.verdict = _no_go(judged, _evidence_reason(failures))
+            _write_gate(state, writer, gate_document, [])
+    _note_failures(state, failures)
+
+
+def _note_failures(state: DryRunState, failures: list[str]) -> None:
+    if failures and state.verdict is not None:
+        state.terminal_notes.append(state.verdict.reasons[-1])
 
 
 def _red_for_evidence(entry: ledger.LedgerEntry) -> ledger.LedgerEntry:
