@@ -201,7 +201,7 @@ class TestRules:
         status = status_now([run(T), run(T + 24 * H)], problems=["ledger.jsonl line 2: corrupt"])
         assert not status.complete
         assert status.describe() == (
-            "not complete: the ledger has 1 corrupt line(s): ledger.jsonl line 2: corrupt"
+            "not complete: the ledger has 1 problem(s): ledger.jsonl line 2: corrupt"
         )
 
     @freeze_time("2025-10-08T03:00:00Z")

@@ -293,7 +293,10 @@ class DryRunStatus:
                 "complete runs against a remote CRON_URL do"
             )
         if self.problems:
-            return f"not complete: the ledger has {len(self.problems)} corrupt line(s): {self.problems[0]}"
+            # corrupt lines and breaks in the chain (evidence.trust): the ledger is the evidence
+            return (
+                f"not complete: the ledger has {len(self.problems)} problem(s): {self.problems[0]}"
+            )
         if self.complete:
             first, last = self.counted[0], self.counted[-1]
             covered = (last - first + LOOKBACK).total_seconds() / 3600

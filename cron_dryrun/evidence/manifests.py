@@ -104,6 +104,7 @@ class ManifestCheck:
     manifests: int
     files: int
     problems: tuple[str, ...]
+    warnings: tuple[str, ...] = ()  # files no manifest lists, outside the suite's own names
 
 
 _MANIFEST_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]{64}) [ *](?P<path>.+)$")
@@ -200,6 +201,7 @@ def check_manifests(audit_dir: Path) -> ManifestCheck:
         problems.extend(one.problems)
         listed |= one.listed
     root = audit_dir.resolve()
+    beside_listed: set[Path] = set()  # archived with its .sha256 only, without the manifest
     for beside in sorted(audit_dir.rglob("*.sha256")):
         if beside.parent.resolve() == folder.resolve():
             continue  # the manifests themselves, checked above
@@ -219,12 +221,15 @@ def check_manifests(audit_dir: Path) -> ManifestCheck:
                 else m.group("path")
             )
             files += 1
+            beside_listed.add(target.resolve())
             if not target.is_file():
                 problems.append(f"{rel}: missing (listed in {name})")
             elif sha256_file(target) != m.group("hex").lower():
                 problems.append(f"{rel}: changed (listed in {name})")
-    problems.extend(_check_latest_gate(audit_dir))
-    return ManifestCheck(len(manifests), files, tuple(problems))
+    problems.extend(_check_latest_gate(audit_dir, listed))
+    owned, others = _unlisted(audit_dir, listed, beside_listed)
+    problems.extend(owned)
+    return ManifestCheck(len(manifests), files, tuple(problems), tuple(others))
 
 
 def _check_block(audit_dir: Path, listed: str, digest: str, manifest: str) -> list[str]:
@@ -248,8 +253,10 @@ def gate_snapshot_relpath(run_id: str) -> str:
     return f"gate-{run_id}.json"
 
 
-def _check_latest_gate(audit_dir: Path) -> list[str]:
-    """gate.json is the latest run's gate-<run-id>.json, byte for byte (that one is in a manifest)."""
+def _check_latest_gate(audit_dir: Path, listed: set[Path]) -> list[str]:
+    """gate.json is the latest run's gate-<run-id>.json, byte for byte, and that snapshot is in
+    its run's manifest: a hand-edited gate.json, one without a run id, or an older run's
+    snapshot copied over it is a problem."""
     latest = audit_dir / GATE_RELPATH
     if not latest.is_file():
         return []
@@ -258,13 +265,94 @@ def _check_latest_gate(audit_dir: Path) -> list[str]:
     except (ValueError, AttributeError):
         return [f"{GATE_RELPATH}: not valid JSON"]
     if not isinstance(run_id, str):
-        return []  # written before per-run snapshots existed
+        return [
+            f"{GATE_RELPATH}: no run id, so no run vouches for it (edited by hand, or written "
+            "by an older version: the next dry run writes it again)"
+        ]
     snapshot = audit_dir / gate_snapshot_relpath(run_id)
     if not snapshot.is_file():
         return [f"{GATE_RELPATH}: its run's snapshot {snapshot.name} is missing"]
+    problems: list[str] = []
     if snapshot.read_bytes() != latest.read_bytes():
-        return [f"{GATE_RELPATH}: changed (it differs from {snapshot.name}, its run's snapshot)"]
-    return []
+        problems.append(
+            f"{GATE_RELPATH}: changed (it differs from {snapshot.name}, its run's snapshot)"
+        )
+    if snapshot.resolve() not in listed:
+        problems.append(
+            f"{GATE_RELPATH}: names run {run_id}, but no manifest lists {snapshot.name} "
+            f"({manifest_relpath(run_id)} missing?)"
+        )
+    newest = _newest_snapshot(audit_dir, listed)
+    if newest is not None and newest[1] != snapshot.name:
+        problems.append(
+            f"{GATE_RELPATH}: is {snapshot.name}, but {newest[1]} (run at {newest[0]}) is a later "
+            "run's: gate.json must be the latest run's"
+        )
+    return problems
+
+
+_SNAPSHOT = re.compile(r"gate-(?P<run>[A-Za-z0-9][A-Za-z0-9._-]*)\.json")
+
+
+def _newest_snapshot(audit_dir: Path, listed: set[Path]) -> tuple[str, str] | None:
+    """(run_at, name) of the latest run's snapshot among those a manifest lists."""
+    found: list[tuple[str, str]] = []
+    for path in audit_dir.glob("gate-*.json"):
+        if not _SNAPSHOT.fullmatch(path.name) or path.resolve() not in listed:
+            continue
+        try:
+            run_at = json.loads(path.read_text(encoding="utf-8")).get("run_at")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(run_at, str):
+            found.append((run_at, path.name))
+    return max(found) if found else None
+
+
+# Names only the suite writes: an unlisted file under one of them is a problem, not a warning.
+_SUITE_OWNED = (
+    re.compile(r"gate.*\.json"),
+    re.compile(r"report.*\.html"),
+    re.compile(rf"{MANIFEST_DIR}/.*"),
+    re.compile(rf"{DRY_RUN_DIR}/ledger.*"),
+)
+
+
+def _unlisted(
+    audit_dir: Path, listed: set[Path], beside_listed: set[Path]
+) -> tuple[list[str], list[str]]:
+    """Files no manifest lists: (problems for the suite's own names, warnings for the rest).
+    Files later runs rewrite (summary.md, notes, gate.json, ...), manifests, their signatures
+    and checksum files beside listed artefacts are the suite's bookkeeping, not unlisted. A
+    .sha256 beside a file vouches for an operator's archived copy, never for a suite name."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    for path in sorted(audit_dir.rglob("*")):
+        rel = path.relative_to(audit_dir).as_posix()
+        if any(part.startswith(".") for part in path.relative_to(audit_dir).parts):
+            continue  # .git of the evidence branch's worktree, the writer's temp files
+        if path.is_dir() and not path.is_symlink():
+            continue
+        if path.resolve() in listed or rel in MUTABLE_RELPATHS:
+            continue
+        owned = any(pattern.fullmatch(rel) for pattern in _SUITE_OWNED)
+        if path.resolve() in beside_listed and not owned:
+            continue
+        if re.fullmatch(rf"{DRY_RUN_DIR}/notes-[0-9-]+\.md", rel):
+            continue
+        if re.fullmatch(rf"{MANIFEST_DIR}/[^/]+\.sha256", rel):
+            continue
+        if rel.endswith(SIGNATURE_SUFFIX) and (audit_dir / rel[: -len(SIGNATURE_SUFFIX)]).is_file():
+            continue
+        if rel.endswith(".sha256") and (audit_dir / rel[: -len(".sha256")]).resolve() in (
+            listed | beside_listed
+        ):
+            continue
+        if owned:
+            problems.append(f"{rel}: not written by any run (no manifest lists it)")
+        else:
+            warnings.append(f"{rel}: not written by any run (no manifest lists it)")
+    return problems, warnings
 
 
 def verify_manifests(audit_dir: Path) -> list[str]:

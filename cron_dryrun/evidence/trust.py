@@ -231,12 +231,13 @@ def check_evidence(
     audit_dir = Path(audit_dir)
     base = check_manifests(audit_dir)
     problems = list(base.problems)
-    warnings: list[str] = []
+    warnings = list(base.warnings)
     lines = _read_lines(audit_dir / LEDGER_RELPATH)
     chain = walk(lines)
     problems.extend(chain.problems)
     by_hash: dict[str, int] = {link.hash: link.position for link in chain.links}
     recorded: set[str] = set()
+    named: set[int] = set()  # positions a manifest already named (edited): said once
     folder = audit_dir / MANIFEST_DIR
     manifests = sorted(folder.glob("*.sha256")) if folder.is_dir() else []
     for manifest in manifests:
@@ -248,6 +249,7 @@ def check_evidence(
             found = by_hash.get(digest)
             at = chain.links[position - 1] if 0 < position <= len(chain.links) else None
             if found is None and at is not None and at.run_id == run_id:
+                named.add(position)
                 problems.append(
                     f"ledger line {position} (run {run_id}): edited (its manifest "
                     f"{MANIFEST_DIR}/{manifest.name} records another SHA-256)"
@@ -271,7 +273,7 @@ def check_evidence(
     for link in chain.links:
         if not link.in_chain and chain.broken_at is None:
             warnings.append(f"ledger line {link.position}: {link.why_not}")
-        elif link.in_chain and link.hash not in recorded:
+        elif link.in_chain and link.hash not in recorded and link.position not in named:
             problems.append(
                 f"ledger line {link.position}: no manifest records it in the chain "
                 "(not written by any run)"

@@ -4,7 +4,7 @@ Order at the end of a session: ledger status with this run's line (the promotion
 gate may turn GO into NO-GO), smoke log + summary + notes + manifest, gate.json,
 and the ledger line last, so a line only exists for a run whose evidence is on
 disk. A file that cannot be written turns the verdict into NO-GO naming it. A run
-that triggered nothing writes gate.json alone. The HTML report is copied in
+that triggered nothing writes gate.json alone (with its snapshot and a manifest of it). The HTML report is copied in
 through the writer after pytest-html has written it (``finish_html``).
 """
 
@@ -223,7 +223,7 @@ def _evidence_reason(failures: list[str]) -> str:
 def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[str, Any]]) -> None:
     """Every file of the run, the ledger line last; a file that cannot be written is NO-GO.
 
-    A run that triggered nothing writes gate.json only: no ledger line, summary
+    A run that triggered nothing writes gate.json (and its snapshot) only: no ledger line, summary
     entry or notes, so the ledger holds real runs alone.
     """
     assert state.verdict is not None
@@ -236,7 +236,15 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         notes.append(
             "nothing was triggered: no ledger line, smoke log, summary entry or notes were written"
         )
-        _write_gate(state, writer, gate_document, [])
+        refused: list[str] = []
+        _write_gate(state, writer, gate_document, refused)
+        # its gate.json has a run id and a snapshot in a manifest too, so verify-evidence's rule
+        # (gate.json is the latest run's snapshot) holds for refused runs as well
+        if not refused:
+            snap = gate_snapshot_relpath(state.run_id)
+            key = evidence_key()
+            manifest = manifest_relpath(state.run_id)
+            _try(refused, manifest, lambda: write_manifest(writer, state.run_id, [snap], key=key))
         return
     checks_verdict = state.verdict
     target_key = ledger.normalise_target(state.settings.target_name)
@@ -446,17 +454,16 @@ def _write_gate(
     failures: list[str],
 ) -> None:
     """gate-<run-id>.json (this run's, in its manifest) and gate.json (the latest), the same
-    bytes, listing every artefact. A run that triggered nothing has no snapshot."""
+    bytes, listing every artefact."""
     doc = gate_document(state)
-    if state.triggered:  # gate.json names its snapshot: verify-evidence compares the two
-        doc["run_id"] = state.run_id
-        state.artefacts["manifest"] = writer.path(manifest_relpath(state.run_id))
-        state.artefacts["gate snapshot"] = writer.path(gate_snapshot_relpath(state.run_id))
+    # gate.json names its snapshot (every run, refused ones too): verify-evidence compares them
+    doc["run_id"] = state.run_id
+    state.artefacts["manifest"] = writer.path(manifest_relpath(state.run_id))
+    state.artefacts["gate snapshot"] = writer.path(gate_snapshot_relpath(state.run_id))
     links = {name: _relpath_or_none(writer, path) for name, path in state.artefacts.items()}
     doc["artefacts"] = {name: rel for name, rel in links.items() if rel is not None}
-    if state.triggered:
-        rel = gate_snapshot_relpath(state.run_id)
-        _try(failures, rel, lambda: writer.write_json(rel, doc))
+    rel = gate_snapshot_relpath(state.run_id)
+    _try(failures, rel, lambda: writer.write_json(rel, doc))
     try:
         state.artefacts["gate"] = writer.write_json(GATE_RELPATH, doc)
     except Exception as exc:
