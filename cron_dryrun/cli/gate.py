@@ -22,7 +22,13 @@ from cron_dryrun.cli.options import (
 )
 from cron_dryrun.evidence import LEDGER_RELPATH
 from cron_dryrun.evidence.chain import EVIDENCE_KEY_VARIABLE
-from cron_dryrun.evidence.ledger import assess, latest_target, normalise_target, targets_in
+from cron_dryrun.evidence.ledger import (
+    DRY_RUN_RULE,
+    assess,
+    latest_target,
+    normalise_target,
+    targets_in,
+)
 from cron_dryrun.evidence.trust import evidence_key, judge_ledger
 
 
@@ -31,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "gate",
         help="where the 48-hour dry run stands (exit 0 only when complete)",
         description=(
-            "Read audit/cron-dry-run/ledger.jsonl and say where the 48-hour dry run stands: "
-            "complete when two green runs 20 to 28 hours apart cover 48 hours since the dry-run "
-            "start, with no red run left unanswered by a later green one."
+            "Read audit/cron-dry-run/ledger.jsonl and say where the 48-hour dry run stands. "
+            f"The dry run is {DRY_RUN_RULE}. Only lines the suite wrote count: in the ledger's "
+            "hash chain, listed by their run's manifest, which verifies (and signed with "
+            f"{EVIDENCE_KEY_VARIABLE} under --require-signed); every other line is named with why."
         ),
     )
     add_audit_dir(parser, "evidence root holding cron-dry-run/ledger.jsonl")

@@ -1,31 +1,37 @@
 """The 48-hour dry-run ledger: one JSON line per run, and the rules that say when it is complete.
 
 ``assess`` is pure (time comes in as ``now``), so the rules are tested with
-freezegun or plain datetimes. The rules, in the runbook's words:
+freezegun or plain datetimes. The rule, stated once (``DRY_RUN_RULE``: ``gate --help`` and
+the README print this text):
 
-- Each run looks back 24 hours (the cron's window), so a green run vouches
-  for the day before it. Two green runs 20 to 28 hours apart (a daily cadence,
-  with 4 hours of slack for the scheduler or the operator) cover 48 hours.
-- Only runs at or after the dry-run start count (default: the ledger's first
-  run for the target).
-- Consecutive counted greens must be 20-28 h apart. A green run less than 20 h
-  after the last counted one is an extra trigger: recorded, not counted, and
-  not breaking the cadence. A gap over 28 h restarts the count.
-- A red (NO-GO) run after the first green one blocks completion until a later
-  green run follows it.
+- Each green run vouches for the 24 hours before it (the cron's window).
+- Consecutive counted green runs are 20 to 28 hours apart (a daily cadence, with 4 hours of
+  slack for the scheduler or the operator). A green run less than 20 h after the last
+  counted one is an extra trigger: recorded, not counted, not breaking the cadence. A gap
+  over 28 h restarts the count.
+- The dry run is complete when the counted green runs cover 48 hours: the first and the last
+  at least 24 hours apart (two runs 24-28 h apart, or three 20 h apart), since the dry-run
+  start (default: the ledger's first counted run for the target), and no red run after the
+  first green one is left without a later green run. So "complete" is never printed next to
+  a covered span under 48 h.
+
+Also:
+
 - ``manualFallbackWindows > 0`` on two consecutive runs is flagged (contract.md
   section 2: it warrants an ingestion ticket); it does not block completion.
-- A corrupt ledger line blocks completion: the ledger is the evidence.
+- A corrupt ledger line, or a break in its chain, blocks completion: the ledger is the evidence.
 - Only complete runs against a remote target count, each target on its own
   (URLs compared normalised: ``normalise_target``). Local-stack runs, partial
   runs (a collected test did not run) and interrupted runs are recorded and
-  never count, neither green nor red.
+  never count, neither green nor red. Which lines the suite wrote at all is
+  ``evidence.trust``'s to say: ``assess`` is given only those.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +48,14 @@ MIN_GAP = timedelta(hours=20)
 MAX_GAP = timedelta(hours=28)
 LOOKBACK = timedelta(hours=24)
 REQUIRED_COVERAGE = timedelta(hours=48)
+# The one statement of the rule (module docstring): gate --help and the README say exactly this.
+DRY_RUN_RULE = (
+    "complete when green runs, consecutive ones 20 to 28 hours apart, cover 48 hours (each "
+    "covers the 24 hours before it, so the first and last are at least 24 hours apart) since "
+    "the dry-run start, and no red run after the first green one is left without a later "
+    "green run; a green run under 20 hours after the last counted one is not counted, and a "
+    "gap over 28 hours restarts the count"
+)
 GREEN = "GO"
 RED = "NO-GO"
 LOCAL_TARGET = "local stack"
@@ -299,7 +313,7 @@ class DryRunStatus:
             )
         if self.complete:
             first, last = self.counted[0], self.counted[-1]
-            covered = (last - first + LOOKBACK).total_seconds() / 3600
+            covered = _covered(self.counted).total_seconds() / 3600
             return (
                 f"complete: {len(self.counted)} green runs, {short_time(first)} and {short_time(last)} "
                 f"({_hours(self.counted)}), covering {covered:.0f}h since {short_time(self.dry_run_start or first)}"
@@ -314,7 +328,23 @@ class DryRunStatus:
                 f"not complete: the run at {short_time(self.blocking_red)} was NO-GO and no green run "
                 "has followed it"
             )
-        if len(self.counted) >= REQUIRED_GREENS:
+        short = len(self.counted) >= REQUIRED_GREENS and _covered(self.counted) < REQUIRED_COVERAGE
+        if short:
+            # rounded down: 47.95 h must never read as the 48 h it falls short of
+            hours = math.floor(_covered(self.counted).total_seconds() / 360) / 10
+            progress = (
+                f"{len(self.counted)} green runs counted ({short_time(self.counted[0])} and "
+                f"{short_time(self.counted[-1])}, {_hours(self.counted)}) cover {hours:.1f}h of "
+                f"the {REQUIRED_COVERAGE.total_seconds() / 3600:.0f}h"
+            )
+            if self.next_due is not None:
+                lo, hi = self.next_due
+                progress += (
+                    f"; the next green run, due between {short_time(lo)} and {short_time(hi)}, "
+                    "completes it"
+                )
+            parts.append(progress)
+        elif len(self.counted) >= REQUIRED_GREENS:
             parts.append(
                 f"{len(self.counted)} green runs counted ({short_time(self.counted[0])} and "
                 f"{short_time(self.counted[-1])}); one more green run, at any time, completes it"
@@ -359,6 +389,11 @@ class DryRunStatus:
             "target": self.target,
             "not_counted": self.not_counted,
         }
+
+
+def _covered(counted: Sequence[datetime]) -> timedelta:
+    """The span the counted green runs vouch for: each covers the 24 hours before it."""
+    return counted[-1] - counted[0] + LOOKBACK
 
 
 def _hours(times: Sequence[datetime]) -> str:
@@ -428,10 +463,12 @@ def assess(
         else:
             restarted = (chain[-1], run.time)
             chain = [run.time]
-        if completed is None and len(chain) >= REQUIRED_GREENS:
-            covered = chain[-1] - chain[0] + LOOKBACK
-            if covered >= REQUIRED_COVERAGE - (MAX_GAP - LOOKBACK):
-                completed = tuple(chain)
+        if (
+            completed is None
+            and len(chain) >= REQUIRED_GREENS
+            and _covered(chain) >= (REQUIRED_COVERAGE)
+        ):
+            completed = tuple(chain)
 
     streak, note = _manual_fallback(runs)
     complete = completed is not None and blocking_red is None and not problems
