@@ -462,3 +462,15 @@ def test_gate_schema_accepts_a_verdict_with_the_ledger_status() -> None:
     gate["verdict"] = "MAYBE"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(gate, schema)
+
+
+def test_the_48_hour_rule_is_stated_once_in_the_readme_and_gate_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cron_dryrun.evidence.ledger import DRY_RUN_RULE
+
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert DRY_RUN_RULE in readme
+    with pytest.raises(SystemExit):
+        main(["gate", "--help"])
+    assert f"The dry run is {DRY_RUN_RULE}." in " ".join(capsys.readouterr().out.split())
