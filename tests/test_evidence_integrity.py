@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -136,7 +137,11 @@ def _edit_notes_block(audit: Path) -> str:
 
 def _edit_ledger_line(audit: Path) -> str:
     ledger = audit / "cron-dry-run" / "ledger.jsonl"
-    ledger.write_text(ledger.read_text().replace('"storedEvents": 69', '"storedEvents": 70'))
+    before = ledger.read_text()
+    # whatever the run stored (the count depends on the stand-in's seed), one more
+    after = re.sub(r'"storedEvents": (\d+)', lambda m: f'"storedEvents": {int(m[1]) + 1}', before)
+    assert after != before  # the edit changed the bytes
+    ledger.write_text(after)
     return "cron-dry-run/ledger.jsonl: the block of run "
 
 
