@@ -399,14 +399,15 @@ SIGTERM_KEY = pytest.StashKey[Any]()
 
 def _sigterm_as_interrupt(config: pytest.Config) -> None:
     """SIGTERM (a cancelled CI job) ends the run like Ctrl-C: the local stack is stopped and
-    an interrupted NO-GO is written, in remote mode too. Restored at unconfigure."""
+    an interrupted NO-GO is written, in remote mode too. Both are noted on the run's state
+    (session.interrupts), so a signal a library turned into its own error still ends the run
+    as interrupted. Restored at unconfigure."""
     if threading.current_thread() is not threading.main_thread():
         return
+    from cron_dryrun.session.interrupts import SIGNALS, interrupt_handler
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, interrupt)
+    handler = interrupt_handler(config.stash[STATE_KEY])
+    config.stash[SIGTERM_KEY] = {sig: signal.signal(sig, handler) for sig in SIGNALS}
 
 
 def _defer_sigterm(state: DryRunState) -> None:
@@ -541,6 +542,10 @@ def cron_run(
 
 
 def _request_leaving(state: DryRunState) -> None:
+    if state.requests_sent == 0:  # the run's first write: gate.json says it is in progress
+        from cron_dryrun.session import finish, reporting
+
+        finish.mark_in_progress(state, reporting.gate_document)
     state.requests_sent += 1
 
 
@@ -570,8 +575,29 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return (yield)
     except ExchangeMissing as exc:
         message = str(exc)
+    except Exception as exc:
+        _raise_if_interrupted(item, exc)
+        raise
     # failed outside the except block: one message, not two joined by "During handling ..."
     pytest.fail(message, pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A signal during a fixture (a DuckDB query in parity's) interrupts the run too."""
+    try:
+        return (yield)
+    except Exception as exc:
+        _raise_if_interrupted(item, exc)
+        raise
+
+
+def _raise_if_interrupted(item: pytest.Item, exc: Exception) -> None:
+    from cron_dryrun.session.interrupts import as_interrupt
+
+    interrupt = as_interrupt(item.config.stash.get(STATE_KEY, None), exc)
+    if interrupt is not None:
+        raise interrupt from exc
 
 
 def _step_of(item: pytest.Item) -> str | None:
@@ -711,7 +737,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.active = False  # --collect-only: nothing ran, nothing is written
         return
     _defer_sigterm(state)
-    state.interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
+    # a signal ends the run as interrupted even where a library swallowed it
+    state.interrupted = (
+        session.exitstatus == pytest.ExitCode.INTERRUPTED or state.signalled is not None
+    )
     cause = None
     if not state.triggered:
         if state.config_error:
@@ -749,7 +778,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             _write_run_evidence(state)
         return
     _write_run_evidence(state)
-    if not state.verdict.go and session.exitstatus == 0:
+    if state.interrupted:
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
+    elif not state.verdict.go and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -764,7 +795,8 @@ def _write_run_evidence(state: DryRunState) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     previous = config.stash.get(SIGTERM_KEY, None)
     if previous is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     # Normally done in the terminal summary; this covers runs without a terminal reporter.
     state = config.stash.get(STATE_KEY, None)
     if state is None or not state.active or state.verdict is None:

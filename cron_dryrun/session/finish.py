@@ -33,6 +33,7 @@ from cron_dryrun.evidence import (
     flag_state_of,
     format_transcripts,
     gate_snapshot_relpath,
+    iso_z,
     ledger,
     manifest_relpath,
     manual_fallback_of,
@@ -46,7 +47,7 @@ from cron_dryrun.evidence import (
 )
 from cron_dryrun.evidence.trust import evidence_key, judge_ledger, record_run
 from cron_dryrun.redaction import known_secrets
-from cron_dryrun.rules.gate import Verdict, first_line
+from cron_dryrun.rules.gate import REQUIRED_STEPS, StepResult, Verdict, first_line
 from cron_dryrun.target.watch import exchange_durations
 from cron_dryrun.windows import daily_windows, expected_windows_processed, iso
 
@@ -468,6 +469,34 @@ def _write_gate(
         state.artefacts["gate"] = writer.write_json(GATE_RELPATH, doc)
     except Exception as exc:
         failures.append(f"{GATE_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
+
+
+def mark_in_progress(
+    state: DryRunState, gate_document: Callable[[DryRunState], dict[str, Any]]
+) -> None:
+    """gate.json says NO-GO "run <id> in progress since <time>" from the run's first request on,
+    so a run killed before its verdict never leaves an older run's GO for CI to read. No
+    snapshot: verify-evidence fails while the run is in progress, and after a killed one."""
+    reason = f"run {state.run_id} in progress since {iso_z(datetime.now(UTC))}"
+    steps = tuple(
+        StepResult(step, "not-run", "not run yet: the run is in progress")
+        for step in REQUIRED_STEPS
+    )
+    saved = state.verdict
+    state.verdict = Verdict(go=False, steps=steps, reasons=(reason,))
+    try:
+        doc = gate_document(state)
+    finally:
+        state.verdict = saved
+    doc["run_id"] = state.run_id
+    doc["in_progress"] = True
+    try:
+        writer_for(state).write_json(GATE_RELPATH, doc)
+    except Exception as exc:  # the verdict's own write names the folder's problem again
+        state.terminal_notes.append(
+            f"gate.json could not be marked in progress ({type(exc).__name__}: "
+            f"{first_line(str(exc))})"
+        )
 
 
 def finish_html(state: DryRunState) -> None:
