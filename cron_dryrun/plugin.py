@@ -147,13 +147,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_HtmlHooks(config), "cron_dryrun_html")
 
 
+def _xdist_active(config: pytest.Config) -> bool:
+    """pytest-xdist distributes this session, or this is one of its workers: read from the
+    options and the plugin manager, however xdist was started (-n, --dist, --tx, -p xdist)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return False
+    return bool(
+        config.getoption("numprocesses", None)
+        or config.getoption("tx", None)
+        or config.getoption("dist", "no") not in (None, "no")
+        or config.pluginmanager.hasplugin("dsession")
+        or hasattr(config, "workerinput")
+        or os.environ.get("PYTEST_XDIST_WORKER")
+    )
+
+
 def _xdist_problem(config: pytest.Config) -> str | None:
     """pytest-xdist would run the acceptance suite once per worker: each triggers the cron."""
-    if not _wants_dryrun(config):
-        return None
-    workers = config.getoption("numprocesses", None)
-    worker = hasattr(config, "workerinput")
-    if not worker and not workers and not config.getoption("tx", None):
+    if not _wants_dryrun(config) or not _xdist_active(config):
         return None
     return (
         "cron-dryrun: the acceptance suite cannot run under pytest-xdist (-n / --dist / -p xdist): "
@@ -164,11 +175,18 @@ def _xdist_problem(config: pytest.Config) -> str | None:
 
 
 def _wants_dryrun(config: pytest.Config) -> bool:
-    """Whether this invocation aims at the acceptance suite (decided before collection)."""
+    """Whether this invocation aims at the acceptance suite (decided before collection): -m
+    dryrun, or a path that is in, or holds, an ``acceptance`` folder once resolved (so
+    ``cd acceptance && pytest .`` is one too)."""
     markexpr = config.getoption("markexpr", "") or ""
     if "dryrun" in markexpr and "not dryrun" not in markexpr:
         return True
-    return any("acceptance" in str(arg) for arg in config.args)
+    base = config.invocation_params.dir
+    for arg in config.args:
+        path = (base / str(arg).split("::", 1)[0]).resolve()
+        if "acceptance" in path.parts or (path.is_dir() and (path / "acceptance").is_dir()):
+            return True
+    return False
 
 
 def _configure_html_report(config: pytest.Config, settings: Settings, state: DryRunState) -> None:
@@ -251,7 +269,7 @@ def _preflight(config: pytest.Config, state: DryRunState) -> None:
             say=terminal_line(config, state),
         )
     else:
-        result = preflight.secret_only(settings.cron_secret)
+        result = preflight.secret_only(settings.cron_secret, settings.audit_dir)
     state.preflight = result
     state.terminal_notes.extend(result.warnings)
     if not result.ok:

@@ -155,12 +155,37 @@ def check_exports(paths: Sequence[Path]) -> list[str]:
     return problems
 
 
+def audit_links(audit_dir: Path) -> list[str]:
+    """Every symbolic link below the audit folder, each a problem: the suite would write its
+    ledger, summary or notes through it, outside the folder (the root itself may be a link)."""
+    problems: list[str] = []
+    if not audit_dir.is_dir():
+        return problems
+    for top, folders, files in os.walk(audit_dir, followlinks=False):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))  # .git: not ours
+        for name in sorted([*folders, *files]):
+            path = Path(top) / name
+            if name.startswith(".") or not path.is_symlink():
+                continue
+            rel = path.relative_to(audit_dir).as_posix()
+            problems.append(
+                f"{audit_dir / rel} is a symbolic link (to {os.readlink(path)}): the suite never "
+                "writes through links under the audit folder; replace it with a real folder or "
+                "file, or pass another --audit-dir / AUDIT_DIR"
+            )
+    return problems
+
+
 def check_audit_dir(audit_dir: Path) -> list[str]:
-    """Create the folder (as the run would), write, fsync and remove a probe file.
+    """Create the folder (as the run would), write, fsync and remove a probe file; refuse any
+    symbolic link below it (``audit_links``).
 
     Folders the probe had to create are removed again: a failed preflight leaves nothing.
     """
     audit_dir = Path(audit_dir)
+    links = audit_links(audit_dir)
+    if links:
+        return links
     created: list[Path] = []
     probe = audit_dir / f".cron-dryrun-preflight-{os.getpid()}-{secrets.token_hex(4)}"
     try:
@@ -296,7 +321,11 @@ def run_preflight(
     return Preflight(findings=findings, warnings=tuple(warnings))
 
 
-def secret_only(secret: str | None) -> Preflight:
-    """The part of the preflight that needs no target: before the local stack is up."""
+def secret_only(secret: str | None, audit_dir: Path | None = None) -> Preflight:
+    """The part of the preflight that needs no target: before the local stack is up (the
+    secret, and no link under the audit folder)."""
     problems, warnings = check_secret(secret)
-    return Preflight({"secret": tuple(problems)}, tuple(warnings), complete=False)
+    findings = {"secret": tuple(problems)}
+    if audit_dir is not None:
+        findings["audit folder"] = tuple(audit_links(Path(audit_dir)))
+    return Preflight(findings, tuple(warnings), complete=False)
