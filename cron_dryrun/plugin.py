@@ -267,9 +267,12 @@ def _preflight(config: pytest.Config, state: DryRunState) -> None:
             missing_configuration=settings.missing_remote_configuration(),
             db_connect_timeout_s=settings.db_connect_timeout,
             say=terminal_line(config, state),
+            bypass_secret=settings.vercel_bypass_secret,
         )
     else:
-        result = preflight.secret_only(settings.cron_secret, settings.audit_dir)
+        result = preflight.secret_only(
+            settings.cron_secret, settings.audit_dir, settings.vercel_bypass_secret
+        )
     state.preflight = result
     state.terminal_notes.extend(result.warnings)
     if not result.ok:

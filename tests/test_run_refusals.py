@@ -62,3 +62,31 @@ def test_a_symlinked_folder_under_the_audit_root_is_refused_by_the_preflight(
     ) in result.stderr.splitlines()
     assert list(elsewhere.iterdir()) == []
     assert sorted(p.name for p in audit.iterdir()) == ["cron-dry-run"]  # nothing else written
+
+
+@pytest.mark.parametrize("value", ["bypass-value-0123456789\n", "bypass-\x1bvalue-0123456789"])
+def test_a_bypass_secret_that_cannot_be_a_header_is_refused_unquoted(
+    tmp_path: Path, value: str
+) -> None:
+    """On main a bypass secret ending in a newline passed the preflight; the request then failed
+    locally and a complete NO-GO line advised raising --cron-timeout."""
+    export = tmp_path / "export.csv"
+    export.write_text("start_time\n")
+    env = clean_env(
+        CRON_URL="https://staging.example.app/api/cron/daily-usage",
+        CRON_SECRET="a-long-random-cron-secret-0123",
+        OPENAI_EXPORT=str(export),
+        VERCEL_AUTOMATION_BYPASS_SECRET=value,
+    )
+    result = run_acceptance(f"--audit-dir={tmp_path / 'audit'}", env=env, timeout=120)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
+    problem = (
+        "  - VERCEL_AUTOMATION_BYPASS_SECRET has leading or trailing whitespace (often a newline "
+        "read from a file or `echo`): strip it"
+        if value.endswith("\n")
+        else "  - VERCEL_AUTOMATION_BYPASS_SECRET contains a control character (code 27) at "
+        "position 8: a header value must be printable ASCII"
+    )
+    assert problem in result.stderr.splitlines()
+    assert "bypass-value" not in result.stdout + result.stderr
+    assert not (tmp_path / "audit" / "cron-dry-run").exists()

@@ -78,15 +78,27 @@ def failure_message(preflight: Preflight, target: str) -> str:
 # -- each area ------------------------------------------------------------------------------------
 
 
-def check_secret(secret: str | None) -> tuple[list[str], list[str]]:
-    """(problems, warnings) of CRON_SECRET; no message quotes the secret."""
-    if secret is None:
-        return [], []
-    problem = secret_problem("CRON_SECRET", secret)
-    if problem:
-        return [problem], []
-    warning = weak_secret_warning("CRON_SECRET", secret)
-    return [], [warning] if warning else []
+BYPASS_VARIABLE = "VERCEL_AUTOMATION_BYPASS_SECRET"
+
+
+def check_secret(
+    secret: str | None, bypass_secret: str | None = None
+) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of CRON_SECRET and of the Vercel bypass secret, both sent as header
+    values; no message quotes either."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    if secret is not None:
+        problem = secret_problem("CRON_SECRET", secret)
+        if problem:
+            problems.append(problem)
+        else:
+            warning = weak_secret_warning("CRON_SECRET", secret)
+            warnings.extend([warning] if warning else [])
+    if bypass_secret is not None:
+        problem = secret_problem(BYPASS_VARIABLE, bypass_secret)
+        problems.extend([problem] if problem else [])
+    return problems, warnings
 
 
 def check_target(cron_url: str) -> list[str]:
@@ -302,10 +314,11 @@ def run_preflight(
     missing_configuration: Sequence[str] = (),
     db_connect_timeout_s: float = DB_CONNECT_TIMEOUT_S,
     say: Callable[[str], None] = lambda _message: None,
+    bypass_secret: str | None = None,
 ) -> Preflight:
     """Every area, each on its own: one area's failure never hides another's."""
     findings: dict[str, tuple[str, ...]] = {"configuration": tuple(missing_configuration)}
-    secret_problems, warnings = check_secret(secret)
+    secret_problems, warnings = check_secret(secret, bypass_secret)
     findings["secret"] = tuple(secret_problems)
     if cron_url is not None:
         findings["target"] = tuple(check_target(cron_url))
@@ -321,10 +334,12 @@ def run_preflight(
     return Preflight(findings=findings, warnings=tuple(warnings))
 
 
-def secret_only(secret: str | None, audit_dir: Path | None = None) -> Preflight:
+def secret_only(
+    secret: str | None, audit_dir: Path | None = None, bypass_secret: str | None = None
+) -> Preflight:
     """The part of the preflight that needs no target: before the local stack is up (the
-    secret, and no link under the audit folder)."""
-    problems, warnings = check_secret(secret)
+    secrets, and no link under the audit folder)."""
+    problems, warnings = check_secret(secret, bypass_secret)
     findings = {"secret": tuple(problems)}
     if audit_dir is not None:
         findings["audit folder"] = tuple(audit_links(Path(audit_dir)))
