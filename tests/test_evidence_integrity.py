@@ -255,3 +255,18 @@ def test_a_folder_under_the_audit_root_that_is_a_symlink_is_never_written_throug
         with pytest.raises(Exception, match="cron-dry-run: is a symlink; the evidence writer"):
             write()
     assert list(outside.iterdir()) == []
+
+
+def test_crlf_line_endings_of_the_operators_summary_are_kept(tmp_path: Path) -> None:
+    """On main every CRLF outside the run's block became LF."""
+    from cron_dryrun.evidence import add_summary_entry
+
+    audit = tmp_path / "audit"
+    (audit / "cron-dry-run").mkdir(parents=True)
+    crlf = OPERATOR_SUMMARY.replace("\n", "\r\n").encode()
+    (audit / "cron-dry-run" / "summary.md").write_bytes(crlf)
+    entry = add_summary_entry(EvidenceWriter(audit, Redactor([])), facts("20261204T065900Z-crlf01"))
+    after = (audit / "cron-dry-run" / "summary.md").read_bytes()
+    assert after != crlf
+    # the entry (and the blank line the insertion adds) removed, the operator's bytes remain
+    assert after.replace(entry.encode() + b"\n", b"", 1) == crlf

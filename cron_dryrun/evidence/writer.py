@@ -233,7 +233,11 @@ class EvidenceWriter:
                     raise EvidenceError(
                         f"{path}: is a symlink; the evidence writer does not follow links"
                     )
-                existing = path.read_text(encoding="utf-8") if path.exists() else ""
+                existing = ""
+                if path.exists():
+                    # newline="": the operator's line endings (CRLF) reach transform as they are
+                    with open(path, encoding="utf-8", newline="") as handle:
+                        existing = handle.read()
                 updated = transform(existing)
                 if redact_all:
                     updated = self._redacted_text(path, updated)
