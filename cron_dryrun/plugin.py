@@ -8,6 +8,7 @@ this module (an import-linter contract): the acceptance modules use ``cron_dryru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import secrets
@@ -24,6 +25,7 @@ import pytest
 
 from cron_dryrun.config.settings import OPTIONS, Settings, SettingsError, resolve_settings
 from cron_dryrun.exchange.record import ExchangeMissing, RecordedRun
+from cron_dryrun.redaction import escape_controls, escape_terminal
 from cron_dryrun.rules.gate import (
     REQUIRED_STEPS,
     CheckOutcome,
@@ -666,7 +668,11 @@ def pytest_runtest_makereport(
     if status is not None:
         previous = state.outcomes.get(item.nodeid)
         if previous is None or previous.status == "passed":
-            reason = _redactor(state)(_reason(report, call)) if status != "passed" else ""
+            reason = (
+                escape_controls(_redactor(state)(_reason(report, call)))
+                if status != "passed"
+                else ""
+            )
             state.outcomes[item.nodeid] = CheckOutcome(item.nodeid, step, status, reason)
     if report.when == "call" or (report.when == "setup" and not report.passed):
         _attach_html_extras(item, report, state)
@@ -688,9 +694,10 @@ def _attach_html_extras(item: pytest.Item, report: pytest.TestReport, state: Dry
     existing = list(getattr(report, "extras", []))
     # inline in the row's details, never a data: link (which Chromium opens as a blank tab)
     for title, text in attached:
-        existing.append(extras.html(evidence_block(title, redact(text))))
+        block = evidence_block(escape_controls(title), escape_controls(redact(text)))
+        existing.append(extras.html(block))
     for fragment in fragments:
-        existing.append(extras.html(redact(fragment)))
+        existing.append(extras.html(escape_controls(redact(fragment))))
     report.extras = existing  # type: ignore[attr-defined]  # pytest-html reads this attribute
 
 
@@ -706,7 +713,7 @@ def _redact_report(report: pytest.TestReport | pytest.CollectReport, redactor: A
     from cron_dryrun.redaction import redact_in_place
 
     def redact(text: str) -> str:
-        return truncated(text, transform=redactor)
+        return truncated(text, transform=lambda t: escape_controls(redactor(t)))
 
     longrepr = report.longrepr
     if longrepr is not None:
@@ -740,7 +747,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     write = writer.write
 
     def redacting_write(msg: str, *, flush: bool = False, **markup: bool) -> None:
-        write(_redactor(state)(msg), flush=flush, **markup)
+        # a response's control characters never reach the screen (ESC[2J, ESC[H ...); pytest's
+        # own colour codes are kept only where it colours (a terminal)
+        text = _redactor(state)(msg)
+        shown = escape_terminal(text) if writer.hasmarkup else escape_controls(text)
+        write(shown, flush=flush, **markup)
 
     writer.write = redacting_write
     writer._cron_dryrun_redacts = True
@@ -783,9 +794,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not state.verdict.go:
         from cron_dryrun.rules.root_cause import find_root_cause, signals_from_run
 
-        state.root_cause = find_root_cause(
+        found = find_root_cause(
             signals_from_run(state.run), [(s.step, s.status) for s in state.verdict.steps]
         )
+        if found is not None:  # it quotes what the target sent: shown escaped everywhere
+            found = dataclasses.replace(
+                found, cause=escape_controls(found.cause), fix=escape_controls(found.fix)
+            )
+        state.root_cause = found
     _redact_html_environment(session.config, state)
     if state.config_error:
         # A failed preflight: nothing was triggered, so nothing is recorded (no ledger line,

@@ -46,7 +46,7 @@ from cron_dryrun.evidence import (
     write_manifest,
 )
 from cron_dryrun.evidence.trust import evidence_key, judge_ledger, record_run
-from cron_dryrun.redaction import known_secrets
+from cron_dryrun.redaction import escape_controls, known_secrets
 from cron_dryrun.rules.gate import REQUIRED_STEPS, StepResult, Verdict, first_line
 from cron_dryrun.target.watch import exchange_durations
 from cron_dryrun.windows import daily_windows, expected_windows_processed, iso
@@ -142,7 +142,8 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
         label=state.settings.run_label,
         target=describe(state),
         method=state.settings.cron_method,
-        request=_request_line(state),
+        # what the target sent (reason phrase, problems, reasons) never draws on a screen
+        request=escape_controls(_request_line(state)),
         windows_processed=telemetry.get("windowsProcessed"),
         expected_windows=expected_windows_processed(keys) if keys is not None else None,
         stored_events=telemetry.get("storedEvents"),
@@ -152,12 +153,14 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
         manual_fallback=manual_fallback_of(body),
         flag_state=flag_state_of(body),
         verdict=verdict.label,
-        checks=tuple((s.step, s.status, s.reason) for s in verdict.steps),
+        checks=tuple((s.step, s.status, escape_controls(s.reason)) for s in verdict.steps),
         diff_report=_relpath_or_none(writer, parity.get("report")),
         body_json=json.dumps(body, indent=2, sort_keys=True) if body is not None else None,
-        notable=tuple(notable),
-        exchanges=exchange_durations(state.transcripts) if state.transcripts else None,
-        follow_ups=tuple(follow_ups),
+        notable=tuple(escape_controls(n) for n in notable),
+        exchanges=(
+            escape_controls(exchange_durations(state.transcripts)) if state.transcripts else None
+        ),
+        follow_ups=tuple(escape_controls(f) for f in follow_ups),
         parity_result=str(parity.get("summary", "not run")),
         run_id=state.run_id,
         root_cause=(cause.cause, cause.fix, cause.consequences) if cause is not None else None,
@@ -564,7 +567,7 @@ def github_step_summary(state: DryRunState) -> str:
         run_at=iso(run_at),
         dry_run=(state.dry_run_status or {}).get("description"),
         artefacts={name: rel for name, rel in links.items() if rel is not None},
-        redact=writer.redactor.redact,
+        redact=lambda text: escape_controls(writer.redactor.redact(text)),
     )
 
 
@@ -586,4 +589,5 @@ def github_annotations(state: DryRunState) -> list[str]:
 
     if not state.settings.github_actions or state.verdict is None:
         return []
-    return error_annotations(state.verdict, writer_for(state).redactor.redact)
+    redact = writer_for(state).redactor.redact
+    return error_annotations(state.verdict, lambda text: escape_controls(redact(text)))
