@@ -13,7 +13,7 @@ from cron_dryrun.exchange.record import RecordedRun
 from cron_dryrun.rules.checks import judge_rerun
 from cron_dryrun.target import database as db
 from cron_dryrun.target.client import CronClient
-from cron_dryrun.testing import DryRunState, Evidence, Target, fail_if, trigger_and_observe
+from cron_dryrun.testing import DryRunState, Evidence, Target, fail_if, rerun_once
 
 pytestmark = [pytest.mark.dryrun, pytest.mark.idempotent_rerun, pytest.mark.triggers_cron]
 
@@ -26,7 +26,7 @@ def test_rerun_updates_and_never_duplicates(
     evidence: Evidence,
 ) -> None:
     cron_run.require_exchange()
-    rerun = trigger_and_observe(cron_client, dryrun_target, dryrun_state, label="idempotent rerun")
+    rerun = rerun_once(cron_client, dryrun_target, dryrun_state)
     if rerun.exchange is not None:
         evidence.attach("rerun exchange (curl -i)", format_transcripts(rerun.exchange.attempts))
     fail_if(rerun.problem and f"the rerun could not be judged: {rerun.problem}")

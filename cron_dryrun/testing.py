@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cron_dryrun.session.state import DryRunState, Target
-from cron_dryrun.session.trigger import trigger_and_observe
+from cron_dryrun.session.trigger import rerun_once, trigger_and_observe
 
 if TYPE_CHECKING:
     from cron_dryrun.evidence import EvidenceWriter
 
-__all__ = ["DryRunState", "Evidence", "Target", "fail_if", "trigger_and_observe"]
+__all__ = ["DryRunState", "Evidence", "Target", "fail_if", "rerun_once", "trigger_and_observe"]
 
 
 class Evidence:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from suite_runs import ROOT, clean_env, run_acceptance
+from tampering import edit_file, replace_once
 
 from cron_dryrun.cli import main
 from cron_dryrun.evidence import (
@@ -246,9 +247,9 @@ def test_verify_evidence_accepts_the_run_in_the_apps_folder(
     assert code == 0, out
     # the operators tick their checklist and write below the runs: still verifies
     summary = guest / SUMMARY
-    summary.write_text(summary.read_text().replace("- [ ] Write down", "- [x] Write down"))
+    edit_file(summary, replace_once("- [ ] Write down", "- [x] Write down"))
     (notes,) = (guest / "cron-dry-run").glob("notes-2*.md")
-    notes.write_text(notes.read_text() + "Operator: checked by hand.\n")
+    edit_file(notes, lambda text: text + "Operator: checked by hand.\n")
     code, out = verify(guest, capsys)
     assert code == 0, out
 
@@ -265,8 +266,9 @@ def test_verify_evidence_catches_an_edit_of_the_new_entry_there(
         (path,) = (guest / "cron-dry-run").glob("notes-2*.md")
     text = path.read_text()
     block = run_block(text, run_id)
-    assert block is not None and "(expected 8)" in block
-    path.write_text(text.replace(block, block.replace("(expected 8)", "(expected 9)")))
+    assert block is not None
+    edited = re.sub(r"\(expected (\d+)\)", lambda m: f"(expected {int(m[1]) + 1})", block, count=1)
+    edit_file(path, replace_once(block, edited))
     code, out = verify(guest, capsys)
     rel = path.relative_to(guest).as_posix()
     assert code == 1 and f"{rel}: the block of run {run_id}: changed" in out, out

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from freezegun import freeze_time
+from tampering import edit_file
 
 from cron_dryrun.cli import main
 from cron_dryrun.evidence import (
@@ -75,7 +77,7 @@ def test_refused_when_verify_evidence_fails(
     audit: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     smoke = _run(EvidenceWriter(audit, Redactor([])), T2)
-    (audit / smoke).write_text("edited by hand\n")
+    edit_file(audit / smoke, lambda _: "edited by hand\n")
     assert main(["archive", f"--audit-dir={audit}"]) == 1
     err = capsys.readouterr().err
     assert f"archive: verify-evidence: {smoke}: changed" in err
@@ -116,6 +118,7 @@ def test_archives_every_artefact_of_the_counted_runs_with_its_checksum(
     assert "already exists: these runs were archived before" in capsys.readouterr().err
 
 
+@freeze_time(T2 + timedelta(hours=2))  # the bullet is dated by the clock: pinned
 def test_memorybank_gets_one_dated_bullet_under_the_cron_section_and_nothing_else(
     audit: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -131,14 +134,13 @@ def test_memorybank_gets_one_dated_bullet_under_the_cron_section_and_nothing_els
     assert [line for line in after if line != added[0]] == before
     name = f"archive-{stamp(T1)}-{stamp(T2)}.tar.gz"
     digest = hashlib.sha256((audit / "cron-dry-run" / name).read_bytes()).hexdigest()
-    today = datetime.now(UTC).date().isoformat()
     assert added[0] == (
-        f"  - Status {today} (cron dry run): 48-hour staging dry run complete against {TARGET} "
+        f"  - Status 2025-10-08 (cron dry run): 48-hour staging dry run complete against {TARGET} "
         "(runs 2025-10-07T02:00Z GO, 2025-10-08T02:03Z GO; parity passed on every counted run); "
         f"artefacts archived ({audit.as_posix()}/cron-dry-run/{name}, SHA256 {digest})"
     )
     out = capsys.readouterr().out
-    assert f"{plan}:12: added: - Status {today} (cron dry run)" in out
+    assert f"{plan}:12: added: - Status 2025-10-08 (cron dry run)" in out
     assert (
         f"{plan}:8: raising the confidence is your decision; the line to edit: "
         "- **Confidence Target**: 7/10 once staging rehearsal metrics are approved."

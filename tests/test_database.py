@@ -145,6 +145,38 @@ def test_rows_written_since_the_watermark(app_database: str) -> None:
         assert set(db.usage_events_columns(ro)) >= {"window_start", "window_end"}
 
 
+def test_the_watch_splits_what_a_trigger_wrote_into_inserted_and_updated(
+    app_database: str,
+) -> None:
+    """Writes, counted (issue 27): a same-values rewrite and an insert, told apart read-only."""
+    from cron_dryrun.exchange.record import UsageRow
+    from cron_dryrun.rules.telemetry import WrittenRows
+
+    insert = (
+        "insert into usage_events (key_id, model, timestamp, window_start, window_end) "
+        "values (1, %s, now(), '2025-10-07', '2025-10-08')"
+    )
+    with psycopg.connect(app_database) as conn:
+        conn.execute("insert into users (id) values ('u1')")
+        conn.execute(
+            "insert into provider_keys (user_id, provider, encrypted_key, iv, auth_tag, "
+            "usage_mode) values ('u1', 'openai', 'k', 'i', 't', 'admin')"
+        )
+        for model in ("kept", "rewritten"):
+            conn.execute(insert, (model,))
+    watch = db.UsageWatch(app_database)
+    with psycopg.connect(app_database) as conn:
+        conn.execute("update usage_events set tokens_in = tokens_in where model = 'rewritten'")
+        conn.execute(insert, ("new",))
+    rows, count_after = watch.written()
+    written = WrittenRows.split((UsageRow(*r) for r in rows), watch.max_id_before)
+    assert (watch.rows_before, count_after, watch.max_id_before) == (2, 3, 2)
+    assert [r.model for r in written.inserted] == ["new"]
+    assert [r.model for r in written.updated] == ["rewritten"]
+    with db.read_only(app_database) as ro:
+        assert db.openai_keys(ro) == [(1, "admin")]
+
+
 def test_a_driver_error_is_one_line_without_its_password() -> None:
     error = ValueError("invalid dsn: host=db password='s3cret pw' user=app\nDETAIL: more")
     assert db.describe_db_error(error) == "ValueError: invalid dsn: host=db password=*** user=app"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from suite_runs import clean_env, run_acceptance
+from tampering import edit_file
 
 from cron_dryrun.cli import main
 from cron_dryrun.evidence import (
@@ -102,11 +103,49 @@ def test_summary_notes_and_gate_link_this_runs_own_report(audit: Path) -> None:
         assert f"[HTML report](../{report})" in text and "(../report.html)" not in text
 
 
+def _flip_json_field(text: str, field: str) -> str:
+    """The same JSON document with `field` (top level or under `telemetry`) set to another value."""
+    data = json.loads(text)
+    holder = data if field in data else data["telemetry"]
+    old = holder[field]
+    if isinstance(old, bool) or not isinstance(old, int | str):
+        raise AssertionError(f"test setup: {field} is {old!r}, not a number or a verdict")
+    holder[field] = old + 1 if isinstance(old, int) else ("NO-GO" if old == "GO" else "GO")
+    return json.dumps(data, sort_keys=True)
+
+
+def _in_run_block(text: str, run_id: str, edit: Callable[[str], str]) -> str:
+    """Edit only inside the run's own block (what verify-evidence hashes), whatever the day's data."""
+    block = run_block(text, run_id)
+    assert block is not None, f"test setup: no block of run {run_id}"
+    return text.replace(block, edit(block), 1)
+
+
+def _bump_first_number(label: str) -> Callable[[str], str]:
+    """Add one to the first number after `label` on the block's line that holds it (the summary
+    follows the operator's own style, so the label's markup is not fixed)."""
+
+    def edit(block: str) -> str:
+        lines = block.split("\n")
+        for i, line in enumerate(lines):
+            if label in line:
+                number = re.compile(r"\d+").search(line, line.index(label))
+                assert number is not None, f"test setup: no number in {line!r}"
+                bumped = str(int(number.group()) + 1)
+                lines[i] = line[: number.start()] + bumped + line[number.end() :]
+                return "\n".join(lines)
+        raise AssertionError(f"test setup: no line with {label!r} in the block")
+
+    return edit
+
+
+def _run_id(audit: Path) -> str:
+    return str(json.loads((audit / "gate.json").read_text())["run_id"])
+
+
 def _flip_diff(audit: Path) -> str:
     diff = the(audit, "telemetry-audit/*-cron-diff.json")
-    data = json.loads(diff.read_text())
-    data["verdict"] = "fail" if data.get("verdict") == "pass" else "pass"
-    diff.write_text(json.dumps(data))
+    edit_file(diff, lambda text: _flip_json_field(text, "verdict"))
     return f"{diff.relative_to(audit).as_posix()}: changed"
 
 
@@ -114,34 +153,42 @@ def _delete_detail(audit: Path) -> str:
     detail = the(audit, "telemetry-audit/*.detail.jsonl.gz")
     detail.unlink()
     (audit / f"{detail.relative_to(audit)}.sha256").unlink()
+    assert not detail.exists()
     return f"{detail.relative_to(audit).as_posix()}: missing"
 
 
 def _flip_gate(audit: Path) -> str:
-    gate = audit / "gate.json"
-    gate.write_text(gate.read_text().replace('"verdict": "GO"', '"verdict": "NO-GO"'))
+    edit_file(audit / "gate.json", lambda text: _flip_json_field(text, "verdict"))
     return "gate.json: changed (it differs from gate-"
 
 
 def _edit_summary_entry(audit: Path) -> str:
-    summary = audit / "cron-dry-run" / "summary.md"
-    summary.write_text(summary.read_text().replace("(expected 8)", "(expected 9)", 1))
+    run_id = _run_id(audit)
+    edit = _bump_first_number("Windows processed")
+    edit_file(audit / "cron-dry-run" / "summary.md", lambda t: _in_run_block(t, run_id, edit))
     return "cron-dry-run/summary.md: the block of run "
 
 
 def _edit_notes_block(audit: Path) -> str:
+    run_id = _run_id(audit)
     notes = the(audit, "cron-dry-run/notes-*.md")
-    notes.write_text(notes.read_text().replace("- Verdict: **GO**", "- Verdict: **NO-GO**"))
+    edit = _bump_first_number("Windows processed")
+    edit_file(notes, lambda t: _in_run_block(t, run_id, edit))
     return f"{notes.relative_to(audit).as_posix()}: the block of run "
 
 
 def _edit_ledger_line(audit: Path) -> str:
+    """Change the run's own stored-events count, parsed from its line: any day's count differs."""
+    run_id = _run_id(audit)
     ledger = audit / "cron-dry-run" / "ledger.jsonl"
-    before = ledger.read_text()
-    # whatever the run stored (the count depends on the stand-in's seed), one more
-    after = re.sub(r'"storedEvents": (\d+)', lambda m: f'"storedEvents": {int(m[1]) + 1}', before)
-    assert after != before  # the edit changed the bytes
-    ledger.write_text(after)
+
+    def edit(text: str) -> str:
+        lines = text.splitlines(keepends=True)
+        (at,) = [i for i, line in enumerate(lines) if json.loads(line).get("run_id") == run_id]
+        lines[at] = _flip_json_field(lines[at], "storedEvents") + "\n"
+        return "".join(lines)
+
+    edit_file(ledger, edit)
     return "cron-dry-run/ledger.jsonl: the block of run "
 
 

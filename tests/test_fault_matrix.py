@@ -61,7 +61,35 @@ MATRIX: dict[str, frozenset[str]] = {
     "html-500": ALL_BUT_PREREQUISITES,
     "slow": ALL_BUT_PREREQUISITES,
     "throttle": frozenset(),
+    # the telemetry's counters (issue 27): each lie fails the telemetry check only; a
+    # negative count also breaks the response schema, which the auth smoke check validates
+    "manual-fallback": frozenset(),
+    "stored-updated-swapped": frozenset({"telemetry"}),
+    "warning-count-off": frozenset({"telemetry"}),
+    "fallback-keys-zero": frozenset({"telemetry"}),
+    "fallback-windows-off": frozenset({"telemetry"}),
+    "processed-users-off": frozenset({"telemetry"}),
+    "write-modes-off": frozenset({"telemetry"}),
+    "negative-count": frozenset({"auth_smoke", "telemetry"}),
 }
+# what the telemetry check says about each counter lie: the counter, reported, observed.
+# Row counts follow the stand-in's usage of the day, so they are matched, then related.
+TELEMETRY_LIES = {
+    "stored-updated-swapped": r"main exchange: telemetry\.storedEvents is 0, but the exchange "
+    r"inserted [1-9]\d* new usage_events row\(s\) \(ids \d+, ",
+    "warning-count-off": r"warningCount is 1, but the issues in telemetry\.issuesByCode add up "
+    r"to 0: ",
+    "fallback-keys-zero": r"telemetry\.manualFallbackKeys is 0, but manualFallbackInserts \+ "
+    r"manualFallbackUpdates is (\d+) \+ 0 = \1: ",
+    "fallback-windows-off": r"main exchange: telemetry\.manualFallbackWindows is (?P<said>\d+), "
+    r"but the exchange wrote rows for (?P<seen>\d+) \(key, window\) pair\(s\)",
+    "processed-users-off": r"telemetry\.processedUsers is 4, but processed is 3: ",
+    "write-modes-off": r"telemetry\.storedEvents is (?P<said>\d+), but constraintInserts \+ "
+    r"manualFallbackInserts is (?P<seen>\d+) \+ 0 = (?P=seen): ",
+    "negative-count": r"telemetry\.constraintUpdates is -1, expected a whole number >= 0",
+}
+# said - seen, where the lie is an offset
+LIE_OFFSETS = {"fallback-windows-off": 2, "write-modes-off": -1}
 # the parity check's database reader per run (CRON_DRYRUN_DB_READER, no fallback): ADBC,
 # except for these parity faults, which run on the COPY csv path
 CSV_READER_FAULTS = frozenset({"token-drift", "window-shift", "small-drift"})
@@ -151,6 +179,20 @@ def test_fault_fails_exactly_its_checks(fault: str, matrix: dict[str, MatrixRun]
     assert run.gate["verdict"] == ("GO" if not expected else "NO-GO")
     assert run.returncode == (0 if not expected else 1), run.output[-3000:]
     assert f"verdict: {run.gate['verdict']}" in run.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", sorted(TELEMETRY_LIES))
+def test_each_counter_lie_is_named_with_what_was_reported_and_seen(
+    fault: str, matrix: dict[str, MatrixRun]
+) -> None:
+    gate = matrix[fault].gate
+    assert gate is not None
+    reason = {s["name"]: s["reason"] for s in gate["steps"]}["telemetry"]
+    match = re.match(TELEMETRY_LIES[fault], reason)
+    assert match, reason
+    if fault in LIE_OFFSETS:
+        assert int(match["said"]) - int(match["seen"]) == LIE_OFFSETS[fault], reason
 
 
 @pytest.mark.slow

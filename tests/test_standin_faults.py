@@ -234,7 +234,8 @@ def test_provider_error_fails_the_admin_key_but_answers_200(stack_for: LocalStac
     body = response.json()
     assert response.status_code == 200 and body["success"] is True and body["errors"] == 0
     telemetry = body["telemetry"]
-    assert telemetry["failedKeys"] == 1 and telemetry["issuesByCode"] == {"PROVIDER_ERROR": 1}
+    assert telemetry["failedKeys"] == 1
+    assert telemetry["issuesByCode"] == {"PROVIDER_ERROR": 1, "UNKNOWN": 1}
     assert body["warningCount"] == 2  # each failed key counts twice
     assert not _run_rows(stack_for.database_dsn, "admin")
     assert telemetry["storedEvents"] == len(_run_rows(stack_for.database_dsn, "standard")) > 0
@@ -375,6 +376,86 @@ def test_throttle_answers_429_once_then_behaves(stack_for: LocalStack) -> None:
     assert first.status_code == 429 and first.headers["retry-after"] == "1"
     assert not _run_rows(stack_for.database_dsn)
     assert _trigger(stack_for).status_code == 200
+
+
+# -- the telemetry's counters (issue 27) -----------------------------------------------------------
+
+
+def _pairs(rows: list[dict[str, Any]]) -> set[tuple[int, datetime]]:
+    return {(r["key_id"], r["window_start"]) for r in rows}
+
+
+@pytest.mark.parametrize(
+    "stack_for",
+    ["none", "manual-fallback", "provider-error", "all-keys-fail", "simulated", "pricing-fallback"],
+    indirect=True,
+)
+def test_honest_faults_keep_the_apps_arithmetic(stack_for: LocalStack) -> None:
+    from cron_dryrun.rules.telemetry import judge_counters_agree, read_counters
+
+    for _ in range(2):  # the first run inserts, the rerun updates
+        assert judge_counters_agree(read_counters(_trigger(stack_for).json())) == []
+
+
+@_with("manual-fallback")
+def test_manual_fallback_reports_its_writes_under_the_fallback(stack_for: LocalStack) -> None:
+    first = _trigger(stack_for).json()["telemetry"]
+    rows = _run_rows(stack_for.database_dsn)
+    assert first["storedEvents"] == first["manualFallbackInserts"] == len(rows) > 0
+    assert first["constraintInserts"] == first["constraintUpdates"] == 0
+    assert first["manualFallbackWindows"] == len(_pairs(rows)) == 8
+    assert first["manualFallbackKeys"] == 4
+    second = _trigger(stack_for).json()["telemetry"]
+    assert second["updatedEvents"] == second["manualFallbackUpdates"] == len(rows)
+    assert second["manualFallbackInserts"] == 0 and second["manualFallbackWindows"] == 8
+
+
+@_with("stored-updated-swapped")
+def test_stored_updated_swapped_reports_its_inserts_as_updates(stack_for: LocalStack) -> None:
+    t = _trigger(stack_for).json()["telemetry"]
+    inserted = _run_rows(stack_for.database_dsn)  # the run's windows held no row before it
+    assert t["storedEvents"] == t["constraintInserts"] == 0
+    assert t["updatedEvents"] == t["constraintUpdates"] == len(inserted) > 0
+
+
+@_with("warning-count-off")
+def test_warning_count_off_reports_one_warning_too_many(stack_for: LocalStack) -> None:
+    body = _trigger(stack_for).json()
+    assert body["telemetry"]["issuesByCode"] == {} and body["warningCount"] == 1
+
+
+@_with("fallback-keys-zero")
+def test_fallback_keys_zero_hides_the_keys_behind_the_fallback_writes(
+    stack_for: LocalStack,
+) -> None:
+    t = _trigger(stack_for).json()["telemetry"]
+    rows = _run_rows(stack_for.database_dsn)
+    assert t["manualFallbackInserts"] == len(rows) > 0
+    assert t["manualFallbackWindows"] == len(_pairs(rows)) and t["manualFallbackKeys"] == 0
+
+
+@_with("fallback-windows-off")
+def test_fallback_windows_off_reports_two_windows_it_did_not_write(stack_for: LocalStack) -> None:
+    t = _trigger(stack_for).json()["telemetry"]
+    rows = _run_rows(stack_for.database_dsn)
+    assert t["manualFallbackWindows"] == len(_pairs(rows)) + 2 <= t["manualFallbackInserts"]
+
+
+@_with("processed-users-off")
+def test_processed_users_off_reports_one_user_too_many(stack_for: LocalStack) -> None:
+    body = _trigger(stack_for).json()
+    assert body["telemetry"]["processedUsers"] == body["processed"] + 1 == 4
+
+
+@_with("write-modes-off")
+def test_write_modes_off_reports_one_constraint_insert_too_many(stack_for: LocalStack) -> None:
+    t = _trigger(stack_for).json()["telemetry"]
+    assert t["constraintInserts"] == t["storedEvents"] + 1 and t["manualFallbackInserts"] == 0
+
+
+@_with("negative-count")
+def test_negative_count_reports_constraint_updates_below_zero(stack_for: LocalStack) -> None:
+    assert _trigger(stack_for).json()["telemetry"]["constraintUpdates"] == -1
 
 
 def test_every_fault_has_a_test_here() -> None:

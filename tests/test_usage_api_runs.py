@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from suite_runs import ROOT, clean_env, run_acceptance
+from tampering import edit_file, replace_once
 
 from cron_dryrun.config.settings import SettingsError, resolve_settings
 
@@ -41,7 +42,7 @@ def test_local_stack_fetches_the_usage_into_the_audit_folder_and_its_manifest(
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stderr
-    page.write_text(page.read_text().replace('"input_tokens": ', '"input_tokens": 1', 1))
+    edit_file(page, replace_once('"input_tokens": ', '"input_tokens": 1'))
     verify = subprocess.run(
         [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", f"--audit-dir={audit}"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,

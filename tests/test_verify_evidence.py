@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tampering import edit_file
 
 from cron_dryrun.cli import main
 from cron_dryrun.evidence import EvidenceWriter, Redactor, write_manifest
@@ -36,7 +37,7 @@ def test_all_manifests_hold(audit: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_changed_and_missing_files_are_named(
     audit: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (audit / "cron-dry-run/smoke-20251008T020004Z.log").write_text("edited by hand\n")
+    edit_file(audit / "cron-dry-run/smoke-20251008T020004Z.log", lambda _: "edited by hand\n")
     (audit / "report-20251009T020000Z.html").unlink()
     assert main(["verify-evidence", "--audit-dir", str(audit)]) == 1
     err = capsys.readouterr().err.splitlines()
@@ -97,7 +98,7 @@ def test_an_artefact_archived_without_its_manifest_is_still_checked(
 ) -> None:
     # archives often keep the artefact and its .sha256, not the run's manifest
     (audit / "manifests/20251008T020004Z.sha256").unlink()
-    (audit / "cron-dry-run/smoke-20251008T020004Z.log").write_text("edited by hand\n")
+    edit_file(audit / "cron-dry-run/smoke-20251008T020004Z.log", lambda _: "edited by hand\n")
     assert main(["verify-evidence", "--audit-dir", str(audit)]) == 1
     assert (
         "cron-dry-run/smoke-20251008T020004Z.log: changed "

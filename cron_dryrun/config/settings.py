@@ -70,6 +70,15 @@ FAULTS = (
     "html-500",
     "slow",
     "throttle",
+    # the telemetry's counters (issue 27)
+    "manual-fallback",
+    "stored-updated-swapped",
+    "warning-count-off",
+    "fallback-keys-zero",
+    "fallback-windows-off",
+    "processed-users-off",
+    "write-modes-off",
+    "negative-count",
 )
 
 

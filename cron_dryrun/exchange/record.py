@@ -40,6 +40,7 @@ class DbObservation:
     row_count_before: int
     row_count_after: int
     changed_rows: tuple[UsageRow, ...]
+    max_id_before: int | None = None  # the largest id at the watermark: above it, inserted
 
 
 @dataclass

@@ -16,7 +16,7 @@ REQUIRED_STEPS: dict[str, str] = {
     "prerequisites": "secrets, target and schema are in place",
     "auth_smoke": "the cron answers 200 with the secret and 401 without it",
     "flag_state": "flags.enableDailyUsageWindows is true",
-    "telemetry": "windowsProcessed, errors, failedKeys, issuesByCode are healthy",
+    "telemetry": "windowsProcessed, errors, failedKeys, issuesByCode are healthy; every counter is true",
     "window_scoping": "rows landed only in the expected daily windows",
     "no_simulated_keys": "no simulated keys were used",
     "idempotent_rerun": "a rerun updates and never duplicates",

@@ -59,6 +59,7 @@ class DryRunState:
     records: dict[str, Any] = field(default_factory=dict)
     transcripts: list[Transcript] = field(default_factory=list)
     run: RecordedRun | None = None
+    rerun: RecordedRun | None = None  # the idempotent rerun, made once, judged by two checks
     target: Target | None = None
     verdict: Verdict | None = None
     config_error: str | None = None  # the preflight failed: nothing is sent, written or recorded

@@ -35,7 +35,10 @@ def trigger_and_observe(
         try:
             rows, count_after = watch.written()
             observation = DbObservation(
-                watch.rows_before, count_after, tuple(UsageRow(*r) for r in rows)
+                watch.rows_before,
+                count_after,
+                tuple(UsageRow(*r) for r in rows),
+                max_id_before=watch.max_id_before,
             )
         except Exception as exc:
             db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
@@ -50,3 +53,14 @@ def trigger_and_observe(
         db=observation,
         db_error=db_error,
     )
+
+
+RERUN_LABEL = "idempotent rerun"
+
+
+def rerun_once(client: CronClient, target: Target, state: DryRunState) -> RecordedRun:
+    """The second trigger inside the same windows, made once per session: the rerun check
+    judges idempotence and the telemetry check its counters on the same exchange."""
+    if state.rerun is None:
+        state.rerun = trigger_and_observe(client, target, state, label=RERUN_LABEL)
+    return state.rerun

@@ -19,7 +19,7 @@ import math
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -97,14 +97,31 @@ class Telemetry:
     windows_processed: int = 0
     constraint_inserts: int = 0
     constraint_updates: int = 0
+    manual_fallback_inserts: int = 0
+    manual_fallback_updates: int = 0
+    # (key id, window start) written through the manual fallback, as the app keys its set
+    manual_fallback_pairs: set[tuple[int, datetime | None]] = field(default_factory=set)
     issues: Counter[str] = field(default_factory=Counter)
 
-    def wrote(self, inserted: int, updated: int) -> None:
+    def wrote(
+        self,
+        inserted: int,
+        updated: int,
+        pairs: Iterable[tuple[int, datetime | None]] = (),
+        *,
+        manual_fallback: bool = False,
+    ) -> None:
+        """Count one write batch once, in one mode, as usage-fetcher.ts does."""
         self.stored_events += inserted
         self.updated_events += updated
-        # the stand-in always writes through the unique-index path, never the manual fallback
-        self.constraint_inserts += inserted
-        self.constraint_updates += updated
+        if not manual_fallback:
+            self.constraint_inserts += inserted
+            self.constraint_updates += updated
+            return
+        self.manual_fallback_inserts += inserted
+        self.manual_fallback_updates += updated
+        if inserted or updated:
+            self.manual_fallback_pairs.update(pairs)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -117,12 +134,23 @@ class Telemetry:
             "windowsProcessed": self.windows_processed,
             "constraintInserts": self.constraint_inserts,
             "constraintUpdates": self.constraint_updates,
-            "manualFallbackInserts": 0,
-            "manualFallbackUpdates": 0,
-            "manualFallbackWindows": 0,
-            "manualFallbackKeys": 0,
+            "manualFallbackInserts": self.manual_fallback_inserts,
+            "manualFallbackUpdates": self.manual_fallback_updates,
+            "manualFallbackWindows": len(self.manual_fallback_pairs),
+            "manualFallbackKeys": len({key for key, _ in self.manual_fallback_pairs}),
             "issuesByCode": {code: n for code, n in sorted(self.issues.items()) if n},
         }
+
+
+def tell_lies(body: dict[str, Any], fault: Fault) -> None:
+    """The telemetry faults (issue 27): counters that no longer say what the run did."""
+    telemetry = body["telemetry"]
+    for name, delta in fault.counter_offsets:
+        target = body if name in body else telemetry
+        target[name] += delta
+    for name, value in fault.counter_values:
+        target = body if name in body else telemetry
+        target[name] = value
 
 
 @dataclass(frozen=True)
@@ -261,6 +289,9 @@ class DailyUsageIngestion:
             except ProviderError as exc:
                 _log.warning("key %s: %s", key.id, exc)
                 t.failed_keys += 1
+                # the app records the failure twice: once in the window without a code
+                # (UNKNOWN), once for the key with the error's code ("counts twice")
+                t.issues["UNKNOWN"] += 1
                 t.issues[exc.code] += 1
                 return
             if key.is_admin:
@@ -281,10 +312,15 @@ class DailyUsageIngestion:
         t.simulated_keys += int(simulated)
 
     def _write(self, conn: psycopg.Connection, rows: list[EventRow]) -> None:
-        if self.fault.plain_inserts:
-            self.telemetry.wrote(insert_rows(conn, rows), 0)
+        fault = self.fault
+        if fault.plain_inserts:
+            inserted, updated = insert_rows(conn, rows), 0
         else:
-            self.telemetry.wrote(*upsert_rows(conn, rows))
+            inserted, updated = upsert_rows(conn, rows)
+        if fault.inserts_counted_as_updates:
+            inserted, updated = 0, inserted + updated
+        pairs = {(r.key_id, r.window_start) for r in rows}
+        self.telemetry.wrote(inserted, updated, pairs, manual_fallback=fault.manual_fallback)
 
     def _write_wide_row(self, conn: psycopg.Connection, key: _Key) -> None:
         """window-wide: one row spanning yesterday and today."""
@@ -307,13 +343,14 @@ class DailyUsageIngestion:
         """stale-update: rewrite (same values) the newest row at least five days old."""
         cutoff = naive_utc(day_start(self.now) - timedelta(days=5))
         found = conn.execute(
-            "SELECT id FROM usage_events WHERE key_id = %s AND window_start <= %s"
+            "SELECT id, window_start FROM usage_events WHERE key_id = %s AND window_start <= %s"
             " ORDER BY window_start DESC, id LIMIT 1",
             (key.id, cutoff),
         ).fetchone()
         if found is not None:
             conn.execute("UPDATE usage_events SET tokens_in = tokens_in WHERE id = %s", (found[0],))
-            self.telemetry.wrote(0, 1)
+            pairs = {(key.id, found[1])}
+            self.telemetry.wrote(0, 1, pairs, manual_fallback=self.fault.manual_fallback)
 
 
 class DailyUsageCronApp:
@@ -349,8 +386,8 @@ class DailyUsageCronApp:
         t = telemetry.as_json()
         if self.fault.extra_simulated_key_count is not None:
             t["simulatedKeyCount"] = self.fault.extra_simulated_key_count
-        # each failed key also counts once beyond its issue: "counts twice in warningCount"
-        warnings = sum(telemetry.issues.values()) + telemetry.failed_keys
+        # route.ts: warningCount is the number of issues, as issuesByCode counts them
+        warnings = sum(telemetry.issues.values())
         body: dict[str, Any] = {
             "success": True,
             "processed": telemetry.processed_users,
@@ -360,6 +397,7 @@ class DailyUsageCronApp:
             "timestamp": iso_ms(self.clock()),
             "telemetry": t,
         }
+        tell_lies(body, self.fault)
         if self.fault.flags_field == "boolean":
             body["flags"] = {"enableDailyUsageWindows": self.fault.windows_flag_on}
         elif self.fault.flags_field == "string":

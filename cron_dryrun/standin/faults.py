@@ -52,6 +52,11 @@ class Fault:
     rewrite_stale_standard_row: bool = False
     # -- database
     plain_inserts: bool = False  # and the stack drops usage_admin_bucket_idx
+    # -- the telemetry's counters (issue 27)
+    manual_fallback: bool = False  # writes reported under manualFallback*, as the app's default
+    inserts_counted_as_updates: bool = False  # every write counted as an update, in both totals
+    counter_offsets: tuple[tuple[str, int], ...] = ()  # (counter, added to what is reported)
+    counter_values: tuple[tuple[str, int], ...] = ()  # (counter, reported instead)
 
 
 def _f(name: str, breaks: str, **switches: object) -> Fault:
@@ -121,7 +126,7 @@ FAULTS: Mapping[str, Fault] = {
         ),
         _f(
             "provider-error",
-            "the provider fails for the admin key: PROVIDER_ERROR 1, failedKeys 1, still 200",
+            "the provider fails for the admin key: PROVIDER_ERROR 1 and UNKNOWN 1 (a failed key counts twice), failedKeys 1, still 200",
             admin_refusal_status=500,
         ),
         _f(
@@ -154,6 +159,51 @@ FAULTS: Mapping[str, Fault] = {
             "throttle",
             "answers the first authorised request 429 with Retry-After: 1",
             throttle_first=True,
+        ),
+        _f(
+            "manual-fallback",
+            "reports its writes under manualFallback* (the app's default, unique-index upsert "
+            "off): honest counters, a warning only",
+            manual_fallback=True,
+        ),
+        _f(
+            "stored-updated-swapped",
+            "counts every row it inserts as updated: a first run reports storedEvents 0, "
+            "updatedEvents = the rows it inserted",
+            inserts_counted_as_updates=True,
+        ),
+        _f(
+            "warning-count-off",
+            "reports warningCount one above the issues in issuesByCode",
+            counter_offsets=(("warningCount", 1),),
+        ),
+        _f(
+            "fallback-keys-zero",
+            "writes through the manual fallback and reports manualFallbackKeys 0",
+            manual_fallback=True,
+            counter_values=(("manualFallbackKeys", 0),),
+        ),
+        _f(
+            "fallback-windows-off",
+            "writes through the manual fallback and reports manualFallbackWindows two above "
+            "the (key, window) pairs it wrote",
+            manual_fallback=True,
+            counter_offsets=(("manualFallbackWindows", 2),),
+        ),
+        _f(
+            "processed-users-off",
+            "reports telemetry.processedUsers one above processed",
+            counter_offsets=(("processedUsers", 1),),
+        ),
+        _f(
+            "write-modes-off",
+            "reports constraintInserts one above storedEvents (no manual-fallback inserts)",
+            counter_offsets=(("constraintInserts", 1),),
+        ),
+        _f(
+            "negative-count",
+            "reports constraintUpdates -1",
+            counter_values=(("constraintUpdates", -1),),
         ),
     )
 }

@@ -144,8 +144,22 @@ def rows_written_since(conn: psycopg.Connection, watermark: int) -> list[tuple[A
     )
 
 
+def max_usage_id(conn: psycopg.Connection) -> int:
+    """The largest usage_events id (0 when empty): ids come from a sequence, so a row written
+    later with a larger id was inserted after this read, one with a smaller id updated."""
+    return _count(conn, "select coalesce(max(id), 0) from usage_events")
+
+
 def active_openai_keys(conn: psycopg.Connection) -> int:
     return _count(conn, "select count(*) from provider_keys where provider = 'openai'")
+
+
+def openai_keys(conn: psycopg.Connection) -> list[tuple[int, str]]:
+    """(id, usage_mode) of every OpenAI key in provider_keys, by id."""
+    rows = _rows(
+        conn, "select id, usage_mode from provider_keys where provider = 'openai' order by id"
+    )
+    return [(int(r[0]), str(r[1])) for r in rows]
 
 
 def usage_events_columns(conn: psycopg.Connection) -> list[str]:
@@ -180,6 +194,7 @@ class UsageWatch:
         with read_only(dsn) as conn:
             self.watermark = xid_watermark(conn)
             self.rows_before = usage_row_count(conn)
+            self.max_id_before = max_usage_id(conn)
             self.openai_keys = active_openai_keys(conn)
 
     def written(self) -> tuple[list[tuple[Any, ...]], int]:
