@@ -478,3 +478,30 @@ def test_unlisted_files_warn_except_under_the_suites_own_names(
         "lists it)"
     ) in text
     assert "verify-evidence: manifests/made-up.txt: not written by any run" in text
+
+
+def test_a_red_line_without_its_manifest_warns_and_a_green_one_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_key: None
+) -> None:
+    """A run whose manifest could not be written (a full disk) records its line red, without a
+    manifest: verify-evidence says so without failing every later check; a green line so
+    recorded is a problem (it is what a forger would add)."""
+    from cron_dryrun.evidence.ledger import append_entry
+
+    audit = tmp_path / "audit"
+    real_run(audit, NOW - 3 * H)
+    writer = EvidenceWriter(audit, Redactor([]))
+    append_entry(writer, LedgerEntry(NOW - 2 * H, TARGET, "NO-GO", run_id="20261207T100000Z-red"))
+    code, text = verify(audit, capsys)
+    assert code == 0, text
+    assert (
+        "verify-evidence: warning: ledger line 2: no manifest records it in the chain (not "
+        "written by any run)\n"
+    ) in text
+    append_entry(writer, LedgerEntry(NOW - H, TARGET, "GO", run_id="20261207T110000Z-green"))
+    code, text = verify(audit, capsys)
+    assert code == 1
+    assert (
+        "verify-evidence: ledger line 3: no manifest records it in the chain (not written by any "
+        "run)\n"
+    ) in text

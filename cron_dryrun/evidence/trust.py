@@ -274,10 +274,14 @@ def check_evidence(
         if not link.in_chain and chain.broken_at is None:
             warnings.append(f"ledger line {link.position}: {link.why_not}")
         elif link.in_chain and link.hash not in recorded and link.position not in named:
-            problems.append(
+            message = (
                 f"ledger line {link.position}: no manifest records it in the chain "
                 "(not written by any run)"
             )
+            # a red line whose run could not write its manifest (a full disk) can never help a
+            # promotion: said, not failed on, or one bad day would fail every later check
+            red = link.data is not None and link.data.get("verdict") == "NO-GO"
+            (warnings if red else problems).append(message)
         if key is not None and link.data is not None and link.in_chain:
             sig = link.data.get(SIG_FIELD)
             if sig is None and not require_signed:
