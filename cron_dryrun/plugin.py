@@ -433,15 +433,18 @@ def _sigterm_as_interrupt(config: pytest.Config) -> None:
     config.stash[SIGTERM_KEY] = {sig: signal.signal(sig, handler) for sig in SIGNALS}
 
 
-def _defer_sigterm(state: DryRunState) -> None:
-    """While the evidence is written, a second SIGTERM is noted instead of cutting it short."""
+def _defer_sigterm(config: pytest.Config, state: DryRunState) -> None:
+    """While the evidence is written, a SIGTERM (and Ctrl-C, where the plugin installed its
+    handlers and restores them at unconfigure) is noted instead of cutting it short."""
     if threading.current_thread() is not threading.main_thread():
         return
+    from cron_dryrun.session.interrupts import SIGNALS
 
     def note(signum: int, frame: Any) -> None:
         state.terminal_notes.append(f"signal {signum} received while writing the evidence")
 
-    signal.signal(signal.SIGTERM, note)
+    for sig in SIGNALS if config.stash.get(SIGTERM_KEY, None) is not None else (signal.SIGTERM,):
+        signal.signal(sig, note)
 
 
 @pytest.fixture(scope="session")
@@ -768,7 +771,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if session.config.option.collectonly:
         state.active = False  # --collect-only: nothing ran, nothing is written
         return
-    _defer_sigterm(state)
+    _defer_sigterm(session.config, state)
     # a signal ends the run as interrupted even where a library swallowed it
     state.interrupted = (
         session.exitstatus == pytest.ExitCode.INTERRUPTED or state.signalled is not None
