@@ -10,6 +10,10 @@ a bare CPython process that only parses the export (``csv.reader`` summing one c
 side by side. The 1-minute load average is printed before every run: two cores shared
 with anything else give figures that are not the command's.
 
+Cases (``--cases``, default all three, printed side by side): ``dashboard-daily`` and
+``dashboard-hourly`` (the dashboard's shape: long ids, every count a float, almost every row
+its own key-day), ``short-daily`` (the earlier short-id shape). Each case has its own database.
+
 Setup (untimed, but reported): start an embedded PostgreSQL, create the app's tables,
 generate a dashboard-style export CSV and matching usage_events rows with DuckDB
 (daily buckets, ``--days`` days x N/days keys; ``--hourly``: hourly buckets, 24 per
@@ -73,51 +77,104 @@ METRIC_EXPR = {
 }
 
 
-def generate(work: Path, rows: int, days: int) -> tuple[Path, Path, dict[str, int]]:
+# Two shapes of export. "dashboard" is what the usage dashboard writes (and the default):
+# project_id proj_ + 24 characters, user_id user- + 24, api_key_id key_ + 16, every count
+# written as a float (102.0), and almost every row its own key-day (one row in 300 repeats
+# the key of the row before it, in the same bucket). "short" is the earlier synthetic shape:
+# short ids, a float count on every 5th row only, every row its own key-day.
+SHAPES = ("dashboard", "short")
+REPEAT_EVERY = 300  # dashboard: row i with i % 300 == 7 shares the key of row i - 1
+
+
+def _key_columns(shape: str, k: str) -> str:
+    """The key columns of the row whose key number is ``k`` (an SQL expression)."""
+    if shape == "dashboard":
+        return (
+            f"'proj_' || substr(md5('p' || ({k}) % 50), 1, 24) AS project_id, "
+            f"'key_' || substr(md5('k' || ({k}) // {KEYS_PER_API_KEY}), 1, 16) AS api_key_id, "
+            f"'user-' || substr(md5('u' || ({k})), 1, 24) AS user_id, "
+            f"['gpt-4o-mini-2024-07-18', 'gpt-4o', 'o3-mini'][(({k}) % 3) + 1] AS model, "
+            f"'default' AS service_tier, (({k}) % 11 = 0) AS batch"
+        )
+    return (
+        f"'proj_' || (({k}) % 50) AS project_id, "
+        f"'key_' || (({k}) // {KEYS_PER_API_KEY}) AS api_key_id, 'user_' || ({k}) AS user_id, "
+        f"['gpt-4o-mini-2024-07-18', 'gpt-4o', 'o3-mini'][(({k}) % 3) + 1] AS model, "
+        f"'default' AS service_tier, (({k}) % 11 = 0) AS batch"
+    )
+
+
+def _export_metrics(shape: str) -> str:
+    """The export's count cells: all floats (dashboard), or every 5th row (short)."""
+    if shape == "dashboard":
+        return ", ".join(
+            f"CAST({expr} AS VARCHAR) || '.0' AS {name}" for name, expr in METRIC_EXPR.items()
+        )
+    return ", ".join(
+        (
+            f"CASE WHEN i % 5 = 0 THEN CAST({expr} AS VARCHAR) || '.0' "
+            f"ELSE CAST({expr} AS VARCHAR) END AS {name}"
+            if name != "num_model_requests"
+            else f"{expr} AS {name}"
+        )
+        for name, expr in METRIC_EXPR.items()
+    )
+
+
+def _write_export(con: duckdb.DuckDBPyConnection, rows_sql: str, hours: bool, out: Path) -> None:
+    """The export CSV in the dashboard's column order, from rows with day (and h)."""
+    at = "day + to_hours(h)" if hours else "day"
+    until = "day + to_hours(h + 1)" if hours else "day + 1"
+    cols = HEADER.split(",")
+    con.execute(
+        f"COPY (SELECT epoch({at})::BIGINT AS start_time, epoch({until})::BIGINT AS end_time, "
+        f"strftime({at}, '%Y-%m-%dT%H:%M:%S+00:00') AS start_time_iso, "
+        f"strftime({until}, '%Y-%m-%dT%H:%M:%S+00:00') AS end_time_iso, "
+        f"CASE WHEN batch THEN 'TRUE' ELSE 'FALSE' END AS batch_text, * EXCLUDE (batch) "
+        f"FROM ({rows_sql}) ORDER BY i) TO '{out}.tmp' (HEADER, DELIMITER ',')"
+    )
+    # the columns in the dashboard's order, batch as its text
+    picked = ", ".join("batch_text AS batch" if c == "batch" else c for c in cols)
+    con.execute(
+        f"COPY (SELECT {picked} FROM read_csv('{out}.tmp', all_varchar=true, header=true)) "
+        f"TO '{out}' (HEADER, DELIMITER ',', QUOTE '')"
+    )
+    Path(f"{out}.tmp").unlink()
+
+
+def generate(
+    work: Path, rows: int, days: int, shape: str = "dashboard"
+) -> tuple[Path, Path, dict[str, int]]:
     """The export CSV and the usage_events CSV (for COPY), with injected differences."""
     per_day = rows // days
     con = duckdb.connect()
+    # dashboard: every REPEAT_EVERY-th row repeats the previous row's key (same bucket)
+    k = f"CASE WHEN i % {REPEAT_EVERY} = 7 THEN k - 1 ELSE k END" if shape == "dashboard" else "k"
     base = (
         f"SELECT i, d, k, DATE '{FIRST_DAY.isoformat()}' + CAST(d AS INTEGER) AS day, "
-        f"'proj_' || (k % 50) AS project_id, 'key_' || (k // {KEYS_PER_API_KEY}) AS api_key_id, "
-        f"'user_' || k AS user_id, "
-        f"['gpt-4o-mini-2024-07-18', 'gpt-4o', 'o3-mini'][(k % 3) + 1] AS model, "
-        f"'default' AS service_tier, (k % 11 = 0) AS batch "
+        f"{_key_columns(shape, k)} "
         f"FROM (SELECT i, i // {per_day} AS d, i % {per_day} AS k FROM range({per_day * days}) t(i))"
     )
-    export = work / "export.csv"
-    metrics = ", ".join(
-        # counts written as floats, as real exports do, on every 5th row
-        f"CASE WHEN i % 5 = 0 THEN CAST({expr} AS VARCHAR) || '.0' ELSE CAST({expr} AS VARCHAR) END"
-        f" AS {name}"
-        for name, expr in METRIC_EXPR.items()
-        if name != "num_model_requests"
-    )
-    con.execute(
-        f"COPY (SELECT epoch(day)::BIGINT AS start_time, epoch(day + 1)::BIGINT AS end_time, "
-        f"strftime(day, '%Y-%m-%dT%H:%M:%S+00:00') AS start_time_iso, "
-        f"strftime(day + 1, '%Y-%m-%dT%H:%M:%S+00:00') AS end_time_iso, project_id, "
-        f"{METRIC_EXPR['num_model_requests']} AS num_model_requests, user_id, api_key_id, model, "
-        f"CASE WHEN batch THEN 'TRUE' ELSE 'FALSE' END AS batch, service_tier, {metrics} "
-        f"FROM ({base}) ORDER BY i) TO '{export}' (HEADER, DELIMITER ',')"
-    )
+    export = work / f"export-{shape}.csv"
+    _write_export(con, f"SELECT *, {_export_metrics(shape)} FROM ({base})", False, export)
     # injected differences: 3 key-days drift +5 %, 2 key-days are missing in the DB,
     # 2 extra key-days exist only in the DB
     drift = {per_day * (days - 1) + 10, per_day * (days - 1) + 20, per_day * (days - 1) + 30}
     dropped = {per_day * (days - 1) + 40, per_day * (days - 1) + 50}
+    # the cron writes one row per key-day: a repeated key's rows are summed
     db_cols = ", ".join(
-        f"CAST(({expr}) * CASE WHEN i IN ({','.join(map(str, drift))}) AND '{name}' = 'output_tokens' "
-        f"THEN 1.05 ELSE 1 END AS BIGINT) AS {db}"
+        f"sum(CAST(({expr}) * CASE WHEN i IN ({','.join(map(str, drift))}) AND "
+        f"'{name}' = 'output_tokens' THEN 1.05 ELSE 1 END AS BIGINT)) AS {db}"
         for name, db in METRIC_COLUMNS
         for expr in [METRIC_EXPR[name]]
     )
     usage = work / "usage_events.csv"
     n_keys = per_day // KEYS_PER_API_KEY + 1
     con.execute(
-        f"COPY (SELECT (k // {KEYS_PER_API_KEY}) % {n_keys} + 1 AS key_id, model, {db_cols}, "
+        f"COPY (SELECT ({k} // {KEYS_PER_API_KEY}) % {n_keys} + 1 AS key_id, model, {db_cols}, "
         f"day AS timestamp, day AS window_start, day + 1 AS window_end, project_id, user_id, "
         f"api_key_id, service_tier, batch FROM ({base}) WHERE i NOT IN ({','.join(map(str, dropped))}) "
-        f"UNION ALL SELECT 1, 'gpt-4o', {', '.join('7' for _ in METRIC_COLUMNS)}, day, day, day + 1, "
+        f"GROUP BY ALL UNION ALL SELECT 1, 'gpt-4o', {', '.join('7' for _ in METRIC_COLUMNS)}, day, day, day + 1, "
         f"'proj_extra', 'user_extra_' || d, 'key_extra', 'default', false FROM ({base}) "
         f"WHERE i IN (0, {per_day * (days - 1)})) TO '{usage}' (HEADER false, DELIMITER ',')"
     )
@@ -125,36 +182,20 @@ def generate(work: Path, rows: int, days: int) -> tuple[Path, Path, dict[str, in
     return export, usage, {"keys": n_keys, **expected}
 
 
-def generate_hourly(work: Path, rows: int, days: int) -> tuple[Path, Path, dict[str, int]]:
+def generate_hourly(
+    work: Path, rows: int, days: int, shape: str = "dashboard"
+) -> tuple[Path, Path, dict[str, int]]:
     """Hourly export rows (24 per key-day) and the daily usage_events rows that match them."""
     keys = rows // days // 24  # key-days per day
     con = duckdb.connect()
     hourly = (
         f"SELECT i, d, k, h, d * {keys} + k AS j, "
-        f"DATE '{FIRST_DAY.isoformat()}' + CAST(d AS INTEGER) AS day, "
-        f"'proj_' || (k % 50) AS project_id, 'key_' || (k // {KEYS_PER_API_KEY}) AS api_key_id, "
-        f"'user_' || k AS user_id, "
-        f"['gpt-4o-mini-2024-07-18', 'gpt-4o', 'o3-mini'][(k % 3) + 1] AS model, "
-        f"'default' AS service_tier, (k % 11 = 0) AS batch "
+        f"DATE '{FIRST_DAY.isoformat()}' + CAST(d AS INTEGER) AS day, {_key_columns(shape, 'k')} "
         f"FROM (SELECT i, i // {keys * 24} AS d, (i % {keys * 24}) // 24 AS k, i % 24 AS h "
         f"FROM range({keys * 24 * days}) t(i))"
     )
-    export = work / "export.csv"
-    metrics = ", ".join(
-        f"CASE WHEN i % 5 = 0 THEN CAST({expr} AS VARCHAR) || '.0' ELSE CAST({expr} AS VARCHAR) END"
-        f" AS {name}"
-        for name, expr in METRIC_EXPR.items()
-        if name != "num_model_requests"
-    )
-    con.execute(
-        f"COPY (SELECT epoch(day + to_hours(h))::BIGINT AS start_time, "
-        f"epoch(day + to_hours(h + 1))::BIGINT AS end_time, "
-        f"strftime(day + to_hours(h), '%Y-%m-%dT%H:%M:%S+00:00') AS start_time_iso, "
-        f"strftime(day + to_hours(h + 1), '%Y-%m-%dT%H:%M:%S+00:00') AS end_time_iso, project_id, "
-        f"{METRIC_EXPR['num_model_requests']} AS num_model_requests, user_id, api_key_id, model, "
-        f"CASE WHEN batch THEN 'TRUE' ELSE 'FALSE' END AS batch, service_tier, {metrics} "
-        f"FROM ({hourly}) ORDER BY i) TO '{export}' (HEADER, DELIMITER ',')"
-    )
+    export = work / f"export-{shape}-hourly.csv"
+    _write_export(con, f"SELECT *, {_export_metrics(shape)} FROM ({hourly})", True, export)
     last = keys * (days - 1)
     drift = {last + 10, last + 20, last + 30}
     dropped = {last + 40, last + 50}
@@ -223,6 +264,10 @@ with open(out, "w") as fh:
 """
 
 
+# bytecode of the --compare-with checkouts (written once, before timing, outside their trees)
+OTHER_PYCACHE = Path(tempfile.gettempdir()) / "bench-reconcile-pycache"
+
+
 # The floor: a bare CPython process that only parses the export (csv.reader, one column summed).
 BASELINE = """
 import csv, sys
@@ -236,9 +281,24 @@ print(total)
 """
 
 
-def measured(cmd: list[str], out: Path) -> dict:
+# The preflight's full read of the export (issue 25): a process that stages it as the gate's
+# preflight does (session.preflight.check_exports) and prints the seconds that took.
+PREFLIGHT = """
+import sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+from cron_dryrun.session.preflight import check_exports
+t1 = time.perf_counter()
+problems = check_exports([Path(sys.argv[1])])
+print(f"{time.perf_counter() - t1:.3f} {t1 - t0:.3f} {len(problems)}")
+"""
+
+
+def measured(cmd: list[str], out: Path, root: Path = ROOT) -> dict:
     """``cmd`` spawned by the trampoline: wall, peak RSS (KiB), CPU seconds, exit status."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    if root != ROOT:  # another checkout's bytecode goes to a folder of ours, not its tree
+        env["PYTHONPYCACHEPREFIX"] = str(OTHER_PYCACHE)
     env.pop("CRON_DRYRUN_DB_READER", None)  # the reader is given on the command line
     proc = subprocess.run(
         [sys.executable, "-c", TRAMPOLINE, str(out), *cmd],
@@ -254,7 +314,7 @@ def measured(cmd: list[str], out: Path) -> dict:
 
 
 def run_diff(
-    export: Path, dsn: str, days: int, output: Path, reader: str
+    export: Path, dsn: str, days: int, output: Path, reader: str, root: Path = ROOT
 ) -> tuple[float, int, int, dict]:
     """The command as an operator runs it; wall seconds, peak RSS (KiB), exit status, report."""
     last = FIRST_DAY + timedelta(days=days - 1)
@@ -263,7 +323,7 @@ def run_diff(
         "--database-url", dsn, "--from", FIRST_DAY.isoformat(), "--to", last.isoformat(),
         "--output", str(output), "--db-reader", reader, "--no-progress",
     ]  # fmt: skip
-    usage = measured(cmd, output.with_name("rusage.json"))
+    usage = measured(cmd, output.with_name("rusage.json"), root)
     report = json.loads(output.read_text()) if output.exists() else {}
     return usage["wall"], usage["maxrss_kib"], usage["exit"], report
 
@@ -272,96 +332,157 @@ def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+CASES = ("dashboard-daily", "dashboard-hourly", "short-daily")
+
+
+def run_case(
+    server_dsn: str, work: Path, case: str, args: argparse.Namespace, readers: list[str]
+) -> tuple[dict[str, list[tuple[float, int, float]]], int]:
+    """Set up one case (its own database and export), then time it: every reader and the
+    csv.reader floor, alternately, ``--rounds`` times."""
+    shape, buckets = case.split("-")
+    runs: dict[str, list[tuple[float, int, float]]] = {r: [] for r in [*readers, "csv.reader"]}
+    failures = 0
+    t0 = time.perf_counter()
+    dsn = create_app_database(server_dsn)
+    t_db = time.perf_counter() - t0
+    make = generate_hourly if buckets == "hourly" else generate
+    export, usage, expected = make(work, args.rows, args.days, shape)
+    t_gen = time.perf_counter() - t0 - t_db
+    load(dsn, usage, expected["keys"])
+    usage.unlink()
+    t_load = time.perf_counter() - t0 - t_db - t_gen
+    print(
+        f"[{case}] setup: {time.perf_counter() - t0:.1f} s (schema {t_db:.1f} s, generate "
+        f"{t_gen:.1f} s, COPY + VACUUM ANALYZE + CHECKPOINT {t_load:.1f} s); export "
+        f"{export.stat().st_size / 1e6:.0f} MB",
+        flush=True,
+    )
+    # "adbc" / "copy-csv": this checkout; "adbc@<name>": another one (--compare-with), same data
+    timed = [(r, r, ROOT) for r in readers] + [
+        ("adbc", f"adbc@{other.name}", other) for other in args.compare_with
+    ]
+    for _, label, _ in timed[len(readers) :]:
+        runs[label] = []
+    for n in range(1, args.rounds + 1):
+        for reader, label, root in timed:
+            load_before = load_average()
+            output = work / f"report-{case}-{n}-{label.replace('@', '-')}.json"
+            wall, rss_kib, status, report = run_diff(export, dsn, args.days, output, reader, root)
+            counts = report.get("counts", {})
+            found = {k: counts.get(k) for k in ("mismatched", "missingInDb", "missingInCsv")}
+            wanted = {k: expected[k] for k in found}
+            ok = found == wanted and status == 1 and report.get("dbReader") == reader
+            failures += not ok
+            runs[label].append((wall, rss_kib, load_before))
+            print(
+                f"[{case}] round {n} {label:<9} load {load_before:4.2f}  wall {wall:6.2f} s "
+                f"(inside the diff {report.get('elapsedSeconds')} s)  "
+                f"peak RSS {rss_kib / 1024:5.0f} MB  exit {status}  "
+                f"dbReader {report.get('dbReader')}  found {found}"
+                + ("" if ok else f"  UNEXPECTED (wanted {wanted}, exit 1)"),
+                flush=True,
+            )
+        load_before = load_average()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        pre = subprocess.run(
+            [sys.executable, "-c", PREFLIGHT, str(export)], env=env, capture_output=True, text=True
+        )
+        staged_s, import_s, problems = pre.stdout.split() if pre.returncode == 0 else ("?",) * 3
+        if pre.returncode != 0 or problems != "0":
+            print(pre.stderr[-2000:], file=sys.stderr)
+            failures += 1
+        else:
+            runs.setdefault("preflight", []).append((float(staged_s), 0, load_before))
+        print(
+            f"[{case}] round {n} preflight  load {load_before:4.2f}  full read (staged) {staged_s} s "
+            f"(import {import_s} s)  problems {problems}",
+            flush=True,
+        )
+        if not args.no_baseline:
+            load_before = load_average()
+            base = measured([sys.executable, "-c", BASELINE, str(export)], work / "baseline.json")
+            runs["csv.reader"].append((base["wall"], base["maxrss_kib"], load_before))
+            print(
+                f"[{case}] round {n} csv.reader load {load_before:4.2f}  wall {base['wall']:6.2f} s"
+                f"  peak RSS {base['maxrss_kib'] / 1024:5.0f} MB",
+                flush=True,
+            )
+    export.unlink()
+    return runs, failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="export rows")
     parser.add_argument("--days", type=int, default=10, help="UTC days the rows are spread over")
-    parser.add_argument("--hourly", action="store_true", help="hourly export buckets")
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help=f"shape-buckets cases, each with its own export and database (default {','.join(CASES)})",
+    )
+    parser.add_argument(
+        "--hourly", action="store_true", help="only the dashboard-hourly case (as --cases)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="rounds (each: every reader)")
     parser.add_argument(
         "--readers", default="adbc,copy-csv", help="database readers, alternated in each round"
     )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        action="append",
+        default=[],
+        help="another checkout (e.g. /work/main) whose diff is timed too (adbc), side by side",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the csv.reader floor")
     args = parser.parse_args()
     readers = [r.strip() for r in args.readers.split(",") if r.strip()]
+    cases = ["dashboard-hourly"] if args.hourly else [c.strip() for c in args.cases.split(",")]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
 
     # An installed command runs from bytecode; this machine sets PYTHONDONTWRITEBYTECODE=1, so
     # without this every timed run would compile the package from source first (~0.05 s)
     compileall.compile_dir(ROOT / "cron_dryrun", quiet=1)
-    runs: dict[str, list[tuple[float, int, float]]] = {r: [] for r in [*readers, "csv.reader"]}
+    for other in args.compare_with:
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import compileall; compileall.compile_dir({str(other / 'cron_dryrun')!r}, quiet=1)",
+            ],
+            env={**os.environ, "PYTHONPYCACHEPREFIX": str(OTHER_PYCACHE)},
+            check=True,
+        )
+    results: dict[str, dict[str, list[tuple[float, int, float]]]] = {}
     failures = 0
     with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
         work = Path(tmp)
-        t0 = time.perf_counter()
         server = start_embedded()
         try:
-            dsn = create_app_database(server.dsn)
-            t_db = time.perf_counter() - t0
-            make = generate_hourly if args.hourly else generate
-            export, usage, expected = make(work, args.rows, args.days)
-            t_gen = time.perf_counter() - t0 - t_db
-            load(dsn, usage, expected["keys"])
-            usage.unlink()
-            t_load = time.perf_counter() - t0 - t_db - t_gen
-            print(
-                f"setup: {time.perf_counter() - t0:.1f} s (PostgreSQL start + schema "
-                f"{t_db:.1f} s, generate {t_gen:.1f} s, COPY + VACUUM ANALYZE "
-                f"+ CHECKPOINT {t_load:.1f} s); export {export.stat().st_size / 1e6:.0f} MB "
-                f"({'hourly' if args.hourly else 'daily'} buckets)",
-                flush=True,
-            )
-            for n in range(1, args.rounds + 1):
-                for reader in readers:
-                    load_before = load_average()
-                    output = work / f"report-{n}-{reader}.json"
-                    wall, rss_kib, status, report = run_diff(export, dsn, args.days, output, reader)
-                    counts = report.get("counts", {})
-                    found = {
-                        k: counts.get(k) for k in ("mismatched", "missingInDb", "missingInCsv")
-                    }
-                    wanted = {k: expected[k] for k in found}
-                    ok = found == wanted and status == 1 and report.get("dbReader") == reader
-                    failures += not ok
-                    runs[reader].append((wall, rss_kib, load_before))
-                    print(
-                        f"round {n} {reader:<9} load {load_before:4.2f}  wall {wall:6.2f} s "
-                        f"(inside the diff {report.get('elapsedSeconds')} s)  "
-                        f"peak RSS {rss_kib / 1024:5.0f} MB  exit {status}  "
-                        f"dbReader {report.get('dbReader')}  found {found}"
-                        + ("" if ok else f"  UNEXPECTED (wanted {wanted}, exit 1)"),
-                        flush=True,
-                    )
-                if not args.no_baseline:
-                    load_before = load_average()
-                    base = measured(
-                        [sys.executable, "-c", BASELINE, str(export)], work / "baseline.json"
-                    )
-                    runs["csv.reader"].append((base["wall"], base["maxrss_kib"], load_before))
-                    print(
-                        f"round {n} csv.reader load {load_before:4.2f}  wall {base['wall']:6.2f} s"
-                        f"  peak RSS {base['maxrss_kib'] / 1024:5.0f} MB",
-                        flush=True,
-                    )
+            for case in cases:
+                results[case], failed = run_case(server.dsn, work, case, args, readers)
+                failures += failed
         finally:
             server.stop()
-    print(f"rows={args.rows:,} days={args.days} hourly={args.hourly} cpus={os.cpu_count()}")
-    floor = runs["csv.reader"]
-    for name, taken in runs.items():
-        if not taken:
-            continue
-        walls = sorted(w for w, _, _ in taken)
-        rss = sorted(r / 1024 for _, r, _ in taken)
-        median = statistics.median(walls)
-        ratio = (
-            f", {median / statistics.median(w for w, _, _ in floor):.2f}x csv.reader"
-            if floor
-            else ""
-        )
-        print(
-            f"{name:<10} median wall {median:.2f} s (runs {', '.join(f'{w:.2f}' for w in walls)}); "
-            f"peak RSS median {statistics.median(rss):.0f} MB (max {rss[-1]:.0f}){ratio}; "
-            f"load {', '.join(f'{lo:.2f}' for _, _, lo in taken)}"
-        )
+    print(f"rows={args.rows:,} days={args.days} cpus={os.cpu_count()}")
+    print(f"{'case':<17} {'run':<10} {'median wall':>11} {'runs':<24} {'peak RSS':>9} {'ratio':>7}")
+    for case, runs in results.items():
+        floor = runs["csv.reader"]
+        for name, taken in runs.items():
+            if not taken:
+                continue
+            walls = sorted(w for w, _, _ in taken)
+            rss = sorted(r / 1024 for _, r, _ in taken)
+            peak = f"{rss[-1]:>6.0f} MB" if name != "preflight" else f"{'-':>9}"  # not measured
+            median = statistics.median(walls)
+            ratio = f"{median / statistics.median(w for w, _, _ in floor):.2f}x" if floor else "-"
+            print(
+                f"{case:<17} {name:<10} {median:>9.2f} s {', '.join(f'{w:.2f}' for w in walls):<24} "
+                f"{peak} {ratio:>7}  load {', '.join(f'{lo:.2f}' for _, _, lo in taken)}"
+            )
     return 1 if failures else 0
 
 

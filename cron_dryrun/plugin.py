@@ -115,6 +115,9 @@ def path_value_read_as_test_path(args: list[str], ini_found: bool) -> str | None
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    from cron_dryrun.session.pytest_outputs import redact_debug_trace
+
+    redact_debug_trace(config.trace.root, _current_redaction(config))  # --debug, from its start
     problem = path_value_read_as_test_path(
         list(config.invocation_params.args), config.inipath is not None
     )
@@ -529,12 +532,14 @@ def cron_client(
     dryrun_target: Target,
     dryrun_state: DryRunState,
 ) -> CronClient:
+    from cron_dryrun.session.finish import run_secret_values
     from cron_dryrun.target.client import CronClient
     from cron_dryrun.target.tls import client_context
     from cron_dryrun.target.watch import TerminalWatch
 
     state = dryrun_state
     return CronClient(
+        known_secrets=run_secret_values(state),  # an answer's excerpt: redacted, then cut
         on_request=lambda label: _request_leaving(state),
         on_exchange=lambda transcript: _record_exchange(state, transcript),
         url=dryrun_target.cron_url,
@@ -710,6 +715,27 @@ def _redactor(state: DryRunState) -> Callable[[str], str]:
     return writer_for(state).redactor.redact
 
 
+def _current_redaction(config: pytest.Config) -> Callable[[], Callable[[str], str]]:
+    """The run's redactor when there is one yet, else the secrets of the environment and the
+    command line (what pytest writes before, or without, resolved settings)."""
+    from cron_dryrun.session.pytest_outputs import early_redactor
+
+    early: list[Callable[[str], str]] = []
+
+    def current() -> Callable[[str], str]:
+        state = config.stash.get(STATE_KEY, None)
+        if state is not None:
+            return _redactor(state)
+        if not early:
+            cli = {
+                n: config.getoption(f"cron_dryrun_{n}", None) for n in ("database_url", "cron_url")
+            }
+            early.append(early_redactor(os.environ, cli).redact)
+        return early[0]
+
+    return current
+
+
 def _redact_report(report: pytest.TestReport | pytest.CollectReport, redactor: Any) -> None:
     """Redact, and bound each string (a -vv -l repr of a huge body is one string)."""
     from cron_dryrun.bounds import truncated
@@ -741,7 +767,11 @@ def pytest_make_collect_report(
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Everything the terminal reporter prints goes through the redactor."""
+    """Everything the terminal reporter prints goes through the redactor; so does every
+    logging handler of the session (log file, live log, captured logs)."""
+    from cron_dryrun.session.pytest_outputs import redact_log_handlers
+
+    redact_log_handlers(session.config.pluginmanager, _current_redaction(session.config))
     state = session.config.stash.get(STATE_KEY, None)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     writer = getattr(reporter, "_tw", None)

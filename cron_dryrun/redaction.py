@@ -83,8 +83,10 @@ _BEARER = re.compile(
     r"(?P<head>\bBearer[ \t]+)(?!\[REDACTED\])(?P<token>[A-Za-z0-9\-._~+/]{8,}=*)", re.IGNORECASE
 )
 _SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
+# the placeholder of a message's fix ("quote it: password='...'") is kept
 _PASSWORD_KV = re.compile(
-    r"(?P<head>\bpassword\s*=\s*)(?P<value>'(?:\\.|[^'])*'|[^\s'\"&;]+)", re.I
+    r"(?P<head>\bpassword\s*=\s*)(?!'\.\.\.'(?:\W|$))(?P<value>'(?:\\.|[^'])*'|[^\s'\"&;]+)",
+    re.I,
 )
 _URL_DSN = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.S)
 _KEYWORD_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:\\.|[^'\\])*'|\S+)", re.I)
@@ -314,6 +316,78 @@ class Redactor:
         if value[:1] in ("'", '"'):
             return m.group(0)  # a quoted value: handled by _AUTH_QUOTED
         return m.group("head") + self.mask_auth_value(value)
+
+
+# -- excerpts: redact, then cut ------------------------------------------------------------------
+
+
+def redacted_excerpt(text: str, limit: int, redact: Callable[[str], str]) -> tuple[str, bool]:
+    """The first ``limit`` characters of ``text`` *after* redacting all of it, and whether
+    anything was cut.
+
+    Cutting first would leave the head of a secret that straddles the cut (8 to 24
+    characters of it, or of a near miss that shares them), which no redactor can recognise
+    afterwards. A cut that falls inside a redaction marker moves before the marker.
+    """
+    clean = redact(text)
+    if len(clean) <= limit:
+        return clean, False
+    cut = max(0, limit)
+    start = clean.find(REDACTED, max(0, cut - len(REDACTED) + 1))
+    if 0 <= start < cut:
+        cut = start
+    return clean[:cut], True
+
+
+def whole_or_described(value: Any, limit: int) -> str:
+    """A JSON value from an answer, shown whole when it fits in ``limit`` characters, else
+    described by type and length: never cut, as a secret quoted across the cut could no
+    longer be recognised, and so not redacted, downstream."""
+    text = json.dumps(value)
+    if len(text) <= limit:
+        return text
+    return f"a JSON {type(value).__name__} of {len(text)} characters (not shown: too long)"
+
+
+MIN_HEADER_SECRET_LEN = 16  # settings.WEAK_SECRET_LENGTH: shorter ones are probes or warned of
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-vercel-protection-bypass", "cookie", "x-api-key"}
+)
+
+
+def request_secrets(
+    headers: Iterable[tuple[str, str]], secrets: Iterable[str | None] = ()
+) -> tuple[str, ...]:
+    """What an HTTP exchange must not show of its own request: ``secrets`` (the cron secret
+    with its near misses, the bypass secret ...) and every credential header value sent
+    (the token without its scheme too: an echo may quote either). A header value shorter
+    than ``MIN_HEADER_SECRET_LEN`` ("Bearer undefined") is a probe, not a secret: kept, so
+    that the answer quoting it still reads."""
+    values: set[str] = set()
+    for secret in secrets:
+        values |= set(known_secrets(secret))
+    for name, value in headers:
+        if name.lower() not in _CREDENTIAL_HEADERS or not value.strip():
+            continue
+        scheme = _AUTH_SCHEME.match(value.strip())
+        token = scheme.group("rest").strip() if scheme else value.strip()
+        for candidate in (value.strip(), token):
+            if len(candidate) >= MIN_HEADER_SECRET_LEN:
+                values.add(candidate)
+    return tuple(sorted(values))
+
+
+def first_wording_without(wordings: Iterable[str], secrets: Iterable[str | None]) -> str:
+    """The first of ``wordings`` the redactor leaves whole for ``secrets`` (their near misses
+    and encoded forms included): a message about a secret is written around it, so that no
+    marker cut into it hints at the secret. The last wording when none is (it is redacted)."""
+    redact = Redactor([v for s in secrets for v in known_secrets(s)]).redact
+    last = ""
+    for wording in wordings:
+        if redact(wording) == wording:
+            return wording
+        last = wording
+    return redact(last)
 
 
 # -- structures: JSON values, pytest's report objects ---------------------------------------------

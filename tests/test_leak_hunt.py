@@ -1,7 +1,10 @@
 """The leak hunt: the suite run in every failing mode the issue reproduced, with every flag
-that shows more (``-l --tb=long -rA -vv --junitxml --html``); the terminal, JUnit, the HTML
-report and every audit file are scanned for each secret in plain, URL-encoded, base64 and hex
-forms. Zero hits, and every JSON/JSONL artefact still parses.
+that shows more (``-l --tb=long -rA -vv --junitxml --html``) and every file pytest itself
+writes (``--debug``, ``--log-file`` at DEBUG with ``--log-cli-level=DEBUG``,
+``junit_logging=all``); the terminal and EVERY file written under the run's temporary
+directory (not a list of known names) are scanned for each secret, and each 8-character run
+of it, in plain, URL-encoded, base64 and hex forms. Zero hits, and every JSON/JSONL
+artefact still parses.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +25,8 @@ import psycopg
 import pytest
 from suite_runs import clean_env, guarded_env, netguard_attempts, recorded_files, run_acceptance
 
-from cron_dryrun.redaction import MIN_VARIANT_LEN, derived_variants
+from cron_dryrun.redaction import MIN_VARIANT_LEN, REDACTED, derived_variants
+from cron_dryrun.rules.checks import BODY_EXCERPT
 from cron_dryrun.target.database import create_app_database, database_name, drop_database
 from cron_dryrun.target.embedded import free_port
 
@@ -34,6 +40,9 @@ EXPORT_HEADER = (
 )
 
 
+RUN = 8  # no run of this many characters of a secret may survive anywhere
+
+
 def forms(secret: str) -> set[str]:
     """The forms the hunt looks for (case-sensitive; hex in both cases)."""
     raw = secret.encode()
@@ -41,6 +50,12 @@ def forms(secret: str) -> set[str]:
     for b64 in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         found |= {b64.decode(), b64.decode().rstrip("=")}
     return found
+
+
+def pieces(secret: str) -> set[str]:
+    """The secret and every 8-character run of it: what a cut before redaction leaves."""
+    runs = {secret[i : i + RUN] for i in range(len(secret) - RUN + 1)}
+    return {secret} | runs
 
 
 @dataclass
@@ -52,20 +67,25 @@ class Outputs:
 def hunt(outputs: Outputs, secrets: list[str]) -> list[str]:
     hits = []
     sources = {"terminal": outputs.terminal, **outputs.files}
-    for secret in secrets:
-        for form in forms(secret):
-            for name, text in sources.items():
-                if form in text:
-                    at = text.index(form)
-                    hits.append(
-                        f"{form!r} (of {secret!r}) in {name}: ...{text[max(0, at - 80) : at + 40]!r}"
-                    )
+    looked_for = {
+        form: secret for secret in secrets for piece in pieces(secret) for form in forms(piece)
+    }
+    for form, secret in sorted(looked_for.items()):
+        for name, text in sources.items():
+            if form in text:
+                at = text.index(form)
+                hits.append(
+                    f"{form!r} (of {secret!r}) in {name}: ...{text[max(0, at - 80) : at + 40]!r}"
+                )
     return hits
 
 
 def run_hunted(tmp_path: Path, env: dict[str, str], *extra: str) -> tuple[Any, Outputs]:
     audit = tmp_path / "audit"
     log = tmp_path / "netguard.jsonl"
+    # the run's own temporary directory (TMPDIR: pytest-html's report before its copy, the
+    # local stack's files): short, as a PostgreSQL socket path must be; hunted too
+    run_tmp = Path(tempfile.mkdtemp(prefix="leak-hunt-"))
     result = run_acceptance(
         f"--audit-dir={audit}",
         "-l",
@@ -74,23 +94,32 @@ def run_hunted(tmp_path: Path, env: dict[str, str], *extra: str) -> tuple[Any, O
         "-vv",
         f"--junitxml={tmp_path / 'junit.xml'}",
         f"--html={tmp_path / 'report.html'}",
+        # every file pytest itself writes: its trace, its log file, the logs in JUnit
+        f"--debug={tmp_path / 'pytestdebug.log'}",
+        f"--log-file={tmp_path / 'pytest.log'}",
+        "--log-file-level=DEBUG",
+        "--log-cli-level=DEBUG",
+        "-o",
+        "junit_logging=all",
         *extra,
-        env=guarded_env(env, log),
-        timeout=300,
+        env=guarded_env({**env, "TMPDIR": str(run_tmp)}, log),
+        timeout=600,
     )
     files: dict[str, str] = {}
-    for path in [tmp_path / "junit.xml", tmp_path / "report.html"]:
-        if path.is_file():
-            files[path.name] = path.read_text(errors="replace")
-    if audit.is_dir():
-        for path in sorted(p for p in audit.rglob("*") if p.is_file()):
-            text = path.read_text(errors="replace")
-            files[str(path.relative_to(tmp_path))] = text
-            if path.suffix == ".json":
-                json.loads(text)  # still parses
-            elif path.suffix == ".jsonl":
-                for line in text.splitlines():
-                    json.loads(line)
+    # every file written under the test's and the run's temporary directories, whatever
+    # wrote it: not a list of known names
+    try:
+        for root in (tmp_path, run_tmp):
+            for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_socket()):
+                text = path.read_bytes().decode("utf-8", errors="replace")
+                files[str(path.relative_to(tmp_path) if root == tmp_path else path)] = text
+                if audit in path.parents and path.suffix == ".json":
+                    json.loads(text)  # still parses
+                elif audit in path.parents and path.suffix == ".jsonl":
+                    for line in text.splitlines():
+                        json.loads(line)
+    finally:
+        shutil.rmtree(run_tmp, ignore_errors=True)
     assert netguard_attempts(log) == []
     return result, Outputs(result.stdout + result.stderr, files)
 
@@ -148,6 +177,34 @@ def down_url() -> str:
             [CRON_SECRET, "P@ss:w/rd%#Q1", "ss:w/rd%#Q1"],
         ),
         (
+            "keyword DSN with an unquoted space in the password",
+            {
+                "CRON_URL": "https://staging.cogni-track.app/api/cron/daily-usage",
+                "CRON_SECRET": CRON_SECRET,
+                "DATABASE_URL": "host=127.0.0.1 port=55432 dbname=app user=suite "
+                "password=Pg1234 RedTail-7731",
+            },
+            [CRON_SECRET, "Pg1234 RedTail-7731", "RedTail-7731"],
+        ),
+        (
+            "URL with an unencoded '@' in the password",
+            {
+                "CRON_URL": "https://staging.cogni-track.app/api/cron/daily-usage",
+                "CRON_SECRET": CRON_SECRET,
+                "DATABASE_URL": "postgresql://suite:Pg1234@TailPart-99@127.0.0.1:55432/app",
+            },
+            [CRON_SECRET, "Pg1234@TailPart-99", "TailPart-99@127.0.0.1:55432"],
+        ),
+        (
+            "URL with an unencoded ':' in the password",
+            {
+                "CRON_URL": "https://staging.cogni-track.app/api/cron/daily-usage",
+                "CRON_SECRET": CRON_SECRET,
+                "DATABASE_URL": "postgresql://suite:Pg1234:TailPart-99@127.0.0.1:55432/app",
+            },
+            [CRON_SECRET, "Pg1234:TailPart-99", "TailPart-99"],
+        ),
+        (
             "DB down by keyword DSN",
             {
                 "CRON_URL": "https://staging.cogni-track.app/api/cron/daily-usage",
@@ -180,6 +237,21 @@ def test_no_secret_leaks_from_a_run_stopped_before_anything_is_sent(
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, (mode, result.stdout[-2000:])
     assert "cron-dryrun:" in result.stderr, result.stderr[-2000:]
     assert hunt(outputs, secrets) == []
+    assert recorded_files(tmp_path / "audit") == []
+
+
+def test_no_secret_leaks_from_the_command_line_into_the_debug_trace(tmp_path: Path) -> None:
+    # pytest writes its arguments to the trace before any plugin is configured
+    result, outputs = run_hunted(
+        tmp_path,
+        clean_env(CRON_SECRET=CRON_SECRET),
+        "--database-url=postgresql://suite:Pg1234@TailPart-99@127.0.0.1:55432/app",
+        "--cron-url=https://ops:Url-Pw-Secr3t-42@staging.cogni-track.app/api/cron/daily-usage",
+    )
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
+    assert "more than one '@' in the URL" in result.stderr
+    assert "args=" in outputs.files["pytestdebug.log"]  # the header is there, redacted
+    assert hunt(outputs, [CRON_SECRET, "Pg1234@TailPart-99", "Url-Pw-Secr3t-42"]) == []
     assert recorded_files(tmp_path / "audit") == []
 
 
@@ -217,15 +289,27 @@ def test_no_secret_leaks_with_a_wrong_database_password(
     assert hunt(outputs, [CRON_SECRET, wrong, DB_PASSWORD]) == []
 
 
+BYPASS_SECRET = "Leak-Hunt-Bypass-5ecret-71c4"
+# where the quoted value starts in the body: around the excerpt's cut (checks.BODY_EXCERPT),
+# so that the cut would fall 2 to 27 characters into it
+CUT_OFFSETS = tuple(BODY_EXCERPT - k for k in (2, 5, 9, 14, 20, 27))
+
+
 class _Echo(http.server.BaseHTTPRequestHandler):
-    """A hostile endpoint: 401 quoting the token it got, in the body and in a header."""
+    """A hostile endpoint: 401 quoting what it got in a header (the token) and late in its
+    body, just across the excerpt's cut (the token, or the Vercel bypass secret, in turn)."""
 
     seen: ClassVar[list[str]] = []
 
     def do_POST(self) -> None:
         token = self.headers.get("Authorization", "")
+        bypass = self.headers.get("x-vercel-protection-bypass", "")
+        n = len(self.seen)
         self.seen.append(token)
-        body = json.dumps({"message": f"invalid token {token}"}).encode()
+        quoted = (bypass if n % 3 == 2 else token.split(" ", 1)[-1]) or token
+        head = '{"message": "invalid token, quoted at the end: '
+        pad = max(0, CUT_OFFSETS[n % len(CUT_OFFSETS)] - len(head))
+        body = (head + "." * pad + quoted + " (refused)" + "." * 200 + '"}').encode()
         self.send_response(401)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Echo-Token", token)
@@ -256,6 +340,7 @@ def test_no_secret_leaks_from_an_endpoint_that_echoes_the_token(
             clean_env(
                 CRON_URL=f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage",
                 CRON_SECRET=CRON_SECRET,
+                VERCEL_AUTOMATION_BYPASS_SECRET=BYPASS_SECRET,
                 DATABASE_URL=app_dsn,
                 OPENAI_EXPORT=str(export),
             ),
@@ -265,9 +350,30 @@ def test_no_secret_leaks_from_an_endpoint_that_echoes_the_token(
         server.server_close()
         drop_database(pg_server.dsn, database_name(app_dsn))
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
-    assert len(seen) > 10 and "invalid token" in result.stdout
+    assert len(seen) > 10, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "invalid token, quoted at the end" in result.stdout
+    # the files pytest itself wrote are among those hunted, and hold what was hunted for
+    debug = outputs.files["pytestdebug.log"]
+    assert "pytest_fixture_setup" in debug and "finish pytest_runtest_makereport" in debug
+    assert "receive_response_headers" in outputs.files["pytest.log"]  # httpcore at DEBUG
+    assert "X-Echo-Token" in outputs.files["pytest.log"]
+    assert (
+        "<system-out>" in outputs.files["junit.xml"] or "system-err" in outputs.files["junit.xml"]
+    )
     near_misses = [v for v in derived_variants(CRON_SECRET) if len(v) >= MIN_VARIANT_LEN]
-    assert hunt(outputs, [CRON_SECRET, *near_misses]) == []
+    assert hunt(outputs, [CRON_SECRET, BYPASS_SECRET, *near_misses]) == []
+
+
+def test_the_short_secret_warning_is_written_around_the_secret(tmp_path: Path) -> None:
+    secret = "Shorter7"  # its near miss "Shorter" is a word of the old warning
+    result, outputs = run_hunted(tmp_path, clean_env(CRON_SECRET=secret))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "warning: CRON_SECRET has 8 characters: under 16 is weak and hard to redact" in (
+        result.stdout
+    )
+    warning_lines = [line for line in result.stdout.splitlines() if "CRON_SECRET has" in line]
+    assert warning_lines and all(REDACTED not in line for line in warning_lines)
+    assert hunt(outputs, [secret, "Shorter"]) == []
 
 
 def test_a_common_word_secret_keeps_json_artefacts_and_the_ledger_whole(tmp_path: Path) -> None:

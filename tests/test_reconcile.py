@@ -128,7 +128,7 @@ def test_sql_rule_agrees_with_the_pure_rule() -> None:
         for d in (0, 1, 49, 51, 98, 102, 103, 1020, 1021, 125_926)
     ]
     for metric in ("output_tokens", "num_model_requests"):
-        rule = rc._sql_fails(metric, 0.02)
+        rule = rc.sql_fails(metric, 0.02)
         for e, d in pairs:
             (sql_says,) = con.execute(
                 f'SELECT {rule} FROM (SELECT {e}::BIGINT AS "e_{metric}", {d}::BIGINT AS "d_{metric}")'

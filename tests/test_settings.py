@@ -231,14 +231,16 @@ def test_a_remote_database_gets_tls_and_insecure_needs_the_flag() -> None:
     [
         (
             "postgresql://suite:P@ss:w/rd%#Q1@127.0.0.1:5432/app",
-            "--database-url / DATABASE_URL: expected a URL like postgresql://host/..., with a "
-            "scheme among postgresql, postgres, and any user or password percent-encoded "
+            "--database-url / DATABASE_URL: more than one '@' in the URL: an '@' in the password "
+            "must be encoded; percent-encode the password ('@' as %40, ':' as %3A, '/' as %2F, "
+            "'?' as %3F, '#' as %23, a space as %20, '%' as %25) "
             "(value not shown: it may hold a password)",
         ),
         (
             "postgresql://suite:Pw%ZZsecret@127.0.0.1/app",
-            "--database-url / DATABASE_URL: the password has a '%' that is not a percent-escape; "
-            "encode it as %25 (value not shown: it may hold a password)",
+            "--database-url / DATABASE_URL: a '%' that is not a percent-escape (%XX): "
+            "percent-encode the password ('@' as %40, ':' as %3A, '/' as %2F, '?' as %3F, "
+            "'#' as %23, a space as %20, '%' as %25) (value not shown: it may hold a password)",
         ),
         (
             "postgresql://suite:Pw%C3secret@127.0.0.1/app",

@@ -124,8 +124,9 @@ def run(
     args: argparse.Namespace, env: Mapping[str, str] | None = None, now: datetime | None = None
 ) -> int:
     """The command body; ``env``/``now`` are injectable for tests."""
-    from cron_dryrun.parity.exports import expand_export_paths
-    from cron_dryrun.parity.reconcile import Policy, report_path, write_report
+    from cron_dryrun.parity.formats import expand_export_paths
+    from cron_dryrun.parity.report import report_path, write_report
+    from cron_dryrun.parity.rules import Policy
 
     env = os.environ if env is None else env
     now = now or datetime.now(UTC)
@@ -133,8 +134,13 @@ def run(
     if not dsn:
         print(f"cron-dryrun diff: {NO_DATABASE}", file=sys.stderr)
         return EXIT_USAGE
-    from cron_dryrun.config.db_url import InsecureDatabaseUrl, secure_dsn
+    from cron_dryrun.config.db_url import InsecureDatabaseUrl, is_keyword_dsn, secure_dsn
+    from cron_dryrun.config.dsn_rules import dsn_problem
 
+    problem = dsn_problem(dsn, keyword_form=is_keyword_dsn(dsn))  # before libpq reads it
+    if problem:
+        print(f"cron-dryrun diff: DATABASE_URL: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         dsn = secure_dsn(dsn, args.allow_insecure_db)
     except InsecureDatabaseUrl as exc:

@@ -285,6 +285,12 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> int:
     dsn = args.database_url or os.environ.get("DATABASE_URL")
     if not dsn:
         return _fail("no database: pass --database-url or set DATABASE_URL")
+    from cron_dryrun.config.db_url import is_keyword_dsn
+    from cron_dryrun.config.dsn_rules import dsn_problem
+
+    problem = dsn_problem(dsn, keyword_form=is_keyword_dsn(dsn))  # before libpq reads it
+    if problem:
+        return _fail(f"DATABASE_URL: {problem}")
     audit_dir = audit_dir_option(args)
     try:
         since = parse_utc(args.since)

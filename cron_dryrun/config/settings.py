@@ -22,7 +22,12 @@ from cron_dryrun.config.db_url import (
     is_keyword_dsn,
     secure_dsn,
 )
-from cron_dryrun.redaction import secrets_from_environment, without_userinfo
+from cron_dryrun.config.dsn_rules import dsn_problem
+from cron_dryrun.redaction import (
+    first_wording_without,
+    secrets_from_environment,
+    without_userinfo,
+)
 
 DB_BACKENDS = ("auto", "url", "testcontainers", "embedded")
 CRON_METHODS = ("POST", "GET")
@@ -383,13 +388,21 @@ def secret_problem(name: str, value: str) -> str | None:
 
 
 def weak_secret_warning(name: str, value: str) -> str | None:
+    """The warning for a short secret, in the first wording that holds no form of the secret:
+    the redactor would otherwise cut the warning into a hint ("a secret [REDACTED]er than")."""
     if len(value) >= WEAK_SECRET_LENGTH:
         return None
-    return (
-        f"warning: {name} is {len(value)} characters long: a secret shorter than "
-        f"{WEAK_SECRET_LENGTH} characters is weak, and hard to redact (it may also be ordinary "
-        "text); use a long random secret"
+    n, weak = len(value), WEAK_SECRET_LENGTH
+    wordings = (
+        f"warning: {name} is {n} characters long: a secret shorter than {weak} characters is "
+        "weak, and hard to redact (it may also be ordinary text); use a long random secret",
+        f"warning: {name} has {n} characters: under {weak} is weak and hard to redact; "
+        "use a long random one",
+        f"warning: {name}: {n} < {weak} characters; use a long random value",
+        f"warning: {name}: {n} < {weak}",
+        f"warning: {n} < {weak}",
     )
+    return first_wording_without(wordings, [value])
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -508,7 +521,11 @@ def _check_url(spec: OptionSpec, value: str, schemes: Sequence[str]) -> str:
 
 
 def _check_database_dsn(spec: OptionSpec, value: str) -> str:
-    """A postgres:// URL, or a libpq keyword DSN (``host=... dbname=... password=...``)."""
+    """A postgres:// URL, or a libpq keyword DSN (``host=... dbname=... password=...``),
+    that libpq reads as this suite does (config.dsn_rules); refused quoting nothing."""
+    problem = dsn_problem(value, keyword_form=is_keyword_dsn(value))
+    if problem:
+        raise SettingsError(f"{spec.where()}: {problem} ({_NOT_SHOWN})")
     if not is_keyword_dsn(value):
         return _check_url(spec, value, ("postgresql", "postgres"))
     keys = [k.lower() for k in re.findall(r"(?:^|\s)([A-Za-z_]+)\s*=", value)]

@@ -26,7 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from cron_dryrun.parity.reconcile import DB_READERS, DbLoader, DbTotalsFiles
+from cron_dryrun.parity.db_side import DB_READERS, DbLoader, DbTotalsFiles
 
 ENV_VAR = "CRON_DRYRUN_DB_READER"
 CHOICES = ("auto", *DB_READERS)
@@ -55,8 +55,19 @@ def scrub(text: str, dsn: str, env: Mapping[str, str] | None = None) -> str:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ImportError):
         return f"the ADBC PostgreSQL driver is not installed here ({exc})"
-    first = " ".join(str(exc).split())[:300] or "no message"
-    return f"{type(exc).__name__}: {first}"
+    from cron_dryrun.config.dsn_rules import libpq_message
+
+    # our sentence for a message that echoes the DSN; the rest cut only after scrub() (the caller)
+    first = " ".join(libpq_message(str(exc), getattr(exc, "sqlstate", None)).split())
+    return f"{type(exc).__name__}: {first or 'no message'}"
+
+
+def _scrubbed_excerpt(text: str, dsn: str, limit: int = 300) -> str:
+    """Redacted in full, then cut: a password across the cut leaves no head behind."""
+    from cron_dryrun.redaction import redacted_excerpt
+
+    excerpt, cut = redacted_excerpt(text, limit, lambda t: scrub(t, dsn))
+    return excerpt + ("..." if cut else "")
 
 
 class UsageReader(DbLoader):
@@ -99,7 +110,7 @@ class UsageReader(DbLoader):
                         "COPY csv (--db-reader copy-csv or auto)"
                     ) from error
                 raise error
-            fallback = scrub(_reason(error), self.dsn)
+            fallback = _scrubbed_excerpt(_reason(error), self.dsn)
         self._woke()
         from cron_dryrun.parity.usage_totals import copy_daily_totals_parallel
 

@@ -15,18 +15,21 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from cron_dryrun.parity.reconcile import (
+from cron_dryrun.parity.db_side import (
+    UnrecordedProbe,
+)
+from cron_dryrun.parity.export_side import (
+    claim_stage,
+)
+from cron_dryrun.parity.pipeline import reconcile
+from cron_dryrun.parity.report import detail_path_for, report_dict, report_json
+from cron_dryrun.parity.rules import (
     DiffResult,
     Judgement,
     Policy,
     Progress,
-    UnrecordedProbe,
-    detail_path_for,
     failure_message,
     judge,
-    reconcile,
-    report_dict,
-    report_json,
 )
 
 
@@ -81,18 +84,26 @@ def run_parity(
     unreadable export or range, the driver's error for the database."""
     from cron_dryrun.parity.db_reader import UsageReader
 
-    result = reconcile(
-        request.exports,
-        UsageReader(request.dsn, request.db_reader, wake=request.wake),
-        first_day=request.first_day,
-        last_day=request.last_day,
-        open_from=request.open_from,
-        policy=request.policy,
-        detail_path=detail_path_for(request.report),
-        progress=progress,
-        now=now,
-        unrecorded_probe=_lazy_unrecorded_probe(request.dsn),
-    )
+    # the export as the preflight staged it (read once per run); files changed since, or
+    # never staged (``cron-dryrun diff``), are read here
+    stage = claim_stage()
+    try:
+        result = reconcile(
+            request.exports,
+            UsageReader(request.dsn, request.db_reader, wake=request.wake),
+            first_day=request.first_day,
+            last_day=request.last_day,
+            open_from=request.open_from,
+            policy=request.policy,
+            detail_path=detail_path_for(request.report),
+            progress=progress,
+            now=now,
+            unrecorded_probe=_lazy_unrecorded_probe(request.dsn),
+            stage=stage,
+        )
+    finally:
+        if stage is not None:
+            stage.close()
     return ParityOutcome(result, judge(result), request.report)
 
 

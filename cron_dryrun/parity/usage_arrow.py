@@ -4,9 +4,9 @@ PostgreSQL only scans: the rows of the day range leave the server as binary COPY
 the Apache Arrow ADBC PostgreSQL driver (``adbc-driver-postgresql``, libpq and the COPY
 parser in C++) turns into Arrow batches. The statement's stream goes to DuckDB through
 the Arrow PyCapsule interface (``__arrow_c_stream__``; no pyarrow). DuckDB copies the
-rows into ``reconcile.DB_KEYDAYS_TABLE``; when some key-day spans several rows (hourly
+rows into ``db_side.DB_KEYDAYS_TABLE``; when some key-day spans several rows (hourly
 windows, or two provider keys reporting the same ids) it groups them there, and it sums
-the key-days per (day, aligned, has ids) into ``reconcile.DB_STATS_TABLE``: no row
+the key-days per (day, aligned, has ids) into ``db_side.DB_STATS_TABLE``: no row
 reaches Python. Text was the cost of the
 CSV path (PostgreSQL grouping and formatting ~4.5 CPU-s for 1M key-days).
 
@@ -27,8 +27,8 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from cron_dryrun.parity.exports import KEY_TEXT_COLUMNS, METRIC_COLUMNS, METRICS
-from cron_dryrun.parity.reconcile import DB_KEYDAYS_TABLE, DB_STATS_TABLE, db_stats_sql
+from cron_dryrun.parity.db_side import DB_KEYDAYS_TABLE, DB_STATS_TABLE, db_stats_sql
+from cron_dryrun.parity.formats import KEY_TEXT_COLUMNS, METRIC_COLUMNS, METRICS
 
 # the same expression as usage_totals: a window inside one UTC day rolls up into it
 ALIGNED_SQL = (
@@ -97,7 +97,7 @@ def rows_are_keydays_sql(table: str = DB_KEYDAYS_TABLE) -> str:
     """rows, and distinct (key-day, aligned) hashes: equal when no key-day repeats.
 
     A hash collision can only lower the distinct count: then the rows are grouped, which
-    is always right, only slower (as the export side does, ``exports._check_fast``).
+    is always right, only slower (as the export side does, ``staging.key_days_relation``).
     """
     return f"SELECT count(*), count(DISTINCT hash({', '.join(_GROUP_KEY)})) FROM {table}"
 
@@ -172,7 +172,7 @@ def _open_database(manager: Any, driver: Any, conninfo: str) -> Any:
 def _group(duck: Any, stream: Any) -> bool:
     """DuckDB scans the Arrow C stream (consumed once) into the key-day table; tables or
     nothing. True when the rows had to be grouped (some key-day spans several rows)."""
-    # the package, not only the engine (exports.duckdb_engine): its import registers the
+    # the package, not only the engine (staging.duckdb_engine): its import registers the
     # Python-side Arrow sources, without which the engine refuses any Python Arrow object
     import duckdb  # noqa: F401
 

@@ -2,7 +2,7 @@
 
 PostgreSQL adds up the rows (daily totals per key); we never pull rows. The grouped result
 leaves the server as ``COPY (query) TO STDOUT (FORMAT csv)`` and is written straight to a
-file in ``exports.TOTALS_COLUMNS`` layout, which the reconciler reads with DuckDB: 1M groups
+file in ``formats.TOTALS_COLUMNS`` layout, which the reconciler reads with DuckDB: 1M groups
 never become 1M Python objects (the loop below only moves libpq's buffers into 1 MB blocks).
 
 At scale the day range is split over two connections that share one snapshot
@@ -22,8 +22,8 @@ from pathlib import Path
 import psycopg
 from psycopg import errors, pq, sql
 
-from cron_dryrun.parity.exports import METRIC_COLUMNS
-from cron_dryrun.parity.reconcile import DbTotalsFiles
+from cron_dryrun.parity.db_side import DbTotalsFiles
+from cron_dryrun.parity.formats import METRIC_COLUMNS
 from cron_dryrun.target.database import read_only
 
 BLOCK_BYTES = 1 << 20
@@ -92,7 +92,7 @@ def daily_totals_query(
 
 
 def daily_stats_query(first_day: date, last_day: date) -> sql.Composed:
-    """Per (day, aligned, has ids): rows and metric sums (reconcile.DB_STATS_COLUMNS).
+    """Per (day, aligned, has ids): rows and metric sums (db_side.DB_STATS_COLUMNS).
 
     A handful of rows; what the comparison needs besides the key-days themselves (the
     per-day DB totals, rows without ids, unaligned rows), so DuckDB need not read the
@@ -346,7 +346,7 @@ def unrecorded_query(days: Sequence[date], metrics: Sequence[str]) -> sql.Compos
 def unrecorded_metrics(
     dsn: str, days: Sequence[date], metrics: Sequence[str]
 ) -> dict[date, frozenset[str]]:
-    """reconcile.UnrecordedProbe: per day, the metrics NULL in every row parity compares.
+    """db_side.UnrecordedProbe: per day, the metrics NULL in every row parity compares.
 
     Asked only about a few (day, metric) pairs whose DB total is 0 while the export's is
     not, so it costs nothing on a healthy run; one read-only query.
@@ -366,7 +366,7 @@ def unrecorded_metrics(
 def unrecorded_probe(
     dsn: str,
 ) -> Callable[[Sequence[date], Sequence[str]], dict[date, frozenset[str]]]:
-    """A reconcile.UnrecordedProbe bound to ``dsn``."""
+    """A db_side.UnrecordedProbe bound to ``dsn``."""
 
     def probe(days: Sequence[date], metrics: Sequence[str]) -> dict[date, frozenset[str]]:
         return unrecorded_metrics(dsn, days, metrics)
@@ -375,7 +375,7 @@ def unrecorded_probe(
 
 
 def totals_writer(dsn: str, parts: int = 2) -> Callable[[date, date, Path], DbTotalsFiles]:
-    """A reconcile.DbTotalsWriter bound to ``dsn``: the files it wrote."""
+    """A db_side.DbTotalsWriter bound to ``dsn``: the files it wrote."""
 
     def write(first_day: date, last_day: date, out: Path) -> DbTotalsFiles:
         return copy_daily_totals_parallel(dsn, first_day, last_day, out, parts)

@@ -16,6 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from cron_dryrun.bounds import JsonTooDeep
 from cron_dryrun.exchange.record import DbObservation, UsageRow
+from cron_dryrun.redaction import (
+    Redactor,
+    redacted_excerpt,
+    request_secrets,
+    whole_or_described,
+)
 from cron_dryrun.target.vercel import protection_block
 from cron_dryrun.windows import day_start, expected_windows_processed, in_scope, iso
 
@@ -31,8 +37,11 @@ def describe_answer(t: Transcript) -> str:
     """Status, content type and the start of the body: what a failure message must show."""
     if t.status is None:
         return f"no answer ({t.error})"
-    excerpt = t.body_text(BODY_EXCERPT).strip() or "(empty body)"
-    more = " ..." if len(t.response_body) > BODY_EXCERPT or t.body_truncated else ""
+    # redacted in full, then cut: a secret the cut would halve is gone before the cut
+    redact = Redactor(request_secrets(t.request_headers, t.secrets)).redact
+    excerpt, cut = redacted_excerpt(t.body_text(), BODY_EXCERPT, redact)
+    excerpt = excerpt.strip() or "(empty body)"
+    more = " ..." if cut or t.body_truncated else ""
     return f"status {t.status} {t.reason}, content type {t.content_type}, body: {excerpt}{more}"
 
 
@@ -103,6 +112,13 @@ class AuthCase:
     name: str
     authorization: str | None  # None: no Authorization header at all
     accepted: bool = False
+
+    def __repr__(self) -> str:
+        # handed to pytest (parametrize, -l locals, --debug's trace): the scheme, never the token
+        shown = self.authorization
+        if shown is not None and shown.strip().lower() not in ("bearer", "basic"):
+            shown = Redactor.mask_auth_value(shown)
+        return f"AuthCase(name={self.name!r}, authorization={shown!r}, accepted={self.accepted!r})"
 
 
 def _flip(ch: str) -> str:
@@ -217,6 +233,9 @@ def _number(telemetry: Mapping[str, Any], name: str) -> int | None:
     return int(value)
 
 
+SHOWN_VALUE_CHARS = 80
+
+
 def reported_writes(telemetry: Mapping[str, Any]) -> tuple[int, str | None]:
     """storedEvents + updatedEvents, and a failure message when either is not a whole,
     non-negative number (absent counts as 0): a hostile or broken answer is a failed
@@ -230,7 +249,7 @@ def reported_writes(telemetry: Mapping[str, Any]) -> tuple[int, str | None]:
         number = _number(telemetry, name)
         if number is None or number < 0 or number != value:
             problems.append(
-                f"telemetry.{name} is {json.dumps(value)[:80]}, expected a whole number of events"
+                f"telemetry.{name} is {whole_or_described(value, SHOWN_VALUE_CHARS)}, expected a whole number of events"
             )
             continue
         total += number

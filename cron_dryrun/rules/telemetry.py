@@ -10,13 +10,13 @@ absent or not a count leaves the rules that need it to the count rule and the sc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from cron_dryrun.exchange.record import UsageRow
+from cron_dryrun.redaction import whole_or_described
 
 TOP_LEVEL_COUNTERS = ("processed", "successful", "errors", "warningCount")
 TELEMETRY_COUNTERS = (
@@ -69,7 +69,7 @@ def _as_count(value: Any) -> int | None:
 
 
 def _shown(value: Any) -> str:
-    return json.dumps(value)[:MAX_VALUE_CHARS]
+    return whole_or_described(value, MAX_VALUE_CHARS)  # never cut: a cut secret escapes redaction
 
 
 def read_counters(body: Mapping[str, Any]) -> Counters:

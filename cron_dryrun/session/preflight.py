@@ -9,8 +9,11 @@ Checked: CRON_SECRET present and well formed; CRON_URL https unless its host is
 loopback (decided from the URL alone, no connection); the database answers within a
 bounded connect timeout, ``usage_events`` and ``provider_keys`` exist with the columns
 the suite reads, and the role may read them; each export path is a readable,
-non-empty file or folder whose header the export readers know (gzip read through); the audit folder can
-be created and written (a probe file, fsync'd, removed).
+non-empty file or folder whose header the export readers know, and each CSV/TSV export is read
+whole (staged in DuckDB, gzip to its end, export_side.stage_for_run): a download cut short (a
+last row that stops mid-row, a gzip stream that ends early) is refused before anything is sent,
+and parity later compares the staged table instead of reading the file again; the audit folder
+can be created and written (a probe file, fsync'd, removed).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cron_dryrun.config.settings import is_loopback_url, secret_problem, weak_secret_warning
-from cron_dryrun.parity.exports import (
+from cron_dryrun.parity.formats import (
     expand_export_paths,
     export_file_message,
     read_export_head,
@@ -131,7 +134,24 @@ def export_file_problem(path: Path) -> str | None:
         return export_file_message(problem)
     if fmt.kind != "json" and not fmt.metrics:
         return f"export file {path}: its header has no token or request columns (e.g. input_tokens)"
-    return None
+    return export_damage(path)
+
+
+def export_damage(path: Path) -> str | None:
+    """Stage the whole export (parity uses it later) and say whether the file was cut short:
+    a local file problem, refused before the cron is triggered, never a red ledger line."""
+    from cron_dryrun.parity.export_side import stage_for_run
+
+    try:
+        staged = stage_for_run([path]).get(path)
+    except OSError as exc:
+        return f"export file {path}: cannot be read ({exc}): download the export again"
+    if staged is None or staged.damage is None:
+        return None
+    return (
+        f"export file {path}: {staged.damage}: the download was cut short; "
+        "download the export again"
+    )
 
 
 def check_exports(paths: Sequence[Path]) -> list[str]:

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from cron_dryrun.exchange.record import DbObservation, RecordedRun, UsageRow
-from cron_dryrun.rules.gate import first_line
 
 if TYPE_CHECKING:
     from cron_dryrun.session.state import DryRunState, Target
@@ -18,14 +17,14 @@ def trigger_and_observe(
 ) -> RecordedRun:
     """Watermark the database (read-only), trigger once, read what the trigger wrote."""
     from cron_dryrun.rules.checks import exchange_problem
-    from cron_dryrun.target.database import UsageWatch
+    from cron_dryrun.target.database import UsageWatch, describe_db_error
 
     db_error = None
     watch = None
     try:
         watch = UsageWatch(target.database_dsn)
     except Exception as exc:  # the checks report it; the trigger still happens
-        db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
+        db_error = describe_db_error(exc)  # one line; libpq's echoes mapped
     run_at = datetime.now(UTC)
     exchange = client.trigger(label)  # each attempt reaches state.transcripts via on_exchange
     problem = exchange_problem(exchange)
@@ -41,7 +40,7 @@ def trigger_and_observe(
                 max_id_before=watch.max_id_before,
             )
         except Exception as exc:
-            db_error = f"{type(exc).__name__}: {first_line(str(exc))}"
+            db_error = describe_db_error(exc)  # one line; libpq's echoes mapped
     return RecordedRun(
         target=target.cron_url,
         method=client.method,

@@ -102,15 +102,20 @@ class _Budget:
     waited_s: float = 0.0
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: httpx.Response, key: str) -> str:
+    """The API's own words, without the admin key: redacted in full first, then cut (a key
+    quoted across the cut would leave its head behind)."""
+    from cron_dryrun.redaction import Redactor, known_secrets, redacted_excerpt
+
+    redact = Redactor(known_secrets(None, extra=[key])).redact
     try:
         body = response.json()
         message = body.get("error", {}).get("message") if isinstance(body, dict) else None
     except ValueError:
         message = None
     if not message:
-        message = response.text[:200].strip() or "(empty body)"
-    return " ".join(str(message).split())
+        message = redacted_excerpt(response.text, 200, redact)[0].strip() or "(empty body)"
+    return " ".join(redact(str(message)).split())
 
 
 def _org(index: int, of: int) -> str:
@@ -155,10 +160,10 @@ def _get_page(
             if status in (401, 403):
                 raise UsageFetchError(
                     f"{where}: refused with {status}: needs an admin key with usage read "
-                    f"(api.usage.read); the API said: {_error_text(response)} Create one under "
+                    f"(api.usage.read); the API said: {_error_text(response, key)} Create one under "
                     "Organization settings > Admin keys and set OPENAI_ADMIN_KEY(S)."
                 )
-            last = f"{status} {_error_text(response)}"
+            last = f"{status} {_error_text(response, key)}"
             if status == 429:
                 asked = retry_after_seconds(response.headers.get("retry-after"))
                 wait = asked if asked is not None else BACKOFF_S[min(attempt - 1, 4)]

@@ -55,6 +55,9 @@ class Transcript:
     # holds it decoded. None: nothing was received.
     raw_size: int | None = None
     content_encoding: str = ""
+    # what the answer must not show, should it echo the request: the cron secret, the
+    # bypass secret and the run's other secrets (describe_answer redacts with them, then cuts)
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def body_sizes(self) -> str:
@@ -169,6 +172,9 @@ class CronClient:
     # plugin records the run as triggered and appends the exchange to the smoke log at once
     on_request: Callable[[str], None] | None = field(default=None, repr=False)
     on_exchange: Callable[[Transcript], None] | None = field(default=None, repr=False)
+    # the run's other secrets (DSN passwords, admin keys): an excerpt of an answer is
+    # redacted with them before it is cut (Transcript.secrets)
+    known_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def headers(self, authorization: object = WITH_SECRET) -> dict[str, str]:
         headers = {
@@ -220,6 +226,9 @@ class CronClient:
             "request_headers": tuple(headers.items()),
             "request_body": b"",
             "started_at": started,
+            "secrets": tuple(
+                v for v in (self.secret, self.bypass_secret, *self.known_secrets) if v
+            ),
         }
         timeout = httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
         try:

@@ -23,11 +23,12 @@ class DatabaseError(psycopg.OperationalError):
 
 
 def describe_db_error(exc: BaseException) -> str:
-    """A database error in one line, without the connection string or its password."""
+    """A database error in one line, without the connection string or its password: a libpq
+    message that can echo the DSN becomes our own sentence (config.dsn_rules.libpq_message)."""
+    from cron_dryrun.config.dsn_rules import libpq_message
     from cron_dryrun.redaction import mask_password_pairs
 
-    text = str(exc).strip()
-    first = mask_password_pairs(text.splitlines()[0].strip()) if text else ""
+    first = mask_password_pairs(libpq_message(str(exc), getattr(exc, "sqlstate", None)))
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 

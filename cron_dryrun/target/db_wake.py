@@ -28,8 +28,9 @@ class DatabaseWakeError(RuntimeError):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    from cron_dryrun.target.database import describe_db_error  # libpq's echoes mapped
+
+    return describe_db_error(exc)
 
 
 # libpq reports a refused login as text (no SQLSTATE on a failed connection attempt)

@@ -1,0 +1,171 @@
+"""The database side's contract: what a reader of usage_events delivers, in which layout.
+
+``DbTotalsFiles`` (CSV files, or tables a ``DbLoader`` filled in the comparison's own
+DuckDB), the stats layout, the thread the database is read in while the export is, and
+the views the comparison joins (``db_views``). This module never talks to PostgreSQL
+itself: db_reader, usage_arrow and usage_totals do.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cron_dryrun.parity.export_sql import sql_path, totals_csv_reader
+from cron_dryrun.parity.formats import HAS_IDS_SQL, METRICS, TOTALS_COLUMNS
+
+if TYPE_CHECKING:
+    pass
+
+
+# DuckDB spills to disk past this; with Python, the libraries and the transfer buffers the
+# process peaks near 375 MB at 1M key-days (300MB: ~425 MB, no faster; benchmarks/README.md).
+DUCKDB_MEMORY_LIMIT = "250MB"
+
+
+DB_READERS = ("adbc", "copy-csv")
+
+
+@dataclass(frozen=True)
+class DbTotalsFiles:
+    """What the database side delivered.
+
+    ``copy-csv``: headerless TOTALS_COLUMNS CSV files, and optionally the database's own
+    per-(day, aligned, has ids) sums as DB_STATS_COLUMNS CSV (read in the same snapshot),
+    which spares DuckDB a second pass over the totals.
+    ``adbc`` (``tables``): DuckDB tables ``DB_KEYDAYS_TABLE`` (TOTALS_COLUMNS, metric sums
+    NULL where no row recorded the metric) and ``DB_STATS_TABLE`` (``db_stats_sql``) in
+    the comparison's own database; no files.
+    ``fallback``: why the preferred reader was not used (for the report), or None.
+    """
+
+    totals: tuple[Path, ...]
+    stats: Path | None = None
+    reader: str = "copy-csv"
+    tables: bool = False
+    fallback: str | None = None
+
+
+DB_STATS_COLUMNS: tuple[str, ...] = ("day", "aligned", "has_ids", "records", *METRICS)
+
+
+# writes the database's daily totals for [first_day, last_day] as headerless TOTALS_COLUMNS
+# CSV rows to the given path; returns what it wrote (None: just that path)
+DbTotalsWriter = Callable[[date, date, Path], DbTotalsFiles | None]
+
+
+# for the given days and metrics: per day, the metrics that are NULL in every usage_events
+# row of that day that parity compares (aligned windows, with ids); asked only about
+# metrics whose DB day total is 0 while the export's is not (usage_totals.unrecorded_probe)
+UnrecordedProbe = Callable[[Sequence[date], Sequence[str]], Mapping[date, frozenset[str]]]
+
+
+DB_KEYDAYS_TABLE, DB_STATS_TABLE = "db_keydays", "db_stats"
+
+
+class DbLoader(ABC):
+    """A database side that loads its key-days straight into the comparison's DuckDB.
+
+    ``load`` runs in the database thread with its own DuckDB cursor (a connection to the
+    same in-memory database, under the same memory limit) and returns what it delivered:
+    the tables (``DbTotalsFiles(tables=True)``) or, when it fell back, CSV files at ``out``.
+    """
+
+    @abstractmethod
+    def load(self, first_day: date, last_day: date, out: Path, duck: Any) -> DbTotalsFiles: ...
+
+
+def db_stats_sql(keydays: str = DB_KEYDAYS_TABLE) -> str:
+    """Per (day, aligned, has ids) over a key-day table: rows, metric sums (NULL as 0),
+    ``recorded_<metric>`` (key-days where some row recorded the metric: 0 means NULL in
+    every row, which a sum of 0 cannot tell apart) and ``key_days``."""
+    sums = ", ".join(f'coalesce(sum("{m}"), 0)::BIGINT AS "{m}"' for m in METRICS)
+    recorded = ", ".join(f'count("{m}") AS "recorded_{m}"' for m in METRICS)
+    return (
+        f"SELECT day, aligned, {HAS_IDS_SQL} AS has_ids, "
+        f"coalesce(sum(record_count), 0)::BIGINT AS records, {sums}, {recorded}, "
+        f"count(*) AS key_days FROM {keydays} GROUP BY ALL"
+    )
+
+
+def stats_csv_reader(path: Path) -> str:
+    """DB_STATS_COLUMNS rows (headerless CSV): the database's own per-day sums."""
+    types = {"day": "DATE", "aligned": "INTEGER", "has_ids": "INTEGER"}
+    columns = ", ".join(f"'{c}': '{types.get(c, 'BIGINT')}'" for c in DB_STATS_COLUMNS)
+    sums = ", ".join(f'coalesce("{c}", 0)' for c in DB_STATS_COLUMNS[3:])
+    return (
+        f"(SELECT day, aligned <> 0, has_ids <> 0, {sums} FROM read_csv('{sql_path(path)}', "
+        f"columns={{{columns}}}, header=false, auto_detect=false, delim=',', quote='\"', "
+        f"escape='\"'))"
+    )
+
+
+def db_views(con: Any, files: DbTotalsFiles) -> None:
+    """Views for the join: ``e_join`` (export key-days) and ``d`` (database key-days)."""
+    has_ids = HAS_IDS_SQL
+    if files.tables:  # loaded by a DbLoader; NULL sums read as 0, as the CSV reader does
+        cols = ", ".join(
+            f'coalesce("{c}", 0) AS "{c}"' if c in METRICS else f'"{c}"' for c in TOTALS_COLUMNS
+        )
+        con.execute(f"CREATE TEMP VIEW db_daily AS SELECT {cols} FROM {DB_KEYDAYS_TABLE}")
+    else:
+        con.execute(f"CREATE TEMP VIEW db_daily AS {totals_csv_reader(files.totals)}")
+    con.execute("CREATE TEMP VIEW e_join AS SELECT * FROM e")
+    # PostgreSQL grouped by key-day and alignment: the aligned rows are one per key-day
+    con.execute(f"CREATE TEMP VIEW d AS SELECT * FROM db_daily WHERE aligned AND {has_ids}")
+
+
+def read_db(
+    source: DbTotalsWriter | DbLoader, first: date, last: date, out: Path, duck: Any
+) -> DbTotalsFiles:
+    """The database side, whichever kind: a loader fills DuckDB, a writer writes CSV."""
+    if isinstance(source, DbLoader):
+        return source.load(first, last, out, duck)
+    return source(first, last, out) or DbTotalsFiles((out,))
+
+
+class DbThread(threading.Thread):
+    def __init__(
+        self, source: DbTotalsWriter | DbLoader, first: date, last: date, out: Path, duck: Any
+    ) -> None:
+        super().__init__(name="db-totals", daemon=True)
+        self.source, self.first, self.last, self.out = source, first, last, out
+        self.duck = duck  # a DuckDB cursor of its own (a loader's), closed when done
+        self.error: BaseException | None = None
+        self.files: DbTotalsFiles | None = None
+
+    def run(self) -> None:
+        try:
+            self.files = read_db(self.source, self.first, self.last, self.out, self.duck)
+        except BaseException as exc:  # handed to the main thread, raised there
+            self.error = exc
+        finally:
+            self.duck.close()
+
+
+def tables_unrecorded_probe(con: Any) -> UnrecordedProbe:
+    """An UnrecordedProbe answered from a DbLoader's stats table (``recorded_<metric>``):
+    per asked day, the metrics no compared key-day (aligned, with ids) recorded in any row,
+    as usage_totals.unrecorded_metrics answers it from usage_events."""
+
+    def probe(days: Sequence[date], metrics: Sequence[str]) -> dict[date, frozenset[str]]:
+        if not days or not metrics:
+            return {}
+        recorded = ", ".join(f'sum("recorded_{m}")' for m in metrics)
+        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
+        rows = con.execute(
+            f"SELECT day, sum(key_days), {recorded} FROM {DB_STATS_TABLE} "
+            f"WHERE aligned AND has_ids AND day IN ({listed}) GROUP BY day"
+        ).fetchall()
+        return {
+            day: frozenset(m for m, n in zip(metrics, counts, strict=True) if n == 0)
+            for day, total, *counts in rows
+            if total
+        }
+
+    return probe

@@ -1,0 +1,250 @@
+"""The run's exports, read once: every file staged, then its counts and key-days for a range.
+
+``stage_for_run`` is what the preflight calls before anything is sent: it stages every
+CSV/TSV export (staging.stage_file: the whole file, gzip read to its end) in an
+``ExportStage`` the process keeps, and says which file is damaged. ``read_exports`` is
+where parity's request passes next: it takes each file's range from that stage when the
+file is unchanged since (``claim_stage``), else stages it now, reads JSON pages through
+the reference reader, and hands the comparison the export side: one SELECT of key-day
+rows per file, the counts of everything not compared, the buckets and the overlaps.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from cron_dryrun.parity.export_sql import totals_csv_reader, totals_table_ddl
+from cron_dryrun.parity.formats import (
+    KEY_TEXT_COLUMNS,
+    METRICS,
+    DayKey,
+    ExportProblem,
+    sniff_export,
+)
+from cron_dryrun.parity.readers import (
+    DailyRollup,
+    SharedKeyDays,
+    common_metrics,
+    overlapping_buckets,
+    read_json_pages,
+    write_totals_csv,
+)
+from cron_dryrun.parity.staging import StagedFile, connect, stage_file, take
+
+
+@dataclass
+class ExportSide:
+    """What the exports say for a range: per file a SELECT of TOTALS_COLUMNS key-day rows
+    (``source_of``), the counts of every row (totals only from JSON pages) and problems in
+    ``rollup``, each file's buckets, and the metrics every readable file carries."""
+
+    sources: list[str] = field(default_factory=list)
+    source_of: dict[str, str] = field(default_factory=dict)
+    rollup: DailyRollup = field(default_factory=DailyRollup)
+    buckets: dict[str, set[tuple[datetime, datetime]]] = field(default_factory=dict)
+    metric_sets: list[set[str]] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return common_metrics(self.metric_sets)
+
+
+def _file_key(path: Path) -> tuple[str, int, int, int]:
+    """A file as staged: its path and what changes when its bytes do."""
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+class ExportStage:
+    """Exports staged in a DuckDB database of their own, kept for the run's parity check.
+
+    It owns the connection and its spill folder; whoever claims it (``claim_stage``)
+    compares on that connection and closes it.
+    """
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="cron-dryrun-stage-")
+        self.con: Any = connect(self._tmp.name)
+        self.files: dict[str, tuple[tuple[str, int, int, int], StagedFile]] = {}
+        self._staged = 0  # tables made so far: each file's name is new
+
+    def stage(self, path: Path) -> StagedFile:
+        """Stage ``path`` (a CSV/TSV export) unless it is staged and unchanged."""
+        key = _file_key(path)
+        known = self.files.get(str(path))
+        if known is not None and known[0] == key:
+            return known[1]
+        if known is not None:
+            known[1].drop(self.con)
+        self._staged += 1
+        staged = stage_file(self.con, path, f"export_staged_{self._staged}")
+        self.files[str(path)] = (key, staged)
+        return staged
+
+    def staged(self, path: Path) -> StagedFile | None:
+        """The staged file, when ``path`` is unchanged since it was staged."""
+        known = self.files.get(str(path))
+        try:
+            fresh = known is not None and known[0] == _file_key(path)
+        except OSError:
+            fresh = False
+        return known[1] if fresh and known is not None else None
+
+    def close(self) -> None:
+        self.con.close()
+        self._tmp.cleanup()
+
+
+_run_stage: ExportStage | None = None
+
+
+def stage_for_run(paths: Sequence[Path]) -> dict[Path, StagedFile]:
+    """Stage every CSV/TSV export of the run (the preflight), for parity to use later."""
+    global _run_stage
+    if _run_stage is None:
+        _run_stage = ExportStage()
+    out = {}
+    for path in paths:
+        fmt = sniff_export(path)
+        if fmt.kind != "json" and fmt.problem(str(path)) is None:
+            out[path] = _run_stage.stage(path)
+    return out
+
+
+def claim_stage() -> ExportStage | None:
+    """The run's stage, handed over once (the claimer closes it)."""
+    global _run_stage
+    stage, _run_stage = _run_stage, None
+    return stage
+
+
+def read_exports(
+    con: Any,
+    files: Sequence[Path],
+    first_day: date | None,
+    last_day: date | None,
+    work: Path,
+    say: Callable[[str], None],
+    stage: ExportStage | None = None,
+) -> ExportSide:
+    """Every export file's range: from the stage when staged and unchanged, else read now."""
+    side = ExportSide()
+    for i, path in enumerate(files, 1):
+        say(f"reading export {i}/{len(files)}: {path.name}")
+        fmt = sniff_export(path)
+        if fmt.problem(str(path)) is None:  # a file that is not read decides nothing
+            side.metric_sets.append(set(fmt.metrics))
+        if fmt.kind == "json" and fmt.unreadable is None:
+            _read_json(con, side, path, i, first_day, last_day, work)
+            continue
+        staged = stage.staged(path) if stage is not None else None
+        if staged is None:
+            staged = stage_file(con, path, f"export_read_{i}", fmt)
+        part = take(con, staged, first_day, last_day)
+        load = part.load
+        if part.relation is not None:
+            side.sources.append(part.relation)
+            side.source_of[str(path)] = part.relation
+        merge_counts(
+            side.rollup, load.rows, load.empty_bucket_rows, load.rows_without_ids,
+            load.rows_outside_range, load.without_ids_totals, load.problems, load.problem_count,
+        )  # fmt: skip
+        side.buckets[str(path)] = load.buckets
+    for problem in overlapping_buckets(side.buckets, shared_key_days(con, side.source_of)):
+        side.rollup.add_problem(problem)
+    return side
+
+
+def _read_json(
+    con: Any,
+    side: ExportSide,
+    path: Path,
+    i: int,
+    first_day: date | None,
+    last_day: date | None,
+    work: Path,
+) -> None:
+    """Admin-API JSON pages: the reference reader's roll-up, loaded as key-day rows."""
+    part = DailyRollup()
+    for item in read_json_pages(path):
+        part.add(item, first_day, last_day)
+    csv_path = work / f"export_{i}.csv"
+    with open(csv_path, "w", encoding="utf-8", newline="") as fh:
+        write_totals_csv(part, fh)
+    con.execute(totals_table_ddl(f"export_json_{i}"))
+    con.execute(f"INSERT INTO export_json_{i} {totals_csv_reader([csv_path])}")
+    side.sources.append(f"SELECT * FROM export_json_{i}")
+    side.source_of[str(path)] = side.sources[-1]
+    merge_counts(
+        side.rollup, part.rows, part.empty_bucket_rows, part.rows_without_ids,
+        part.rows_outside_range, part.without_ids_totals, part.problems, part.problem_count,
+    )  # fmt: skip
+    side.buckets[str(path)] = part.buckets.get(str(path), set())
+
+
+def merge_counts(
+    rollup: DailyRollup,
+    rows: int,
+    empties: int,
+    no_ids: int,
+    outside: int,
+    no_id_totals: Sequence[int],
+    problems: Sequence[ExportProblem],
+    problem_count: int,
+) -> None:
+    rollup.rows += rows
+    rollup.empty_bucket_rows += empties
+    rollup.rows_without_ids += no_ids
+    rollup.rows_outside_range += outside
+    rollup.without_ids_totals = [
+        a + b for a, b in zip(rollup.without_ids_totals, no_id_totals, strict=True)
+    ]
+    for problem in problems:
+        rollup.add_problem(problem)
+    rollup.problem_count += problem_count - len(problems)
+
+
+def shared_key_days(con: Any, source_of: Mapping[str, str]) -> SharedKeyDays:
+    """How many key-days two files' rows share on the given days (DuckDB), and the first."""
+    keys = ("day", *KEY_TEXT_COLUMNS, "batch")
+
+    def shared(first: str, second: str, days: frozenset[date]) -> tuple[int, DayKey | None]:
+        a, b = source_of.get(first), source_of.get(second)
+        if a is None or b is None or not days:
+            return 0, None
+        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(days))
+        cols = ", ".join(f'"{k}"' for k in keys)
+        both = (
+            f"SELECT DISTINCT {cols} FROM ({a}) WHERE day IN ({listed}) "
+            f"INTERSECT SELECT DISTINCT {cols} FROM ({b}) WHERE day IN ({listed})"
+        )
+        row = con.execute(
+            f"SELECT count(*) OVER (), * FROM ({both}) ORDER BY {cols} LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return 0, None
+        return int(row[0]), DayKey(*row[1:])
+
+    return shared
+
+
+def export_view(con: Any, sources: Sequence[str], first_day: date, last_day: date) -> None:
+    """View ``e``: the export's key-day rows in [first_day, last_day], one per key-day."""
+    ranged = f"day BETWEEN DATE '{first_day.isoformat()}' AND DATE '{last_day.isoformat()}'"
+    if len(sources) == 1:  # one file is already one row per key-day: nothing to group
+        con.execute(f"CREATE TEMP VIEW e AS SELECT * FROM ({sources[0]}) WHERE {ranged}")
+        return
+    con.execute(totals_table_ddl("e"))
+    if sources:
+        # several files may carry the same key-day: add them up (overlaps are reported)
+        keys = ", ".join(f'"{k}"' for k in ("day", *KEY_TEXT_COLUMNS, "batch"))
+        sums = ", ".join(f'sum("{m}")::BIGINT' for m in ("record_count", *METRICS))
+        union = " UNION ALL ".join(f"SELECT * FROM ({src})" for src in sources)
+        con.execute(
+            f"INSERT INTO e SELECT {keys}, true, {sums} FROM ({union}) WHERE {ranged} GROUP BY ALL"
+        )
