@@ -8,6 +8,7 @@ this module (an import-linter contract): the acceptance modules use ``cron_dryru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import secrets
@@ -24,6 +25,7 @@ import pytest
 
 from cron_dryrun.config.settings import OPTIONS, Settings, SettingsError, resolve_settings
 from cron_dryrun.exchange.record import ExchangeMissing, RecordedRun
+from cron_dryrun.redaction import escape_controls, escape_terminal
 from cron_dryrun.rules.gate import (
     REQUIRED_STEPS,
     CheckOutcome,
@@ -167,13 +169,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_HtmlHooks(config), "cron_dryrun_html")
 
 
+def _xdist_active(config: pytest.Config) -> bool:
+    """pytest-xdist distributes this session, or this is one of its workers: read from the
+    options and the plugin manager, however xdist was started (-n, --dist, --tx, -p xdist)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return False
+    return bool(
+        config.getoption("numprocesses", None)
+        or config.getoption("tx", None)
+        or config.getoption("dist", "no") not in (None, "no")
+        or config.pluginmanager.hasplugin("dsession")
+        or hasattr(config, "workerinput")
+        or os.environ.get("PYTEST_XDIST_WORKER")
+    )
+
+
 def _xdist_problem(config: pytest.Config) -> str | None:
     """pytest-xdist would run the acceptance suite once per worker: each triggers the cron."""
-    if not _wants_dryrun(config):
-        return None
-    workers = config.getoption("numprocesses", None)
-    worker = hasattr(config, "workerinput")
-    if not worker and not workers and not config.getoption("tx", None):
+    if not _wants_dryrun(config) or not _xdist_active(config):
         return None
     return (
         "cron-dryrun: the acceptance suite cannot run under pytest-xdist (-n / --dist / -p xdist): "
@@ -190,11 +203,18 @@ def _engaged(config: pytest.Config, state: DryRunState) -> bool:
 
 
 def _wants_dryrun(config: pytest.Config) -> bool:
-    """Whether this invocation aims at the acceptance suite (decided before collection)."""
+    """Whether this invocation aims at the acceptance suite (decided before collection): -m
+    dryrun, or a path that is in, or holds, an ``acceptance`` folder once resolved (so
+    ``cd acceptance && pytest .`` is one too)."""
     markexpr = config.getoption("markexpr", "") or ""
     if "dryrun" in markexpr and "not dryrun" not in markexpr:
         return True
-    return any("acceptance" in str(arg) for arg in config.args)
+    base = config.invocation_params.dir
+    for arg in config.args:
+        path = (base / str(arg).split("::", 1)[0]).resolve()
+        if "acceptance" in path.parts or (path.is_dir() and (path / "acceptance").is_dir()):
+            return True
+    return False
 
 
 def _configure_html_report(config: pytest.Config, settings: Settings, state: DryRunState) -> None:
@@ -282,9 +302,12 @@ def _preflight(config: pytest.Config, state: DryRunState) -> None:
             missing_configuration=settings.missing_remote_configuration(),
             db_connect_timeout_s=settings.db_connect_timeout,
             say=terminal_line(config, state),
+            bypass_secret=settings.vercel_bypass_secret,
         )
     else:
-        result = preflight.secret_only(settings.cron_secret)
+        result = preflight.secret_only(
+            settings.cron_secret, settings.audit_dir, settings.vercel_bypass_secret
+        )
     state.preflight = result
     state.terminal_notes.extend(result.warnings)
     if not result.ok:
@@ -434,25 +457,29 @@ SIGTERM_KEY = pytest.StashKey[Any]()
 
 def _sigterm_as_interrupt(config: pytest.Config) -> None:
     """SIGTERM (a cancelled CI job) ends the run like Ctrl-C: the local stack is stopped and
-    an interrupted NO-GO is written, in remote mode too. Restored at unconfigure."""
+    an interrupted NO-GO is written, in remote mode too. Both are noted on the run's state
+    (session.interrupts), so a signal a library turned into its own error still ends the run
+    as interrupted. Restored at unconfigure."""
     if threading.current_thread() is not threading.main_thread():
         return
+    from cron_dryrun.session.interrupts import SIGNALS, interrupt_handler
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, interrupt)
+    handler = interrupt_handler(config.stash[STATE_KEY])
+    config.stash[SIGTERM_KEY] = {sig: signal.signal(sig, handler) for sig in SIGNALS}
 
 
-def _defer_sigterm(state: DryRunState) -> None:
-    """While the evidence is written, a second SIGTERM is noted instead of cutting it short."""
+def _defer_sigterm(config: pytest.Config, state: DryRunState) -> None:
+    """While the evidence is written, a SIGTERM (and Ctrl-C, where the plugin installed its
+    handlers and restores them at unconfigure) is noted instead of cutting it short."""
     if threading.current_thread() is not threading.main_thread():
         return
+    from cron_dryrun.session.interrupts import SIGNALS
 
     def note(signum: int, frame: Any) -> None:
         state.terminal_notes.append(f"signal {signum} received while writing the evidence")
 
-    signal.signal(signal.SIGTERM, note)
+    for sig in SIGNALS if config.stash.get(SIGTERM_KEY, None) is not None else (signal.SIGTERM,):
+        signal.signal(sig, note)
 
 
 @pytest.fixture(scope="session")
@@ -578,6 +605,10 @@ def cron_run(
 
 
 def _request_leaving(state: DryRunState) -> None:
+    if state.requests_sent == 0:  # the run's first write: gate.json says it is in progress
+        from cron_dryrun.session import finish, reporting
+
+        finish.mark_in_progress(state, reporting.gate_document)
     state.requests_sent += 1
 
 
@@ -607,8 +638,29 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return (yield)
     except ExchangeMissing as exc:
         message = str(exc)
+    except Exception as exc:
+        _raise_if_interrupted(item, exc)
+        raise
     # failed outside the except block: one message, not two joined by "During handling ..."
     pytest.fail(message, pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A signal during a fixture (a DuckDB query in parity's) interrupts the run too."""
+    try:
+        return (yield)
+    except Exception as exc:
+        _raise_if_interrupted(item, exc)
+        raise
+
+
+def _raise_if_interrupted(item: pytest.Item, exc: Exception) -> None:
+    from cron_dryrun.session.interrupts import as_interrupt
+
+    interrupt = as_interrupt(item.config.stash.get(STATE_KEY, None), exc)
+    if interrupt is not None:
+        raise interrupt from exc
 
 
 def _step_of(item: pytest.Item) -> str | None:
@@ -656,7 +708,11 @@ def pytest_runtest_makereport(
     if status is not None:
         previous = state.outcomes.get(item.nodeid)
         if previous is None or previous.status == "passed":
-            reason = _redactor(state)(_reason(report, call)) if status != "passed" else ""
+            reason = (
+                escape_controls(_redactor(state)(_reason(report, call)))
+                if status != "passed"
+                else ""
+            )
             state.outcomes[item.nodeid] = CheckOutcome(item.nodeid, step, status, reason)
     if report.when == "call" or (report.when == "setup" and not report.passed):
         _attach_html_extras(item, report, state)
@@ -678,9 +734,10 @@ def _attach_html_extras(item: pytest.Item, report: pytest.TestReport, state: Dry
     existing = list(getattr(report, "extras", []))
     # inline in the row's details, never a data: link (which Chromium opens as a blank tab)
     for title, text in attached:
-        existing.append(extras.html(evidence_block(title, redact(text))))
+        block = evidence_block(escape_controls(title), escape_controls(redact(text)))
+        existing.append(extras.html(block))
     for fragment in fragments:
-        existing.append(extras.html(redact(fragment)))
+        existing.append(extras.html(escape_controls(redact(fragment))))
     report.extras = existing  # type: ignore[attr-defined]  # pytest-html reads this attribute
 
 
@@ -717,7 +774,7 @@ def _redact_report(report: pytest.TestReport | pytest.CollectReport, redactor: A
     from cron_dryrun.redaction import redact_in_place
 
     def redact(text: str) -> str:
-        return truncated(text, transform=redactor)
+        return truncated(text, transform=lambda t: escape_controls(redactor(t)))
 
     longrepr = report.longrepr
     if longrepr is not None:
@@ -757,7 +814,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
 
     def redacting_write(msg: str, *, flush: bool = False, **markup: bool) -> None:
-        write(_redactor(state)(msg) if _engaged(config, state) else msg, flush=flush, **markup)
+        # a response's control characters never reach the screen (ESC[2J, ESC[H ...); pytest's
+        # own colour codes are kept only where it colours (a terminal). A session without
+        # dryrun tests is left as pytest writes it.
+        if not _engaged(config, state):
+            write(msg, flush=flush, **markup)
+            return
+        text = _redactor(state)(msg)
+        shown = escape_terminal(text) if writer.hasmarkup else escape_controls(text)
+        write(shown, flush=flush, **markup)
 
     writer.write = redacting_write
     writer._cron_dryrun_redacts = True
@@ -774,8 +839,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if session.config.option.collectonly:
         state.active = False  # --collect-only: nothing ran, nothing is written
         return
-    _defer_sigterm(state)
-    state.interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
+    _defer_sigterm(session.config, state)
+    # a signal ends the run as interrupted even where a library swallowed it
+    state.interrupted = (
+        session.exitstatus == pytest.ExitCode.INTERRUPTED or state.signalled is not None
+    )
     cause = None
     if not state.triggered:
         if state.config_error:
@@ -805,11 +873,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         accepted = accepted_negatives(
             ((t.label, t.status) for t in state.transcripts), AUTH_NEGATIVE
         )
-        state.root_cause = find_root_cause(
+        found = find_root_cause(
             signals_from_run(state.run, accepted),
             [(s.step, s.status) for s in state.verdict.steps],
             remote=state.settings.is_remote,
         )
+        if found is not None:  # it quotes what the target sent: shown escaped everywhere
+            found = dataclasses.replace(
+                found, cause=escape_controls(found.cause), fix=escape_controls(found.fix)
+            )
+        state.root_cause = found
     _redact_html_environment(session.config, state)
     if state.config_error:
         # A failed preflight: nothing was triggered, so nothing is recorded (no ledger line,
@@ -823,7 +896,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             _write_run_evidence(state)
         return
     _write_run_evidence(state)
-    if not state.verdict.go and session.exitstatus == 0:
+    if state.interrupted:
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
+    elif not state.verdict.go and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -838,7 +913,8 @@ def _write_run_evidence(state: DryRunState) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     previous = config.stash.get(SIGTERM_KEY, None)
     if previous is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     # Normally done in the terminal summary; this covers runs without a terminal reporter.
     state = config.stash.get(STATE_KEY, None)
     if state is None or not state.active or state.verdict is None:

@@ -30,7 +30,7 @@ REDACTED = "[REDACTED]"
 
 # Environment variables whose whole value is a secret. To teach the redactor another
 # one, add its name here (values may list several secrets, comma- or space-separated).
-SECRET_VARIABLES: tuple[str, ...] = ("CRON_SECRET", "PGPASSWORD")
+SECRET_VARIABLES: tuple[str, ...] = ("CRON_SECRET", "PGPASSWORD", "CRON_DRYRUN_EVIDENCE_KEY")
 
 # Encoded forms of very short values would match ordinary text.
 MIN_ENCODED_LEN = 4
@@ -510,3 +510,31 @@ def redact_html_report(text: str, redact: Callable[[str], str]) -> str:
         + match.group(3)
         + redact(text[match.end() :])
     )
+
+
+# -- control characters ---------------------------------------------------------------------------
+
+# C0 except tab and newline (a CR only when it does not end a CRLF), DEL and C1
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
+# what pytest's own terminal output may hold: colour (SGR) sequences, a leading/trailing CR
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters shown as ``\\xNN`` (ESC as ``\\x1b``): nothing a target sends can draw
+    on the operator's screen, a CI log viewer, the HTML report or a Markdown file."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def escape_terminal(text: str) -> str:
+    """``escape_controls`` for a line pytest is about to print: its own colour codes (SGR) and
+    the CR that redraws a progress line are kept; everything else is escaped."""
+    lead = "\r" if text.startswith("\r") else ""
+    trail = "\r" if text.endswith("\r") and len(text) > len(lead) else ""
+    body = text[len(lead) : len(text) - len(trail)]
+    parts = _SGR.split(body)
+    codes = _SGR.findall(body)
+    out = [escape_controls(parts[0])]
+    for code, part in zip(codes, parts[1:], strict=True):
+        out += [code, escape_controls(part)]
+    return lead + "".join(out) + trail

@@ -58,14 +58,27 @@ def netguard_attempts(log: Path) -> list[dict[str, str]]:
 
 def recorded_files(audit: Path) -> list[str]:
     """Files under ``audit`` other than the HTML report (and its checksums) and gate.json (the
-    latest verdict: NO-GO with the cause), the only things a run stopped by the preflight
-    writes: the ledger, summary, notes, smoke log and run manifest must not be among them."""
+    latest verdict: NO-GO with the cause) with its run's snapshot and the manifest of that
+    snapshot alone, the only things a run stopped by the preflight writes: the ledger,
+    summary, notes and smoke log must not be among them."""
     if not audit.exists():
         return []
     gate = audit / "gate.json"
+    run_id = None
     if gate.exists():
-        assert json.loads(gate.read_text())["verdict"] == "NO-GO"
-    report = re.compile(r"gate\.json|(manifests/)?report(-[0-9TZ]+)?\.(html|sha256)(\.sha256)?")
+        doc = json.loads(gate.read_text())
+        assert doc["verdict"] == "NO-GO"
+        run_id = doc.get("run_id")
+    allowed = [r"gate\.json", r"(manifests/)?report(-[0-9TZ]+)?\.(html|sha256)(\.sha256)?"]
+    if run_id:
+        manifest = audit / "manifests" / f"{run_id}.sha256"
+        if manifest.exists():  # it lists the gate snapshot, nothing else
+            assert [line.split()[1] for line in manifest.read_text().splitlines()] == [
+                f"gate-{run_id}.json"
+            ]
+        allowed.append(rf"gate-{re.escape(run_id)}\.json(\.sha256)?")
+        allowed.append(rf"manifests/{re.escape(run_id)}\.sha256(\.sig)?")
+    report = re.compile("|".join(allowed))
     return sorted(
         rel
         for rel in (p.relative_to(audit).as_posix() for p in audit.rglob("*") if p.is_file())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,9 +19,9 @@ from cron_dryrun.evidence import (
     Redactor,
     smoke_log_relpath,
     stamp,
-    write_manifest,
 )
-from cron_dryrun.evidence.ledger import LedgerEntry, append_entry
+from cron_dryrun.evidence.ledger import LedgerEntry
+from cron_dryrun.evidence.trust import record_run
 
 TARGET = "https://staging.cogni-track.app/api/cron/daily-usage"
 T1 = datetime(2025, 10, 7, 2, 0, 4, tzinfo=UTC)
@@ -47,8 +48,8 @@ Operator prose after the bullets, kept.
 
 def _run(writer: EvidenceWriter, when: datetime, verdict: str = "GO", target: str = TARGET) -> str:
     smoke = writer.write_new(smoke_log_relpath(when), f"### main exchange at {when}\n")
-    write_manifest(writer, stamp(when), [writer.relpath(smoke)])
-    append_entry(writer, LedgerEntry(time=when, target=target, verdict=verdict, label="Dry run"))
+    entry = LedgerEntry(time=when, target=target, verdict=verdict, label="Dry run")
+    record_run(writer, replace(entry, run_id=stamp(when)), [writer.relpath(smoke)])
     return writer.relpath(smoke)
 
 

@@ -280,3 +280,40 @@ def test_notes_blocks_of_runs_in_the_same_second_are_all_kept() -> None:
         assert text.count(f"<!-- cron-dryrun:run 20261204T065900Z-{run_id} -->") == 1
     again = render_notes(replace(facts("20261204T065900Z-bbbbbb"), verdict="NO-GO"), text)
     assert again.count("<!-- cron-dryrun:run ") == 3  # a rerun of one run id replaces its block
+
+
+def test_a_folder_under_the_audit_root_that_is_a_symlink_is_never_written_through(
+    tmp_path: Path,
+) -> None:
+    """The issue's attack: audit/cron-dry-run a link to another folder. On main the ledger,
+    summary, notes and smoke log were written through it, outside the audit folder."""
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (audit / "cron-dry-run").symlink_to(outside, target_is_directory=True)
+    writer = EvidenceWriter(audit, Redactor([]))
+    for write in (
+        lambda: writer.append_jsonl_locked("cron-dry-run/ledger.jsonl", {"a": 1}),
+        lambda: writer.write_text("cron-dry-run/summary.md", "entry\n"),
+        lambda: writer.new_path("cron-dry-run/smoke-20261207T000000Z.log"),
+        lambda: writer.write_new("cron-dry-run/notes-2026-12-07.md", "notes\n"),
+    ):
+        with pytest.raises(Exception, match="cron-dry-run: is a symlink; the evidence writer"):
+            write()
+    assert list(outside.iterdir()) == []
+
+
+def test_crlf_line_endings_of_the_operators_summary_are_kept(tmp_path: Path) -> None:
+    """On main every CRLF outside the run's block became LF."""
+    from cron_dryrun.evidence import add_summary_entry
+
+    audit = tmp_path / "audit"
+    (audit / "cron-dry-run").mkdir(parents=True)
+    crlf = OPERATOR_SUMMARY.replace("\n", "\r\n").encode()
+    (audit / "cron-dry-run" / "summary.md").write_bytes(crlf)
+    entry = add_summary_entry(EvidenceWriter(audit, Redactor([])), facts("20261204T065900Z-crlf01"))
+    after = (audit / "cron-dry-run" / "summary.md").read_bytes()
+    assert after != crlf
+    # the entry (and the blank line the insertion adds) removed, the operator's bytes remain
+    assert after.replace(entry.encode() + b"\n", b"", 1) == crlf

@@ -181,3 +181,76 @@ def test_non_numeric_telemetry_is_a_failed_check_not_a_crash(
     assert check["status"] == "failed"
     assert check["reason"] == 'telemetry.storedEvents is "many", expected a whole number of events'
     assert netguard_attempts(log) == []
+
+
+HOSTILE_BODY = b"\x1b[2J\x1b[H\x1b[32mverdict: GO\x1b[0m\x9b1;1H\r"
+
+
+class _ScreenDrawing(http.server.BaseHTTPRequestHandler):
+    """A cron that answers 500 with a body that clears the screen and draws "verdict: GO"."""
+
+    def do_POST(self) -> None:
+        self.send_response(500, "Internal \x1b[2J Error")
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(HOSTILE_BODY)))
+        self.end_headers()
+        self.wfile.write(HOSTILE_BODY)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def test_a_body_with_terminal_escapes_is_shown_escaped_everywhere(
+    tmp_path: Path, pg_server: Any
+) -> None:
+    """On main the 500 body's ESC[2J ESC[H reached the terminal as is: the screen read
+    "verdict: GO" while gate.json said NO-GO."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ScreenDrawing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    app_dsn = create_app_database(pg_server.dsn)
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "start_time,end_time,project_id,num_model_requests,user_id,api_key_id,model,"
+        "input_tokens,output_tokens\n"
+    )
+    audit = tmp_path / "audit"
+    step_summary = tmp_path / "step-summary.md"
+    log = tmp_path / "netguard.jsonl"
+    try:
+        result = run_acceptance(
+            f"--audit-dir={audit}",
+            env=guarded_env(
+                clean_env(
+                    CRON_URL=f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage",
+                    CRON_SECRET="screen-drawing-secret-0123",
+                    DATABASE_URL=app_dsn,
+                    OPENAI_EXPORT=str(export),
+                    GITHUB_ACTIONS="true",
+                    GITHUB_STEP_SUMMARY=str(step_summary),
+                ),
+                log,
+            ),
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        drop_database(pg_server.dsn, database_name(app_dsn))
+    output = result.stdout + result.stderr
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, output[-3000:]
+    assert "verdict: NO-GO" in output
+    assert "\\x1b[2J\\x1b[H" in output  # shown, escaped
+    written = {
+        "terminal": output.encode(),
+        "annotations": "\n".join(x for x in output.splitlines() if x.startswith("::")).encode(),
+        "step summary": step_summary.read_bytes(),
+        "summary.md": (audit / "cron-dry-run" / "summary.md").read_bytes(),
+        "gate.json": (audit / "gate.json").read_bytes(),
+        "report.html": (audit / "report.html").read_bytes(),
+    }
+    (notes,) = (audit / "cron-dry-run").glob("notes-*.md")
+    written["notes"] = notes.read_bytes()
+    for where, data in written.items():
+        for raw in (b"\x1b", "\x9b".encode(), b"\x07"):
+            assert raw not in data, (where, raw)
+    assert b"\\x1b[2J" in written["summary.md"] + written["step summary"]
+    assert netguard_attempts(log) == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -112,6 +113,9 @@ def test_kill_9_of_a_local_run_leaves_the_smoke_log_and_no_postgres(
     tmp_path: Path, scratch: Path
 ) -> None:
     audit = tmp_path / "audit"
+    audit.mkdir()
+    # the previous run's GO: a killed run must not leave it for CI to read
+    (audit / "gate.json").write_text(json.dumps({"verdict": "GO", "run_id": "earlier"}))
     proc = start(pytest_command(audit), clean_env(TMPDIR=str(scratch)))
     read_until(proc, FIRST_JUDGED)
     (data_dir,) = {p.parent for p in scratch.rglob("postmaster.pid")}
@@ -124,6 +128,12 @@ def test_kill_9_of_a_local_run_leaves_the_smoke_log_and_no_postgres(
     text = smoke.read_text()
     assert text.startswith("### main exchange\n") and "< HTTP/1.1 200 OK" in text
     assert not (audit / "cron-dry-run" / "ledger.jsonl").exists()
+    gate = json.loads((audit / "gate.json").read_text())
+    assert gate["verdict"] == "NO-GO" and gate["in_progress"] is True
+    (reason,) = gate["reasons"]
+    assert re.fullmatch(
+        rf"run {gate['run_id']} in progress since \d{{4}}-\d\d-\d\dT[0-9:]+Z", reason
+    )
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
@@ -198,3 +208,48 @@ def test_sigterm_before_the_first_request_triggers_and_records_nothing(
     assert gate["verdict"] == "NO-GO"
     assert gate["reasons"] == ["interrupted (SIGTERM or Ctrl-C) before anything was triggered"]
     assert netguard_attempts(log) == []
+
+
+DUCKDB_INTERRUPTED = """
+import os
+import signal
+import threading
+
+import duckdb
+import pytest
+
+
+@pytest.mark.dryrun
+@pytest.mark.parity
+def test_a_long_parity_query():
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar=true; SET enable_progress_bar_print=false")
+
+    def signal_once_running():
+        for _ in range(50_000_000):  # bounded: until the query reports progress
+            if con.query_progress() > 0:
+                os.kill(os.getpid(), signal.SIG{name})
+                return
+
+    threading.Thread(target=signal_once_running, daemon=True).start()
+    con.execute("select count(*) from range(100000000000)").fetchall()
+"""
+
+
+@pytest.mark.parametrize("name", ["INT", "TERM"])
+def test_a_signal_during_a_duckdb_query_interrupts_the_run(
+    pytester: pytest.Pytester, name: str
+) -> None:
+    """DuckDB turns the signal into `RuntimeError: Query interrupted`; on main that was a
+    failed parity check, exit 1. It is an interrupted run: exit 2, never a failed check."""
+    pytester.makepyfile(test_parity_query=DUCKDB_INTERRUPTED.replace("{name}", name))
+    audit = pytester.path / "audit"
+    result = pytester.runpytest_subprocess(
+        "-m", "dryrun", "-p", "no:cacheprovider", f"--audit-dir={audit}", timeout=CHILD_TIMEOUT_S
+    )
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED, output[-3000:]
+    assert "KeyboardInterrupt: signal" in output and " failed" not in output
+    gate = json.loads((audit / "gate.json").read_text())
+    assert gate["verdict"] == "NO-GO"
+    assert gate["reasons"] == ["interrupted (SIGTERM or Ctrl-C) before anything was triggered"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from freezegun import freeze_time
 
 from cron_dryrun.cli import main
-from cron_dryrun.evidence import LEDGER_RELPATH, EvidenceWriter, Redactor
+from cron_dryrun.evidence import LEDGER_RELPATH, EvidenceWriter, Redactor, stamp
 from cron_dryrun.evidence.ledger import (
     LedgerEntry,
     LedgerError,
@@ -22,9 +23,11 @@ from cron_dryrun.evidence.ledger import (
     normalise_target,
     read_ledger,
 )
+from cron_dryrun.evidence.trust import record_run
 
 T = datetime(2025, 10, 7, 2, 0, tzinfo=UTC)
 H = timedelta(hours=1)
+M = timedelta(minutes=1)
 TARGET = "https://staging.cogni-track.app/api/cron/daily-usage"
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -106,10 +109,76 @@ class TestRules:
             "run 1 of 2 (count restarted: 2025-10-07T02:00Z to 2025-10-08T07:00Z is more than 28h); "
         )
 
-    @freeze_time("2025-10-08T07:00:00Z")
-    def test_the_edges_20h_and_28h_count(self) -> None:
-        assert status_now([run(T), run(T + 20 * H)]).complete
-        assert status_now([run(T), run(T + 28 * H)]).complete
+    @pytest.mark.parametrize(
+        ("gap", "complete", "described"),
+        [
+            (
+                19 * H + 59 * M,
+                False,
+                "run 1 of 2; next run due between 2025-10-07T22:00Z and 2025-10-08T06:00Z",
+            ),
+            (
+                20 * H,
+                False,
+                "2 green runs counted (2025-10-07T02:00Z and 2025-10-07T22:00Z, 20.0h apart) "
+                "cover 44.0h of the 48h; the next green run, due between 2025-10-08T18:00Z and "
+                "2025-10-09T02:00Z, completes it",
+            ),
+            (
+                24 * H,
+                True,
+                "complete: 2 green runs, 2025-10-07T02:00Z and 2025-10-08T02:00Z (24.0h apart), "
+                "covering 48h since 2025-10-07T02:00Z",
+            ),
+            (
+                28 * H,
+                True,
+                "complete: 2 green runs, 2025-10-07T02:00Z and 2025-10-08T06:00Z (28.0h apart), "
+                "covering 52h since 2025-10-07T02:00Z",
+            ),
+            (
+                28 * H + M,
+                False,
+                "run 1 of 2 (count restarted: 2025-10-07T02:00Z to 2025-10-08T06:01Z is more "
+                "than 28h); next run due between 2025-10-09T02:01Z and 2025-10-09T10:01Z",
+            ),
+        ],
+        ids=["19h59m", "20h", "24h", "28h", "28h01m"],
+    )
+    def test_the_48_hour_boundaries(self, gap: timedelta, complete: bool, described: str) -> None:
+        """One rule (ledger.DRY_RUN_RULE): the counted runs must cover 48 h, each covering the
+        24 h before it; on main, runs 20 h apart printed "complete ... covering 44h"."""
+        status = assess([run(T), run(T + gap)], None, T + gap + M)
+        assert status.complete is complete
+        assert status.describe() == described
+        if not complete:
+            assert "complete:" not in status.describe()
+
+    def test_a_span_just_short_of_48h_never_reads_as_48h(self) -> None:
+        status = assess([run(T), run(T + 24 * H - M)], None, T + 24 * H)
+        assert not status.complete
+        assert "cover 47.9h of the 48h" in status.describe()
+
+    def test_three_runs_20h_apart_cover_64h_and_complete_it(self) -> None:
+        status = assess([run(T), run(T + 20 * H), run(T + 40 * H)], None, T + 41 * H)
+        assert status.complete
+        assert status.describe().endswith(
+            "(20.0h, 20.0h apart), covering 64h since 2025-10-07T02:00Z"
+        )
+
+    def test_a_red_run_between_greens_24h_apart_is_answered_by_the_later_green(self) -> None:
+        now = T + 25 * H
+        assert assess([run(T), run(T + 12 * H, "NO-GO"), run(T + 24 * H)], None, now).complete
+        blocked = assess([run(T), run(T + 24 * H), run(T + 24 * H + M, "NO-GO")], None, now)
+        assert not blocked.complete
+        assert blocked.describe().startswith(
+            "not complete: the run at 2025-10-08T02:01Z was NO-GO and no green run has followed it"
+        )
+
+    def test_a_gap_over_28h_restarts_the_count_even_after_a_complete_pair_is_missed(self) -> None:
+        status = assess([run(T), run(T + 30 * H), run(T + 50 * H)], None, T + 51 * H)
+        assert not status.complete and status.counted == (T + 30 * H, T + 50 * H)
+        assert "cover 44.0h of the 48h" in status.describe()
 
     @freeze_time("2025-10-08T12:00:00Z")
     def test_an_extra_green_the_same_day_is_not_counted_and_does_not_break_the_cadence(
@@ -199,7 +268,7 @@ class TestRules:
         status = status_now([run(T), run(T + 24 * H)], problems=["ledger.jsonl line 2: corrupt"])
         assert not status.complete
         assert status.describe() == (
-            "not complete: the ledger has 1 corrupt line(s): ledger.jsonl line 2: corrupt"
+            "not complete: the ledger has 1 problem(s): ledger.jsonl line 2: corrupt"
         )
 
     @freeze_time("2025-10-08T03:00:00Z")
@@ -277,9 +346,11 @@ def test_a_bad_verdict_is_refused() -> None:
 
 
 def write_ledger(audit: Path, entries: list[LedgerEntry]) -> None:
+    """Each entry recorded as the suite records a run: chained, with its run's manifest."""
     writer = EvidenceWriter(audit, Redactor([]))
     for e in entries:
-        append_entry(writer, e)
+        taken = len(list((audit / "manifests").glob("*.sha256")))
+        record_run(writer, replace(e, run_id=e.run_id or f"{stamp(e.time)}-{taken}"))
 
 
 @freeze_time("2025-10-08T03:00:00Z")
@@ -391,3 +462,15 @@ def test_gate_schema_accepts_a_verdict_with_the_ledger_status() -> None:
     gate["verdict"] = "MAYBE"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(gate, schema)
+
+
+def test_the_48_hour_rule_is_stated_once_in_the_readme_and_gate_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cron_dryrun.evidence.ledger import DRY_RUN_RULE
+
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert DRY_RUN_RULE in readme
+    with pytest.raises(SystemExit):
+        main(["gate", "--help"])
+    assert f"The dry run is {DRY_RUN_RULE}." in " ".join(capsys.readouterr().out.split())

@@ -159,7 +159,9 @@ def test_promotion_gate_needs_a_complete_ledger_of_remote_runs(
     import json
     from datetime import UTC, datetime, timedelta
 
+    from cron_dryrun.evidence import EvidenceWriter, Redactor
     from cron_dryrun.evidence.ledger import LedgerEntry
+    from cron_dryrun.evidence.trust import record_run
     from cron_dryrun.standin import start_local_stack
     from cron_dryrun.target.database import create_app_database
 
@@ -184,12 +186,15 @@ def test_promotion_gate_needs_a_complete_ledger_of_remote_runs(
     with start_local_stack(
         app_dsn, secret="promotion-secret-42", export_dir=tmp_path / "exports"
     ) as stack:
-        ledger = paired / "cron-dry-run" / "ledger.jsonl"
-        ledger.parent.mkdir(parents=True)
+        # yesterday's run, recorded as a run records itself (chain, manifest): a hand-written
+        # line would not count (tests/test_evidence_chain.py)
         day_one = LedgerEntry(
-            time=datetime.now(UTC) - timedelta(hours=24), target=stack.cron_url + "/", verdict="GO"
+            time=datetime.now(UTC) - timedelta(hours=24),
+            target=stack.cron_url + "/",
+            verdict="GO",
+            run_id="day-one",
         )
-        ledger.write_text(json.dumps(day_one.to_json()) + "\n")
+        record_run(EvidenceWriter(paired, Redactor([])), day_one)
         env = clean_env(
             CRON_URL=stack.cron_url,
             CRON_SECRET=stack.secret,

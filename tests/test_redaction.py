@@ -212,3 +212,17 @@ def test_rollback_never_echoes_a_keyword_dsn_password(
     assert "password=***: nothing listens at 127.0.0.1:" in last
     assert "Kw-Rollback-Pw-9" not in out.out + out.err
     assert "Pg-Env-Rollback-Pw-42" not in out.out + out.err
+
+
+def test_control_characters_are_shown_escaped() -> None:
+    from cron_dryrun.redaction import escape_controls, escape_terminal
+
+    hostile = "a\x1b[2J\x1b[Hverdict: GO\x07\x9b1;1H\rover\r\nkept\ttab\n"
+    assert escape_controls(hostile) == (
+        "a\\x1b[2J\\x1b[Hverdict: GO\\x07\\x9b1;1H\\x0dover\r\nkept\ttab\n"
+    )
+    assert escape_controls(escape_controls(hostile)) == escape_controls(hostile)
+    # on a colour terminal pytest's own colour codes and a progress redraw survive (text from
+    # the target was escaped where it entered: reports, reasons, root cause, exchanges)
+    line = "\r\x1b[32mPASSED\x1b[0m \x1b[2J\x1b[Hover\r"
+    assert escape_terminal(line) == "\r\x1b[32mPASSED\x1b[0m \\x1b[2J\\x1b[Hover\r"

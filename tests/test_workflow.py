@@ -23,7 +23,10 @@ import pytest
 import yaml
 from suite_runs import ROOT, clean_env
 
+from cron_dryrun.evidence import EvidenceWriter, Redactor, stamp
+from cron_dryrun.evidence.chain import chained_line
 from cron_dryrun.evidence.ledger import LedgerEntry
+from cron_dryrun.evidence.trust import record_run
 
 WORKFLOW = ROOT / ".github" / "workflows" / "cron-dry-run.yml"
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
@@ -32,6 +35,7 @@ CRON_SECRET = "staging-like-secret-for-the-workflow-42"
 VERCEL_TOKEN = "vercel-token-for-the-workflow-test-0123"
 BYPASS_SECRET = "bypass-secret-for-the-workflow-test-0123"
 SERVER, REPO = "https://github.example", "acme/app"
+EVIDENCE_KEY = "evidence-key-of-the-staging-environment-0123"
 
 
 def _workflow() -> dict[Any, Any]:
@@ -128,6 +132,15 @@ def test_the_workflow_has_the_gate_shape() -> None:
         s for job in wf["jobs"].values() for s in job["steps"] if "vercel" in s.get("run", "")
     ]
     assert touching == promote["steps"] and len(touching) == 1
+    # the evidence key: a staging secret, given only to the steps that sign and check
+    gate = next(s for s in dry_run["steps"] if s.get("id") == "gate")
+    assert "--require-signed" in gate["run"] and "cron-dryrun verify-evidence" in gate["run"]
+    keyed = [
+        s["name"] for s in dry_run["steps"] if "CRON_DRYRUN_EVIDENCE_KEY" in (s.get("env") or {})
+    ]
+    assert keyed == ["Dry run (pytest acceptance/ -m dryrun)", gate["name"]]
+    assert "CRON_DRYRUN_EVIDENCE_KEY" not in (dry_run.get("env") or {})
+    assert "CRON_DRYRUN_EVIDENCE_KEY" not in str(promote)
 
 
 def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_the_branch(
@@ -158,9 +171,11 @@ def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_t
         _git("clone", "--quiet", str(remote), str(seed))
         _git("checkout", "--quiet", "--orphan", "dry-run-evidence", cwd=seed)
         _git("rm", "-rf", "--quiet", ".", cwd=seed)
-        earlier = LedgerEntry(datetime.now(UTC) - timedelta(hours=24), stack.cron_url, "GO")
-        (seed / "cron-dry-run").mkdir()
-        (seed / "cron-dry-run" / "ledger.jsonl").write_text(json.dumps(earlier.to_json()) + "\n")
+        # recorded as a run records itself (chained, manifest, signed with the staging key): an
+        # operator given the key; a hand-written line would not count (test_the_gate_step_...)
+        at = datetime.now(UTC) - timedelta(hours=24)
+        earlier = LedgerEntry(at, stack.cron_url, "GO", run_id=f"{stamp(at)}-seed")
+        record_run(EvidenceWriter(seed, Redactor([EVIDENCE_KEY])), earlier, key=EVIDENCE_KEY)
         _git("add", "-A", cwd=seed)
         _git("commit", "--quiet", "-m", "yesterday's run", cwd=seed)
         _git("push", "--quiet", "origin", "dry-run-evidence", cwd=seed)
@@ -181,6 +196,7 @@ def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_t
                 "secrets.OPENAI_ADMIN_KEY": admin_key,
                 "secrets.VERCEL_AUTOMATION_BYPASS_SECRET": BYPASS_SECRET,
                 "steps.upload.outputs.artifact-url": f"{SERVER}/{REPO}/actions/runs/{name}/artifacts/7",
+                "secrets.CRON_DRYRUN_EVIDENCE_KEY": EVIDENCE_KEY,
             }
             env = clean_env(
                 PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -242,6 +258,7 @@ def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_t
     ]
     ledger = _git("--git-dir", str(remote), "show", f"{branch}:cron-dry-run/ledger.jsonl")
     assert [json.loads(line)["verdict"] for line in ledger.splitlines()] == ["GO", "NO-GO", "GO"]
+    assert all(json.loads(line)["sig"]["alg"] == "hmac-sha256" for line in ledger.splitlines())
     files = _git("--git-dir", str(remote), "ls-tree", "-r", "--name-only", branch).splitlines()
     assert "gate.json" in files and not [f for f in files if f.endswith(".lock")]
     assert any(re.fullmatch(r"telemetry-audit/usage-[^/]+/org-1/page-001\.json", f) for f in files)
@@ -250,7 +267,13 @@ def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_t
             ["git", "--git-dir", str(remote), "show", f"{branch}:{rel}"],
             capture_output=True, check=True, timeout=60,
         ).stdout  # fmt: skip
-        for secret in (CRON_SECRET, "sk-admin-refused", BYPASS_SECRET, stack.admin_key):
+        for secret in (
+            CRON_SECRET,
+            "sk-admin-refused",
+            BYPASS_SECRET,
+            stack.admin_key,
+            EVIDENCE_KEY,
+        ):
             assert secret.encode() not in blob, (rel, secret[:8])
 
     # promote: its one step, with a recorded Vercel CLI (production's variables in a folder)
@@ -398,6 +421,81 @@ def test_the_lock_matches_pyproject_and_a_drift_is_named(tmp_path: Path) -> None
     assert "  - 'httpx>=9.0': the lock pins httpx==" in drift.stderr
     assert "  - 'rich>=13' is not in the lock" in drift.stderr
     assert "Fix: bash scripts/lock.sh" in drift.stderr
+
+
+def _gate_step(workspace: Path, github: Path) -> tuple[str, str]:
+    """The dry-run job's Gate step, as it is, after a successful dry-run step: (promote, output)."""
+    job = _workflow()["jobs"]["dry-run"]
+    gate = next(s for s in job["steps"] if s.get("id") == "gate")
+    context = {
+        "vars.CRON_URL": TARGET,
+        "vars.CRON_METHOD": "",
+        "vars.OPENAI_BASE_URL": "",
+        "vars.DRY_RUN_START": "",
+        "inputs.run_label": "",
+        "secrets.CRON_SECRET": CRON_SECRET,
+        "secrets.DATABASE_URL": "",
+        "secrets.OPENAI_ADMIN_KEY": "",
+        "secrets.VERCEL_AUTOMATION_BYPASS_SECRET": BYPASS_SECRET,
+        "secrets.CRON_DRYRUN_EVIDENCE_KEY": EVIDENCE_KEY,
+        "steps.dryrun.outcome": "success",
+    }
+    github.mkdir()
+    env = clean_env(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        GITHUB_OUTPUT=str(github / "output"),
+    )
+    ((_, outcome, output),) = run_job({**job, "steps": [gate]}, workspace, context, env)
+    assert outcome == "success", output
+    return _outputs(github / "output")["promote"], output
+
+
+TARGET = "https://staging.example.app/api/cron/daily-usage"
+
+
+def _recorded(audit: Path, at: datetime, key: str | None) -> str:
+    run_id = f"{stamp(at)}-{'signed' if key else 'unsigned'}"
+    entry = LedgerEntry(at, TARGET, "GO", run_id=run_id)
+    record_run(EvidenceWriter(audit, Redactor([EVIDENCE_KEY])), entry, key=key)
+    return run_id
+
+
+def test_the_gate_step_promotes_only_runs_signed_with_the_staging_key(tmp_path: Path) -> None:
+    """Hand-written lines (the issue's first attack) and runs recorded without the key never
+    promote; two runs signed with the key, a day apart, do."""
+    now = datetime.now(UTC)  # the gate reads the real clock; only the gap between runs matters
+    forged = tmp_path / "forged"
+    (forged / "audit" / "cron-dry-run").mkdir(parents=True)
+    hand = [
+        {"version": 1, "time": (now - timedelta(hours=h)).isoformat(), "target": TARGET,
+         "verdict": "GO", "completeness": "complete"}
+        for h in (50, 25)
+    ]  # fmt: skip
+    (forged / "audit" / "cron-dry-run" / "ledger.jsonl").write_text(
+        "".join(json.dumps(line) + "\n" for line in hand)
+    )
+    unsigned = _recorded(forged / "audit", now - timedelta(hours=24, minutes=5), None)
+    _recorded(forged / "audit", now - timedelta(minutes=5), EVIDENCE_KEY)
+    promote, output = _gate_step(forged, tmp_path / "forged-github")
+    assert promote == "false", output
+    assert '"reason": "not signed"' in output and f'"run_id": "{unsigned}"' in output
+    assert '"reason": "not in the chain: the line has no chain hash' in output
+
+    signed = tmp_path / "signed"
+    _recorded(signed / "audit", now - timedelta(hours=24, minutes=5), EVIDENCE_KEY)
+    _recorded(signed / "audit", now - timedelta(minutes=5), EVIDENCE_KEY)
+    promote, output = _gate_step(signed, tmp_path / "signed-github")
+    assert promote == "true", output
+    assert EVIDENCE_KEY not in output
+
+    # a line forged after the fact, chained by hand (no key): the chain holds, the gate refuses it
+    ledger = signed / "audit" / "cron-dry-run" / "ledger.jsonl"
+    last = ledger.read_text().splitlines()[-1]
+    extra = LedgerEntry(now - timedelta(minutes=1), TARGET, "GO", run_id=f"{stamp(now)}-forged")
+    with open(ledger, "a", encoding="utf-8") as handle:
+        handle.write(chained_line(extra.to_json(), last, None) + "\n")
+    _, output = _gate_step(signed, tmp_path / "signed-again-github")
+    assert "no manifest for run" in output
 
 
 @pytest.mark.parametrize("expression", ["vars.UNKNOWN", "secrets.X || 'fallback'"])

@@ -25,7 +25,7 @@ from cron_dryrun.cli.options import (
     audit_dir_option,
     dry_run_start_option,
 )
-from cron_dryrun.evidence import LEDGER_RELPATH, MANIFEST_DIR, check_manifests
+from cron_dryrun.evidence import MANIFEST_DIR
 from cron_dryrun.evidence.archive import (
     PLAN_SECTION,
     ArchiveError,
@@ -35,7 +35,8 @@ from cron_dryrun.evidence.archive import (
     status_bullet,
     write_archive,
 )
-from cron_dryrun.evidence.ledger import assess, read_ledger
+from cron_dryrun.evidence.ledger import assess, latest_target
+from cron_dryrun.evidence.trust import check_evidence, evidence_key, judge_ledger
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
 
-    check = check_manifests(audit_dir)
+    key = evidence_key()
+    check = check_evidence(audit_dir, key=key)  # the chain and signatures too
     if check.problems:
         for problem in check.problems:
             print(f"archive: verify-evidence: {problem}", file=sys.stderr)
@@ -89,16 +91,15 @@ def run(args: argparse.Namespace) -> int:
             f"verify-evidence fails ({len(check.problems)} problem(s)): archive only evidence "
             "that is intact; run `cron-dryrun verify-evidence` and restore the named files"
         )
-    read = read_ledger(audit_dir / LEDGER_RELPATH)
-    status = assess(
-        read.entries, start, datetime.now(UTC), target=args.target, problems=read.problems
-    )
+    read = judge_ledger(audit_dir, key=key)  # only the suite's own lines count, as in `gate`
+    target = args.target or latest_target(read.entries)
+    status = assess(read.counted, start, datetime.now(UTC), target=target, problems=read.problems)
     if not status.complete:
         return _refuse(
             f"the 48-hour dry run is not complete for {status.target or 'any target'}: "
             f"{status.describe()}"
         )
-    counted = [e for e in read.entries if e.target == status.target and e.time in status.counted]
+    counted = [e for e in read.counted if e.target == status.target and e.time in status.counted]
 
     plan_text = None
     if args.memorybank is not None:

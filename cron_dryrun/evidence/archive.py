@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cron_dryrun.evidence.ledger import LedgerEntry, short_time
+from cron_dryrun.evidence.manifests import BLOCK_SEPARATOR, CHAIN_SEPARATOR, SIGNATURE_SUFFIX
 from cron_dryrun.evidence.paths import (
     DRY_RUN_DIR,
     LEDGER_RELPATH,
@@ -50,7 +51,10 @@ def manifests_of_run(manifest_names: Iterable[str], run_at: datetime) -> list[st
 
 
 def listed_paths(manifest_text: str) -> list[str]:
-    return [m.group("path") for m in map(_MANIFEST_LINE.match, manifest_text.splitlines()) if m]
+    """The files a manifest lists; its blocks (``#run=``) and chain head (``#chain=``) are parts
+    of the ledger, summary and notes, which are archived whole."""
+    paths = [m.group("path") for m in map(_MANIFEST_LINE.match, manifest_text.splitlines()) if m]
+    return [p for p in paths if BLOCK_SEPARATOR not in p and CHAIN_SEPARATOR not in p]
 
 
 def archive_members(
@@ -76,6 +80,8 @@ def archive_members(
             )
         for name in names:
             members.add(f"{MANIFEST_DIR}/{name}")
+            if f"{MANIFEST_DIR}/{name}{SIGNATURE_SUFFIX}" in existing:
+                members.add(f"{MANIFEST_DIR}/{name}{SIGNATURE_SUFFIX}")
             for rel in listed_paths(manifests[name]):
                 members.add(rel)
                 if f"{rel}.sha256" in existing:

@@ -1,32 +1,38 @@
 """The 48-hour dry-run ledger: one JSON line per run, and the rules that say when it is complete.
 
 ``assess`` is pure (time comes in as ``now``), so the rules are tested with
-freezegun or plain datetimes. The rules, in the runbook's words:
+freezegun or plain datetimes. The rule, stated once (``DRY_RUN_RULE``: ``gate --help`` and
+the README print this text):
 
-- Each run looks back 24 hours (the cron's window), so a green run vouches
-  for the day before it. Two green runs 20 to 28 hours apart (a daily cadence,
-  with 4 hours of slack for the scheduler or the operator) cover 48 hours.
-- Only runs at or after the dry-run start count (default: the ledger's first
-  run for the target).
-- Consecutive counted greens must be 20-28 h apart. A green run less than 20 h
-  after the last counted one is an extra trigger: recorded, not counted, and
-  not breaking the cadence. A gap over 28 h restarts the count.
-- A red (NO-GO) run after the first green one blocks completion until a later
-  green run follows it.
+- Each green run vouches for the 24 hours before it (the cron's window).
+- Consecutive counted green runs are 20 to 28 hours apart (a daily cadence, with 4 hours of
+  slack for the scheduler or the operator). A green run less than 20 h after the last
+  counted one is an extra trigger: recorded, not counted, not breaking the cadence. A gap
+  over 28 h restarts the count.
+- The dry run is complete when the counted green runs cover 48 hours: the first and the last
+  at least 24 hours apart (two runs 24-28 h apart, or three 20 h apart), since the dry-run
+  start (default: the ledger's first counted run for the target), and no red run after the
+  first green one is left without a later green run. So "complete" is never printed next to
+  a covered span under 48 h.
+
+Also:
+
 - ``manualFallbackWindows > 0`` on two consecutive runs is flagged (contract.md
   section 2: it warrants an ingestion ticket); it does not block completion.
-- A corrupt ledger line blocks completion: the ledger is the evidence.
+- A corrupt ledger line, or a break in its chain, blocks completion: the ledger is the evidence.
 - Only complete runs against a remote target count, each target on its own
   (URLs compared normalised: ``normalise_target``). Local-stack runs, partial
   runs (a collected test did not run) and interrupted runs are recorded and
-  never count, neither green nor red.
+  never count, neither green nor red. Which lines the suite wrote at all is
+  ``evidence.trust``'s to say: ``assess`` is given only those.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +48,14 @@ MIN_GAP = timedelta(hours=20)
 MAX_GAP = timedelta(hours=28)
 LOOKBACK = timedelta(hours=24)
 REQUIRED_COVERAGE = timedelta(hours=48)
+# The one statement of the rule (module docstring): gate --help and the README say exactly this.
+DRY_RUN_RULE = (
+    "complete when green runs, consecutive ones 20 to 28 hours apart, cover 48 hours (each "
+    "covers the 24 hours before it, so the first and last are at least 24 hours apart) since "
+    "the dry-run start, and no red run after the first green one is left without a later "
+    "green run; a green run under 20 hours after the last counted one is not counted, and a "
+    "gap over 28 hours restarts the count"
+)
 GREEN = "GO"
 RED = "NO-GO"
 LOCAL_TARGET = "local stack"
@@ -223,11 +237,37 @@ def load_ledger(path: Path) -> list[LedgerEntry]:
     return list(read.entries)
 
 
-def append_entry(writer: EvidenceWriter, entry: LedgerEntry, relpath: str | None = None) -> Path:
-    """Append one line to cron-dry-run/ledger.jsonl under the writer's lock."""
-    from cron_dryrun.evidence.paths import LEDGER_RELPATH
+def append_entry(
+    writer: EvidenceWriter,
+    entry: LedgerEntry,
+    relpath: str | None = None,
+    *,
+    key: str | None = None,
+    before_append: Callable[[str, int], object] | None = None,
+) -> Path:
+    """Append one chained line to cron-dry-run/ledger.jsonl under the writer's lock.
 
-    return writer.append_jsonl_locked(relpath or LEDGER_RELPATH, entry.to_json())
+    The line carries ``prev`` (SHA-256 of the line before it) and, with ``key``, its HMAC
+    (``evidence.chain``). ``before_append(line, position)`` runs under the same lock before
+    the line is written (the run's manifest records the line and the chain head there);
+    if it raises, nothing is appended.
+    """
+    from cron_dryrun.evidence.chain import chained_line, ledger_lines
+    from cron_dryrun.evidence.paths import LEDGER_RELPATH
+    from cron_dryrun.redaction import redact_json_value
+
+    obj = redact_json_value(entry.to_json(), writer.redactor.redact)
+
+    def append(existing: str) -> str:
+        lines = ledger_lines(existing)
+        line = chained_line(obj, lines[-1] if lines else None, key)
+        if before_append is not None:
+            before_append(line, len(lines) + 1)
+        if existing and not existing.endswith("\n"):
+            existing += "\n"
+        return existing + line + "\n"
+
+    return writer.update_locked(relpath or LEDGER_RELPATH, append, redact_all=False)
 
 
 # -- the rules ------------------------------------------------------------------------------------
@@ -267,10 +307,13 @@ class DryRunStatus:
                 "complete runs against a remote CRON_URL do"
             )
         if self.problems:
-            return f"not complete: the ledger has {len(self.problems)} corrupt line(s): {self.problems[0]}"
+            # corrupt lines and breaks in the chain (evidence.trust): the ledger is the evidence
+            return (
+                f"not complete: the ledger has {len(self.problems)} problem(s): {self.problems[0]}"
+            )
         if self.complete:
             first, last = self.counted[0], self.counted[-1]
-            covered = (last - first + LOOKBACK).total_seconds() / 3600
+            covered = _covered(self.counted).total_seconds() / 3600
             return (
                 f"complete: {len(self.counted)} green runs, {short_time(first)} and {short_time(last)} "
                 f"({_hours(self.counted)}), covering {covered:.0f}h since {short_time(self.dry_run_start or first)}"
@@ -285,7 +328,23 @@ class DryRunStatus:
                 f"not complete: the run at {short_time(self.blocking_red)} was NO-GO and no green run "
                 "has followed it"
             )
-        if len(self.counted) >= REQUIRED_GREENS:
+        short = len(self.counted) >= REQUIRED_GREENS and _covered(self.counted) < REQUIRED_COVERAGE
+        if short:
+            # rounded down: 47.95 h must never read as the 48 h it falls short of
+            hours = math.floor(_covered(self.counted).total_seconds() / 360) / 10
+            progress = (
+                f"{len(self.counted)} green runs counted ({short_time(self.counted[0])} and "
+                f"{short_time(self.counted[-1])}, {_hours(self.counted)}) cover {hours:.1f}h of "
+                f"the {REQUIRED_COVERAGE.total_seconds() / 3600:.0f}h"
+            )
+            if self.next_due is not None:
+                lo, hi = self.next_due
+                progress += (
+                    f"; the next green run, due between {short_time(lo)} and {short_time(hi)}, "
+                    "completes it"
+                )
+            parts.append(progress)
+        elif len(self.counted) >= REQUIRED_GREENS:
             parts.append(
                 f"{len(self.counted)} green runs counted ({short_time(self.counted[0])} and "
                 f"{short_time(self.counted[-1])}); one more green run, at any time, completes it"
@@ -332,6 +391,11 @@ class DryRunStatus:
         }
 
 
+def _covered(counted: Sequence[datetime]) -> timedelta:
+    """The span the counted green runs vouch for: each covers the 24 hours before it."""
+    return counted[-1] - counted[0] + LOOKBACK
+
+
 def _hours(times: Sequence[datetime]) -> str:
     gaps = [f"{(b - a).total_seconds() / 3600:.1f}h" for a, b in itertools.pairwise(times)]
     return ", ".join(gaps) + " apart"
@@ -348,6 +412,13 @@ def _manual_fallback(runs: Sequence[LedgerEntry]) -> tuple[bool, str | None]:
     return False, None
 
 
+def latest_target(entries: Iterable[LedgerEntry]) -> str | None:
+    """The latest remote run's target (else the latest run's); None for no runs."""
+    listed = sorted(entries, key=lambda e: e.time)
+    remote = [e for e in listed if is_remote_target(e.target)]
+    return (remote or listed)[-1].target if listed else None
+
+
 def assess(
     entries: Iterable[LedgerEntry],
     dry_run_start: datetime | None,
@@ -362,9 +433,8 @@ def assess(
     """
     now = _utc(now)
     all_entries = sorted(entries, key=lambda e: e.time)
-    if target is None and all_entries:
-        remote = [e for e in all_entries if is_remote_target(e.target)]
-        target = (remote or all_entries)[-1].target
+    if target is None:
+        target = latest_target(all_entries)
     target = normalise_target(target) if target is not None else None
     mine = [e for e in entries_for(all_entries, target) if e.time <= now] if target else []
     runs = [e for e in mine if e.counts]
@@ -393,10 +463,12 @@ def assess(
         else:
             restarted = (chain[-1], run.time)
             chain = [run.time]
-        if completed is None and len(chain) >= REQUIRED_GREENS:
-            covered = chain[-1] - chain[0] + LOOKBACK
-            if covered >= REQUIRED_COVERAGE - (MAX_GAP - LOOKBACK):
-                completed = tuple(chain)
+        if (
+            completed is None
+            and len(chain) >= REQUIRED_GREENS
+            and _covered(chain) >= (REQUIRED_COVERAGE)
+        ):
+            completed = tuple(chain)
 
     streak, note = _manual_fallback(runs)
     complete = completed is not None and blocking_red is None and not problems

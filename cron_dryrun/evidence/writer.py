@@ -84,6 +84,15 @@ class EvidenceWriter:
             raise EvidenceError(
                 f"{relpath}: evidence paths must be relative and stay inside {self.audit_dir}"
             )
+        # no write through a link below the audit folder (the preflight refuses them too)
+        step = self.audit_dir
+        for part in rel.parts:
+            step = step / part
+            if step.is_symlink():
+                raise EvidenceError(
+                    f"{step}: is a symlink; the evidence writer does not follow links (none may "
+                    "sit under the audit folder)"
+                )
         return self.audit_dir / rel
 
     def relpath(self, path: str | Path) -> str:
@@ -158,7 +167,8 @@ class EvidenceWriter:
         for n in range(1, 10_000):
             candidate = _numbered(base, n)
             try:
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                fd = os.open(candidate, flags, 0o644)
             except FileExistsError:
                 continue
             os.close(fd)
@@ -215,7 +225,7 @@ class EvidenceWriter:
         """
         path = self.path(relpath)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
         try:
             self._acquire(fd, path.parent)
             try:
@@ -223,7 +233,11 @@ class EvidenceWriter:
                     raise EvidenceError(
                         f"{path}: is a symlink; the evidence writer does not follow links"
                     )
-                existing = path.read_text(encoding="utf-8") if path.exists() else ""
+                existing = ""
+                if path.exists():
+                    # newline="": the operator's line endings (CRLF) reach transform as they are
+                    with open(path, encoding="utf-8", newline="") as handle:
+                        existing = handle.read()
                 updated = transform(existing)
                 if redact_all:
                     updated = self._redacted_text(path, updated)

@@ -4,7 +4,7 @@ Order at the end of a session: ledger status with this run's line (the promotion
 gate may turn GO into NO-GO), smoke log + summary + notes + manifest, gate.json,
 and the ledger line last, so a line only exists for a run whose evidence is on
 disk. A file that cannot be written turns the verdict into NO-GO naming it. A run
-that triggered nothing writes gate.json alone. The HTML report is copied in
+that triggered nothing writes gate.json alone (with its snapshot and a manifest of it). The HTML report is copied in
 through the writer after pytest-html has written it (``finish_html``).
 """
 
@@ -33,6 +33,7 @@ from cron_dryrun.evidence import (
     flag_state_of,
     format_transcripts,
     gate_snapshot_relpath,
+    iso_z,
     ledger,
     manifest_relpath,
     manual_fallback_of,
@@ -44,8 +45,9 @@ from cron_dryrun.evidence import (
     update_notes,
     write_manifest,
 )
-from cron_dryrun.redaction import known_secrets
-from cron_dryrun.rules.gate import Verdict, first_line
+from cron_dryrun.evidence.trust import evidence_key, judge_ledger, record_run
+from cron_dryrun.redaction import escape_controls, known_secrets
+from cron_dryrun.rules.gate import REQUIRED_STEPS, StepResult, Verdict, first_line
 from cron_dryrun.target.watch import exchange_durations
 from cron_dryrun.windows import daily_windows, expected_windows_processed, iso
 
@@ -140,7 +142,8 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
         label=state.settings.run_label,
         target=describe(state),
         method=state.settings.cron_method,
-        request=_request_line(state),
+        # what the target sent (reason phrase, problems, reasons) never draws on a screen
+        request=escape_controls(_request_line(state)),
         windows_processed=telemetry.get("windowsProcessed"),
         expected_windows=expected_windows_processed(keys) if keys is not None else None,
         stored_events=telemetry.get("storedEvents"),
@@ -150,12 +153,14 @@ def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
         manual_fallback=manual_fallback_of(body),
         flag_state=flag_state_of(body),
         verdict=verdict.label,
-        checks=tuple((s.step, s.status, s.reason) for s in verdict.steps),
+        checks=tuple((s.step, s.status, escape_controls(s.reason)) for s in verdict.steps),
         diff_report=_relpath_or_none(writer, parity.get("report")),
         body_json=json.dumps(body, indent=2, sort_keys=True) if body is not None else None,
-        notable=tuple(notable),
-        exchanges=exchange_durations(state.transcripts) if state.transcripts else None,
-        follow_ups=tuple(follow_ups),
+        notable=tuple(escape_controls(n) for n in notable),
+        exchanges=(
+            escape_controls(exchange_durations(state.transcripts)) if state.transcripts else None
+        ),
+        follow_ups=tuple(escape_controls(f) for f in follow_ups),
         parity_result=str(parity.get("summary", "not run")),
         run_id=state.run_id,
         root_cause=(cause.cause, cause.fix, cause.consequences) if cause is not None else None,
@@ -222,7 +227,7 @@ def _evidence_reason(failures: list[str]) -> str:
 def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[str, Any]]) -> None:
     """Every file of the run, the ledger line last; a file that cannot be written is NO-GO.
 
-    A run that triggered nothing writes gate.json only: no ledger line, summary
+    A run that triggered nothing writes gate.json (and its snapshot) only: no ledger line, summary
     entry or notes, so the ledger holds real runs alone.
     """
     assert state.verdict is not None
@@ -235,7 +240,15 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         notes.append(
             "nothing was triggered: no ledger line, smoke log, summary entry or notes were written"
         )
-        _write_gate(state, writer, gate_document, [])
+        refused: list[str] = []
+        _write_gate(state, writer, gate_document, refused)
+        # its gate.json has a run id and a snapshot in a manifest too, so verify-evidence's rule
+        # (gate.json is the latest run's snapshot) holds for refused runs as well
+        if not refused:
+            snap = gate_snapshot_relpath(state.run_id)
+            key = evidence_key()
+            manifest = manifest_relpath(state.run_id)
+            _try(refused, manifest, lambda: write_manifest(writer, state.run_id, [snap], key=key))
         return
     checks_verdict = state.verdict
     target_key = ledger.normalise_target(state.settings.target_name)
@@ -244,13 +257,14 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
     # 1. where the dry run stands once this run's line is in (the line itself is written last)
     status = None
     try:
-        read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
+        # only the suite's own lines count (evidence.trust): a hand-written line never does
+        trusted = judge_ledger(state.settings.audit_dir, key=evidence_key())
         status = ledger.assess(
-            [*read.entries, entry],
+            [*trusted.counted, entry],
             state.settings.dry_run_start,
             datetime.now(UTC),
             target=target_key,
-            problems=read.problems,
+            problems=trusted.problems,
         )
         state.dry_run_status = status.to_json()
         notes.append(f"dry run: {status.describe()}")
@@ -284,30 +298,46 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         entry = _red_for_evidence(entry)
         blocks = _corrected_blocks(state, writer, facts, blocks)
 
-    # 3. this run's gate snapshot, the manifest (with the ledger line to come), gate.json
+    # 3. this run's gate snapshot and gate.json
     _write_gate(state, writer, gate_document, failures)
     snapshot = state.artefacts.get("gate snapshot")
     if snapshot is not None:
         own.append(writer.relpath(snapshot))
-    if ledger_ok:
-        blocks.append((LEDGER_RELPATH, writer.jsonl_line(entry.to_json())))
     rel = manifest_relpath(state.run_id)
-    if _try(failures, rel, lambda: write_manifest(writer, state.run_id, own, blocks)) is None:
+    key = evidence_key()
+    # 4. the manifest and the ledger line, under the ledger's lock: the manifest lists the line
+    # and the chain head after it, and a line is appended only once its manifest is on disk
+    before = len(failures)
+    if not ledger_ok:
+        if _try(failures, rel, lambda: write_manifest(writer, state.run_id, own, blocks, key=key)):
+            _note_failures(state, failures)
+            return
+        state.verdict = _no_go(judged, _evidence_reason(failures))
+        _write_gate(state, writer, gate_document, [])  # no manifest lists the snapshot
+        _note_failures(state, failures)
+        return
+    try:
+        record_run(writer, entry, own, blocks, key=key)
+    except Exception as exc:
+        failures.append(f"{rel} ({type(exc).__name__}: {first_line(str(exc))})")
+    if len(failures) > before:
+        # no manifest: the line is still recorded, red, so the run is on file (it never counts)
         state.verdict = _no_go(judged, _evidence_reason(failures))
         entry = _red_for_evidence(entry)
-        _corrected_blocks(state, writer, facts, blocks)  # no manifest to keep in step with
-        _write_gate(state, writer, gate_document, failures)
-
-    # 4. the ledger line, last: only a run whose evidence is on disk is GO
-    try:
-        if ledger_ok:
-            ledger.append_entry(writer, entry)
-    except Exception as exc:
-        failures.append(f"{LEDGER_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
-        state.verdict = _no_go(judged, _evidence_reason(failures))
+        _corrected_blocks(state, writer, facts, blocks)
         _write_gate(state, writer, gate_document, [])
-    if failures:
-        notes.append(state.verdict.reasons[-1])
+        try:
+            ledger.append_entry(writer, entry, key=key)
+        except Exception as exc:
+            failures.append(f"{LEDGER_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
+            state.verdict = _no_go(judged, _evidence_reason(failures))
+            _write_gate(state, writer, gate_document, [])
+    _note_failures(state, failures)
+
+
+def _note_failures(state: DryRunState, failures: list[str]) -> None:
+    if failures and state.verdict is not None:
+        state.terminal_notes.append(state.verdict.reasons[-1])
 
 
 def _red_for_evidence(entry: ledger.LedgerEntry) -> ledger.LedgerEntry:
@@ -428,21 +458,48 @@ def _write_gate(
     failures: list[str],
 ) -> None:
     """gate-<run-id>.json (this run's, in its manifest) and gate.json (the latest), the same
-    bytes, listing every artefact. A run that triggered nothing has no snapshot."""
+    bytes, listing every artefact."""
     doc = gate_document(state)
-    if state.triggered:  # gate.json names its snapshot: verify-evidence compares the two
-        doc["run_id"] = state.run_id
-        state.artefacts["manifest"] = writer.path(manifest_relpath(state.run_id))
-        state.artefacts["gate snapshot"] = writer.path(gate_snapshot_relpath(state.run_id))
+    # gate.json names its snapshot (every run, refused ones too): verify-evidence compares them
+    doc["run_id"] = state.run_id
+    state.artefacts["manifest"] = writer.path(manifest_relpath(state.run_id))
+    state.artefacts["gate snapshot"] = writer.path(gate_snapshot_relpath(state.run_id))
     links = {name: _relpath_or_none(writer, path) for name, path in state.artefacts.items()}
     doc["artefacts"] = {name: rel for name, rel in links.items() if rel is not None}
-    if state.triggered:
-        rel = gate_snapshot_relpath(state.run_id)
-        _try(failures, rel, lambda: writer.write_json(rel, doc))
+    rel = gate_snapshot_relpath(state.run_id)
+    _try(failures, rel, lambda: writer.write_json(rel, doc))
     try:
         state.artefacts["gate"] = writer.write_json(GATE_RELPATH, doc)
     except Exception as exc:
         failures.append(f"{GATE_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
+
+
+def mark_in_progress(
+    state: DryRunState, gate_document: Callable[[DryRunState], dict[str, Any]]
+) -> None:
+    """gate.json says NO-GO "run <id> in progress since <time>" from the run's first request on,
+    so a run killed before its verdict never leaves an older run's GO for CI to read. No
+    snapshot: verify-evidence fails while the run is in progress, and after a killed one."""
+    reason = f"run {state.run_id} in progress since {iso_z(datetime.now(UTC))}"
+    steps = tuple(
+        StepResult(step, "not-run", "not run yet: the run is in progress")
+        for step in REQUIRED_STEPS
+    )
+    saved = state.verdict
+    state.verdict = Verdict(go=False, steps=steps, reasons=(reason,))
+    try:
+        doc = gate_document(state)
+    finally:
+        state.verdict = saved
+    doc["run_id"] = state.run_id
+    doc["in_progress"] = True
+    try:
+        writer_for(state).write_json(GATE_RELPATH, doc)
+    except Exception as exc:  # the verdict's own write names the folder's problem again
+        state.terminal_notes.append(
+            f"gate.json could not be marked in progress ({type(exc).__name__}: "
+            f"{first_line(str(exc))})"
+        )
 
 
 def finish_html(state: DryRunState) -> None:
@@ -510,7 +567,7 @@ def github_step_summary(state: DryRunState) -> str:
         run_at=iso(run_at),
         dry_run=(state.dry_run_status or {}).get("description"),
         artefacts={name: rel for name, rel in links.items() if rel is not None},
-        redact=writer.redactor.redact,
+        redact=lambda text: escape_controls(writer.redactor.redact(text)),
         root_cause=_cause_and_fix(state),
     )
 
@@ -538,6 +595,7 @@ def github_annotations(state: DryRunState) -> list[str]:
 
     if not state.settings.github_actions or state.verdict is None:
         return []
+    redact = writer_for(state).redactor.redact
     return error_annotations(
-        state.verdict, writer_for(state).redactor.redact, root_cause=_cause_and_fix(state)
+        state.verdict, lambda text: escape_controls(redact(text)), root_cause=_cause_and_fix(state)
     )

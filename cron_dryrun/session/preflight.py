@@ -81,15 +81,27 @@ def failure_message(preflight: Preflight, target: str) -> str:
 # -- each area ------------------------------------------------------------------------------------
 
 
-def check_secret(secret: str | None) -> tuple[list[str], list[str]]:
-    """(problems, warnings) of CRON_SECRET; no message quotes the secret."""
-    if secret is None:
-        return [], []
-    problem = secret_problem("CRON_SECRET", secret)
-    if problem:
-        return [problem], []
-    warning = weak_secret_warning("CRON_SECRET", secret)
-    return [], [warning] if warning else []
+BYPASS_VARIABLE = "VERCEL_AUTOMATION_BYPASS_SECRET"
+
+
+def check_secret(
+    secret: str | None, bypass_secret: str | None = None
+) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of CRON_SECRET and of the Vercel bypass secret, both sent as header
+    values; no message quotes either."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    if secret is not None:
+        problem = secret_problem("CRON_SECRET", secret)
+        if problem:
+            problems.append(problem)
+        else:
+            warning = weak_secret_warning("CRON_SECRET", secret)
+            warnings.extend([warning] if warning else [])
+    if bypass_secret is not None:
+        problem = secret_problem(BYPASS_VARIABLE, bypass_secret)
+        problems.extend([problem] if problem else [])
+    return problems, warnings
 
 
 def check_target(cron_url: str) -> list[str]:
@@ -175,12 +187,37 @@ def check_exports(paths: Sequence[Path]) -> list[str]:
     return problems
 
 
+def audit_links(audit_dir: Path) -> list[str]:
+    """Every symbolic link below the audit folder, each a problem: the suite would write its
+    ledger, summary or notes through it, outside the folder (the root itself may be a link)."""
+    problems: list[str] = []
+    if not audit_dir.is_dir():
+        return problems
+    for top, folders, files in os.walk(audit_dir, followlinks=False):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))  # .git: not ours
+        for name in sorted([*folders, *files]):
+            path = Path(top) / name
+            if name.startswith(".") or not path.is_symlink():
+                continue
+            rel = path.relative_to(audit_dir).as_posix()
+            problems.append(
+                f"{audit_dir / rel} is a symbolic link (to {os.readlink(path)}): the suite never "
+                "writes through links under the audit folder; replace it with a real folder or "
+                "file, or pass another --audit-dir / AUDIT_DIR"
+            )
+    return problems
+
+
 def check_audit_dir(audit_dir: Path) -> list[str]:
-    """Create the folder (as the run would), write, fsync and remove a probe file.
+    """Create the folder (as the run would), write, fsync and remove a probe file; refuse any
+    symbolic link below it (``audit_links``).
 
     Folders the probe had to create are removed again: a failed preflight leaves nothing.
     """
     audit_dir = Path(audit_dir)
+    links = audit_links(audit_dir)
+    if links:
+        return links
     created: list[Path] = []
     probe = audit_dir / f".cron-dryrun-preflight-{os.getpid()}-{secrets.token_hex(4)}"
     try:
@@ -297,10 +334,11 @@ def run_preflight(
     missing_configuration: Sequence[str] = (),
     db_connect_timeout_s: float = DB_CONNECT_TIMEOUT_S,
     say: Callable[[str], None] = lambda _message: None,
+    bypass_secret: str | None = None,
 ) -> Preflight:
     """Every area, each on its own: one area's failure never hides another's."""
     findings: dict[str, tuple[str, ...]] = {"configuration": tuple(missing_configuration)}
-    secret_problems, warnings = check_secret(secret)
+    secret_problems, warnings = check_secret(secret, bypass_secret)
     findings["secret"] = tuple(secret_problems)
     if cron_url is not None:
         findings["target"] = tuple(check_target(cron_url))
@@ -316,7 +354,13 @@ def run_preflight(
     return Preflight(findings=findings, warnings=tuple(warnings))
 
 
-def secret_only(secret: str | None) -> Preflight:
-    """The part of the preflight that needs no target: before the local stack is up."""
-    problems, warnings = check_secret(secret)
-    return Preflight({"secret": tuple(problems)}, tuple(warnings), complete=False)
+def secret_only(
+    secret: str | None, audit_dir: Path | None = None, bypass_secret: str | None = None
+) -> Preflight:
+    """The part of the preflight that needs no target: before the local stack is up (the
+    secrets, and no link under the audit folder)."""
+    problems, warnings = check_secret(secret, bypass_secret)
+    findings = {"secret": tuple(problems)}
+    if audit_dir is not None:
+        findings["audit folder"] = tuple(audit_links(Path(audit_dir)))
+    return Preflight(findings, tuple(warnings), complete=False)

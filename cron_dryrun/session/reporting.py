@@ -204,19 +204,20 @@ def verdict_table_lines(steps: Any, cause: RootCause | None, width: int) -> list
 
 
 def ledger_points(state: DryRunState) -> list[Any]:
-    """The 48-hour timeline's points: this target's ledger entries as the file holds them now
-    (the run's own line is in once the run's evidence is written). None readable: none."""
+    """The 48-hour timeline's points: this target's ledger entries the gate counts (the suite's
+    own lines: evidence.trust), as the file holds them now (the run's own line is in once the
+    run's evidence is written). None readable: none."""
     import contextlib
 
     from cron_dryrun.evidence import ledger
     from cron_dryrun.evidence.html_report import LedgerPoint
-    from cron_dryrun.evidence.paths import LEDGER_RELPATH
+    from cron_dryrun.evidence.trust import evidence_key, judge_ledger
 
     with contextlib.suppress(Exception):  # an unreadable ledger: the timeline shows none
-        read = ledger.read_ledger(state.settings.audit_dir / LEDGER_RELPATH)
+        trusted = judge_ledger(state.settings.audit_dir, key=evidence_key())
         return [
             LedgerPoint(e.time, e.green, e.label)
-            for e in ledger.entries_for(read.entries, state.settings.target_name)
+            for e in ledger.entries_for(trusted.counted, state.settings.target_name)
         ]
     return []
 

@@ -65,6 +65,7 @@ class DryRunState:
     config_error: str | None = None  # the preflight failed: nothing is sent, written or recorded
     preflight: Preflight | None = None
     interrupted: bool = False  # SIGTERM or Ctrl-C ended the session
+    signalled: int | None = None  # the signal that arrived (session.interrupts)
     requests_sent: int = 0  # counted before each request leaves
     smoke: SmokeLog | None = None  # the smoke log, appended exchange by exchange
 

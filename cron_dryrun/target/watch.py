@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from cron_dryrun.redaction import escape_controls
+
 if TYPE_CHECKING:
     from cron_dryrun.target.client import Transcript
 
@@ -48,7 +50,8 @@ def exchange_durations(transcripts: Iterable[Transcript]) -> str:
             f"{len(negatives)} auth negatives {'/'.join(statuses)} in {low:.2f}-{high:.2f} s "
             f"each ({total:.2f} s in all)"
         )
-    return "; ".join(parts) if parts else "none"
+    # the reason phrases are the target's: shown escaped wherever this line goes
+    return escape_controls("; ".join(parts)) if parts else "none"
 
 
 class TerminalWatch:
