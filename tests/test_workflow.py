@@ -375,13 +375,20 @@ def test_secrets_reach_only_the_steps_that_use_them() -> None:
         for step in job["steps"]:
             for name, value in (step.get("env") or {}).items():
                 if "secrets." in str(value):
-                    assert f"${name}" in step["run"] or "pytest" in step["run"], (
+                    # pytest and cron-dryrun read their secrets from the environment
+                    readers = ("pytest", "cron-dryrun ")
+                    assert f"${name}" in step["run"] or any(r in step["run"] for r in readers), (
                         step["name"],
                         name,
                     )
     dry_run = {s["name"]: s for s in wf["jobs"]["dry-run"]["steps"]}
     with_secrets = [n for n, s in dry_run.items() if "secrets." in str(s.get("env"))]
-    assert with_secrets == ["Dry run (pytest acceptance/ -m dryrun)"]
+    assert with_secrets == [
+        "Dry run (pytest acceptance/ -m dryrun)",
+        "Gate (is the 48-hour dry run complete?)",
+    ]
+    gate_env = dry_run["Gate (is the 48-hour dry run complete?)"]["env"]
+    assert [n for n, v in gate_env.items() if "secrets." in str(v)] == ["CRON_DRYRUN_EVIDENCE_KEY"]
 
 
 def test_actions_are_pinned_by_commit_and_the_install_is_hash_pinned() -> None:
