@@ -403,9 +403,10 @@ def test_an_open_endpoint_is_the_root_cause_with_its_own_fix() -> None:
         "root cause: the cron accepts requests without the right secret: 4 requests with a "
         "wrong or missing secret were answered 2xx and ran the job (token 'undefined', token "
         "'null', wrong token of the same length and 1 more)",
-        "fix: fix the app's auth check: compare the whole Authorization header with `Bearer "
-        "<CRON_SECRET>` (constant time, no trimming or case folding) and answer 401 before any "
-        "work; redeploy, then run again. Until then anyone who can reach the URL can run the job",
+        "fix: fix the app's auth check: compare the token after `Bearer ` with CRON_SECRET "
+        "(constant time, both trimmed as the app does, no case folding) and answer 401 before "
+        "any work; redeploy, then run again. Until then anyone who can reach the URL can run "
+        "the job",
         "consequences (these checks fail because of it): auth_smoke",
     ]
     assert find_root_cause(RunSignals(accepted_without_secret=()), STEPS_AUTH_FAILED) is None

@@ -21,9 +21,9 @@ from cron_dryrun.target.vercel import BYPASS_ENV, PROTECTION_BLOCKED
 from cron_dryrun.windows import in_scope
 
 OPEN_ENDPOINT_FIX = (
-    "fix the app's auth check: compare the whole Authorization header with "
-    "`Bearer <CRON_SECRET>` (constant time, no trimming or case folding) and answer 401 before "
-    "any work; redeploy, then run again. Until then anyone who can reach the URL can run the job"
+    "fix the app's auth check: compare the token after `Bearer ` with CRON_SECRET (constant "
+    "time, both trimmed as the app does, no case folding) and answer 401 before any work; "
+    "redeploy, then run again. Until then anyone who can reach the URL can run the job"
 )
 # how many of the accepted requests the cause names before "and N more"
 MAX_NAMED_REQUESTS = 3
