@@ -479,7 +479,10 @@ def _fail(spec: OptionSpec, value: object, why: str) -> SettingsError:
 
 
 _NOT_SHOWN = "value not shown: it may hold a password"
-LIBPQ_KEYWORDS = frozenset(
+# The keywords this suite accepts in a keyword DSN: a subset of libpq's (dsn_rules.LIBPQ_KEYWORDS)
+# without the ones that carry a second secret the redactor does not know (sslpassword) or that
+# change what a connection is (replication).
+ACCEPTED_DSN_KEYWORDS = frozenset(
     {
         "host",
         "hostaddr",
@@ -548,7 +551,7 @@ def _check_database_dsn(spec: OptionSpec, value: str) -> str:
     if not is_keyword_dsn(value):
         return _check_url(spec, value, ("postgresql", "postgres"))
     keys = [k.lower() for k in re.findall(r"(?:^|\s)([A-Za-z_]+)\s*=", value)]
-    unknown = sorted({k for k in keys if k not in LIBPQ_KEYWORDS})
+    unknown = sorted({k for k in keys if k not in ACCEPTED_DSN_KEYWORDS})
     if unknown:
         raise SettingsError(
             f"{spec.where()}: not a libpq keyword DSN: unknown keyword(s) {', '.join(unknown)} "
