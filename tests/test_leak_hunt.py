@@ -101,6 +101,9 @@ def run_hunted(tmp_path: Path, env: dict[str, str], *extra: str) -> tuple[Any, O
         "--log-cli-level=DEBUG",
         "-o",
         "junit_logging=all",
+        # a plugin that serialises every report (pytest-reportlog): it writes what
+        # pytest_runtest_makereport left, so the reports' redaction must cover it
+        f"--report-log={tmp_path / 'report-log.jsonl'}",
         *extra,
         env=guarded_env({**env, "TMPDIR": str(run_tmp)}, log),
         timeout=600,
@@ -360,6 +363,9 @@ def test_no_secret_leaks_from_an_endpoint_that_echoes_the_token(
     assert (
         "<system-out>" in outputs.files["junit.xml"] or "system-err" in outputs.files["junit.xml"]
     )
+    # pytest-reportlog serialised every report, the failures' long text with them
+    report_log = outputs.files["report-log.jsonl"]
+    assert '"$report_type": "TestReport"' in report_log and '"outcome": "failed"' in report_log
     near_misses = [v for v in derived_variants(CRON_SECRET) if len(v) >= MIN_VARIANT_LEN]
     assert hunt(outputs, [CRON_SECRET, BYPASS_SECRET, *near_misses]) == []
 
