@@ -131,7 +131,7 @@ def test_the_workflow_has_the_gate_shape() -> None:
     touching = [
         s for job in wf["jobs"].values() for s in job["steps"] if "vercel" in s.get("run", "")
     ]
-    assert touching == promote["steps"] and len(touching) == 1
+    assert touching == promote["steps"][-1:]  # one step touches production: promote's last
     # the evidence key: a staging secret, given only to the steps that sign and check
     gate = next(s for s in dry_run["steps"] if s.get("id") == "gate")
     assert "--require-signed" in gate["run"] and "cron-dryrun verify-evidence" in gate["run"]
@@ -140,7 +140,15 @@ def test_the_workflow_has_the_gate_shape() -> None:
     ]
     assert keyed == ["Dry run (pytest acceptance/ -m dryrun)", gate["name"]]
     assert "CRON_DRYRUN_EVIDENCE_KEY" not in (dry_run.get("env") or {})
-    assert "CRON_DRYRUN_EVIDENCE_KEY" not in str(promote)
+    # promote asks the gate again, signed runs only, before its production step; the key is
+    # given to that step alone
+    regate = promote["steps"][-2]
+    assert "cron-dryrun gate --json --require-signed" in regate["run"]
+    assert "cron-dryrun verify-evidence --require-signed" in regate["run"]
+    assert [s["name"] for s in promote["steps"] if "CRON_DRYRUN_EVIDENCE_KEY" in str(s)] == [
+        regate["name"]
+    ]
+    assert "CRON_DRYRUN_EVIDENCE_KEY" not in str(promote.get("env"))
 
 
 def test_the_workflow_steps_run_against_the_local_stack_and_keep_the_ledger_on_the_branch(
@@ -314,6 +322,7 @@ def promote_runs(tmp_path: Path) -> None:
     (bin_dir / "npx").chmod(0o755)
     (prod / "ENABLE_DAILY_USAGE_WINDOWS").write_text("false")
     job = _workflow()["jobs"]["promote"]
+    job = {**job, "steps": job["steps"][-1:]}  # the production step (the gate's: its own test)
     context = {"secrets.VERCEL_TOKEN": VERCEL_TOKEN, "vars.VERCEL_ORG_ID": "team_x",
                "vars.VERCEL_PROJECT_ID": "prj_x", "vars.VERCEL_PRODUCTION_URL": "https://app.example"}  # fmt: skip
 
@@ -503,6 +512,59 @@ def test_the_gate_step_promotes_only_runs_signed_with_the_staging_key(tmp_path: 
         handle.write(chained_line(extra.to_json(), last, None) + "\n")
     _, output = _gate_step(signed, tmp_path / "signed-again-github")
     assert "no manifest for run" in output
+
+
+def _promote_regate(tmp_path: Path, evidence: Path, name: str) -> tuple[str, str]:
+    """promote's gate step, as it is, in a checkout whose origin holds ``evidence`` as the
+    dry-run-evidence branch: (outcome, output)."""
+    remote = tmp_path / f"{name}.git"
+    _git("init", "--bare", "--quiet", "-b", "main", str(remote))
+    _git("init", "--quiet", "-b", "dry-run-evidence", cwd=evidence)
+    _git("add", "-A", cwd=evidence)
+    _git("commit", "--quiet", "-m", "evidence", cwd=evidence)
+    _git("push", "--quiet", str(remote), "dry-run-evidence", cwd=evidence)
+    workspace = tmp_path / f"{name}-checkout"
+    _git("init", "--quiet", "-b", "main", str(workspace))
+    _git("commit", "--quiet", "--allow-empty", "-m", "the suite", cwd=workspace)
+    _git("remote", "add", "origin", str(remote), cwd=workspace)
+    job = _workflow()["jobs"]["promote"]
+    step = next(s for s in job["steps"] if "--require-signed" in s.get("run", ""))
+    context = {"vars.CRON_URL": TARGET, "secrets.CRON_DRYRUN_EVIDENCE_KEY": EVIDENCE_KEY}
+    env = clean_env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    ((_, outcome, output),) = run_job({**job, "steps": [step]}, workspace, context, env)
+    return outcome, output
+
+
+def test_promote_asks_the_gate_again_and_refuses_unsigned_runs(tmp_path: Path) -> None:
+    """After the reviewers' approval, promote's own gate step reads the evidence branch again:
+    two signed runs a day apart pass it; the same runs recorded without the key stop the job
+    before its production step, and a ledger line written by hand does too."""
+    now = datetime.now(UTC)  # the gate reads the real clock; only the gap between runs matters
+    signed = tmp_path / "signed"
+    for hours in (24, 0):
+        _recorded(signed, now - timedelta(hours=hours, minutes=5), EVIDENCE_KEY)
+    outcome, output = _promote_regate(tmp_path, signed, "signed")
+    assert outcome == "success", output
+    assert '"complete": true' in output and EVIDENCE_KEY not in output
+
+    unsigned = tmp_path / "unsigned"
+    for hours in (24, 0):
+        _recorded(unsigned, now - timedelta(hours=hours, minutes=5), None)
+    outcome, output = _promote_regate(tmp_path, unsigned, "unsigned")
+    assert outcome == "failure", output
+
+    forged = tmp_path / "forged"
+    (forged / "cron-dry-run").mkdir(parents=True)
+    hand = [
+        {"version": 1, "time": (now - timedelta(hours=h)).isoformat(), "target": TARGET,
+         "verdict": "GO", "completeness": "complete"}
+        for h in (50, 25)
+    ]  # fmt: skip
+    (forged / "cron-dry-run" / "ledger.jsonl").write_text(
+        "".join(json.dumps(line) + "\n" for line in hand)
+    )
+    outcome, output = _promote_regate(tmp_path, forged, "forged")
+    assert outcome == "failure", output
 
 
 @pytest.mark.parametrize("expression", ["vars.UNKNOWN", "secrets.X || 'fallback'"])
