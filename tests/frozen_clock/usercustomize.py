@@ -28,5 +28,14 @@ if _NOW:
     # they are imported; tests that compare a child's whole output would count those lines
     warnings.filterwarnings("ignore", r"datetime\.\w+ size changed", RuntimeWarning)
 
+    import time
+    from datetime import datetime, timedelta
+
+    # One clock for the whole run: the first process notes the real time it froze at, and every
+    # child (which inherits the note) starts as far past FREEZE_TESTS_AT as real time has moved
+    # since, so a child never runs "before" the parent that seeded its data.
+    anchor = float(os.environ.setdefault("FREEZE_TESTS_ANCHOR", repr(time.time())))
+    start = datetime.fromisoformat(_NOW.replace("Z", "+00:00"))
+    start += timedelta(seconds=time.time() - anchor)
     # real_asyncio: the stand-ins' event loops keep the real monotonic clock for their timers
-    freezegun.freeze_time(_NOW, tick=True, real_asyncio=True).start()
+    freezegun.freeze_time(start, tick=True, real_asyncio=True).start()
