@@ -7,9 +7,7 @@ stand-ins) runs freezegun from that instant, ticking, so a run crosses midnight 
 would. It is ``usercustomize``, not ``sitecustomize``, so the network guard
 (tests/netguard/sitecustomize.py) still loads beside it. PostgreSQL keeps the real clock:
 nothing here compares the database's ``now()`` with Python's. OpenSSL keeps it too, so TLS
-tests that make certificates dated from Python's clock fail at a far date: an artefact. So
-does tests/test_workflow.py's full run: its steps run in a virtualenv, which loads no
-usercustomize, so they keep the real date while the test's seeded run has the frozen one.
+tests that make certificates dated from Python's clock fail at a far date: an artefact.
 
 Used by hand (README, "Tests at other dates") to find tests whose outcome depends on the day.
 """
