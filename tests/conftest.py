@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 from neon_compute import SleepingCompute, sleeping_compute
@@ -38,3 +41,33 @@ def sleeping_neon() -> Iterator[SleepingCompute]:
     waits up to its --db-connect-timeout (tests/neon_compute.py)."""
     with sleeping_compute() as compute:
         yield compute
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    hits: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    do_GET = do_POST
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def counting_cron() -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP server that only counts what reaches it (nothing may, before the
+    preflight passes): its URL and the paths that reached it."""
+    hits: list[str] = []
+    handler = type("Handler", (_Counting,), {"hits": hits})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage", hits
+    finally:
+        server.shutdown()
+        server.server_close()

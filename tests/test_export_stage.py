@@ -4,11 +4,8 @@ download cut short before anything is sent; parity compares the staged table."""
 from __future__ import annotations
 
 import gzip
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import duckdb
 import pytest
@@ -139,35 +136,6 @@ def test_repeated_key_days_are_grouped_and_the_rest_pass_through(tmp_path: Path)
 
 
 # -- as an operator meets it: exit 4, nothing sent ------------------------------------------------
-
-
-class _Counting(http.server.BaseHTTPRequestHandler):
-    hits: ClassVar[list[str]] = []
-
-    def do_POST(self) -> None:
-        self.hits.append(self.path)
-        self.send_response(200)
-        self.end_headers()
-
-    do_GET = do_POST
-
-    def log_message(self, *args: object) -> None:
-        return
-
-
-@pytest.fixture
-def counting_cron() -> Iterator[tuple[str, list[str]]]:
-    """A loopback HTTP server that only counts what reaches it."""
-    hits: list[str] = []
-    handler = type("Handler", (_Counting,), {"hits": hits})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage", hits
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_cut_export_stops_the_run_before_the_cron_is_triggered(

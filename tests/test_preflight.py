@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 import pytest
@@ -193,35 +190,6 @@ def test_every_area_is_checked_even_when_another_fails(tmp_path: Path) -> None:
 
 
 # -- as an operator meets it: nothing leaves, nothing is written ----------------------------------
-
-
-class _Counting(http.server.BaseHTTPRequestHandler):
-    hits: ClassVar[list[str]] = []
-
-    def do_POST(self) -> None:
-        self.hits.append(self.path)
-        self.send_response(200)
-        self.end_headers()
-
-    do_GET = do_POST
-
-    def log_message(self, *args: object) -> None:
-        return
-
-
-@pytest.fixture
-def counting_cron() -> Iterator[tuple[str, list[str]]]:
-    """A loopback HTTP server that only counts what reaches it."""
-    hits: ClassVar[list[str]] = []
-    handler = type("Handler", (_Counting,), {"hits": hits})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage", hits
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_broken_remote_run_lists_every_problem_and_sends_nothing(
