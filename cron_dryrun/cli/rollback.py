@@ -273,6 +273,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds to keep retrying the first connection while the database wakes "
         "[DB_CONNECT_TIMEOUT] (default 30)",
     )
+    parser.add_argument(
+        "--allow-insecure-db",
+        action="store_true",
+        help="permit sslmode=disable to a database that is not on this machine",
+    )
     parser.set_defaults(func=run)
 
 
@@ -285,12 +290,16 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> int:
     dsn = args.database_url or os.environ.get("DATABASE_URL")
     if not dsn:
         return _fail("no database: pass --database-url or set DATABASE_URL")
-    from cron_dryrun.config.db_url import is_keyword_dsn
+    from cron_dryrun.config.db_url import InsecureDatabaseUrl, is_keyword_dsn, secure_dsn
     from cron_dryrun.config.dsn_rules import dsn_problem
 
     problem = dsn_problem(dsn, keyword_form=is_keyword_dsn(dsn))  # before libpq reads it
     if problem:
         return _fail(f"DATABASE_URL: {problem}")
+    try:  # TLS to another machine, as every other connection: the one writer is no exception
+        dsn = secure_dsn(dsn, args.allow_insecure_db)
+    except InsecureDatabaseUrl as exc:
+        return _fail(f"DATABASE_URL: {exc}")
     audit_dir = audit_dir_option(args)
     try:
         since = parse_utc(args.since)
