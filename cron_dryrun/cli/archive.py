@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cron_dryrun.cli.options import (
-    UsageError,
     add_audit_dir,
     add_dry_run_start,
     audit_dir_option,
     dry_run_start_option,
 )
+from cron_dryrun.errors import SettingsError
 from cron_dryrun.evidence import MANIFEST_DIR
 from cron_dryrun.evidence.archive import (
     PLAN_SECTION,
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         start = dry_run_start_option(args, "archive")
-    except UsageError as exc:
+    except SettingsError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
 

@@ -14,12 +14,12 @@ import sys
 from datetime import UTC, datetime
 
 from cron_dryrun.cli.options import (
-    UsageError,
     add_audit_dir,
     add_dry_run_start,
     audit_dir_option,
     dry_run_start_option,
 )
+from cron_dryrun.errors import SettingsError
 from cron_dryrun.evidence import LEDGER_RELPATH
 from cron_dryrun.evidence.chain import EVIDENCE_KEY_VARIABLE
 from cron_dryrun.evidence.ledger import (
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     try:
         start = dry_run_start_option(args, "cron-dryrun gate")
-    except UsageError as exc:
+    except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
     key = evidence_key()

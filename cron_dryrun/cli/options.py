@@ -10,10 +10,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from cron_dryrun.config.db_url import check_connect_timeout
-
-
-class UsageError(ValueError):
-    """A bad option value; the message names the option, its variable and the form wanted."""
+from cron_dryrun.errors import CronDryrunError, SettingsError
 
 
 def dry_run_start(value: str | None, command: str) -> datetime | None:
@@ -25,7 +22,7 @@ def dry_run_start(value: str | None, command: str) -> datetime | None:
     try:
         return parse_utc(value)
     except ValueError:
-        raise UsageError(
+        raise SettingsError(
             f"{command}: --dry-run-start / DRY_RUN_START: expected an ISO time like "
             f"2025-10-07T02:00:00Z (got {value!r})"
         ) from None
@@ -57,7 +54,7 @@ def dry_run_start_option(
     args: argparse.Namespace, command: str, env: Mapping[str, str] | None = None
 ) -> datetime | None:
     """``--dry-run-start``, else DRY_RUN_START, as a UTC time; None when neither is given.
-    Raises UsageError naming both and the form wanted."""
+    Raises SettingsError naming both and the form wanted."""
     env = os.environ if env is None else env
     return dry_run_start(args.dry_run_start or env.get("DRY_RUN_START") or None, command)
 
@@ -92,7 +89,7 @@ def connect_timeout(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-class DatabaseNotReady(Exception):
+class DatabaseNotReady(CronDryrunError):
     """The database did not answer within the wake-up wait; the message was already said."""
 
 

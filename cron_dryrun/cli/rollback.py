@@ -20,7 +20,6 @@ import psycopg
 from psycopg import sql
 
 from cron_dryrun.cli.options import (
-    UsageError,
     add_audit_dir,
     add_dry_run_start,
     audit_dir_option,
@@ -29,6 +28,7 @@ from cron_dryrun.cli.options import (
     wake,
 )
 from cron_dryrun.config.settings import parse_utc
+from cron_dryrun.errors import CronDryrunError, SettingsError
 from cron_dryrun.evidence import (
     LEDGER_RELPATH,
     ROLLBACK_LOG_RELPATH,
@@ -50,7 +50,7 @@ MANUAL_STEPS = (
 Confirm = Callable[[int, str, str], bool]
 
 
-class RollbackRefused(ValueError):
+class RollbackRefused(CronDryrunError, ValueError):
     """The rollback was not attempted; the message says why and what to do."""
 
 
@@ -309,7 +309,7 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> int:
         )
     try:
         dry_run_start = dry_run_start_option(args, "cron-dryrun rollback")
-    except UsageError as exc:
+    except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
     if dry_run_start is None:

@@ -23,6 +23,9 @@ from cron_dryrun.config.db_url import (
     secure_dsn,
 )
 from cron_dryrun.config.dsn_rules import dsn_problem
+from cron_dryrun.errors import (
+    SettingsError as SettingsError,
+)  # re-exported: its home before errors.py
 from cron_dryrun.redaction import (
     SECRET_VARIABLES,
     first_wording_without,
@@ -86,10 +89,6 @@ FAULTS = (
     "write-modes-off",
     "negative-count",
 )
-
-
-class SettingsError(ValueError):
-    """A configuration value is wrong; the message names the option and env variable."""
 
 
 @dataclass(frozen=True)
