@@ -403,3 +403,20 @@ def test_rollback_refuses_sslmode_disable_to_a_remote_database_before_any_connec
     assert "Rb-Neon-Pw-93" not in result.stdout + result.stderr
     assert result.stdout == "" and not (tmp_path / "audit").exists()
     assert netguard_attempts(log) == []
+
+
+def test_a_bad_db_connect_timeout_in_the_environment_is_a_usage_error_before_any_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read by the settings' row, as `diff` and a dry run read it: a usage error, exit 2
+    like every bad option (it was 1), naming the variable and the range."""
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "900")
+    code = main(["rollback", "--since", "2025-10-07T00:00:00Z", "--database-url",
+                 f"postgresql://suite@127.0.0.1:{free_port()}/app", "--audit-dir",
+                 str(tmp_path / "audit"), "--dry-run-start", "2025-10-06T00:00:00Z", "--yes"])  # fmt: skip
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert err == (
+        "cron-dryrun rollback: DB_CONNECT_TIMEOUT: expected seconds in (0, 600] (got '900')\n"
+    )
+    assert out == "" and not (tmp_path / "audit").exists()

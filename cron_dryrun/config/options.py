@@ -374,6 +374,8 @@ def read_option(name: str, given: Any, env: Mapping[str, str], where: str | None
     Errors name ``where``, by default the flag and the variable; a value from the variable
     alone is named by the variable."""
     spec = OPTIONS_BY_NAME[name]
+    if not spec.has_ini:  # environment only: taken as given, as resolve_settings takes it
+        return spec.read(pick(spec, {}, env, {}), spec.env if where is None else where)
     if given not in (None, [], (), False):
         return spec.read(given, where)
     if spec.env and str(env.get(spec.env, "")).strip():
