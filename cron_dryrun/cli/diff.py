@@ -173,7 +173,7 @@ def run(
         bar.close()
         print(f"cron-dryrun diff: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    except Exception as exc:  # a database error: say which database, never its password
+    except Exception as exc:  # last resort: psycopg, ADBC and DuckDB errors share no base
         from cron_dryrun.redaction import redact_dsn
 
         bar.close()
