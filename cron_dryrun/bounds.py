@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from cron_dryrun.errors import CronDryrunError
+
 MAX_JSON_DEPTH = 64  # the cron's answer nests 3 deep; 64 leaves room and no recursion risk
 MAX_ATTACHMENT_CHARS = 200_000  # one attachment of the HTML report, one report line
 _MARGIN = 4096  # longer than any secret: what a transform sees past the cut
@@ -17,7 +19,7 @@ _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
-class JsonTooDeep(ValueError):
+class JsonTooDeep(CronDryrunError, ValueError):
     """A JSON document nests deeper than the bound: refused before the parser recurses."""
 
 

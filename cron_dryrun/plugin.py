@@ -638,7 +638,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return (yield)
     except ExchangeMissing as exc:
         message = str(exc)
-    except Exception as exc:
+    except Exception as exc:  # last resort: every failure is re-raised; an interrupt is told apart
         _raise_if_interrupted(item, exc)
         raise
     # failed outside the except block: one message, not two joined by "During handling ..."
@@ -650,7 +650,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     """A signal during a fixture (a DuckDB query in parity's) interrupts the run too."""
     try:
         return (yield)
-    except Exception as exc:
+    except Exception as exc:  # last resort: every failure is re-raised; an interrupt is told apart
         _raise_if_interrupted(item, exc)
         raise
 

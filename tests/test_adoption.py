@@ -496,6 +496,12 @@ def test_fault_help_lists_the_faults_and_metavars_read_as_values() -> None:
                   "--openai-export=PATH", "--db-connect-timeout=SECONDS", "--ca-bundle=PATH"):  # fmt: skip
         assert shown in text, shown
     assert "=CRON_DRYRUN_" not in text
+    # every fixed set of values is listed, from the table's choices
+    for shown in ("--db-backend=BACKEND where the app database comes from: one of auto, url, "
+                  "testcontainers, embedded [DB_BACKEND]", "one of POST, GET [CRON_METHOD]",
+                  "one of export, api [OPENAI_USAGE]", "answers: one of none, gzip, br, zstd",
+                  "each one of SCHEMA_MISSING, CONFIGURATION_ERROR"):  # fmt: skip
+        assert shown in text, shown
 
 
 def test_a_missing_exchange_is_named_once_not_once_per_check() -> None:

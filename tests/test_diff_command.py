@@ -371,3 +371,34 @@ def test_a_model_renamed_on_ingestion_is_explained(
         "parity check fail: model renamed by ingestion: gpt-4.1-mini-2025-04-14 → "
         "gpt-4-1-mini-2025-04-14 (1 key-days, totals equal)\n"
     ) in capsys.readouterr().err
+
+
+def test_the_threshold_is_read_by_the_settings_row_from_the_flag_and_the_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No second parser: `diff` refuses what a dry run refuses, in the table's words."""
+    export = write_export(tmp_path / "export.csv", [bucket_row()])
+    given = ["--export", str(export), "--database-url", "postgresql://x@127.0.0.1:1/db"]
+    with pytest.raises(SystemExit) as exited:
+        diff(tmp_path, *given, "--threshold", "1.5")
+    assert exited.value.code == 2
+    assert (
+        "argument --threshold: expected a fraction strictly between 0 and 1 (0.02 means 2 %) "
+        "(got '1.5')"
+    ) in capsys.readouterr().err
+    monkeypatch.setenv("PARITY_THRESHOLD", "lots")
+    assert diff(tmp_path, *given) == 2
+    assert capsys.readouterr().err == (
+        "cron-dryrun diff: PARITY_THRESHOLD: expected a number (got 'lots')\n"
+    )
+    assert not (tmp_path / "audit").exists()
+
+
+def test_the_exit_codes_are_the_documented_ones() -> None:
+    from cron_dryrun.errors import CronDryrunError, ExitCode, SettingsError
+
+    assert [(c.name, int(c)) for c in ExitCode] == [
+        ("OK", 0), ("FAIL", 1), ("USAGE", 2), ("INTERRUPTED", 130),
+    ]  # fmt: skip
+    assert SettingsError.exit_code == ExitCode.USAGE and CronDryrunError.exit_code == 1
+    assert issubclass(SettingsError, ValueError)  # `except ValueError` still catches it

@@ -40,3 +40,30 @@ def test_the_diff_command_and_the_parity_check_share_one_engine_entry_point() ->
         assert "cron_dryrun.parity.reconcile.reconcile" not in imported, (
             f"{path.name} drives reconcile itself; hand the request to parity.engine.run_parity"
         )
+
+
+def _environment_reads(path: Path) -> list[int]:
+    """Lines reading ``os.environ`` / ``os.getenv`` directly."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in ("environ", "getenv")
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_commands_read_the_environment_only_through_the_settings_table() -> None:
+    """No second parser: a command's variables are rows of config/options.py, read by
+    cli/options.py (its one ``environment()``), never by name from os.environ."""
+    cli = ROOT / "cron_dryrun" / "cli"
+    offenders = {
+        path.name: found
+        for path in sorted(cli.glob("*.py"))
+        if path.name != "options.py" and (found := _environment_reads(path))
+    }
+    assert offenders == {}, f"read through cli/options.option instead: {offenders}"
+    assert len(_environment_reads(cli / "options.py")) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from neon_compute import SleepingCompute
+from suite_runs import clean_env, guarded_env, netguard_attempts
 
 from cron_dryrun.cli import main
 from cron_dryrun.cli.rollback import RollbackRefused, rollback
@@ -373,5 +376,47 @@ def test_a_bad_dry_run_start_is_refused_naming_the_option_its_variable_and_the_f
     assert err.strip() == (
         "cron-dryrun rollback: --dry-run-start / DRY_RUN_START: expected an ISO time like "
         "2025-10-07T02:00:00Z (got 'yesterday')"
+    )
+    assert out == "" and not (tmp_path / "audit").exists()
+
+
+def test_rollback_refuses_sslmode_disable_to_a_remote_database_before_any_connection(
+    tmp_path: Path,
+) -> None:
+    """The only command that writes to the database gets the TLS rule of every connection
+    (config.db_url.secure_dsn): sslmode=disable to another machine is refused, said, and
+    nothing is resolved or sent (the child's sockets are guarded)."""
+    log = tmp_path / "netguard.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "cron_dryrun.cli", "rollback", "--since", "2025-10-07T00:00:00Z",
+         "--dry-run-start", "2025-10-06T00:00:00Z", "--audit-dir", str(tmp_path / "audit"),
+         "--yes", "--db-connect-timeout", "1"],
+        env=guarded_env(clean_env(DATABASE_URL="postgresql://app:Rb-Neon-Pw-93@ep-rollback.eu-"
+                                  "central-1.aws.neon.tech/neondb?sslmode=disable"), log),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        "cron-dryrun rollback: DATABASE_URL: sslmode=disable sends the database password and "
+        "every row in clear text to ep-rollback.eu-central-1.aws.neon.tech"
+    )
+    assert "Rb-Neon-Pw-93" not in result.stdout + result.stderr
+    assert result.stdout == "" and not (tmp_path / "audit").exists()
+    assert netguard_attempts(log) == []
+
+
+def test_a_bad_db_connect_timeout_in_the_environment_is_a_usage_error_before_any_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read by the settings' row, as `diff` and a dry run read it: a usage error, exit 2
+    like every bad option (it was 1), naming the variable and the range."""
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "900")
+    code = main(["rollback", "--since", "2025-10-07T00:00:00Z", "--database-url",
+                 f"postgresql://suite@127.0.0.1:{free_port()}/app", "--audit-dir",
+                 str(tmp_path / "audit"), "--dry-run-start", "2025-10-06T00:00:00Z", "--yes"])  # fmt: skip
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert err == (
+        "cron-dryrun rollback: DB_CONNECT_TIMEOUT: expected seconds in (0, 600] (got '900')\n"
     )
     assert out == "" and not (tmp_path / "audit").exists()

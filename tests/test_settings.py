@@ -273,3 +273,28 @@ def test_a_keyword_dsn_is_accepted_and_secrets_come_from_the_environment() -> No
     assert s.target_name == "https://***@staging.cogni-track.app/api/cron/daily-usage"
     shown = repr(s)
     assert "a b" not in shown and "pg-password" not in shown and "url-Pw" not in shown
+
+
+def test_the_environment_only_values_are_rows_of_the_table_marked_secret_where_they_are() -> None:
+    from cron_dryrun.config.options import ENVIRONMENT_ONLY_OPTIONS, OPTIONS
+
+    rows = {spec.env: spec for spec in ENVIRONMENT_ONLY_OPTIONS}
+    assert set(rows) == {
+        "CRON_SECRET", "VERCEL_AUTOMATION_BYPASS_SECRET", "SSL_CERT_FILE", "GITHUB_ACTIONS",
+        "GITHUB_STEP_SUMMARY", "OPENAI_ADMIN_KEY", "OPENAI_ADMIN_KEYS", "CRON_DRYRUN_TARGET",
+        "CRON_DRYRUN_EVIDENCE_KEY",
+    }  # fmt: skip
+    assert all(spec.flag is None and not spec.has_ini for spec in rows.values())
+    assert {env for env, spec in rows.items() if spec.secret} == {
+        "CRON_SECRET", "VERCEL_AUTOMATION_BYPASS_SECRET", "OPENAI_ADMIN_KEY",
+        "OPENAI_ADMIN_KEYS", "CRON_DRYRUN_EVIDENCE_KEY",
+    }  # fmt: skip
+    assert not {spec.name for spec in ENVIRONMENT_ONLY_OPTIONS} & {spec.name for spec in OPTIONS}
+
+
+def test_a_secret_is_taken_as_given_so_its_stray_blank_is_reported_not_hidden() -> None:
+    s = resolve_settings(env={"CRON_SECRET": " padded\n", "GITHUB_ACTIONS": " TRUE "})
+    assert s.cron_secret == " padded\n" and s.github_actions is True
+    assert resolve_settings(env={"CRON_SECRET": ""}).cron_secret is None
+    keys = resolve_settings(env={"OPENAI_ADMIN_KEYS": " , ", "OPENAI_ADMIN_KEY": "sk-admin-one"})
+    assert keys.openai_admin_keys == ()  # OPENAI_ADMIN_KEYS set (to nothing) wins, as before

@@ -3,6 +3,8 @@
 One module per subcommand in this package (``cli/diff.py``, ``cli/gate.py``...), each with
 ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``; the
 capability itself lives in the package of its layer (parity, evidence, standin...).
+A command returns an ``ExitCode`` or raises a ``CronDryrunError``: ``main`` says its message
+on stderr, once, and exits with its ``exit_code`` (a bad option: 2).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from cron_dryrun import __version__
+from cron_dryrun.errors import CronDryrunError, ExitCode
 
 # subcommand -> (module holding its register(), one-line help). Only the chosen subcommand's
 # module is imported, so `cron-dryrun diff` does not pay for the stand-in's imports.
@@ -40,6 +43,8 @@ SUBCOMMANDS = {
         "serve the local stack (stand-in cron + OpenAI API)",
     ),
 }
+# how each command's messages begin on stderr (the commands' own wording, kept as it was)
+SAID_AS = {"archive": "archive", "fetch-usage": "fetch-usage", "verify-evidence": "verify-evidence"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -68,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except CronDryrunError as exc:
+        said_as = SAID_AS.get(args.command, f"cron-dryrun {args.command}")
+        print(f"{said_as}: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return int(ExitCode.INTERRUPTED)

@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cron_dryrun.cli.options import (
-    UsageError,
     add_audit_dir,
     add_dry_run_start,
     audit_dir_option,
     dry_run_start_option,
 )
+from cron_dryrun.errors import ExitCode, SettingsError
 from cron_dryrun.evidence import MANIFEST_DIR
 from cron_dryrun.evidence.archive import (
     PLAN_SECTION,
@@ -37,8 +37,6 @@ from cron_dryrun.evidence.archive import (
 )
 from cron_dryrun.evidence.ledger import assess, latest_target
 from cron_dryrun.evidence.trust import check_evidence, evidence_key, judge_ledger
-
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,19 +66,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _refuse(message: str) -> int:
     print(f"archive: refused: {message}", file=sys.stderr)
-    return EXIT_REFUSED
+    return ExitCode.FAIL
 
 
 def run(args: argparse.Namespace) -> int:
     audit_dir = audit_dir_option(args)
     if not audit_dir.is_dir():
-        print(f"archive: {audit_dir} is not a directory (--audit-dir)", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        start = dry_run_start_option(args, "archive")
-    except UsageError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
+        raise SettingsError(f"{audit_dir} is not a directory (--audit-dir)")
+    start = dry_run_start_option(args)
 
     key = evidence_key()
     check = check_evidence(audit_dir, key=key)  # the chain and signatures too
@@ -147,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             print(f"{args.memorybank}: no confidence line under {PLAN_SECTION!r} to edit")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _replace_text(path: Path, text: str) -> None:

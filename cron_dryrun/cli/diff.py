@@ -8,7 +8,6 @@ Exit status: 0 pass; 1 fail or inconclusive; 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -19,12 +18,15 @@ from cron_dryrun.cli.options import (
     DatabaseNotReady,
     add_audit_dir,
     audit_dir_option,
-    connect_timeout,
+    database_option,
+    environment,
+    option,
+    option_type,
     utc_date,
     waker,
 )
+from cron_dryrun.errors import ExitCode, SettingsError
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_BYTES = 20_000_000  # smaller inputs finish in about a second: no bar
 STAGES = ("reading export", "waiting for the database", "querying the database", "comparing",
           "writing the detail file")  # fmt: skip
@@ -32,18 +34,6 @@ NO_DATABASE = (
     "no database to compare with: pass --database-url postgres://... or set DATABASE_URL "
     "(the app database the cron writes to; it is only read)"
 )
-
-
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction like 0.02, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a fraction strictly between 0 and 1 (0.02 means 2 %), got {text!r}"
-        )
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--database-url", default=None, help="the app's PostgreSQL DSN [DATABASE_URL]; only read"
     )
     parser.add_argument(
-        "--db-connect-timeout", type=connect_timeout, default=None,
+        "--db-connect-timeout", type=option_type("db_connect_timeout"), default=None,
         help="seconds to keep retrying the first connection while the database wakes "
         "[DB_CONNECT_TIMEOUT] (default 30)",
     )  # fmt: skip
@@ -74,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--from", dest="first_day", type=utc_date, help="first UTC day, inclusive")
     parser.add_argument("--to", dest="last_day", type=utc_date, help="last UTC day, inclusive")
     parser.add_argument(
-        "--threshold", type=_threshold, default=None,
+        "--threshold", type=option_type("parity_threshold"), default=None,
         help="max relative token delta per key-day and in total [PARITY_THRESHOLD] (default 0.02)",
     )  # fmt: skip
     parser.add_argument(
@@ -128,44 +118,24 @@ def run(
     from cron_dryrun.parity.report import report_path, write_report
     from cron_dryrun.parity.rules import Policy
 
-    env = os.environ if env is None else env
+    env = environment(env)
     now = now or datetime.now(UTC)
-    dsn = args.database_url or env.get("DATABASE_URL", "").strip() or None
+    # checked by the settings' row before libpq reads it, and secured as every connection is
+    dsn = database_option(args, env, args.allow_insecure_db)
     if not dsn:
-        print(f"cron-dryrun diff: {NO_DATABASE}", file=sys.stderr)
-        return EXIT_USAGE
-    from cron_dryrun.config.db_url import InsecureDatabaseUrl, is_keyword_dsn, secure_dsn
-    from cron_dryrun.config.dsn_rules import dsn_problem
-
-    problem = dsn_problem(dsn, keyword_form=is_keyword_dsn(dsn))  # before libpq reads it
-    if problem:
-        print(f"cron-dryrun diff: DATABASE_URL: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        dsn = secure_dsn(dsn, args.allow_insecure_db)
-    except InsecureDatabaseUrl as exc:
-        print(f"cron-dryrun diff: DATABASE_URL: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise SettingsError(NO_DATABASE)
     missing = [str(p) for p in args.exports if not p.exists()]
     if missing:
-        print(f"cron-dryrun diff: export not found: {', '.join(missing)}", file=sys.stderr)
-        return EXIT_USAGE
+        raise SettingsError(f"export not found: {', '.join(missing)}")
     if args.first_day and args.last_day and args.first_day > args.last_day:
-        print("cron-dryrun diff: --from is after --to", file=sys.stderr)
-        return EXIT_USAGE
-    threshold = args.threshold
-    if threshold is None:
-        try:
-            threshold = _threshold(env.get("PARITY_THRESHOLD", "0.02"))
-        except argparse.ArgumentTypeError as exc:
-            print(f"cron-dryrun diff: PARITY_THRESHOLD: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+        raise SettingsError("--from is after --to")
+    threshold = option("parity_threshold", args.threshold, env)
+    timeout_s = option("db_connect_timeout", args.db_connect_timeout, env)
     policy = Policy(threshold=threshold, bad_rows_fail=not args.tolerate_bad_rows)
     audit_dir = audit_dir_option(args, env)
     output: Path = args.output or report_path(audit_dir, now)
     if output.exists():
-        print(f"cron-dryrun diff: {output} exists; it is never overwritten", file=sys.stderr)
-        return EXIT_USAGE
+        raise SettingsError(f"{output} exists; it is never overwritten")
     files = expand_export_paths(args.exports)
     size = sum(p.stat().st_size for p in files)
     bar = ProgressBar(
@@ -177,13 +147,10 @@ def run(
     try:
         db_reader = reader_choice(getattr(args, "db_reader", None), env)
     except ValueError as exc:
-        print(f"cron-dryrun diff: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise SettingsError(str(exc)) from None
     # a suspended database is waited for when the first connection fails, in the database
     # thread, while the export is read: a database that answers costs no extra connection
-    wake = waker(dsn, "cron-dryrun diff", args.db_connect_timeout, env)
-    if wake is None:
-        return EXIT_USAGE
+    wake = waker(dsn, "cron-dryrun diff", timeout_s)
     from cron_dryrun.parity.engine import ParityRequest, run_parity
 
     request = ParityRequest(
@@ -201,21 +168,21 @@ def run(
         outcome = run_parity(request, progress=bar, now=now)
     except DatabaseNotReady:  # said as it gave up
         bar.close()
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (OSError, ValueError) as exc:
         bar.close()
         print(f"cron-dryrun diff: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as exc:  # a database error: say which database, never its password
+        return ExitCode.USAGE
+    except Exception as exc:  # last resort: psycopg, ADBC and DuckDB errors share no base
         from cron_dryrun.redaction import redact_dsn
 
         bar.close()
         print(f"cron-dryrun diff: {redact_dsn(dsn)}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     bar.close()
     write_report(outcome.result, output)
     print(outcome.summary())
     if not outcome.passed:
         print("", file=sys.stderr)
         print(outcome.failure(), file=sys.stderr)
-    return EXIT_PASS if outcome.passed else EXIT_FAIL
+    return ExitCode.OK if outcome.passed else ExitCode.FAIL

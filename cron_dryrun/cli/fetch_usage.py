@@ -9,19 +9,14 @@ Exit status: 0 fetched; 1 the API refused or failed (the message names the organ
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from cron_dryrun.cli.options import utc_date
-from cron_dryrun.config.settings import (
-    DEFAULT_OPENAI_BASE_URL,
-    admin_keys_from_env,
-    base_url_problem,
-    is_loopback_url,
-)
+from cron_dryrun.cli.options import environment, option, utc_date
+from cron_dryrun.config.settings import DEFAULT_OPENAI_BASE_URL, admin_keys_from_env
+from cron_dryrun.errors import ExitCode, SettingsError
 from cron_dryrun.evidence import EvidenceWriter, Redactor
 from cron_dryrun.session.usage_fetch import (
     PAGE_LIMIT,
@@ -31,8 +26,6 @@ from cron_dryrun.session.usage_fetch import (
     fetch_usage,
     write_pages,
 )
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,29 +58,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
-    keys = admin_keys_from_env(env)
+    keys = admin_keys_from_env(environment(env))
     redact = Redactor(keys).redact
     if not keys:
-        print(
-            "fetch-usage: no admin key: set OPENAI_ADMIN_KEY (or OPENAI_ADMIN_KEYS, comma-separated, "
-            "one per organisation) in the environment; keys are never taken as arguments",
-            file=sys.stderr,
+        raise SettingsError(
+            "no admin key: set OPENAI_ADMIN_KEY (or OPENAI_ADMIN_KEYS, comma-separated, "
+            "one per organisation) in the environment; keys are never taken as arguments"
         )
-        return EXIT_USAGE
-    base_url = (
-        args.openai_base_url or env.get("OPENAI_BASE_URL", "").strip() or DEFAULT_OPENAI_BASE_URL
-    )
-    problem = base_url_problem(base_url, is_loopback_url(base_url))
-    if problem:
-        print(f"fetch-usage: --openai-base-url / OPENAI_BASE_URL: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+    # the settings' row: checked (https, no credentials) and normalised (a trailing /v1)
+    base_url = option("openai_base_url", args.openai_base_url, env) or DEFAULT_OPENAI_BASE_URL
     today = datetime.now(UTC).date()
     first: date = args.first_day or today - timedelta(days=1)
     last: date = args.last_day or max(today, first)
     if last < first:
-        print(f"fetch-usage: --to {last} is before --from {first}", file=sys.stderr)
-        return EXIT_USAGE
+        raise SettingsError(f"--to {last} is before --from {first}")
     query = UsageQuery.for_days(first, last, args.bucket_width)
     writer = EvidenceWriter(Path(args.out), Redactor(keys))
     try:
@@ -95,10 +79,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
         written = write_pages(writer, "", orgs)
     except UsageFetchError as exc:
         print(redact(str(exc)), file=sys.stderr)
-        return EXIT_FAIL
+        return ExitCode.FAIL
     print(f"fetch-usage: {base_url}, {first} to {last} ({args.bucket_width} buckets)")
     for org, folder in zip(orgs, written.folders, strict=True):
         print(describe(org, Path(args.out) / folder))
     exports = " ".join(f"--export {Path(args.out) / f}" for f in written.folders)
     print(f"next: cron-dryrun diff {exports} --from {first} --to {last}")
-    return EXIT_OK
+    return ExitCode.OK

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 
 from cron_dryrun.cli.options import (
-    UsageError,
     add_audit_dir,
     add_dry_run_start,
     audit_dir_option,
     dry_run_start_option,
 )
+from cron_dryrun.errors import ExitCode, SettingsError
 from cron_dryrun.evidence import LEDGER_RELPATH
 from cron_dryrun.evidence.chain import EVIDENCE_KEY_VARIABLE
 from cron_dryrun.evidence.ledger import (
@@ -64,19 +63,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        start = dry_run_start_option(args, "cron-dryrun gate")
-    except UsageError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    start = dry_run_start_option(args)
     key = evidence_key()
     if args.require_signed and key is None:
-        print(
-            f"cron-dryrun gate: --require-signed needs {EVIDENCE_KEY_VARIABLE} in the environment "
-            "(the key the runs were signed with; never a command-line argument)",
-            file=sys.stderr,
+        raise SettingsError(
+            f"--require-signed needs {EVIDENCE_KEY_VARIABLE} in the environment "
+            "(the key the runs were signed with; never a command-line argument)"
         )
-        return 2
     audit_dir = audit_dir_option(args)
     path = audit_dir / LEDGER_RELPATH
     trust = judge_ledger(audit_dir, key=key, require_signed=args.require_signed)
@@ -106,4 +99,4 @@ def run(args: argparse.Namespace) -> int:
         for other, (runs, counting) in others.items():
             why = "" if counting else " (local stack, partial or interrupted: never counted)"
             print(f"  other target in the ledger: {other}: {runs} run(s){why}")
-    return 0 if status.complete else 1
+    return ExitCode.OK if status.complete else ExitCode.FAIL

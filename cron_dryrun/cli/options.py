@@ -1,4 +1,6 @@
-"""Option values the subcommands share, checked where they enter, with messages that name the fix."""
+"""Option values the subcommands share, read through the settings table (config/options.py):
+the same rows, parsers and messages as a dry run's settings, and the one place the commands
+read the environment."""
 
 from __future__ import annotations
 
@@ -8,27 +10,46 @@ import sys
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
-from cron_dryrun.config.db_url import check_connect_timeout
+from cron_dryrun.config.options import OPTIONS_BY_NAME, read_option
+from cron_dryrun.config.parsers import secured_dsn
+from cron_dryrun.errors import CronDryrunError, SettingsError
 
 
-class UsageError(ValueError):
-    """A bad option value; the message names the option, its variable and the form wanted."""
+def environment(env: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """``env``, or this process's environment: read only through the table's rows."""
+    return os.environ if env is None else env
 
 
-def dry_run_start(value: str | None, command: str) -> datetime | None:
-    """``--dry-run-start`` / ``DRY_RUN_START`` as a UTC time; None when not given."""
-    if not value:
-        return None
-    from cron_dryrun.config.settings import parse_utc  # the settings' import, only when asked
+def option(
+    name: str, given: Any, env: Mapping[str, str] | None = None, where: str | None = None
+) -> Any:
+    """The option ``name`` as the table reads it: ``given`` (the flag's value), else its
+    variable, else its default; SettingsError naming ``where`` it came from."""
+    return read_option(name, given, environment(env), where)
 
-    try:
-        return parse_utc(value)
-    except ValueError:
-        raise UsageError(
-            f"{command}: --dry-run-start / DRY_RUN_START: expected an ISO time like "
-            f"2025-10-07T02:00:00Z (got {value!r})"
-        ) from None
+
+def option_type(name: str) -> Callable[[str], Any]:
+    """An argparse ``type``: the row's parser, so a bad flag value is refused where it enters,
+    in the table's words (argparse names the flag)."""
+
+    def parse(text: str) -> Any:
+        try:
+            return OPTIONS_BY_NAME[name].read(text, "")
+        except SettingsError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def database_option(
+    args: argparse.Namespace, env: Mapping[str, str] | None = None, allow_insecure: bool = False
+) -> str | None:
+    """``--database-url``, else DATABASE_URL, checked by the settings' row (refused quoting
+    nothing) and secured as every connection is (``secure_dsn``); None when neither is given."""
+    dsn = read_option("database_url", args.database_url, environment(env), where="DATABASE_URL")
+    return None if dsn is None else secured_dsn("DATABASE_URL", dsn, allow_insecure)
 
 
 def add_audit_dir(parser: argparse.ArgumentParser, what: str) -> None:
@@ -40,8 +61,7 @@ def add_audit_dir(parser: argparse.ArgumentParser, what: str) -> None:
 
 def audit_dir_option(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Path:
     """The evidence root: ``--audit-dir``, else AUDIT_DIR, else ``audit``."""
-    env = os.environ if env is None else env
-    return Path(args.audit_dir or env.get("AUDIT_DIR") or "audit")
+    return Path(option("audit_dir", args.audit_dir, env))
 
 
 def add_dry_run_start(parser: argparse.ArgumentParser, default: str) -> None:
@@ -54,12 +74,15 @@ def add_dry_run_start(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def dry_run_start_option(
-    args: argparse.Namespace, command: str, env: Mapping[str, str] | None = None
+    args: argparse.Namespace, env: Mapping[str, str] | None = None
 ) -> datetime | None:
     """``--dry-run-start``, else DRY_RUN_START, as a UTC time; None when neither is given.
-    Raises UsageError naming both and the form wanted."""
-    env = os.environ if env is None else env
-    return dry_run_start(args.dry_run_start or env.get("DRY_RUN_START") or None, command)
+    Raises SettingsError naming both and the form wanted."""
+    spec = OPTIONS_BY_NAME["dry_run_start"]
+    value: datetime | None = read_option(
+        spec.name, args.dry_run_start, environment(env), where=spec.where()
+    )
+    return value
 
 
 def utc_date(text: str) -> date:
@@ -72,47 +95,15 @@ def utc_date(text: str) -> date:
         ) from None
 
 
-def _connect_timeout(text: str) -> float:
-    """Seconds by the settings' rule (``db_url.check_connect_timeout``), naming what was given."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")  # not a number: the rule refuses it like any value out of range
-    try:
-        return check_connect_timeout(value)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (got {text!r})") from None
-
-
-def connect_timeout(text: str) -> float:
-    """An argparse type: ``--db-connect-timeout`` seconds, checked where it enters."""
-    try:
-        return _connect_timeout(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-class DatabaseNotReady(Exception):
+class DatabaseNotReady(CronDryrunError):
     """The database did not answer within the wake-up wait; the message was already said."""
 
 
-def waker(
-    dsn: str, command: str, timeout_s: float | None, env: Mapping[str, str]
-) -> Callable[[], int] | None:
+def waker(dsn: str, command: str, timeout_s: float) -> Callable[[], int]:
     """A wake-up for a suspended database (a Neon compute), to call when a connection is due:
-    it retries up to ``--db-connect-timeout`` / ``DB_CONNECT_TIMEOUT`` (default 30 s), saying
+    it retries up to ``timeout_s`` (``--db-connect-timeout`` / ``DB_CONNECT_TIMEOUT``), saying
     so on stderr, returns the attempts it took, and raises DatabaseNotReady, said, when the
-    database never answers. None, said, when DB_CONNECT_TIMEOUT is not seconds in range."""
-    from cron_dryrun.target.db_wake import DEFAULT_CONNECT_TIMEOUT_S
-
-    if timeout_s is None:
-        try:
-            timeout_s = _connect_timeout(
-                env.get("DB_CONNECT_TIMEOUT", "") or str(DEFAULT_CONNECT_TIMEOUT_S)
-            )
-        except ValueError as exc:
-            print(f"{command}: DB_CONNECT_TIMEOUT: {exc}", file=sys.stderr)
-            return None
+    database never answers."""
     limit = timeout_s
 
     def wake_now() -> int:
@@ -135,13 +126,10 @@ def waker(
     return wake_now
 
 
-def wake(dsn: str, command: str, timeout_s: float | None, env: Mapping[str, str]) -> bool:
+def wake(dsn: str, command: str, timeout_s: float) -> bool:
     """Wait for a suspended database now (``waker``); False, said, when it does not answer."""
-    wake_now = waker(dsn, command, timeout_s, env)
-    if wake_now is None:
-        return False
     try:
-        wake_now()
+        waker(dsn, command, timeout_s)()
     except DatabaseNotReady:
         return False
     return True

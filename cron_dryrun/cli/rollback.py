@@ -9,7 +9,6 @@ audit/rollback_log.md with the runbook's two manual steps as a checklist.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,15 +19,17 @@ import psycopg
 from psycopg import sql
 
 from cron_dryrun.cli.options import (
-    UsageError,
     add_audit_dir,
     add_dry_run_start,
     audit_dir_option,
-    connect_timeout,
+    database_option,
     dry_run_start_option,
+    option,
+    option_type,
     wake,
 )
-from cron_dryrun.config.settings import parse_utc
+from cron_dryrun.config.parsers import parse_utc
+from cron_dryrun.errors import CronDryrunError, ExitCode, SettingsError
 from cron_dryrun.evidence import (
     LEDGER_RELPATH,
     ROLLBACK_LOG_RELPATH,
@@ -50,8 +51,10 @@ MANUAL_STEPS = (
 Confirm = Callable[[int, str, str], bool]
 
 
-class RollbackRefused(ValueError):
+class RollbackRefused(CronDryrunError, ValueError):
     """The rollback was not attempted; the message says why and what to do."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)
@@ -268,55 +271,48 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--db-connect-timeout",
-        type=connect_timeout,
+        type=option_type("db_connect_timeout"),
         default=None,
         help="seconds to keep retrying the first connection while the database wakes "
         "[DB_CONNECT_TIMEOUT] (default 30)",
     )
+    parser.add_argument(
+        "--allow-insecure-db",
+        action="store_true",
+        help="permit sslmode=disable to a database that is not on this machine",
+    )
     parser.set_defaults(func=run)
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f"cron-dryrun rollback: {message}", file=sys.stderr)
-    return code
-
-
 def run(args: argparse.Namespace, now: datetime | None = None) -> int:
-    dsn = args.database_url or os.environ.get("DATABASE_URL")
+    # checked by the settings' row before libpq reads it; TLS to another machine, as every
+    # other connection: the one command that writes is no exception
+    dsn = database_option(args, allow_insecure=args.allow_insecure_db)
     if not dsn:
-        return _fail("no database: pass --database-url or set DATABASE_URL")
-    from cron_dryrun.config.db_url import is_keyword_dsn
-    from cron_dryrun.config.dsn_rules import dsn_problem
-
-    problem = dsn_problem(dsn, keyword_form=is_keyword_dsn(dsn))  # before libpq reads it
-    if problem:
-        return _fail(f"DATABASE_URL: {problem}")
+        raise SettingsError("no database: pass --database-url or set DATABASE_URL")
     audit_dir = audit_dir_option(args)
     try:
         since = parse_utc(args.since)
     except ValueError:
-        return _fail(
+        raise SettingsError(
             f"--since: expected an ISO time like 2025-10-07T00:00:00Z (got {args.since!r})"
-        )
-    try:
-        dry_run_start = dry_run_start_option(args, "cron-dryrun rollback")
-    except UsageError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        ) from None
+    dry_run_start = dry_run_start_option(args)
     if dry_run_start is None:
-        target = args.target or os.environ.get("CRON_URL") or None
+        target = option("cron_url", args.target, where="--target / CRON_URL")
         ledger_path = audit_dir / LEDGER_RELPATH
         dry_run_start = dry_run_start_of(read_ledger(ledger_path).entries, target)
         if dry_run_start is None:
             which = f"for {target}" if target else "against a remote target"
-            return _fail(
+            raise RollbackRefused(
                 f"refusing to roll back: the dry-run start is unknown: {ledger_path} has no run "
                 f"{which} and no --dry-run-start / DRY_RUN_START was given, so rows older than the "
                 "dry run could be deleted. Point --audit-dir at the dry run's evidence, or pass "
                 "--dry-run-start (the first run's earliest window, a UTC midnight)"
             )
     if args.statement_timeout <= 0:
-        return _fail("--statement-timeout: expected a positive number of seconds")
+        raise SettingsError("--statement-timeout: expected a positive number of seconds")
+    timeout_s = option("db_connect_timeout", args.db_connect_timeout)
 
     def confirm(counted: int, statement: str, database: str) -> bool:
         print(f"database: {database}")
@@ -335,8 +331,8 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> int:
         return answer.strip().lower() == "yes"
 
     # a suspended Neon compute: wait for it (bounded), as the run and `diff` do
-    if not wake(dsn, "cron-dryrun rollback", args.db_connect_timeout, os.environ):
-        return 1
+    if not wake(dsn, "cron-dryrun rollback", timeout_s):
+        return ExitCode.FAIL
     writer = EvidenceWriter(audit_dir, Redactor(run_secrets(None, dsn)))
     try:
         result = rollback(
@@ -348,12 +344,13 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> int:
             writer=writer,
             statement_timeout_s=args.statement_timeout,
         )
-    except RollbackRefused as exc:
-        return _fail(str(exc))
     except psycopg.Error as exc:
-        return _fail(
-            f"database error on {redact_dsn(dsn)}: {writer.redactor.redact(str(exc).strip())}", 1
+        print(
+            f"cron-dryrun rollback: database error on {redact_dsn(dsn)}: "
+            f"{writer.redactor.redact(str(exc).strip())}",
+            file=sys.stderr,
         )
+        return ExitCode.FAIL
     if result.committed:
         print(result.message)
     else:
@@ -362,4 +359,4 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> int:
         print(f"logged in {result.log_path}; tick the manual steps there once done:")
         for step in MANUAL_STEPS:
             print(f"  - [ ] {step}")
-    return 0 if result.committed else 1
+    return ExitCode.OK if result.committed else ExitCode.FAIL

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import secrets
 import shlex
 import signal
@@ -20,7 +19,9 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from cron_dryrun.config.settings import FAULTS
+from cron_dryrun.cli.options import option
+from cron_dryrun.config.options import FAULTS
+from cron_dryrun.errors import ExitCode
 from cron_dryrun.standin.edge import COMPRESSIONS
 from cron_dryrun.target import database as db
 from cron_dryrun.target import embedded
@@ -119,11 +120,11 @@ def run(
         )
         bypass = None
         if args.protection:
-            bypass = os.environ.get("VERCEL_AUTOMATION_BYPASS_SECRET") or secrets.token_urlsafe(24)
+            bypass = option("vercel_bypass_secret", None) or secrets.token_urlsafe(24)
         local = stack.enter_context(
             start_local_stack(
                 dsn,
-                secret=os.environ.get("CRON_SECRET") or None,
+                secret=option("cron_secret", None),
                 fault=args.fault,
                 export_dir=export_dir,
                 seed=args.seed,
@@ -149,7 +150,7 @@ def run(
             file=out,
         )
         if args.once:
-            return 0
+            return ExitCode.OK
         if threading.current_thread() is threading.main_thread():
             stack.callback(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
             signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl-C
@@ -162,4 +163,4 @@ def run(
                 pass
         except KeyboardInterrupt:
             print("stopping", file=out)
-    return 0
+    return ExitCode.OK

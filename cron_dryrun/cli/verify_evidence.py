@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from cron_dryrun.cli.options import add_audit_dir, audit_dir_option
+from cron_dryrun.errors import ExitCode, SettingsError
 from cron_dryrun.evidence.chain import EVIDENCE_KEY_VARIABLE
 from cron_dryrun.evidence.trust import check_evidence, evidence_key
 
@@ -39,16 +40,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     audit_dir = audit_dir_option(args)
     if not audit_dir.is_dir():
-        print(f"verify-evidence: {audit_dir} is not a directory (--audit-dir)", file=sys.stderr)
-        return 2
+        raise SettingsError(f"{audit_dir} is not a directory (--audit-dir)")
     key = evidence_key()
     if args.require_signed and key is None:
-        print(
-            f"verify-evidence: --require-signed needs {EVIDENCE_KEY_VARIABLE} in the environment "
-            "(the key the runs were signed with; never a command-line argument)",
-            file=sys.stderr,
+        raise SettingsError(
+            f"--require-signed needs {EVIDENCE_KEY_VARIABLE} in the environment "
+            "(the key the runs were signed with; never a command-line argument)"
         )
-        return 2
     result = check_evidence(audit_dir, key=key, require_signed=args.require_signed)
     for warning in result.warnings:
         print(f"verify-evidence: warning: {warning}")
@@ -60,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
             f"manifest(s) under {audit_dir}",
             file=sys.stderr,
         )
-        return 1
+        return ExitCode.FAIL
     signed = " (signatures checked)" if key is not None else ""
     print(
         f"verify-evidence: OK: {result.files} file(s) in {result.manifests} manifest(s) "
         f"unchanged under {audit_dir}{signed}"
     )
-    return 0
+    return ExitCode.OK

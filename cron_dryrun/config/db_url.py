@@ -12,6 +12,8 @@ import ipaddress
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from cron_dryrun.errors import CronDryrunError
+
 CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout on every read-only connection
 # the longest wait for a suspended database (--db-connect-timeout / DB_CONNECT_TIMEOUT)
 MAX_DB_CONNECT_TIMEOUT_S = 600.0
@@ -25,7 +27,7 @@ def check_connect_timeout(seconds: float) -> float:
     return seconds
 
 
-class InsecureDatabaseUrl(ValueError):
+class InsecureDatabaseUrl(CronDryrunError, ValueError):
     """sslmode=disable towards another machine; the message names the way out."""
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
+from cron_dryrun.errors import CronDryrunError
+
 # libpq's connection keywords (PostgreSQL 17, libpq-connect "Parameter Key Words")
 LIBPQ_KEYWORDS = frozenset(
     {
@@ -69,7 +71,7 @@ _SOCKET_DIR = re.compile(r"^/[^\s'\"]*$")
 _SCHEME = re.compile(r"^(postgresql|postgres)://", re.IGNORECASE)
 
 
-class DsnProblem(ValueError):
+class DsnProblem(CronDryrunError, ValueError):
     """A DSN libpq would read differently from the suite, or not at all; quotes nothing."""
 
 

@@ -1,9 +1,13 @@
 """How the plugin's options read in ``pytest --help``: a metavar that reads as a value (URL,
-SECONDS, PATH), not as an environment variable, and --fault's values."""
+SECONDS, PATH), not as an environment variable, and each option's choices.
+
+The choices are said in the help text, not given to argparse: argparse would refuse a value
+the row's parser accepts (``--db-backend=URL``, read case-insensitively) with its own message,
+and would show ``{a,b,c}`` in place of the metavar."""
 
 from __future__ import annotations
 
-from cron_dryrun.config.settings import FAULTS, OptionSpec
+from cron_dryrun.config.options import OptionSpec
 
 METAVARS: dict[str, str] = {
     "cron_url": "URL",
@@ -35,6 +39,6 @@ def metavar(spec: OptionSpec) -> str | None:
 def help_text(spec: OptionSpec) -> str:
     """The help line: what it does, its values when they are a fixed set, its variable."""
     text = spec.help
-    if spec.name == "fault":  # the others name their few values in their help already
-        text = f"{text}: one of {', '.join(FAULTS)}"
+    if spec.choices:
+        text = f"{text}: {'each ' if spec.multiple else ''}one of {', '.join(spec.choices)}"
     return f"{text} [{spec.env}]" if spec.env else text

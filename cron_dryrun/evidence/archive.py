@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from cron_dryrun.errors import CronDryrunError
 from cron_dryrun.evidence.ledger import LedgerEntry, short_time
 from cron_dryrun.evidence.manifests import BLOCK_SEPARATOR, CHAIN_SEPARATOR, SIGNATURE_SUFFIX
 from cron_dryrun.evidence.paths import (
@@ -35,7 +36,7 @@ _MANIFEST_LINE = re.compile(r"^[0-9a-fA-F]{64} [ *](?P<path>.+)$")
 _HEADING = re.compile(r"^#{1,3}\s")
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(CronDryrunError, RuntimeError):
     """The archive (or the plan update) was refused; the message says why and what to do."""
 
 

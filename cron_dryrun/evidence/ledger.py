@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from cron_dryrun.errors import CronDryrunError
+
 if TYPE_CHECKING:
     from cron_dryrun.evidence.writer import EvidenceWriter
 
@@ -90,7 +92,7 @@ def is_remote_target(target: str) -> bool:
     return urlsplit(normalise_target(target)).scheme in _DEFAULT_PORTS
 
 
-class LedgerError(ValueError):
+class LedgerError(CronDryrunError, ValueError):
     """The ledger file cannot be trusted as it is; the message names file and line."""
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from cron_dryrun.evidence.paths import smoke_log_relpath
 from cron_dryrun.evidence.transcripts import format_transcripts
+from cron_dryrun.evidence.writer import EvidenceError
 
 if TYPE_CHECKING:
     from cron_dryrun.evidence.writer import EvidenceWriter
@@ -48,5 +49,5 @@ class SmokeLog:
             finally:
                 os.close(fd)
             self.exchanges += 1
-        except Exception as exc:
+        except (OSError, EvidenceError) as exc:
             self.error = f"{self.relpath} ({type(exc).__name__}: {exc})"

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cron_dryrun.config.options import read_option
 from cron_dryrun.evidence.chain import (
     EVIDENCE_KEY_VARIABLE,
     SIG_FIELD,
@@ -48,9 +49,10 @@ NO_KEY = (
 
 
 def evidence_key(env: Mapping[str, str] | None = None) -> str | None:
-    """The signing key from the environment (never a command-line argument); None when unset."""
-    value = (os.environ if env is None else env).get(EVIDENCE_KEY_VARIABLE, "")
-    return value or None
+    """The signing key from the environment (never a command-line argument); None when unset.
+    Read through the settings table's environment-only row, as given."""
+    key: str | None = read_option("evidence_key", None, os.environ if env is None else env)
+    return key
 
 
 def record_run(

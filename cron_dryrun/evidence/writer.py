@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cron_dryrun.errors import CronDryrunError
 from cron_dryrun.redaction import (
     Redactor,
     known_secrets,
@@ -27,7 +28,7 @@ from cron_dryrun.redaction import (
 LOCK_TIMEOUT_S = 60.0
 
 
-class EvidenceError(RuntimeError):
+class EvidenceError(CronDryrunError, RuntimeError):
     """An audit file could not be written as required; the message names the file."""
 
 

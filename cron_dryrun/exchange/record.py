@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cron_dryrun.bounds import word_excerpt
+from cron_dryrun.errors import CronDryrunError
 
 if TYPE_CHECKING:
     from cron_dryrun.target.client import Exchange
@@ -23,7 +24,7 @@ def short_problem(problem: str | None, limit: int = 160) -> str:
     return word_excerpt(first, limit)
 
 
-class ExchangeMissing(AssertionError):
+class ExchangeMissing(CronDryrunError, AssertionError):
     """A check needs the cron's answer, and there is none to judge."""
 
 

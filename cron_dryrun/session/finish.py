@@ -270,7 +270,7 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         notes.append(f"dry run: {status.describe()}")
         if status.manual_fallback_note:
             notes.append(f"dry run: {status.manual_fallback_note}")
-    except Exception as exc:  # the verdict must still be written
+    except Exception as exc:  # last resort: the verdict must still be written
         notes.append(f"ledger could not be read: {type(exc).__name__}: {exc}")
 
     if state.settings.promotion_gate:
@@ -318,7 +318,7 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         return
     try:
         record_run(writer, entry, own, blocks, key=key)
-    except Exception as exc:
+    except Exception as exc:  # last resort, as _try: named, NO-GO, the verdict still written
         failures.append(f"{rel} ({type(exc).__name__}: {first_line(str(exc))})")
     if len(failures) > before:
         # no manifest: the line is still recorded, red, so the run is on file (it never counts)
@@ -328,7 +328,7 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         _write_gate(state, writer, gate_document, [])
         try:
             ledger.append_entry(writer, entry, key=key)
-        except Exception as exc:
+        except Exception as exc:  # last resort, as _try
             failures.append(f"{LEDGER_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
             state.verdict = _no_go(judged, _evidence_reason(failures))
             _write_gate(state, writer, gate_document, [])
@@ -351,7 +351,7 @@ def _red_for_evidence(entry: ledger.LedgerEntry) -> ledger.LedgerEntry:
 def _try(failures: list[str], relpath: str, action: Callable[[], Any]) -> Any:
     try:
         return action()
-    except Exception as exc:
+    except Exception as exc:  # last resort: a file that cannot be written is named, never fatal
         failures.append(f"{relpath} ({type(exc).__name__}: {first_line(str(exc))})")
         return None
 
@@ -364,7 +364,7 @@ def _reserve_report(state: DryRunState, writer: EvidenceWriter, run_at: datetime
     if state.report_reserved is None:
         try:
             state.report_reserved = writer.new_path(report_relpath(run_at))
-        except Exception:
+        except (OSError, EvidenceError):
             return None
     state.artefacts["report"] = state.report_reserved
     return writer.relpath(state.report_reserved)
@@ -470,7 +470,7 @@ def _write_gate(
     _try(failures, rel, lambda: writer.write_json(rel, doc))
     try:
         state.artefacts["gate"] = writer.write_json(GATE_RELPATH, doc)
-    except Exception as exc:
+    except Exception as exc:  # last resort, as _try
         failures.append(f"{GATE_RELPATH} ({type(exc).__name__}: {first_line(str(exc))})")
 
 
@@ -495,7 +495,7 @@ def mark_in_progress(
     doc["in_progress"] = True
     try:
         writer_for(state).write_json(GATE_RELPATH, doc)
-    except Exception as exc:  # the verdict's own write names the folder's problem again
+    except Exception as exc:  # last resort: the verdict's own write names the problem again
         state.terminal_notes.append(
             f"gate.json could not be marked in progress ({type(exc).__name__}: "
             f"{first_line(str(exc))})"

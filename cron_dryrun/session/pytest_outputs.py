@@ -69,7 +69,7 @@ class RedactingFilter(logging.Filter):
         redact = self._redaction()
         try:
             message = record.getMessage()
-        except Exception:  # a record whose args do not fit its format: show both, redacted
+        except Exception:  # last resort: args that do not fit the format (or a raising __str__)
             message = f"{record.msg!s} {record.args!r}"
         record.msg = redact(message)
         record.args = None

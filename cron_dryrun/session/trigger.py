@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import psycopg
+
 from cron_dryrun.exchange.record import DbObservation, RecordedRun, UsageRow
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ def trigger_and_observe(
     watch = None
     try:
         watch = UsageWatch(target.database_dsn)
-    except Exception as exc:  # the checks report it; the trigger still happens
+    except psycopg.Error as exc:  # the checks report it; the trigger still happens
         db_error = describe_db_error(exc)  # one line; libpq's echoes mapped
     run_at = datetime.now(UTC)
     exchange = client.trigger(label)  # each attempt reaches state.transcripts via on_exchange
@@ -39,7 +41,7 @@ def trigger_and_observe(
                 tuple(UsageRow(*r) for r in rows),
                 max_id_before=watch.max_id_before,
             )
-        except Exception as exc:
+        except psycopg.Error as exc:
             db_error = describe_db_error(exc)  # one line; libpq's echoes mapped
     return RecordedRun(
         target=target.cron_url,

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from cron_dryrun.config.settings import AdminKey, normalise_base_url
+from cron_dryrun.errors import CronDryrunError
 from cron_dryrun.evidence import EvidenceWriter, sha256_file
 from cron_dryrun.target.client import retry_after_seconds
 
@@ -40,7 +41,7 @@ REQUEST_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEADLINE_S = 900.0
 
 
-class UsageFetchError(RuntimeError):
+class UsageFetchError(CronDryrunError, RuntimeError):
     """The usage could not be fetched; the message names the organisation and what to do."""
 
 

@@ -463,7 +463,7 @@ class DailyUsageCronApp:
             return
         try:
             body = await asyncio.to_thread(self.ingest)
-        except Exception:
+        except Exception:  # last resort, as the app's route: 500 JSON on any failure
             _log.exception("daily usage fetch failed")
             failure = {
                 "error": "Failed to run daily usage fetch",

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from cron_dryrun.errors import CronDryrunError
 from cron_dryrun.standin._asgi import (
     Receive,
     Scope,
@@ -55,7 +56,7 @@ class ApiAccount:
     refusal_status: int | None = None  # answer every request of this key with this status
 
 
-class BadRequest(ValueError):
+class BadRequest(CronDryrunError, ValueError):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param

@@ -15,13 +15,14 @@ from typing import Any
 
 import httpx
 
+from cron_dryrun.errors import CronDryrunError
 from cron_dryrun.standin.usage_truth import GROUP_FIELDS, epoch
 from cron_dryrun.target.client import retry_after_seconds
 
 ADMIN_GROUP_BY = ",".join(GROUP_FIELDS)
 
 
-class ProviderError(RuntimeError):
+class ProviderError(CronDryrunError, RuntimeError):
     """The provider failed for a key; ``code`` is the issuesByCode entry it counts under."""
 
     def __init__(self, message: str, code: str = "PROVIDER_ERROR") -> None:

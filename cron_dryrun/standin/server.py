@@ -17,12 +17,14 @@ from typing import Any
 
 import uvicorn
 
+from cron_dryrun.errors import CronDryrunError
+
 LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 15.0
 GRACEFUL_SHUTDOWN_S = 1.0
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(CronDryrunError, RuntimeError):
     pass
 
 

@@ -112,7 +112,7 @@ def docker_client() -> Any:
         raise DatabaseUnavailable(engine_missing_message(_one_line(exc))) from exc
     try:
         client.ping()
-    except Exception as exc:
+    except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
         client.close()
         raise DatabaseUnavailable(engine_missing_message(_one_line(exc))) from exc
     return client

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 import brotli
 import zstandard
 
+from cron_dryrun.errors import CronDryrunError
+
 # What the client offers; every coding listed here is decoded below.
 ACCEPT_ENCODING = "gzip, deflate, br, zstd"
 SUPPORTED = ("gzip", "x-gzip", "deflate", "br", "zstd", "identity")
 _STEP = 64 * 1024  # decoded bytes asked for at a time
 
 
-class DecodeError(ValueError):
+class DecodeError(CronDryrunError, ValueError):
     """The body could not be decoded; the message names the coding and why."""
 
 

@@ -15,9 +15,10 @@ import psycopg
 from psycopg import conninfo, sql
 
 from cron_dryrun.config.db_url import CONNECT_TIMEOUT_S
+from cron_dryrun.errors import CronDryrunError
 
 
-class DatabaseError(psycopg.OperationalError):
+class DatabaseError(CronDryrunError, psycopg.OperationalError):
     """A failed connection whose message holds neither the DSN nor its password (still a
     psycopg.OperationalError, so callers catching psycopg's errors see it unchanged)."""
 

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from cron_dryrun.errors import CronDryrunError
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -36,7 +38,7 @@ QUICK_DELAY_S = 0.3
 Kind = Literal["waking", "unreachable", "refused"]
 
 
-class DatabaseWakeError(RuntimeError):
+class DatabaseWakeError(CronDryrunError, RuntimeError):
     """The database did not answer in time, or refused for good; the message says which."""
 
 

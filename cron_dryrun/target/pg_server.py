@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from cron_dryrun.errors import CronDryrunError
+
 READY_TIMEOUT_S = 30.0
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(CronDryrunError, RuntimeError):
     """No database could be had; the message lists every way out."""
 
 

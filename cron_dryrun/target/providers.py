@@ -25,7 +25,7 @@ def docker_engine_answers(timeout_s: float = 2.0) -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except Exception:
+    except Exception:  # last resort: it never raises (no SDK, no engine, a garbled answer)
         return False
 
 

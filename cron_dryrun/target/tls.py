@@ -12,6 +12,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from cron_dryrun.errors import CronDryrunError
+
 CA_BUNDLE_HINT = (
     "if the target uses a private CA, give its bundle with --ca-bundle=PATH / CRON_CA_BUNDLE "
     "(or SSL_CERT_FILE); verification is never turned off"
@@ -24,7 +26,7 @@ _UNKNOWN_CA = {2, 18, 19, 20, 21}
 _HOST_MISMATCH = {62, 64}
 
 
-class CaBundleError(ValueError):
+class CaBundleError(CronDryrunError, ValueError):
     """The CA bundle given cannot be loaded; the message names the file and the option."""
 
 
