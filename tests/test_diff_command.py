@@ -402,3 +402,24 @@ def test_the_exit_codes_are_the_documented_ones() -> None:
     ]  # fmt: skip
     assert SettingsError.exit_code == ExitCode.USAGE and CronDryrunError.exit_code == 1
     assert issubclass(SettingsError, ValueError)  # `except ValueError` still catches it
+
+
+def test_a_driver_error_that_echoes_the_dsn_shows_no_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ADBC and DuckDB errors may quote the connection string: the last-resort line redacts it
+    password = "Pw-echoed-by-the-driver-41"
+    dsn = f"postgresql://app:{password}@127.0.0.1:1/app"
+
+    def echoing_driver(*_args: object, **_kwargs: object) -> object:
+        raise RuntimeError(f"could not connect with uri={dsn} (password {password})")
+
+    from cron_dryrun.parity import engine
+
+    monkeypatch.setattr(engine, "run_parity", echoing_driver)
+    export = write_export(tmp_path / "usage.csv", [bucket_row()])
+    code = diff(tmp_path, "--export", str(export), "--database-url", dsn)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "RuntimeError: could not connect" in err
+    assert password not in err and password[:8] not in err

@@ -174,10 +174,12 @@ def run(
         print(f"cron-dryrun diff: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     except Exception as exc:  # last resort: psycopg, ADBC and DuckDB errors share no base
-        from cron_dryrun.redaction import redact_dsn
+        from cron_dryrun.redaction import Redactor, dsn_passwords, redact_dsn
 
         bar.close()
-        print(f"cron-dryrun diff: {redact_dsn(dsn)}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # a driver may echo the connection string back: its password goes, whatever the form
+        said = Redactor(dsn_passwords(dsn)).redact(f"{type(exc).__name__}: {exc}")
+        print(f"cron-dryrun diff: {redact_dsn(dsn)}: {said}", file=sys.stderr)
         return ExitCode.USAGE
     bar.close()
     write_report(outcome.result, output)
