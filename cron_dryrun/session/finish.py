@@ -107,14 +107,18 @@ def _request_line(state: DryRunState) -> str:
     run = state.run
     if run is None or run.exchange is None:
         return f"{state.settings.cron_method} {state.settings.target_name}: not triggered"
-    t = run.exchange.final
-    answer = f"{t.status} {t.reason}" if t.status is not None else f"no answer ({t.error})"
+    final = run.exchange.final
+    answer = (
+        f"{final.status} {final.reason}"
+        if final.status is not None
+        else f"no answer ({final.error})"
+    )
     retries = (
         f" after {len(run.exchange.attempts) - 1} throttled attempt(s)"
         if len(run.exchange.attempts) > 1
         else ""
     )
-    return f"{t.method} {t.url} -> {answer} in {t.elapsed_s:.2f}s{retries}"
+    return f"{final.method} {final.url} -> {answer} in {final.elapsed_s:.2f}s{retries}"
 
 
 def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
