@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +70,27 @@ def test_the_commands_read_the_environment_only_through_the_settings_table() -> 
     }
     assert offenders == {}, f"read through cli/options.option instead: {offenders}"
     assert len(_environment_reads(cli / "options.py")) == 1
+
+
+def test_loading_the_plugin_loads_no_driver_client_or_stand_in() -> None:
+    """The plugin is loaded by every pytest run where cron-dryrun is installed: the database
+    driver, the HTTP client, DuckDB and the stand-ins are loaded by a dry run, not by it."""
+    heavy = ("psycopg", "httpx", "duckdb", "pyarrow", "uvicorn", "cron_dryrun.standin")
+    probe = (
+        "import sys, pytest, cron_dryrun.plugin; "
+        f"print(sorted({{h for h in {heavy!r} for m in sys.modules "
+        "if m == h or m.startswith(h + '.')}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    assert done.stdout.strip() == "[]", (
+        f"importing cron_dryrun.plugin loaded {done.stdout.strip()}: import them in the "
+        "function that needs them (session/, target/), not at the top of a module the plugin loads"
+    )

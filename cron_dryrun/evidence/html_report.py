@@ -350,19 +350,19 @@ def offenders_html(result: DiffResult, limit: int = 20) -> str:
 
     rows: list[tuple[str, ...]] = []
     for kind in OFFENDER_KINDS:
-        for o in result.offenders[kind]:
+        for offender in result.offenders[kind]:
             if len(rows) >= limit:
                 break
-            k = o.key
-            what = "; ".join(f.describe() for f in o.findings) or {
+            key = offender.key
+            what = "; ".join(f.describe() for f in offender.findings) or {
                 "missingInDb": "missing in DB",
                 "missingInCsv": "missing in export",
             }.get(kind, kind)
-            if o.renamed:
-                what += f" (model renamed: {o.renamed})"
+            if offender.renamed:
+                what += f" (model renamed: {offender.renamed})"
             rows.append(
-                (k.day.isoformat(), k.project_id, k.api_key_id, k.user_id, k.model,
-                 k.service_tier, "yes" if o.judged else "no", what)
+                (key.day.isoformat(), key.project_id, key.api_key_id, key.user_id, key.model,
+                 key.service_tier, "yes" if offender.judged else "no", what)
             )  # fmt: skip
     title = f"parity offenders ({result.counts['judgedOffenders']} judged; first {len(rows)})"
     if not rows:

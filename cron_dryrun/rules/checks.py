@@ -55,44 +55,44 @@ def describe_answer(t: Transcript) -> str:
 
 def exchange_problem(exchange: Exchange) -> str | None:
     """Why the main exchange cannot be judged; None when it is a 200 with a JSON object."""
-    t = exchange.final
-    method = t.method
-    if t.status is None:
-        return f"{method} {t.url} failed: {t.error}"
-    blocked = protection_block(t)
+    final = exchange.final
+    method = final.method
+    if final.status is None:
+        return f"{method} {final.url} failed: {final.error}"
+    blocked = protection_block(final)
     if blocked:
         return blocked
-    if t.status == 405:
+    if final.status == 405:
         return (
-            f"the endpoint refused the method {method} (405 {t.reason}); the app's handler may "
+            f"the endpoint refused the method {method} (405 {final.reason}); the app's handler may "
             "export GET only: rerun with --cron-method GET (CRON_METHOD=GET), or add a "
             f"{method} handler to the app"
         )
-    if t.status == 429:
+    if final.status == 429:
         note = exchange.note or "throttled"
-        return f"{note}; {describe_answer(t)}"
-    if t.status == 401:
+        return f"{note}; {describe_answer(final)}"
+    if final.status == 401:
         return (
             "the cron answered 401 Unauthorized to the secret: CRON_SECRET is missing or wrong "
-            f"for this target; resolve before scheduling ({describe_answer(t)})"
+            f"for this target; resolve before scheduling ({describe_answer(final)})"
         )
-    if t.status == 503:
-        return f"the cron answered 503: its server-side CRON_SECRET is unset ({describe_answer(t)})"
-    if 300 <= t.status < 400:
-        location = t.header("location") or "(no Location)"
-        return f"the cron answered a {t.status} redirect to {location}; redirects are not followed ({describe_answer(t)})"
-    if t.status != 200:
-        return f"expected 200 OK with a JSON body, got {describe_answer(t)}"
-    if t.error:
-        return f"the answer could not be read whole: {t.error}; {describe_answer(t)}"
+    if final.status == 503:
+        return f"the cron answered 503: its server-side CRON_SECRET is unset ({describe_answer(final)})"
+    if 300 <= final.status < 400:
+        location = final.header("location") or "(no Location)"
+        return f"the cron answered a {final.status} redirect to {location}; redirects are not followed ({describe_answer(final)})"
+    if final.status != 200:
+        return f"expected 200 OK with a JSON body, got {describe_answer(final)}"
+    if final.error:
+        return f"the answer could not be read whole: {final.error}; {describe_answer(final)}"
     try:
-        body = t.json_body()
+        body = final.json_body()
     except JsonTooDeep as exc:
-        return f"the JSON body was refused: {exc}; {describe_answer(t)}"
+        return f"the JSON body was refused: {exc}; {describe_answer(final)}"
     except (ValueError, UnicodeDecodeError):
-        return f"expected a JSON body, got {describe_answer(t)}"
+        return f"expected a JSON body, got {describe_answer(final)}"
     if not isinstance(body, dict):
-        return f"expected a JSON object, got {type(body).__name__}: {describe_answer(t)}"
+        return f"expected a JSON object, got {type(body).__name__}: {describe_answer(final)}"
     return None
 
 

@@ -203,13 +203,12 @@ def find_root_cause(
     is the stand-in's, not staging's).
     """
     steps = list(steps)
-    s = signals
-    if s.accepted_without_secret and _failing(steps, ("auth_smoke",)):
+    if signals.accepted_without_secret and _failing(steps, ("auth_smoke",)):
         # the worst finding: named first, whatever else failed
-        named = list(s.accepted_without_secret[:MAX_NAMED_REQUESTS])
-        rest = len(s.accepted_without_secret) - len(named)
+        named = list(signals.accepted_without_secret[:MAX_NAMED_REQUESTS])
+        rest = len(signals.accepted_without_secret) - len(named)
         listing = ", ".join(named) + (f" and {rest} more" if rest else "")
-        count = len(s.accepted_without_secret)
+        count = len(signals.accepted_without_secret)
         return RootCause(
             "auth-open",
             "the cron accepts requests without the right secret: "
@@ -218,44 +217,48 @@ def find_root_cause(
             OPEN_ENDPOINT_FIX,
             _failing(steps, ("auth_smoke",)),
         )
-    if s.exchange_problem is not None:
+    if signals.exchange_problem is not None:
         consequences = _failing(steps, EXCHANGE_STEPS)
         if consequences:
             return RootCause(
                 "exchange-missing",
-                f"the cron exchange was not made: {s.exchange_problem}",
-                exchange_fix(s.exchange_status, s.exchange_problem),
+                f"the cron exchange was not made: {signals.exchange_problem}",
+                exchange_fix(signals.exchange_status, signals.exchange_problem),
                 consequences,
             )
         return None
-    keys = s.processed_keys if s.processed_keys else s.active_keys
-    if keys and s.failed_keys is not None and s.failed_keys >= keys:
+    keys = signals.processed_keys if signals.processed_keys else signals.active_keys
+    if keys and signals.failed_keys is not None and signals.failed_keys >= keys:
         consequences = _failing(steps, ALL_KEYS_STEPS)
         if consequences:
-            issues = ", ".join(f"{c}: {n}" for c, n in sorted((s.issues_by_code or {}).items()))
+            issues = ", ".join(
+                f"{c}: {n}" for c, n in sorted((signals.issues_by_code or {}).items())
+            )
             return RootCause(
                 "all-keys-failed",
-                f"every key failed at the provider (failedKeys {s.failed_keys} of {keys}"
+                f"every key failed at the provider (failedKeys {signals.failed_keys} of {keys}"
                 f"{'; issuesByCode ' + issues if issues else ''}), yet the cron answered 200: "
                 "nothing was ingested",
                 "read the app's logs for the provider errors, check the admin keys (scope, "
                 "revoked) and OpenAI's status, then run again",
                 consequences,
             )
-    one_window_per_key = bool(s.active_keys) and s.windows_processed == s.active_keys
+    one_window_per_key = (
+        bool(signals.active_keys) and signals.windows_processed == signals.active_keys
+    )
     evidence = []
-    if s.flag_value is False:
+    if signals.flag_value is False:
         evidence.append("flags.enableDailyUsageWindows is false")
     if one_window_per_key:
         evidence.append(
-            f"windowsProcessed {s.windows_processed}: one window per key, not 2 x "
-            f"{s.active_keys} daily windows"
+            f"windowsProcessed {signals.windows_processed}: one window per key, not 2 x "
+            f"{signals.active_keys} daily windows"
         )
-    if s.unaligned_rows_written:
+    if signals.unaligned_rows_written:
         evidence.append(
-            f"{s.unaligned_rows_written} row(s) written with windows that are not UTC days"
+            f"{signals.unaligned_rows_written} row(s) written with windows that are not UTC days"
         )
-    if s.flag_value is not True and evidence:
+    if signals.flag_value is not True and evidence:
         consequences = _failing(steps, FLAG_OFF_STEPS)
         if consequences:
             return RootCause(

@@ -107,14 +107,18 @@ def _request_line(state: DryRunState) -> str:
     run = state.run
     if run is None or run.exchange is None:
         return f"{state.settings.cron_method} {state.settings.target_name}: not triggered"
-    t = run.exchange.final
-    answer = f"{t.status} {t.reason}" if t.status is not None else f"no answer ({t.error})"
+    final = run.exchange.final
+    answer = (
+        f"{final.status} {final.reason}"
+        if final.status is not None
+        else f"no answer ({final.error})"
+    )
     retries = (
         f" after {len(run.exchange.attempts) - 1} throttled attempt(s)"
         if len(run.exchange.attempts) > 1
         else ""
     )
-    return f"{t.method} {t.url} -> {answer} in {t.elapsed_s:.2f}s{retries}"
+    return f"{final.method} {final.url} -> {answer} in {final.elapsed_s:.2f}s{retries}"
 
 
 def run_facts(state: DryRunState, verdict: Verdict) -> RunFacts:
@@ -237,51 +241,13 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
         f"warning: parity: {w}" for w in (state.records.get("parity") or {}).get("warnings", [])
     )
     if not state.triggered:
-        notes.append(
-            "nothing was triggered: no ledger line, smoke log, summary entry or notes were written"
-        )
-        refused: list[str] = []
-        _write_gate(state, writer, gate_document, refused)
-        # its gate.json has a run id and a snapshot in a manifest too, so verify-evidence's rule
-        # (gate.json is the latest run's snapshot) holds for refused runs as well
-        if not refused:
-            snap = gate_snapshot_relpath(state.run_id)
-            key = evidence_key()
-            manifest = manifest_relpath(state.run_id)
-            _try(refused, manifest, lambda: write_manifest(writer, state.run_id, [snap], key=key))
+        _write_untriggered(state, writer, gate_document)
         return
     checks_verdict = state.verdict
     target_key = ledger.normalise_target(state.settings.target_name)
     entry = _ledger_entry(state, checks_verdict, target_key)
-
     # 1. where the dry run stands once this run's line is in (the line itself is written last)
-    status = None
-    try:
-        # only the suite's own lines count (evidence.trust): a hand-written line never does
-        trusted = judge_ledger(state.settings.audit_dir, key=evidence_key())
-        status = ledger.assess(
-            [*trusted.counted, entry],
-            state.settings.dry_run_start,
-            datetime.now(UTC),
-            target=target_key,
-            problems=trusted.problems,
-        )
-        state.dry_run_status = status.to_json()
-        notes.append(f"dry run: {status.describe()}")
-        if status.manual_fallback_note:
-            notes.append(f"dry run: {status.manual_fallback_note}")
-    except Exception as exc:  # last resort: the verdict must still be written
-        notes.append(f"ledger could not be read: {type(exc).__name__}: {exc}")
-
-    if state.settings.promotion_gate:
-        if status is None:
-            extra = "promotion gate: the 48-hour ledger could not be read"
-        elif not status.complete:
-            extra = f"promotion gate: the 48-hour dry run is not complete ({status.describe()})"
-        else:
-            extra = None
-        if extra:
-            state.verdict = _no_go(state.verdict, extra)
+    _assess_dry_run(state, entry, target_key)
 
     # 2. smoke log, summary entry, notes: each on its own, each failure named
     failures: list[str] = []
@@ -333,6 +299,60 @@ def write_all(state: DryRunState, gate_document: Callable[[DryRunState], dict[st
             state.verdict = _no_go(judged, _evidence_reason(failures))
             _write_gate(state, writer, gate_document, [])
     _note_failures(state, failures)
+
+
+def _write_untriggered(
+    state: DryRunState,
+    writer: EvidenceWriter,
+    gate_document: Callable[[DryRunState], dict[str, Any]],
+) -> None:
+    """A run that triggered nothing: gate.json, its snapshot and a manifest of it, alone."""
+    state.terminal_notes.append(
+        "nothing was triggered: no ledger line, smoke log, summary entry or notes were written"
+    )
+    refused: list[str] = []
+    _write_gate(state, writer, gate_document, refused)
+    # its gate.json has a run id and a snapshot in a manifest too, so verify-evidence's rule
+    # (gate.json is the latest run's snapshot) holds for refused runs as well
+    if not refused:
+        snap = gate_snapshot_relpath(state.run_id)
+        key = evidence_key()
+        manifest = manifest_relpath(state.run_id)
+        _try(refused, manifest, lambda: write_manifest(writer, state.run_id, [snap], key=key))
+
+
+def _assess_dry_run(state: DryRunState, entry: ledger.LedgerEntry, target_key: str) -> None:
+    """Where the dry run stands with this run's line in; the promotion gate turns it NO-GO
+    while the 48 hours are incomplete or the ledger unreadable."""
+    assert state.verdict is not None
+    notes = state.terminal_notes
+    status = None
+    try:
+        # only the suite's own lines count (evidence.trust): a hand-written line never does
+        trusted = judge_ledger(state.settings.audit_dir, key=evidence_key())
+        status = ledger.assess(
+            [*trusted.counted, entry],
+            state.settings.dry_run_start,
+            datetime.now(UTC),
+            target=target_key,
+            problems=trusted.problems,
+        )
+        state.dry_run_status = status.to_json()
+        notes.append(f"dry run: {status.describe()}")
+        if status.manual_fallback_note:
+            notes.append(f"dry run: {status.manual_fallback_note}")
+    except Exception as exc:  # last resort: the verdict must still be written
+        notes.append(f"ledger could not be read: {type(exc).__name__}: {exc}")
+
+    if state.settings.promotion_gate:
+        if status is None:
+            extra = "promotion gate: the 48-hour ledger could not be read"
+        elif not status.complete:
+            extra = f"promotion gate: the 48-hour dry run is not complete ({status.describe()})"
+        else:
+            extra = None
+        if extra:
+            state.verdict = _no_go(state.verdict, extra)
 
 
 def _note_failures(state: DryRunState, failures: list[str]) -> None:

@@ -11,6 +11,7 @@ never counted, never a complete red run.
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -55,3 +56,38 @@ def as_interrupt(state: DryRunState | None, exc: BaseException) -> KeyboardInter
         signum = state.signalled if state is not None else None
         return KeyboardInterrupt(f"signal {signum}: {type(exc).__name__}: {exc}")
     return None
+
+
+Handlers = dict[signal.Signals, Any]
+
+
+def install_handlers(state: DryRunState) -> Handlers | None:
+    """SIGTERM (a cancelled CI job) ends the run like Ctrl-C: the local stack is stopped and an
+    interrupted NO-GO is written, in remote mode too. Both signals are noted on the run's state,
+    so a signal a library turned into its own error still ends the run as interrupted. Returns
+    the handlers they replace (``restore_handlers``); None off the main thread, where Python
+    sets no handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    handler = interrupt_handler(state)
+    return {sig: signal.signal(sig, handler) for sig in SIGNALS}
+
+
+def defer_signals(state: DryRunState, installed: bool) -> None:
+    """While the evidence is written, a SIGTERM (and Ctrl-C, where ``install_handlers`` ran and
+    ``restore_handlers`` puts pytest's back) is noted instead of cutting it short."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        state.terminal_notes.append(f"signal {signum} received while writing the evidence")
+
+    for sig in SIGNALS if installed else (signal.SIGTERM,):
+        signal.signal(sig, note)
+
+
+def restore_handlers(previous: Handlers | None) -> None:
+    """Put back the handlers ``install_handlers`` replaced."""
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -55,6 +55,25 @@ def early_redactor(env: Mapping[str, str], cli: Mapping[str, Any]) -> Redactor:
     )
 
 
+class RunRedaction:
+    """A ``Redaction`` for pytest's own outputs: the run's redactor once the session has
+    one (``current``, set by the session object), else the secrets of the environment and
+    the command line, which is what pytest may write before, or without, resolved settings."""
+
+    def __init__(self, env: Mapping[str, str], early_cli: Callable[[], Mapping[str, Any]]) -> None:
+        self.current: Redaction | None = None
+        self._env = env
+        self._early_cli = early_cli
+        self._early: Redact | None = None
+
+    def __call__(self) -> Redact:
+        if self.current is not None:
+            return self.current()
+        if self._early is None:
+            self._early = early_redactor(self._env, self._early_cli()).redact
+        return self._early
+
+
 class RedactingFilter(logging.Filter):
     """Redacts a record in place before any handler formats it: the message with its args
     merged (``getMessage()``), the formatted exception and the stack. Never drops one."""
@@ -148,3 +167,26 @@ def redact_debug_trace(trace_root: Any, redaction: Redaction) -> bool:
             stream.flush()
     trace_root.setwriter(RedactingTraceWriter(writer, redaction))
     return True
+
+
+def redact_metadata(config: Any, redact: Redact, target: str) -> None:
+    """pytest-metadata's environment table (the HTML report's, the JUnit properties it adds):
+    its values redacted, and the run's target added (already described without secrets)."""
+    try:
+        from pytest_metadata.plugin import metadata_key
+    except ImportError:
+        return
+    metadata = config.stash.get(metadata_key, None)
+    if not metadata:
+        return
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    for key in list(metadata):
+        metadata[key] = clean(metadata[key])
+    metadata["cron-dryrun target"] = redact(target)

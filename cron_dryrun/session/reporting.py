@@ -17,6 +17,7 @@ from cron_dryrun import __version__
 from cron_dryrun.exchange.record import short_problem
 from cron_dryrun.rules.gate import REQUIRED_STEPS
 from cron_dryrun.rules.root_cause import RootCause, advice_for
+from cron_dryrun.session.terminal import terminal_writer
 from cron_dryrun.target.watch import exchange_durations
 from cron_dryrun.windows import iso, scope_range
 
@@ -33,12 +34,12 @@ def versions() -> dict[str, str]:
 
 
 def describe_target(state: DryRunState) -> str:
-    t = state.target
-    if t is None:
+    target = state.target
+    if target is None:
         return state.settings.target_name
-    if t.is_local:
-        return f"local stack ({t.backend}; fault {state.settings.fault})"
-    return t.cron_url
+    if target.is_local:
+        return f"local stack ({target.backend}; fault {state.settings.fault})"
+    return target.cron_url
 
 
 def gate_document(state: DryRunState) -> dict[str, Any]:
@@ -173,7 +174,7 @@ def _print_configuration_error(
 
 
 def _terminal_width(tr: Any) -> int:
-    width = getattr(getattr(tr, "_tw", None), "fullwidth", 0) or 0
+    width = getattr(terminal_writer(tr), "fullwidth", 0) or 0
     return max(int(width), 80)
 
 

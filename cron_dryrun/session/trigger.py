@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import psycopg
-
 from cron_dryrun.exchange.record import DbObservation, RecordedRun, UsageRow
 
 if TYPE_CHECKING:
@@ -18,6 +16,9 @@ def trigger_and_observe(
     client: CronClient, target: Target, state: DryRunState, label: str
 ) -> RecordedRun:
     """Watermark the database (read-only), trigger once, read what the trigger wrote."""
+    # psycopg here, not at the top: the plugin loads this module in every pytest run
+    import psycopg
+
     from cron_dryrun.rules.checks import exchange_problem
     from cron_dryrun.target.database import UsageWatch, describe_db_error
 

@@ -218,7 +218,6 @@ class DailyUsageIngestion:
         )
 
     def run(self) -> Telemetry:
-        t = self.telemetry
         with (
             psycopg.connect(
                 self.database_dsn, connect_timeout=10, options="-c statement_timeout=30000"
@@ -233,8 +232,8 @@ class DailyUsageIngestion:
                 ).fetchall()
             ]
             conn.commit()
-            t.processed_users = len({k.user_id for k in keys})
-            t.processed_keys = len(keys)
+            self.telemetry.processed_users = len({k.user_id for k in keys})
+            self.telemetry.processed_keys = len(keys)
             for key in keys:
                 with (
                     conn.transaction()
@@ -247,8 +246,8 @@ class DailyUsageIngestion:
             if standard and self.fault.rewrite_stale_standard_row:
                 with conn.transaction():
                     self._rewrite_stale_row(conn, standard[0])
-        t.issues["PRICING_FALLBACK"] += len(self._fallback_models)
-        return t
+        self.telemetry.issues["PRICING_FALLBACK"] += len(self._fallback_models)
+        return self.telemetry
 
     def _fetch(self, api: UsageApiClient, key: _Key, secret: str, window: Window) -> list[EventRow]:
         if key.is_admin:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cron_dryrun.target.client import Transcript
+    from cron_dryrun.target.transcript import Transcript
 
 BYPASS_HEADER = "x-vercel-protection-bypass"
 BYPASS_ENV = "VERCEL_AUTOMATION_BYPASS_SECRET"
