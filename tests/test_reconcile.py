@@ -149,6 +149,40 @@ def test_two_keys_drifting_plus_and_minus_five_percent_both_fail(tmp_path: Path)
     assert rc.judge(result).verdict == "fail"
 
 
+def test_differences_among_many_exact_twins_are_all_found_even_when_they_cancel(
+    tmp_path: Path,
+) -> None:
+    # the join runs only on key-days without an exact twin on the other side (one hash of
+    # key and compared metrics): among 300 twins, two requests moved between two users
+    # (the day's totals are equal), and one user off by a single token
+    users = [f"user_{i:03d}" for i in range(300)]
+    export = [
+        bucket_row(user=u, num_model_requests=5, output_tokens=1000 + i)
+        for i, u in enumerate(users)
+    ]
+    db = [db_row(user=u, num_model_requests=5, output_tokens=1000 + i) for i, u in enumerate(users)]
+    db[17] = db_row(user=users[17], num_model_requests=6, output_tokens=1017)
+    db[230] = db_row(user=users[230], num_model_requests=4, output_tokens=1230)
+    db[99] = db_row(user=users[99], num_model_requests=5, output_tokens=1100)  # 1099 + 1
+    result = run(tmp_path, export, db, policy=rc.Policy(threshold=0.0005))
+    assert (
+        result.totals("export")["num_model_requests"] == result.totals("db")["num_model_requests"]
+    )
+    assert result.counts["mismatched"] == 3
+    assert result.counts["matched"] == 297
+    assert result.counts["dbKeyDays"] == result.counts["exportKeyDays"] == 300
+    assert sorted(o.key.user_id for o in result.offenders["mismatched"]) == [
+        users[17],
+        users[99],
+        users[230],
+    ]
+    # within the threshold, the one-token difference is matched again (the rule decides,
+    # not the prefilter)
+    result = run(tmp_path / "b", export, db, policy=rc.Policy(threshold=0.02))
+    assert result.counts["mismatched"] == 2
+    assert result.counts["matched"] == 298
+
+
 def test_one_percent_drift_passes(tmp_path: Path) -> None:
     export, db = two_keys(101_000, 99_000)
     result = run(tmp_path, export, db)
