@@ -45,7 +45,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cron_dryrun.parity.exports import METRIC_COLUMNS  # noqa: E402
+from cron_dryrun.parity.formats import METRIC_COLUMNS  # noqa: E402
 from cron_dryrun.target.database import create_app_database  # noqa: E402
 from cron_dryrun.target.embedded import start_embedded  # noqa: E402
 
