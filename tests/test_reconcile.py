@@ -197,6 +197,32 @@ def test_differences_among_many_exact_twins_are_all_found_even_when_they_cancel(
     assert result.counts["matched"] == 298
 
 
+def test_only_key_days_without_an_exact_twin_reach_the_join() -> None:
+    """The sides' column types differ as the readers deliver them (int4 sums from the
+    database, BIGINT from the export, a NULL where no row recorded a metric): twins are
+    still twins, and only the two differing key-days are joined."""
+    from cron_dryrun.parity.compare import _candidates
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE e_join AS SELECT DATE '2025-10-07' AS day, 'proj_a' AS project_id, "
+        "'key_a' AS api_key_id, 'user_' || i AS user_id, 'gpt-4o' AS model, "
+        "'default' AS service_tier, false AS batch, (100 + i)::BIGINT AS input_tokens, "
+        "0::BIGINT AS output_tokens FROM range(50) t(i)"
+    )
+    con.execute(
+        "CREATE TABLE d AS SELECT day, project_id, api_key_id, user_id, model, service_tier, "
+        "batch, CAST(CASE WHEN user_id = 'user_7' THEN input_tokens + 1 ELSE input_tokens END "
+        "AS INTEGER) AS input_tokens, CAST(NULL AS INTEGER) AS output_tokens FROM e_join "
+        "WHERE user_id <> 'user_9'"
+    )
+    _candidates(con, ("input_tokens", "output_tokens"))
+    e_users = sorted(u for (u,) in con.execute("SELECT user_id FROM e_cand").fetchall())
+    d_users = sorted(u for (u,) in con.execute("SELECT user_id FROM d_cand").fetchall())
+    assert e_users == ["user_7", "user_9"]
+    assert d_users == ["user_7"]
+
+
 def test_one_percent_drift_passes(tmp_path: Path) -> None:
     export, db = two_keys(101_000, 99_000)
     result = run(tmp_path, export, db)

@@ -246,7 +246,10 @@ def _candidates(con: Any, metrics: Sequence[str]) -> None:
     other side's (about n / 2^64: 5e-14 for 1M key-days); a NULL metric hashes as 0, as the
     join reads it.
     """
-    keys = ", ".join(f'"{k}"' for k in ("day", *KEY_TEXT_COLUMNS, "batch"))
+    # one type per column on both sides: an integer hashes alike in any width, but a
+    # DOUBLE or a TIMESTAMP does not
+    text = "".join(f', "{k}"::VARCHAR' for k in KEY_TEXT_COLUMNS)
+    keys = f'"day"::DATE{text}, "batch"::BOOLEAN'
     values = "".join(f', coalesce("{m}", 0)::BIGINT' for m in metrics)
     row_hash = f"hash({keys}{values})"
     con.execute(f"CREATE TEMP TABLE e_hash AS SELECT {row_hash} AS h FROM e_join")
