@@ -1,7 +1,8 @@
 """The comparison: the export's key-days against the database's, in DuckDB.
 
-One full outer join on key x day keeps only the offenders (most key-days agree exactly
-and are dropped by integer comparisons before the rule runs); per-day totals, renamed
+Most key-days agree exactly: one hash of key and compared metrics per key-day, matched
+across the sides on that one integer, sets them aside (``_candidates``); one full outer
+join on key x day of the rest keeps only the offenders; per-day totals, renamed
 models, the worst offenders and the detail file are read from that. The rule itself is
 rules' (``sql_fails_any`` is ``metric_findings`` in SQL).
 """
