@@ -31,6 +31,7 @@ import argparse
 import compileall
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -264,8 +265,17 @@ with open(out, "w") as fh:
 """
 
 
-# bytecode of the --compare-with checkouts (written once, before timing, outside their trees)
-OTHER_PYCACHE = Path(tempfile.gettempdir()) / "bench-reconcile-pycache"
+def copy_checkout(other: Path, into: Path) -> Path:
+    """Another checkout's package, copied under ``into`` and compiled there (its tree is not
+    written to). PYTHONPYCACHEPREFIX, used before, also moved every library's bytecode
+    (duckdb, psycopg, adbc) to a folder that held none: with PYTHONDONTWRITEBYTECODE set here,
+    the other checkout's runs compiled those from source each time (0.3-0.8 s a run)."""
+    root = into / other.name
+    shutil.copytree(
+        other / "cron_dryrun", root / "cron_dryrun", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    compileall.compile_dir(root / "cron_dryrun", quiet=1)
+    return root
 
 
 # The floor: a bare CPython process that only parses the export (csv.reader, one column summed).
@@ -297,8 +307,6 @@ print(f"{time.perf_counter() - t1:.3f} {t1 - t0:.3f} {len(problems)}")
 def measured(cmd: list[str], out: Path, root: Path = ROOT) -> dict:
     """``cmd`` spawned by the trampoline: wall, peak RSS (KiB), CPU seconds, exit status."""
     env = {**os.environ, "PYTHONPATH": str(root)}
-    if root != ROOT:  # another checkout's bytecode goes to a folder of ours, not its tree
-        env["PYTHONPYCACHEPREFIX"] = str(OTHER_PYCACHE)
     env.pop("CRON_DRYRUN_DB_READER", None)  # the reader is given on the command line
     proc = subprocess.run(
         [sys.executable, "-c", TRAMPOLINE, str(out), *cmd],
@@ -474,21 +482,12 @@ def main() -> int:
     # An installed command runs from bytecode; this machine sets PYTHONDONTWRITEBYTECODE=1, so
     # without this every timed run would compile the package from source first (~0.05 s)
     compileall.compile_dir(ROOT / "cron_dryrun", quiet=1)
-    for other in args.compare_with:
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                f"import compileall; compileall.compile_dir({str(other / 'cron_dryrun')!r}, quiet=1)",
-            ],
-            env={**os.environ, "PYTHONPYCACHEPREFIX": str(OTHER_PYCACHE)},
-            check=True,
-        )
     results: dict[str, dict[str, list[tuple[float, int, float]]]] = {}
     cpu_results: dict[str, dict[str, list[tuple[float, float]]]] = {}
     failures = 0
     with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
         work = Path(tmp)
+        args.compare_with = [copy_checkout(o, work / "checkouts") for o in args.compare_with]
         server = start_embedded()
         try:
             for case in cases:
