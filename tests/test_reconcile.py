@@ -17,6 +17,7 @@ import duckdb
 import jsonschema
 import pytest
 
+from cron_dryrun.parity import compare
 from cron_dryrun.parity.db_side import UnrecordedProbe
 from cron_dryrun.parity.formats import METRICS
 from cron_dryrun.parity.pipeline import reconcile
@@ -163,12 +164,15 @@ def test_two_keys_drifting_plus_and_minus_five_percent_both_fail(tmp_path: Path)
     assert judge(result).verdict == "fail"
 
 
+@pytest.mark.parametrize("twin_filter_from", [0, 10**9], ids=["hashed twins", "plain join"])
 def test_differences_among_many_exact_twins_are_all_found_even_when_they_cancel(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, twin_filter_from: int
 ) -> None:
     # the join runs only on key-days without an exact twin on the other side (one hash of
-    # key and compared metrics): among 300 twins, two requests moved between two users
-    # (the day's totals are equal), and one user off by a single token
+    # key and compared metrics), from TWIN_FILTER_MIN_KEY_DAYS on: both ways, among 300
+    # twins, two requests moved between two users (the day's totals are equal), and one
+    # user off by a single token
+    monkeypatch.setattr(compare, "TWIN_FILTER_MIN_KEY_DAYS", twin_filter_from)
     users = [f"user_{i:03d}" for i in range(300)]
     export = [
         bucket_row(user=u, num_model_requests=5, output_tokens=1000 + i)

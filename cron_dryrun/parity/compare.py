@@ -109,7 +109,8 @@ def compare_sides(
         result_day.export.update(zip(METRICS, (int(v) for v in values), strict=True))
         result_day.key_days["matched"] += n  # corrected by the offenders below
     unrecorded = _unrecorded(days, metrics, unrecorded_probe)
-    _offenders_table(con, metrics, policy, unrecorded, [d.day for d in days if d.judged])
+    judged_days = [d.day for d in days if d.judged]
+    _offenders_table(con, metrics, policy, unrecorded, judged_days, export_key_days)
     for day, status, n in con.execute(
         "SELECT day, status, count(*) FROM offenders GROUP BY ALL"
     ).fetchall():
@@ -188,6 +189,7 @@ def _offenders_table(
     policy: Policy,
     unrecorded: Mapping[date, Sequence[str]],
     judged_days: Sequence[date],
+    export_key_days: int = 0,
 ) -> None:
     """Table ``offenders``: the key-days on one side only or out of policy, with both
     sides' metrics, whether the day is judged and how bad it is (``worst``)."""
@@ -219,7 +221,12 @@ def _offenders_table(
         + (" AND ".join(f'e."{m}" = d."{m}"' for m in metrics) or "false")
         + ")"
     )
-    _candidates(con, metrics)
+    narrowed = export_key_days >= TWIN_FILTER_MIN_KEY_DAYS
+    if narrowed:
+        _candidates(con, metrics)
+    else:  # a small join fits in memory: the hashes would cost more than they save
+        con.execute("CREATE TEMP VIEW e_cand AS SELECT * FROM e_join")
+        con.execute("CREATE TEMP VIEW d_cand AS SELECT * FROM d")
     con.execute(
         f"CREATE TEMP TABLE offenders AS SELECT *, {judged_sql} AS judged, "
         f"CASE WHEN status = 'mismatched' THEN {worst} "
@@ -230,8 +237,15 @@ def _offenders_table(
         f"e.record_count AS e_n, d.record_count AS d_n, {sides} FROM e_cand e FULL OUTER JOIN d_cand d "
         f"ON {on} WHERE {differs})) WHERE status <> 'matched'"
     )
-    con.execute("DROP TABLE e_cand")
-    con.execute("DROP TABLE d_cand")
+    for side in ("e_cand", "d_cand"):
+        con.execute(f"DROP {'TABLE' if narrowed else 'VIEW'} {side}")
+
+
+# From this many export key-days on, the join runs on the key-days without an exact twin
+# only (``_candidates``). Below it both sides fit in memory and the plain join is cheaper:
+# at 100k key-days the hashes cost 0.03-0.07 CPU-s more than they saved
+# (benchmarks/README.md); at 1M the plain join spilled both sides to disk.
+TWIN_FILTER_MIN_KEY_DAYS = 250_000
 
 
 def _candidates(con: Any, metrics: Sequence[str]) -> None:
