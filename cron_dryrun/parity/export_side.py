@@ -127,7 +127,6 @@ def read_exports(
     files: Sequence[Path],
     first_day: date | None,
     last_day: date | None,
-    work: Path,
     say: Callable[[str], None],
     stage: ExportStage | None = None,
 ) -> ExportSide:
