@@ -22,13 +22,8 @@ from cron_dryrun.config.settings import Settings
 from cron_dryrun.evidence.html_report import offenders_html
 from cron_dryrun.parity.db_reader import reader_choice
 from cron_dryrun.parity.engine import ParityRequest, run_parity
-from cron_dryrun.parity.reconcile import (
-    Policy,
-    chart_days,
-    detail_path_for,
-    reserve_report,
-    summary_line,
-)
+from cron_dryrun.parity.report import detail_path_for, reserve_report
+from cron_dryrun.parity.rules import Policy, chart_days, summary_line
 from cron_dryrun.testing import fail_if
 from cron_dryrun.windows import daily_windows
 

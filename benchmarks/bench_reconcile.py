@@ -31,6 +31,7 @@ import argparse
 import compileall
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +46,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cron_dryrun.parity.exports import METRIC_COLUMNS  # noqa: E402
+from cron_dryrun.parity.formats import METRIC_COLUMNS  # noqa: E402
 from cron_dryrun.target.database import create_app_database  # noqa: E402
 from cron_dryrun.target.embedded import start_embedded  # noqa: E402
 
@@ -264,8 +265,17 @@ with open(out, "w") as fh:
 """
 
 
-# bytecode of the --compare-with checkouts (written once, before timing, outside their trees)
-OTHER_PYCACHE = Path(tempfile.gettempdir()) / "bench-reconcile-pycache"
+def copy_checkout(other: Path, into: Path) -> Path:
+    """Another checkout's package, copied under ``into`` and compiled there (its tree is not
+    written to). PYTHONPYCACHEPREFIX, used before, also moved every library's bytecode
+    (duckdb, psycopg, adbc) to a folder that held none: with PYTHONDONTWRITEBYTECODE set here,
+    the other checkout's runs compiled those from source each time (0.3-0.8 s a run)."""
+    root = into / other.name
+    shutil.copytree(
+        other / "cron_dryrun", root / "cron_dryrun", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    compileall.compile_dir(root / "cron_dryrun", quiet=1)
+    return root
 
 
 # The floor: a bare CPython process that only parses the export (csv.reader, one column summed).
@@ -297,8 +307,6 @@ print(f"{time.perf_counter() - t1:.3f} {t1 - t0:.3f} {len(problems)}")
 def measured(cmd: list[str], out: Path, root: Path = ROOT) -> dict:
     """``cmd`` spawned by the trampoline: wall, peak RSS (KiB), CPU seconds, exit status."""
     env = {**os.environ, "PYTHONPATH": str(root)}
-    if root != ROOT:  # another checkout's bytecode goes to a folder of ours, not its tree
-        env["PYTHONPYCACHEPREFIX"] = str(OTHER_PYCACHE)
     env.pop("CRON_DRYRUN_DB_READER", None)  # the reader is given on the command line
     proc = subprocess.run(
         [sys.executable, "-c", TRAMPOLINE, str(out), *cmd],
@@ -325,6 +333,7 @@ def run_diff(
     ]  # fmt: skip
     usage = measured(cmd, output.with_name("rusage.json"), root)
     report = json.loads(output.read_text()) if output.exists() else {}
+    report["_cpu"] = usage["cpu"]  # the diff process's own CPU seconds (user + system)
     return usage["wall"], usage["maxrss_kib"], usage["exit"], report
 
 
@@ -332,16 +341,38 @@ def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+def postmaster_pid(dsn: str) -> int | None:
+    """The server's postmaster (first line of postmaster.pid in its data directory)."""
+    try:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
+        return int((Path(row[0]) / "postmaster.pid").read_text().split()[0]) if row else None
+    except (OSError, psycopg.Error, ValueError):
+        return None
+
+
+def server_cpu(pid: int | None) -> float:
+    """CPU seconds of the PostgreSQL server so far: the postmaster's own and its reaped
+    children's (every backend that served a finished connection: the diff's reads)."""
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 CASES = ("dashboard-daily", "dashboard-hourly", "short-daily")
 
 
 def run_case(
     server_dsn: str, work: Path, case: str, args: argparse.Namespace, readers: list[str]
-) -> tuple[dict[str, list[tuple[float, int, float]]], int]:
+) -> tuple[dict[str, list[tuple[float, int, float]]], dict[str, list[tuple[float, float]]], int]:
     """Set up one case (its own database and export), then time it: every reader and the
-    csv.reader floor, alternately, ``--rounds`` times."""
+    csv.reader floor, alternately, ``--rounds`` times. Also returns, per run, the CPU
+    seconds of the process and of the PostgreSQL server."""
     shape, buckets = case.split("-")
     runs: dict[str, list[tuple[float, int, float]]] = {r: [] for r in [*readers, "csv.reader"]}
+    cpus: dict[str, list[tuple[float, float]]] = {}
+    pg_pid = postmaster_pid(server_dsn)
     failures = 0
     t0 = time.perf_counter()
     dsn = create_app_database(server_dsn)
@@ -368,7 +399,10 @@ def run_case(
         for reader, label, root in timed:
             load_before = load_average()
             output = work / f"report-{case}-{n}-{label.replace('@', '-')}.json"
+            pg_before = server_cpu(pg_pid)
             wall, rss_kib, status, report = run_diff(export, dsn, args.days, output, reader, root)
+            pg_cpu = server_cpu(pg_pid) - pg_before
+            cpus.setdefault(label, []).append((report["_cpu"], pg_cpu))
             counts = report.get("counts", {})
             found = {k: counts.get(k) for k in ("mismatched", "missingInDb", "missingInCsv")}
             wanted = {k: expected[k] for k in found}
@@ -378,7 +412,8 @@ def run_case(
             print(
                 f"[{case}] round {n} {label:<9} load {load_before:4.2f}  wall {wall:6.2f} s "
                 f"(inside the diff {report.get('elapsedSeconds')} s)  "
-                f"peak RSS {rss_kib / 1024:5.0f} MB  exit {status}  "
+                f"peak RSS {rss_kib / 1024:5.0f} MB  CPU {report['_cpu']:5.2f} s + server "
+                f"{pg_cpu:4.2f} s  exit {status}  "
                 f"dbReader {report.get('dbReader')}  found {found}"
                 + ("" if ok else f"  UNEXPECTED (wanted {wanted}, exit 1)"),
                 flush=True,
@@ -403,13 +438,14 @@ def run_case(
             load_before = load_average()
             base = measured([sys.executable, "-c", BASELINE, str(export)], work / "baseline.json")
             runs["csv.reader"].append((base["wall"], base["maxrss_kib"], load_before))
+            cpus.setdefault("csv.reader", []).append((base["cpu"], 0.0))
             print(
                 f"[{case}] round {n} csv.reader load {load_before:4.2f}  wall {base['wall']:6.2f} s"
-                f"  peak RSS {base['maxrss_kib'] / 1024:5.0f} MB",
+                f"  peak RSS {base['maxrss_kib'] / 1024:5.0f} MB  CPU {base['cpu']:5.2f} s",
                 flush=True,
             )
     export.unlink()
-    return runs, failures
+    return runs, cpus, failures
 
 
 def main() -> int:
@@ -446,24 +482,18 @@ def main() -> int:
     # An installed command runs from bytecode; this machine sets PYTHONDONTWRITEBYTECODE=1, so
     # without this every timed run would compile the package from source first (~0.05 s)
     compileall.compile_dir(ROOT / "cron_dryrun", quiet=1)
-    for other in args.compare_with:
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                f"import compileall; compileall.compile_dir({str(other / 'cron_dryrun')!r}, quiet=1)",
-            ],
-            env={**os.environ, "PYTHONPYCACHEPREFIX": str(OTHER_PYCACHE)},
-            check=True,
-        )
     results: dict[str, dict[str, list[tuple[float, int, float]]]] = {}
+    cpu_results: dict[str, dict[str, list[tuple[float, float]]]] = {}
     failures = 0
     with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
         work = Path(tmp)
+        args.compare_with = [copy_checkout(o, work / "checkouts") for o in args.compare_with]
         server = start_embedded()
         try:
             for case in cases:
-                results[case], failed = run_case(server.dsn, work, case, args, readers)
+                results[case], cpu_results[case], failed = run_case(
+                    server.dsn, work, case, args, readers
+                )
                 failures += failed
         finally:
             server.stop()
@@ -482,6 +512,19 @@ def main() -> int:
             print(
                 f"{case:<17} {name:<10} {median:>9.2f} s {', '.join(f'{w:.2f}' for w in walls):<24} "
                 f"{peak} {ratio:>7}  load {', '.join(f'{lo:.2f}' for _, _, lo in taken)}"
+            )
+    # CPU seconds move less with the machine's load than wall time does
+    print(
+        f"{'case':<17} {'run':<10} {'median CPU':>10} {'+ server':>9} {'both':>7} {'vs floor':>8}"
+    )
+    for case, cpus in cpu_results.items():
+        floor_cpu = statistics.median(c for c, _ in cpus.get("csv.reader", [(float("nan"), 0)]))
+        for name, taken_cpu in cpus.items():
+            own = statistics.median(c for c, _ in taken_cpu)
+            server_s = statistics.median(p for _, p in taken_cpu)
+            print(
+                f"{case:<17} {name:<10} {own:>8.2f} s {server_s:>7.2f} s {own + server_s:>5.2f} s "
+                f"{(own + server_s) / floor_cpu:>7.2f}x"
             )
     return 1 if failures else 0
 

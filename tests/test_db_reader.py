@@ -17,8 +17,11 @@ import duckdb
 import jsonschema
 import pytest
 
-from cron_dryrun.parity import db_reader, reconcile
+from cron_dryrun.parity import db_reader
 from cron_dryrun.parity.db_reader import UsageReader
+from cron_dryrun.parity.pipeline import reconcile
+from cron_dryrun.parity.report import report_dict
+from cron_dryrun.parity.rules import DiffResult
 from cron_dryrun.parity.usage_arrow import load_keydays
 from cron_dryrun.parity.usage_totals import unrecorded_probe
 from cron_dryrun.target.database import read_only, read_only_conninfo
@@ -124,9 +127,9 @@ def detail_lines(path: Path) -> list[dict[str, Any]]:
         )
 
 
-def run_reader(dsn: str, export: Path, work: Path, choice: str) -> reconcile.DiffResult:
+def run_reader(dsn: str, export: Path, work: Path, choice: str) -> DiffResult:
     work.mkdir()
-    return reconcile.reconcile(
+    return reconcile(
         [export],
         UsageReader(dsn, choice),
         first_day=D6,
@@ -143,7 +146,7 @@ def test_both_readers_give_identical_reports(app_database: str, tmp_path: Path) 
     export = varied_export(tmp_path / "export.csv")
     adbc = run_reader(app_database, export, tmp_path / "adbc", "adbc")
     csv = run_reader(app_database, export, tmp_path / "csv", "copy-csv")
-    reports = {r.db_reader: reconcile.report_dict(r) for r in (adbc, csv)}
+    reports = {r.db_reader: report_dict(r) for r in (adbc, csv)}
     assert set(reports) == {"adbc", "copy-csv"}
     for report in reports.values():
         jsonschema.validate(report, SCHEMA)
@@ -178,7 +181,7 @@ def test_rows_that_are_key_days_are_copied_not_grouped_and_read_alike(
     adbc = run_reader(app_database, export, tmp_path / "adbc", "adbc")
     csv = run_reader(app_database, export, tmp_path / "csv", "copy-csv")
     assert (adbc.db_reader, csv.db_reader) == ("adbc", "copy-csv")
-    assert comparable(reconcile.report_dict(adbc)) == comparable(reconcile.report_dict(csv))
+    assert comparable(report_dict(adbc)) == comparable(report_dict(csv))
     assert adbc.counts["mismatched"] == 1 and adbc.counts["missingInCsv"] == 2
 
 

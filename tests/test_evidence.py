@@ -552,7 +552,7 @@ def test_a_runs_files_hold_no_secret_and_a_second_run_in_that_second_gets_its_ow
 ) -> None:
     """The files a run's finish writes (session.finish: smoke log, summary entry, notes,
     manifest) and the parity report, through the writer and the same functions."""
-    from cron_dryrun.parity.reconcile import report_path
+    from cron_dryrun.parity.report import report_path
 
     leaky = transcript(
         response_body=f'{{"dsn": "{DSN}", "key": "sk-proj-abcdefghijkl123"}}'.encode()

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cron_dryrun.parity import exports as ex
-from cron_dryrun.parity import reconcile as rc
+from cron_dryrun.parity.formats import expand_export_paths, sniff_export
+from cron_dryrun.parity.pipeline import reconcile
+from cron_dryrun.parity.readers import rollup_daily
+from cron_dryrun.parity.rules import Judgement, judge
 from tests.test_diff_command import diff, seed
 from tests.test_exports import HEADER, bucket_row, write_export
 from tests.test_reconcile import D7, D8, NOW, db_row, db_side
@@ -28,17 +30,17 @@ def gzipped(path: Path, target: Path) -> Path:
     return target
 
 
-def judged(tmp_path: Path, path: Path, db: list[list[object]]) -> rc.Judgement:
-    result = rc.reconcile([path], db_side(db), first_day=D7, last_day=D7, open_from=D8, now=NOW)
-    return rc.judge(result)
+def judged(tmp_path: Path, path: Path, db: list[list[object]]) -> Judgement:
+    result = reconcile([path], db_side(db), first_day=D7, last_day=D7, open_from=D8, now=NOW)
+    return judge(result)
 
 
 @pytest.mark.parametrize("name", ["export.csv.gz", "saved-by-a-browser.csv"])
 def test_a_gzip_export_is_read_directly(tmp_path: Path, name: str) -> None:
     plain = write_export(tmp_path / "plain.csv", [bucket_row(input_tokens=123)])
     packed = gzipped(plain, tmp_path / name)
-    assert ex.sniff_export(packed).compression == "gzip"
-    assert ex.rollup_daily([packed]).totals == ex.rollup_daily([plain]).totals
+    assert sniff_export(packed).compression == "gzip"
+    assert rollup_daily([packed]).totals == rollup_daily([plain]).totals
     assert judged(tmp_path, packed, [db_row(input_tokens=123)]).passed
     assert not judged(tmp_path, packed, [db_row(input_tokens=999)]).passed
 
@@ -46,7 +48,7 @@ def test_a_gzip_export_is_read_directly(tmp_path: Path, name: str) -> None:
 def test_a_gzip_tsv_and_json_pages_are_read_too(tmp_path: Path) -> None:
     tsv = write_export(tmp_path / "e.tsv", [bucket_row()], sep="\t")
     packed = gzipped(tsv, tmp_path / "e.tsv.gz")
-    assert ex.sniff_export(packed).kind == "tsv"
+    assert sniff_export(packed).kind == "tsv"
     assert judged(tmp_path, packed, [db_row()]).passed
 
 
@@ -55,7 +57,7 @@ def test_a_folder_offers_its_gzip_exports(tmp_path: Path) -> None:
     plain = write_export(tmp_path / "x" / "a.csv", [bucket_row()])
     gzipped(plain, tmp_path / "x" / "b.csv.gz")
     (tmp_path / "x" / "notes.gz").write_bytes(b"")
-    assert [p.name for p in ex.expand_export_paths([tmp_path / "x"])] == ["a.csv", "b.csv.gz"]
+    assert [p.name for p in expand_export_paths([tmp_path / "x"])] == ["a.csv", "b.csv.gz"]
 
 
 def test_a_broken_gzip_is_a_file_problem_not_a_traceback(tmp_path: Path) -> None:
@@ -87,14 +89,12 @@ def test_an_empty_file_beside_a_good_one_does_not_hide_metrics(tmp_path: Path) -
     good = write_export(tmp_path / "good.csv", [bucket_row(input_tokens=5)])
     empty = tmp_path / "empty.csv"
     empty.write_text("\n")
-    result = rc.reconcile(
+    result = reconcile(
         [good, empty], db_side([db_row(input_tokens=999)]), first_day=D7, last_day=D7,
         open_from=D8, now=NOW,
     )  # fmt: skip
     assert "input_tokens" in result.metrics_compared
-    assert (
-        rc.judge(result).reasons[0] == f"export file {empty}: empty file: download the export again"
-    )
+    assert judge(result).reasons[0] == f"export file {empty}: empty file: download the export again"
 
 
 # -- the same words from `cron-dryrun diff` ---------------------------------------------------------

@@ -4,7 +4,9 @@ download cut short before anything is sent; parity compares the staged table."""
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -15,7 +17,7 @@ from cron_dryrun.parity import export_side, staging
 from cron_dryrun.parity.engine import reconcile
 from cron_dryrun.parity.rules import judge
 from cron_dryrun.session.preflight import check_exports
-from tests.test_exports import bucket_row, write_export
+from tests.test_exports import bucket, bucket_row, page, result, write_export
 from tests.test_reconcile import D7, D8, NOW, db_row, db_side
 
 CUT = "the download was cut short; download the export again"
@@ -70,6 +72,71 @@ def test_a_gzip_cut_at_60_percent_is_refused_as_a_stream_that_ends_early(tmp_pat
     packed.write_bytes(whole[: len(whole) * 6 // 10])
     assert len(packed.read_bytes()) < len(whole)
     assert check_exports([packed]) == [f"export file {packed}: gzip stream ends early: {CUT}"]
+
+
+def json_export(path: Path, n: int = 2000) -> Path:
+    """Admin-API pages (indented, one value over many lines), n results on D7."""
+    midnight = datetime(D7.year, D7.month, D7.day, tzinfo=UTC)
+    results = [result(user_id=f"user_{i}", input_tokens=i) for i in range(n)]
+    path.write_text(json.dumps([page([bucket(midnight, results)])], indent=2))
+    return path
+
+
+def test_a_json_export_cut_mid_value_is_refused_with_its_line(tmp_path: Path) -> None:
+    whole = json_export(tmp_path / "whole.json", 20)
+    text = whole.read_text()
+    cut = tmp_path / "cut.json"
+    cut.write_text(text[: len(text) // 2])
+    assert cut.read_text() != text
+    last_line = text[: len(text) // 2].rstrip().count("\n") + 1
+    assert check_exports([cut]) == [f"export file {cut}: ends mid-JSON at line {last_line}: {CUT}"]
+    assert check_exports([whole]) == []
+
+
+def test_invalid_json_that_is_whole_is_for_parity_not_damage(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('[{"object": "page", "data": [], "has_more": false},, 1]')
+    assert check_exports([path]) == []
+
+
+def test_a_json_gzip_cut_at_60_percent_is_refused_as_a_stream_that_ends_early(
+    tmp_path: Path,
+) -> None:
+    packed = tmp_path / "export.json.gz"
+    packed.write_bytes(gzip.compress(json_export(tmp_path / "e.json").read_bytes()))
+    whole = packed.read_bytes()
+    packed.write_bytes(whole[: len(whole) * 6 // 10])
+    assert len(packed.read_bytes()) < len(whole)
+    assert check_exports([packed]) == [f"export file {packed}: gzip stream ends early: {CUT}"]
+
+
+def test_parity_compares_the_staged_json_without_reading_the_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = json_export(tmp_path / "e.json", 3)
+    # the same export read now, without a stage: what the staged one must equal
+    unstaged = reconcile(
+        [path], db_side([db_row(user=f"user_{i}", input_tokens=i) for i in range(2)]),
+        first_day=D7, last_day=D7, open_from=D8, now=NOW,
+    )  # fmt: skip
+    assert check_exports([path]) == []
+    stage = export_side.claim_stage()
+    assert stage is not None and stage.staged(path) is not None
+
+    def read_again(*_args: object, **_kwargs: object) -> staging.StagedFile:
+        raise AssertionError("the export was read again")
+
+    monkeypatch.setattr(export_side, "stage_file", read_again)
+    try:
+        result = reconcile(
+            [path], db_side([db_row(user=f"user_{i}", input_tokens=i) for i in range(2)]),
+            first_day=D7, last_day=D7, open_from=D8, now=NOW, stage=stage,
+        )  # fmt: skip
+    finally:
+        stage.close()
+    assert result.counts == unstaged.counts
+    assert result.counts["exportRows"] == 3 and result.counts["missingInDb"] == 1
+    assert [o.key.user_id for o in result.offenders["missingInDb"]] == ["user_2"]
 
 
 def test_parity_compares_the_staged_table_without_reading_the_file_again(

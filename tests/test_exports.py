@@ -9,7 +9,23 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cron_dryrun.parity import exports as ex
+from cron_dryrun.parity.formats import (
+    METRICS,
+    DayKey,
+    ExportProblem,
+    missing_columns_message,
+    parse_count,
+    sniff_export,
+)
+from cron_dryrun.parity.readers import (
+    DailyRollup,
+    TimeOverlap,
+    day_coverage,
+    read_json_pages,
+    rollup_daily,
+    time_overlaps,
+)
+from cron_dryrun.parity.staging import FileLoad, StagedExport, stage_delimited_duckdb
 
 HEADER = [
     "start_time",
@@ -94,31 +110,31 @@ def write_export(
     return path
 
 
-def reference(paths: list[Path]) -> ex.DailyRollup:
-    return ex.rollup_daily(paths)
+def reference(paths: list[Path]) -> DailyRollup:
+    return rollup_daily(paths)
 
 
-def via_duckdb(path: Path) -> tuple[dict[ex.DayKey, list[int]], ex.FileLoad]:
+def via_duckdb(path: Path) -> tuple[dict[DayKey, list[int]], FileLoad]:
     """The export as the diff stages it (``stage_delimited_duckdb``): its key-day totals."""
     con = duckdb.connect()
-    staged = ex.stage_delimited_duckdb(con, path, "export_rows")
+    staged = stage_delimited_duckdb(con, path, "export_rows")
     rows = con.execute(staged.relation).fetchall() if staged.relation is not None else []
-    totals = {ex.DayKey(*row[:7]): [int(v) for v in row[9:]] for row in rows}
+    totals = {DayKey(*row[:7]): [int(v) for v in row[9:]] for row in rows}
     assert len(totals) == len(rows), "one row per key-day"
     return totals, staged.load
 
 
-def key(**overrides: object) -> ex.DayKey:
+def key(**overrides: object) -> DayKey:
     fields = dict(
         day=DAY, project_id="proj_a", api_key_id="key_a", user_id="user_a", model="gpt-4o",
         service_tier="default", batch=False,
     )  # fmt: skip
     fields.update(overrides)
-    return ex.DayKey(**fields)  # type: ignore[arg-type]
+    return DayKey(**fields)  # type: ignore[arg-type]
 
 
 def metric(values: list[int], name: str) -> int:
-    return values[ex.METRICS.index(name)]
+    return values[METRICS.index(name)]
 
 
 # -- quirks ---------------------------------------------------------------------------------------
@@ -144,7 +160,7 @@ def test_float_counts_true_false_and_both_utc_spellings(tmp_path: Path) -> None:
 def test_tsv_paste_is_detected_by_header_and_columns_match_by_name(tmp_path: Path) -> None:
     shuffled = list(reversed(HEADER))
     path = write_export(tmp_path / "paste.txt", [bucket_row(input_tokens="42")], shuffled, "\t")
-    fmt = ex.sniff_export(path)
+    fmt = sniff_export(path)
     assert fmt.kind == "tsv"
     rollup = reference([path])
     assert metric(rollup.totals[key()], "input_tokens") == 42
@@ -158,7 +174,7 @@ def test_empty_bucket_rows_are_counted_and_cover_time(tmp_path: Path) -> None:
     assert rollup.totals == {}
     assert rollup.empty_bucket_rows == 2
     assert rollup.rows_without_ids == 0
-    assert ex.day_coverage(rollup.buckets[str(path)]) == {DAY: 86_400}
+    assert day_coverage(rollup.buckets[str(path)]) == {DAY: 86_400}
 
 
 def test_rows_without_ids_are_counted_with_their_usage(tmp_path: Path) -> None:
@@ -194,16 +210,16 @@ def test_minute_and_hour_buckets_sum_to_the_daily_row(tmp_path: Path, width: tim
     daily_path = write_export(tmp_path / "daily.csv", daily)  # type: ignore[arg-type]
     fine_rollup, daily_rollup = reference([fine_path]), reference([daily_path])
     assert fine_rollup.totals == daily_rollup.totals
-    assert ex.day_coverage(fine_rollup.buckets[str(fine_path)]) == {DAY: 86_400}
+    assert day_coverage(fine_rollup.buckets[str(fine_path)]) == {DAY: 86_400}
     totals, load = via_duckdb(fine_path)
     assert totals == daily_rollup.totals
-    assert ex.day_coverage(load.buckets) == {DAY: 86_400}
+    assert day_coverage(load.buckets) == {DAY: 86_400}
 
 
 def test_partial_coverage_is_measured() -> None:
     midnight = datetime(2025, 10, 7, tzinfo=UTC)
     hours = [(midnight + timedelta(hours=h), midnight + timedelta(hours=h + 1)) for h in range(12)]
-    assert ex.day_coverage(hours) == {DAY: 12 * 3600}
+    assert day_coverage(hours) == {DAY: 12 * 3600}
 
 
 # -- bad rows ------------------------------------------------------------------------------------
@@ -268,7 +284,7 @@ def test_missing_required_column_is_one_problem_on_line_1(tmp_path: Path) -> Non
     header = [c for c in HEADER if c != "user_id"]
     path = write_export(tmp_path / "e.csv", [bucket_row()], header)
     rollup = reference([path])
-    message = ex.missing_columns_message(["user_id"])
+    message = missing_columns_message(["user_id"])
     assert message.startswith("header lacks column(s): user_id; ")
     assert [(p.line, p.reason) for p in rollup.problems] == [(1, message)]
     _, load = via_duckdb(path)
@@ -324,8 +340,8 @@ def test_time_overlaps_names_the_days_shared() -> None:
         "b": {(d7 + day + timedelta(hours=3), d7 + day + timedelta(hours=4))},
         "c": {(d7 + 5 * day, d7 + 6 * day)},
     }
-    assert ex.time_overlaps(per_file) == [
-        ex.TimeOverlap("a", "b", d7 + day + timedelta(hours=3), frozenset({DAY + timedelta(1)}))
+    assert time_overlaps(per_file) == [
+        TimeOverlap("a", "b", d7 + day + timedelta(hours=3), frozenset({DAY + timedelta(1)}))
     ]
 
 
@@ -370,12 +386,12 @@ def test_json_pages_as_page_array_and_lines(tmp_path: Path) -> None:
     lines = tmp_path / "pages.jsonl"
     lines.write_text(json.dumps(p1) + "\n" + json.dumps(p2) + "\n")
     for path in (single, array, lines):
-        assert ex.sniff_export(path).kind == "json"
+        assert sniff_export(path).kind == "json"
         rollup = reference([path])
         assert metric(rollup.totals[key()], "input_tokens") == 150, path
         assert rollup.problem_count == 0
     assert reference([lines]).empty_bucket_rows == 1
-    assert ex.day_coverage(reference([lines]).buckets[str(lines)]) == {
+    assert day_coverage(reference([lines]).buckets[str(lines)]) == {
         DAY: 86_400,
         DAY + timedelta(days=1): 86_400,
     }
@@ -392,7 +408,7 @@ def test_json_problems_say_where(tmp_path: Path) -> None:
         + json.dumps(page([bucket(midnight + timedelta(hours=23), [result()], timedelta(hours=2))]))
         + "\n"
     )
-    problems = [p for p in ex.read_json_pages(path) if isinstance(p, ex.ExportProblem)]
+    problems = [p for p in read_json_pages(path) if isinstance(p, ExportProblem)]
     assert [(p.line, p.reason) for p in problems] == [
         (2, "page 1 bucket 1 result 1: input_tokens: not a whole non-negative number: 'lots'"),
         (
@@ -404,23 +420,23 @@ def test_json_problems_say_where(tmp_path: Path) -> None:
 
 
 def test_parse_count_rules() -> None:
-    assert ex.parse_count("59200.0") == 59200
-    assert ex.parse_count(" 7 ") == 7
-    assert ex.parse_count("") == 0
+    assert parse_count("59200.0") == 59200
+    assert parse_count(" 7 ") == 7
+    assert parse_count("") == 0
     for bad in ("12.5", "-1", "nan", "inf", "abc", "1e400", "99999999999999999999"):
-        assert ex.parse_count(bad) is None, bad
+        assert parse_count(bad) is None, bad
 
 
 # -- the DuckDB fast path and its fallback -------------------------------------------------------
 
 
-def staged(path: Path) -> tuple[dict[ex.DayKey, list[int]], ex.StagedExport]:
+def staged(path: Path) -> tuple[dict[DayKey, list[int]], StagedExport]:
     con = duckdb.connect()
-    st = ex.stage_delimited_duckdb(con, path, "rows")
+    st = stage_delimited_duckdb(con, path, "rows")
     totals = {}
     if st.relation is not None:
         for row in con.execute(st.relation).fetchall():
-            totals[ex.DayKey(*row[:7])] = [int(v) for v in row[9:]]
+            totals[DayKey(*row[:7])] = [int(v) for v in row[9:]]
     return totals, st
 
 

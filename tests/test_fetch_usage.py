@@ -13,7 +13,8 @@ import pytest
 
 from cron_dryrun.cli import main
 from cron_dryrun.config.settings import admin_keys_from_env, base_url_problem, normalise_base_url
-from cron_dryrun.parity.exports import JSON_METRICS, METRICS, expand_export_paths, rollup_daily
+from cron_dryrun.parity.formats import JSON_METRICS, METRICS, expand_export_paths
+from cron_dryrun.parity.readers import rollup_daily
 from cron_dryrun.session.usage_fetch import UsageFetchError, UsageQuery, fetch_organisation
 from cron_dryrun.standin.export import write_export
 from cron_dryrun.standin.openai_api import ApiAccount, OpenAIUsageApi

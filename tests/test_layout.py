@@ -40,7 +40,7 @@ def test_the_diff_command_and_the_parity_check_share_one_engine_entry_point() ->
     for path in callers:
         imported = _imported_modules(path)
         assert "cron_dryrun.parity.engine.run_parity" in imported, f"{path.name}: no run_parity"
-        assert "cron_dryrun.parity.reconcile.reconcile" not in imported, (
+        assert "cron_dryrun.parity.pipeline.reconcile" not in imported, (
             f"{path.name} drives reconcile itself; hand the request to parity.engine.run_parity"
         )
 

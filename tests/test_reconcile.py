@@ -17,8 +17,23 @@ import duckdb
 import jsonschema
 import pytest
 
-from cron_dryrun.parity import exports as ex
-from cron_dryrun.parity import reconcile as rc
+from cron_dryrun.parity import compare
+from cron_dryrun.parity.db_side import UnrecordedProbe
+from cron_dryrun.parity.formats import METRICS
+from cron_dryrun.parity.pipeline import reconcile
+from cron_dryrun.parity.report import detail_path_for, report_dict, report_path, write_report
+from cron_dryrun.parity.rules import (
+    DiffResult,
+    Finding,
+    Judgement,
+    Policy,
+    failure_message,
+    judge,
+    metric_findings,
+    relative_delta,
+    sql_fails,
+    summary_line,
+)
 from tests.test_exports import bucket_row, empty_row, write_export
 
 SCHEMA = json.loads(
@@ -48,7 +63,7 @@ def db_row(
     values = {"input_tokens": 100, "output_tokens": 10, "num_model_requests": 1, **metrics}
     return [
         day.isoformat(), project, key, user, model, tier, int(batch), int(aligned), records,
-        *(values.get(m, 0) for m in ex.METRICS),
+        *(values.get(m, 0) for m in METRICS),
     ]  # fmt: skip
 
 
@@ -73,11 +88,11 @@ def run(
     first: date | None = D7,
     last: date | None = D7,
     open_from: date | None = D8,
-    policy: rc.Policy | None = None,
-) -> rc.DiffResult:
+    policy: Policy | None = None,
+) -> DiffResult:
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = write_export(tmp_path / "export.csv", export_rows)
-    return rc.reconcile(
+    return reconcile(
         [path],
         db_side(db_rows),
         first_day=first,
@@ -102,21 +117,21 @@ def two_keys(out_a: int, out_b: int) -> tuple[list[dict[str, str] | str], list[l
 
 
 def test_relative_delta_is_against_the_export() -> None:
-    assert rc.relative_delta(100_000, 105_000) == pytest.approx(0.05)
-    assert rc.relative_delta(100_000, 95_000) == pytest.approx(-0.05)
-    assert rc.relative_delta(0, 3) == 3.0  # zero in the export still fails a non-zero DB
+    assert relative_delta(100_000, 105_000) == pytest.approx(0.05)
+    assert relative_delta(100_000, 95_000) == pytest.approx(-0.05)
+    assert relative_delta(0, 3) == 3.0  # zero in the export still fails a non-zero DB
 
 
 def test_metric_findings_threshold_and_exact_requests() -> None:
     metrics = ("input_tokens", "output_tokens", "num_model_requests")
     export = {"input_tokens": 1000, "output_tokens": 1000, "num_model_requests": 10}
-    assert rc.metric_findings(export, {**export, "input_tokens": 1010}, metrics, 0.02) == []
-    assert rc.metric_findings(export, {**export, "input_tokens": 1020}, metrics, 0.02) == []
-    assert rc.metric_findings(export, {**export, "output_tokens": 1021}, metrics, 0.02) == [
-        rc.Finding("output_tokens", 1000, 1021)
+    assert metric_findings(export, {**export, "input_tokens": 1010}, metrics, 0.02) == []
+    assert metric_findings(export, {**export, "input_tokens": 1020}, metrics, 0.02) == []
+    assert metric_findings(export, {**export, "output_tokens": 1021}, metrics, 0.02) == [
+        Finding("output_tokens", 1000, 1021)
     ]
-    assert rc.metric_findings(export, {**export, "num_model_requests": 11}, metrics, 0.02) == [
-        rc.Finding("num_model_requests", 10, 11)
+    assert metric_findings(export, {**export, "num_model_requests": 11}, metrics, 0.02) == [
+        Finding("num_model_requests", 10, 11)
     ]
 
 
@@ -128,12 +143,12 @@ def test_sql_rule_agrees_with_the_pure_rule() -> None:
         for d in (0, 1, 49, 51, 98, 102, 103, 1020, 1021, 125_926)
     ]
     for metric in ("output_tokens", "num_model_requests"):
-        rule = rc.sql_fails(metric, 0.02)
+        rule = sql_fails(metric, 0.02)
         for e, d in pairs:
             (sql_says,) = con.execute(
                 f'SELECT {rule} FROM (SELECT {e}::BIGINT AS "e_{metric}", {d}::BIGINT AS "d_{metric}")'
             ).fetchone()
-            py_says = bool(rc.metric_findings({metric: e}, {metric: d}, (metric,), 0.02))
+            py_says = bool(metric_findings({metric: e}, {metric: d}, (metric,), 0.02))
             assert sql_says == py_says, (metric, e, d)
 
 
@@ -146,13 +161,76 @@ def test_two_keys_drifting_plus_and_minus_five_percent_both_fail(tmp_path: Path)
     assert result.counts["mismatched"] == 2
     assert result.total_findings == []  # totals equal: only the per-key-day rule catches it
     assert result.totals("export")["output_tokens"] == result.totals("db")["output_tokens"]
-    assert rc.judge(result).verdict == "fail"
+    assert judge(result).verdict == "fail"
+
+
+@pytest.mark.parametrize("twin_filter_from", [0, 10**9], ids=["hashed twins", "plain join"])
+def test_differences_among_many_exact_twins_are_all_found_even_when_they_cancel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, twin_filter_from: int
+) -> None:
+    # the join runs only on key-days without an exact twin on the other side (one hash of
+    # key and compared metrics), from TWIN_FILTER_MIN_KEY_DAYS on: both ways, among 300
+    # twins, two requests moved between two users (the day's totals are equal), and one
+    # user off by a single token
+    monkeypatch.setattr(compare, "TWIN_FILTER_MIN_KEY_DAYS", twin_filter_from)
+    users = [f"user_{i:03d}" for i in range(300)]
+    export = [
+        bucket_row(user=u, num_model_requests=5, output_tokens=1000 + i)
+        for i, u in enumerate(users)
+    ]
+    db = [db_row(user=u, num_model_requests=5, output_tokens=1000 + i) for i, u in enumerate(users)]
+    db[17] = db_row(user=users[17], num_model_requests=6, output_tokens=1017)
+    db[230] = db_row(user=users[230], num_model_requests=4, output_tokens=1230)
+    db[99] = db_row(user=users[99], num_model_requests=5, output_tokens=1100)  # 1099 + 1
+    result = run(tmp_path, export, db, policy=Policy(threshold=0.0005))
+    assert (
+        result.totals("export")["num_model_requests"] == result.totals("db")["num_model_requests"]
+    )
+    assert result.counts["mismatched"] == 3
+    assert result.counts["matched"] == 297
+    assert result.counts["dbKeyDays"] == result.counts["exportKeyDays"] == 300
+    assert sorted(o.key.user_id for o in result.offenders["mismatched"]) == [
+        users[17],
+        users[99],
+        users[230],
+    ]
+    # within the threshold, the one-token difference is matched again (the rule decides,
+    # not the prefilter)
+    result = run(tmp_path / "b", export, db, policy=Policy(threshold=0.02))
+    assert result.counts["mismatched"] == 2
+    assert result.counts["matched"] == 298
+
+
+def test_only_key_days_without_an_exact_twin_reach_the_join() -> None:
+    """The sides' column types differ as the readers deliver them (int4 sums from the
+    database, BIGINT from the export, a NULL where no row recorded a metric): twins are
+    still twins, and only the two differing key-days are joined."""
+    from cron_dryrun.parity.compare import _candidates
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE e_join AS SELECT DATE '2025-10-07' AS day, 'proj_a' AS project_id, "
+        "'key_a' AS api_key_id, 'user_' || i AS user_id, 'gpt-4o' AS model, "
+        "'default' AS service_tier, false AS batch, (100 + i)::BIGINT AS input_tokens, "
+        "0::BIGINT AS output_tokens FROM range(50) t(i)"
+    )
+    con.execute(
+        "CREATE TABLE d AS SELECT day, project_id, api_key_id, user_id, model, service_tier, "
+        "batch, CAST(CASE WHEN user_id = 'user_7' THEN input_tokens + 1 ELSE input_tokens END "
+        "AS INTEGER) AS input_tokens, CAST(NULL AS INTEGER) AS output_tokens FROM e_join "
+        "WHERE user_id <> 'user_9'"
+    )
+    _candidates(con, ("input_tokens", "output_tokens"))
+    e_users = sorted(u for (u,) in con.execute("SELECT user_id FROM e_cand").fetchall())
+    d_users = sorted(u for (u,) in con.execute("SELECT user_id FROM d_cand").fetchall())
+    assert e_users == ["user_7", "user_9"]
+    assert d_users == ["user_7"]
 
 
 def test_one_percent_drift_passes(tmp_path: Path) -> None:
     export, db = two_keys(101_000, 99_000)
     result = run(tmp_path, export, db)
-    assert rc.judge(result) == rc.Judgement("pass", ())
+    assert judge(result) == Judgement("pass", ())
     assert result.counts["matched"] == 2
 
 
@@ -160,9 +238,9 @@ def test_total_drift_beyond_threshold_fails_even_when_each_key_day_is_within(
     tmp_path: Path,
 ) -> None:
     export, db = two_keys(101_900, 101_900)
-    result = run(tmp_path, export, db, policy=rc.Policy(threshold=0.02))
-    assert rc.judge(result).passed  # 1.9 % each, 1.9 % in total
-    result = run(tmp_path / "b", export, db, policy=rc.Policy(threshold=0.015))
+    result = run(tmp_path, export, db, policy=Policy(threshold=0.02))
+    assert judge(result).passed  # 1.9 % each, 1.9 % in total
+    result = run(tmp_path / "b", export, db, policy=Policy(threshold=0.015))
     assert result.counts["mismatched"] == 2
     assert [f.metric for f in result.total_findings] == ["output_tokens"]
 
@@ -171,7 +249,7 @@ def test_key_day_on_one_side_only_fails(tmp_path: Path) -> None:
     result = run(tmp_path, [bucket_row(user="user_a")], [db_row(user="user_b")])
     assert result.counts["missingInDb"] == 1
     assert result.counts["missingInCsv"] == 1
-    assert rc.judge(result).reasons[:2] == (
+    assert judge(result).reasons[:2] == (
         "1 key-day(s) in the export but missing in the DB",
         "1 key-day(s) in the DB but missing in the export",
     )
@@ -181,7 +259,7 @@ def test_num_model_requests_is_exact(tmp_path: Path) -> None:
     result = run(tmp_path, [bucket_row(num_model_requests=1000)], [db_row(num_model_requests=1001)])
     assert result.counts["mismatched"] == 1
     assert result.offenders["mismatched"][0].findings == (
-        rc.Finding("num_model_requests", 1000, 1001),
+        Finding("num_model_requests", 1000, 1001),
     )
 
 
@@ -197,14 +275,14 @@ def test_open_day_and_partially_covered_day_are_reported_not_judged(tmp_path: Pa
     assert days[D8].judged is False
     assert days[D8].reason == "still open: the run's current day (from 2025-10-08)"
     assert result.judged_days == [D7]
-    assert rc.judge(result).passed
+    assert judge(result).passed
     assert result.counts["unjudgedKeyDays"] == 2
     assert days[D8].key_days["mismatched"] == 1  # reported all the same
 
 
 def test_nothing_judged_is_inconclusive(tmp_path: Path) -> None:
     result = run(tmp_path, [bucket_row()], [db_row()], open_from=D7)
-    judgement = rc.judge(result)
+    judgement = judge(result)
     assert judgement.verdict == "inconclusive"
     assert judgement.reasons == (
         "no day could be judged (2025-10-07: still open: the run's current day (from 2025-10-07))",
@@ -216,14 +294,14 @@ def test_bad_rows_fail_by_default_and_never_change_a_total(tmp_path: Path) -> No
     result = run(tmp_path, export, [db_row(input_tokens=100)])
     assert result.totals("export")["input_tokens"] == 100
     assert result.counts["exportBadRows"] == 1
-    assert rc.judge(result).reasons == (
+    assert judge(result).reasons == (
         f"1 bad export row(s) (first: {tmp_path / 'export.csv'}:3: "
         "input_tokens: not a whole non-negative number: '1e')",
     )
     tolerant = run(
-        tmp_path / "t", export, [db_row(input_tokens=100)], policy=rc.Policy(bad_rows_fail=False)
+        tmp_path / "t", export, [db_row(input_tokens=100)], policy=Policy(bad_rows_fail=False)
     )
-    assert rc.judge(tolerant).passed
+    assert judge(tolerant).passed
     assert tolerant.counts["exportBadRows"] == 1
 
 
@@ -240,7 +318,7 @@ def test_rows_without_ids_and_unaligned_rows_are_counted(tmp_path: Path) -> None
     assert (c["dbRowsWithoutIds"], c["dbUnalignedRows"], c["dbRows"]) == (3, 2, 6)
     assert result.without_ids["export"]["input_tokens"] == 40
     assert result.without_ids["db"]["input_tokens"] == 30
-    assert rc.judge(result).passed
+    assert judge(result).passed
 
 
 def test_range_defaults_to_the_export_days(tmp_path: Path) -> None:
@@ -272,7 +350,7 @@ def test_failure_message_names_the_worst_offenders(tmp_path: Path) -> None:
     ]
     result = run(tmp_path, export, db, first=D7, last=D8, open_from=D8)
     report = tmp_path / "r.json"
-    assert rc.failure_message(result, report).splitlines() == [
+    assert failure_message(result, report).splitlines() == [
         "parity check fail: 2 key-day(s) with metrics out of policy; "
         "1 key-day(s) in the export but missing in the DB; "
         "total input_tokens export 700 db 200: db is 71.43 % below the export (-500); "
@@ -287,7 +365,7 @@ def test_failure_message_names_the_worst_offenders(tmp_path: Path) -> None:
         "not judged: 2025-10-08 (still open: the run's current day (from 2025-10-08))",
         f"report: {report}",
     ]
-    assert rc.summary_line(result) == (
+    assert summary_line(result) == (
         "parity FAIL: judged 2025-10-07; 3 key-days, 2 mismatched, 1 missing in DB, "
         "0 missing in export, 0 bad export rows (threshold 2 %)"
     )
@@ -296,7 +374,7 @@ def test_failure_message_names_the_worst_offenders(tmp_path: Path) -> None:
 def test_failure_message_is_capped(tmp_path: Path) -> None:
     export = [bucket_row(user=f"user_{i}") for i in range(8)]
     result = run(tmp_path, export, [])
-    lines = rc.failure_message(result, limit=3).splitlines()
+    lines = failure_message(result, limit=3).splitlines()
     assert lines[1] == "worst offenders:"
     assert len(lines) == 2 + 3 + 1
     assert lines[-1] == "  ... 5 more"
@@ -310,8 +388,8 @@ def test_report_matches_schema_and_the_app_shape(tmp_path: Path) -> None:
     result = run(
         tmp_path, [*export, bucket_row(user="user_c"), bad_line()], [*db, db_row(user="user_d")]
     )
-    path = rc.report_path(tmp_path / "audit", NOW)
-    data = rc.write_report(result, path)
+    path = report_path(tmp_path / "audit", NOW)
+    data = write_report(result, path)
     jsonschema.validate(data, SCHEMA)
     assert json.loads(path.read_text()) == data
     for field in ("mismatched", "missingInDb", "missingInCsv", "totals", "inspectedCsvFiles"):
@@ -333,25 +411,25 @@ def bad_line() -> str:
 
 def test_report_size_is_bounded(tmp_path: Path) -> None:
     export = [bucket_row(user=f"user_{i}") for i in range(30)]
-    result = run(tmp_path, export, [], policy=rc.Policy(sample_size=5))
-    data = rc.report_dict(result)
+    result = run(tmp_path, export, [], policy=Policy(sample_size=5))
+    data = report_dict(result)
     assert len(data["missingInDb"]) == 5
     assert data["counts"]["missingInDb"] == 30
     assert data["detail"]["lines"] == 30
 
 
 def test_report_path_is_stamped_and_never_reused(tmp_path: Path) -> None:
-    first = rc.report_path(tmp_path, NOW)
+    first = report_path(tmp_path, NOW)
     assert first == tmp_path / "telemetry-audit" / "2025-10-08T02-00-05Z-cron-diff.json"
     first.parent.mkdir(parents=True)
     first.write_text("{}")
-    assert rc.report_path(tmp_path, NOW).name == "2025-10-08T02-00-05Z-cron-diff-2.json"
-    assert rc.detail_path_for(first).name == "2025-10-08T02-00-05Z-cron-diff.detail.jsonl.gz"
+    assert report_path(tmp_path, NOW).name == "2025-10-08T02-00-05Z-cron-diff-2.json"
+    assert detail_path_for(first).name == "2025-10-08T02-00-05Z-cron-diff.detail.jsonl.gz"
 
 
 def test_policy_rejects_a_threshold_outside_0_1() -> None:
     with pytest.raises(ValueError, match="parity threshold must be in"):
-        rc.Policy(threshold=2)
+        Policy(threshold=2)
 
 
 # -- what the real app taught (issue 13) -----------------------------------------------------------
@@ -359,10 +437,10 @@ def test_policy_rejects_a_threshold_outside_0_1() -> None:
 
 def test_a_five_percent_drift_says_which_way_it_goes() -> None:
     # the export 5 % over the DB: relative to the export the DB is 4.76 % below it
-    assert rc.Finding("output_tokens", 105_000, 100_000).describe() == (
+    assert Finding("output_tokens", 105_000, 100_000).describe() == (
         "output_tokens export 105000 db 100000: db is 4.76 % below the export (-5000)"
     )
-    assert rc.Finding("input_tokens", 0, 3).describe() == (
+    assert Finding("input_tokens", 0, 3).describe() == (
         "input_tokens export 0 db 3: db is 3 above the export (export 0)"
     )
 
@@ -370,7 +448,7 @@ def test_a_five_percent_drift_says_which_way_it_goes() -> None:
 def test_one_export_per_organisation_is_not_an_overlap(tmp_path: Path) -> None:
     a = write_export(tmp_path / "org-a.csv", [bucket_row(project="proj_a")])
     b = write_export(tmp_path / "org-b.csv", [bucket_row(project="proj_b")])
-    result = rc.reconcile(
+    result = reconcile(
         [a, b],
         db_side([db_row(project="proj_a"), db_row(project="proj_b")]),
         first_day=D7,
@@ -379,17 +457,17 @@ def test_one_export_per_organisation_is_not_an_overlap(tmp_path: Path) -> None:
         now=NOW,
     )
     assert result.counts["exportBadRows"] == 0
-    assert rc.judge(result).passed
+    assert judge(result).passed
 
 
 def test_two_copies_of_one_export_still_fail_as_an_overlap(tmp_path: Path) -> None:
     a = write_export(tmp_path / "a.csv", [bucket_row(), bucket_row(user="user_b")])
     b = write_export(tmp_path / "copy.csv", [bucket_row(), bucket_row(user="user_b")])
-    result = rc.reconcile(
+    result = reconcile(
         [a, b], db_side([db_row(), db_row(user="user_b")]), first_day=D7, last_day=D7,
         open_from=D8, now=NOW,
     )  # fmt: skip
-    assert rc.judge(result).reasons[0] == (
+    assert judge(result).reasons[0] == (
         f"export file {b} overlaps {a} at 2025-10-07T00:00:00Z on 2 "
         "key-day(s) (first: 2025-10-07 project=proj_a key=key_a user=user_a model=gpt-4o "
         "tier=default batch=false): the same usage would count twice"
@@ -408,15 +486,15 @@ def test_a_model_renamed_by_ingestion_is_named_once_per_pair(tmp_path: Path) -> 
         db_row(model="gpt-4o"),
     ]
     result = run(tmp_path, export, db)
-    judgement = rc.judge(result)
+    judgement = judge(result)
     assert judgement.verdict == "fail"  # the gate still fails: the DB does not say what OpenAI says
     assert judgement.reasons == (
         "model renamed by ingestion: gpt-4.1-mini-2025-04-14 → gpt-4-1-mini-2025-04-14 "
         "(2 key-days, totals equal)",
     )
-    message = rc.failure_message(result)
+    message = failure_message(result)
     assert "missing in DB" not in message and "missing in export" not in message
-    data = rc.report_dict(result)
+    data = report_dict(result)
     assert data["renamedModels"] == [
         {"exportModel": "gpt-4.1-mini-2025-04-14", "dbModel": "gpt-4-1-mini-2025-04-14",
          "keyDays": 2, "totalsEqual": True}
@@ -428,7 +506,7 @@ def test_a_model_renamed_by_ingestion_is_named_once_per_pair(tmp_path: Path) -> 
 def test_a_renamed_model_whose_totals_differ_is_not_paired(tmp_path: Path) -> None:
     export = [bucket_row(model="gpt-4.1-mini", input_tokens=700)]
     db = [db_row(model="gpt-4-1-mini", input_tokens=300)]
-    reasons = rc.judge(run(tmp_path, export, db)).reasons
+    reasons = judge(run(tmp_path, export, db)).reasons
     assert reasons[:2] == (
         "1 key-day(s) in the export but missing in the DB",
         "1 key-day(s) in the DB but missing in the export",
@@ -437,7 +515,7 @@ def test_a_renamed_model_whose_totals_differ_is_not_paired(tmp_path: Path) -> No
 
 def unrecorded_probe(
     null_everywhere: dict[date, set[str]], asked: list[tuple[list[date], list[str]]]
-) -> rc.UnrecordedProbe:
+) -> UnrecordedProbe:
     def probe(days: object, metrics: object) -> dict[date, frozenset[str]]:
         asked.append((list(days), list(metrics)))  # type: ignore[call-overload]
         return {d: frozenset(ms) for d, ms in null_everywhere.items()}
@@ -455,19 +533,19 @@ def test_metrics_null_in_every_db_row_are_a_warning_and_the_rest_is_judged(
     db = [db_row(), db_row(user="user_b")]  # the breakdown columns NULL: summed to 0
     asked: list[tuple[list[date], list[str]]] = []
     path = write_export(tmp_path / "export.csv", export)
-    result = rc.reconcile(
+    result = reconcile(
         [path], db_side(db), first_day=D7, last_day=D7, open_from=D8, now=NOW,
         unrecorded_probe=unrecorded_probe({D7: set(BREAKDOWN)}, asked),
     )  # fmt: skip
     assert asked == [([D7], list(BREAKDOWN))]  # only where the DB has 0 and the export not
-    judgement = rc.judge(result)
+    judgement = judge(result)
     assert judgement.passed
     assert judgement.warnings == (
         "not recorded by ingestion: input_uncached_tokens, input_text_tokens, output_text_tokens "
         "NULL in every DB row of 2025-10-07 (the export has them): not judged; the other "
         "metrics were",
     )
-    data = rc.report_dict(result)
+    data = report_dict(result)
     assert data["notRecordedByIngestion"] == {"2025-10-07": list(BREAKDOWN)}
     assert data["warnings"] == list(judgement.warnings)
     jsonschema.validate(data, SCHEMA)
@@ -476,11 +554,11 @@ def test_metrics_null_in_every_db_row_are_a_warning_and_the_rest_is_judged(
 def test_unrecorded_metrics_do_not_hide_a_drift_in_the_recorded_ones(tmp_path: Path) -> None:
     export = [bucket_row(output_tokens=1000, **BREAKDOWN)]
     path = write_export(tmp_path / "export.csv", export)
-    result = rc.reconcile(
+    result = reconcile(
         [path], db_side([db_row(output_tokens=900)]), first_day=D7, last_day=D7, open_from=D8,
         now=NOW, unrecorded_probe=unrecorded_probe({D7: set(BREAKDOWN)}, []),
     )  # fmt: skip
-    assert rc.judge(result).verdict == "fail"
+    assert judge(result).verdict == "fail"
     assert [f.metric for f in result.offenders["mismatched"][0].findings] == ["output_tokens"]
 
 
@@ -489,19 +567,19 @@ def test_a_metric_recorded_in_some_rows_is_still_judged(tmp_path: Path) -> None:
     db = [db_row(**BREAKDOWN), db_row(user="user_b")]  # NULL in one row only: sum is not 0
     path = write_export(tmp_path / "export.csv", export)
     asked: list[tuple[list[date], list[str]]] = []
-    result = rc.reconcile(
+    result = reconcile(
         [path], db_side(db), first_day=D7, last_day=D7, open_from=D8, now=NOW,
         unrecorded_probe=unrecorded_probe({}, asked),
     )  # fmt: skip
     assert asked == []
-    assert rc.judge(result).verdict == "fail"
+    assert judge(result).verdict == "fail"
     assert result.counts["mismatched"] == 1
 
 
 def test_missing_in_db_beside_unaligned_rows_points_at_the_flag(tmp_path: Path) -> None:
     export = [bucket_row(user=f"user_{i}") for i in range(3)]
     db = [db_row(user=f"user_{i}", aligned=False) for i in range(3)]
-    reasons = rc.judge(run(tmp_path, export, db)).reasons
+    reasons = judge(run(tmp_path, export, db)).reasons
     assert reasons[0] == (
         "3 key-day(s) in the export but missing in the DB; the DB holds 3 row(s) whose windows "
         "are not UTC days (the flag-off signature: the cron fetched [now-24h, now) instead of "

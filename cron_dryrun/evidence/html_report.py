@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cron_dryrun.parity.reconcile import DiffResult
+    from cron_dryrun.parity.rules import DiffResult
 
 BANNER_ID = "gate-banner"
 GREEN, RED, GREY, AMBER = "#1a7f37", "#cf222e", "#6e7781", "#9a6700"
@@ -346,7 +346,7 @@ def table_block(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
 
 def offenders_html(result: DiffResult, limit: int = 20) -> str:
     """The parity offenders as a table for the report (worst first, as the message lists)."""
-    from cron_dryrun.parity.reconcile import OFFENDER_KINDS
+    from cron_dryrun.parity.rules import OFFENDER_KINDS
 
     rows: list[tuple[str, ...]] = []
     for kind in OFFENDER_KINDS:

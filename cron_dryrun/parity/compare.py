@@ -1,7 +1,8 @@
 """The comparison: the export's key-days against the database's, in DuckDB.
 
-One full outer join on key x day keeps only the offenders (most key-days agree exactly
-and are dropped by integer comparisons before the rule runs); per-day totals, renamed
+Most key-days agree exactly: one hash of key and compared metrics per key-day, matched
+across the sides on that one integer, sets them aside (``_candidates``); one full outer
+join on key x day of the rest keeps only the offenders; per-day totals, renamed
 models, the worst offenders and the detail file are read from that. The rule itself is
 rules' (``sql_fails_any`` is ``metric_findings`` in SQL).
 """
@@ -108,7 +109,8 @@ def compare_sides(
         result_day.export.update(zip(METRICS, (int(v) for v in values), strict=True))
         result_day.key_days["matched"] += n  # corrected by the offenders below
     unrecorded = _unrecorded(days, metrics, unrecorded_probe)
-    _offenders_table(con, metrics, policy, unrecorded, [d.day for d in days if d.judged])
+    judged_days = [d.day for d in days if d.judged]
+    _offenders_table(con, metrics, policy, unrecorded, judged_days, export_key_days)
     for day, status, n in con.execute(
         "SELECT day, status, count(*) FROM offenders GROUP BY ALL"
     ).fetchall():
@@ -187,6 +189,7 @@ def _offenders_table(
     policy: Policy,
     unrecorded: Mapping[date, Sequence[str]],
     judged_days: Sequence[date],
+    export_key_days: int = 0,
 ) -> None:
     """Table ``offenders``: the key-days on one side only or out of policy, with both
     sides' metrics, whether the day is judged and how bad it is (``worst``)."""
@@ -218,6 +221,12 @@ def _offenders_table(
         + (" AND ".join(f'e."{m}" = d."{m}"' for m in metrics) or "false")
         + ")"
     )
+    narrowed = export_key_days >= TWIN_FILTER_MIN_KEY_DAYS
+    if narrowed:
+        _candidates(con, metrics)
+    else:  # a small join fits in memory: the hashes would cost more than they save
+        con.execute("CREATE TEMP VIEW e_cand AS SELECT * FROM e_join")
+        con.execute("CREATE TEMP VIEW d_cand AS SELECT * FROM d")
     con.execute(
         f"CREATE TEMP TABLE offenders AS SELECT *, {judged_sql} AS judged, "
         f"CASE WHEN status = 'mismatched' THEN {worst} "
@@ -225,9 +234,53 @@ def _offenders_table(
         f"d_output_tokens, 0) AS DOUBLE) END AS worst FROM (SELECT *, CASE WHEN e_n IS NULL "
         f"THEN 'missingInCsv' WHEN d_n IS NULL THEN 'missingInDb' WHEN {fails} "
         f"THEN 'mismatched' ELSE 'matched' END AS status FROM (SELECT {picked}, "
-        f"e.record_count AS e_n, d.record_count AS d_n, {sides} FROM e_join e FULL OUTER JOIN d "
+        f"e.record_count AS e_n, d.record_count AS d_n, {sides} FROM e_cand e FULL OUTER JOIN d_cand d "
         f"ON {on} WHERE {differs})) WHERE status <> 'matched'"
     )
+    for side in ("e_cand", "d_cand"):
+        con.execute(f"DROP {'TABLE' if narrowed else 'VIEW'} {side}")
+
+
+# From this many export key-days on, the join runs on the key-days without an exact twin
+# only (``_candidates``). Below it both sides fit in memory and the plain join is cheaper:
+# at 100k key-days the hashes cost 0.03-0.07 CPU-s more than they saved
+# (benchmarks/README.md); at 1M the plain join spilled both sides to disk.
+TWIN_FILTER_MIN_KEY_DAYS = 250_000
+
+
+def _candidates(con: Any, metrics: Sequence[str]) -> None:
+    """Tables ``e_cand`` and ``d_cand``: the key-days of each side whose key and compared
+    metrics do not occur, exactly, on the other side; the join runs on these alone.
+
+    Both sides hold one row per key-day, so a key-day that agrees exactly is one 64-bit
+    hash of (key, compared metrics) found on both sides, and it can never be an offender
+    (the join drops it by the same integer comparisons). Matching those hashes is a join
+    on one integer column, which fits in memory; the full join on seven columns, five of
+    them strings, spilled its two 1M-row sides to disk (2.1 s of the 1M diff, now ~1 s,
+    benchmarks/README.md). A key-day that differs hides only if its hash equals one of the
+    other side's (about n / 2^64: 5e-14 for 1M key-days); a NULL metric hashes as 0, as the
+    join reads it.
+    """
+    # one type per column on both sides: an integer hashes alike in any width, but a
+    # DOUBLE or a TIMESTAMP does not
+    text = "".join(f', "{k}"::VARCHAR' for k in KEY_TEXT_COLUMNS)
+    keys = f'"day"::DATE{text}, "batch"::BOOLEAN'
+    values = "".join(f', coalesce("{m}", 0)::BIGINT' for m in metrics)
+    row_hash = f"hash({keys}{values})"
+    con.execute(f"CREATE TEMP TABLE e_hash AS SELECT {row_hash} AS h FROM e_join")
+    con.execute(f"CREATE TEMP TABLE d_hash AS SELECT {row_hash} AS h FROM d")
+    con.execute(
+        "CREATE TEMP TABLE unmatched AS SELECT coalesce(x.h, y.h) AS h FROM e_hash x "
+        "FULL OUTER JOIN d_hash y ON x.h = y.h WHERE x.h IS NULL OR y.h IS NULL"
+    )
+    con.execute("DROP TABLE e_hash")
+    con.execute("DROP TABLE d_hash")
+    for side, source in (("e_cand", "e_join"), ("d_cand", "d")):
+        con.execute(
+            f"CREATE TEMP TABLE {side} AS SELECT * FROM {source} "
+            f"WHERE {row_hash} IN (SELECT h FROM unmatched)"
+        )
+    con.execute("DROP TABLE unmatched")
 
 
 def _counts(

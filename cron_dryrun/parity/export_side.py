@@ -1,12 +1,13 @@
 """The run's exports, read once: every file staged, then its counts and key-days for a range.
 
 ``stage_for_run`` is what the preflight calls before anything is sent: it stages every
-CSV/TSV export (staging.stage_file: the whole file, gzip read to its end) in an
-``ExportStage`` the process keeps, and says which file is damaged. ``read_exports`` is
-where parity's request passes next: it takes each file's range from that stage when the
-file is unchanged since (``claim_stage``), else stages it now, reads JSON pages through
-the reference reader, and hands the comparison the export side: one SELECT of key-day
-rows per file, the counts of everything not compared, the buckets and the overlaps.
+export (staging.stage_file: a CSV/TSV whole, gzip read to its end, in one typed pass; JSON
+pages through the reference reader, once) in an ``ExportStage`` the process keeps, and
+says which file is damaged. ``read_exports`` is where parity's request passes next: it
+takes each file's range from that stage when the file is unchanged since
+(``claim_stage``), else stages it now, and hands the comparison the export side: one
+SELECT of key-day rows per file, the counts of everything not compared, the buckets and
+the overlaps.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from cron_dryrun.parity.export_sql import totals_csv_reader, totals_table_ddl
+from cron_dryrun.parity.export_sql import totals_table_ddl
 from cron_dryrun.parity.formats import (
     KEY_TEXT_COLUMNS,
     METRICS,
@@ -31,8 +32,6 @@ from cron_dryrun.parity.readers import (
     SharedKeyDays,
     common_metrics,
     overlapping_buckets,
-    read_json_pages,
-    write_totals_csv,
 )
 from cron_dryrun.parity.staging import StagedFile, connect, stage_file, take
 
@@ -111,7 +110,7 @@ def stage_for_run(paths: Sequence[Path]) -> dict[Path, StagedFile]:
     out = {}
     for path in paths:
         fmt = sniff_export(path)
-        if fmt.kind != "json" and fmt.problem(str(path)) is None:
+        if fmt.problem(str(path)) is None:
             out[path] = _run_stage.stage(path)
     return out
 
@@ -128,7 +127,6 @@ def read_exports(
     files: Sequence[Path],
     first_day: date | None,
     last_day: date | None,
-    work: Path,
     say: Callable[[str], None],
     stage: ExportStage | None = None,
 ) -> ExportSide:
@@ -139,9 +137,6 @@ def read_exports(
         fmt = sniff_export(path)
         if fmt.problem(str(path)) is None:  # a file that is not read decides nothing
             side.metric_sets.append(set(fmt.metrics))
-        if fmt.kind == "json" and fmt.unreadable is None:
-            _read_json(con, side, path, i, first_day, last_day, work)
-            continue
         staged = stage.staged(path) if stage is not None else None
         if staged is None:
             staged = stage_file(con, path, f"export_read_{i}", fmt)
@@ -158,33 +153,6 @@ def read_exports(
     for problem in overlapping_buckets(side.buckets, shared_key_days(con, side.source_of)):
         side.rollup.add_problem(problem)
     return side
-
-
-def _read_json(
-    con: Any,
-    side: ExportSide,
-    path: Path,
-    i: int,
-    first_day: date | None,
-    last_day: date | None,
-    work: Path,
-) -> None:
-    """Admin-API JSON pages: the reference reader's roll-up, loaded as key-day rows."""
-    part = DailyRollup()
-    for item in read_json_pages(path):
-        part.add(item, first_day, last_day)
-    csv_path = work / f"export_{i}.csv"
-    with open(csv_path, "w", encoding="utf-8", newline="") as fh:
-        write_totals_csv(part, fh)
-    con.execute(totals_table_ddl(f"export_json_{i}"))
-    con.execute(f"INSERT INTO export_json_{i} {totals_csv_reader([csv_path])}")
-    side.sources.append(f"SELECT * FROM export_json_{i}")
-    side.source_of[str(path)] = side.sources[-1]
-    merge_counts(
-        side.rollup, part.rows, part.empty_bucket_rows, part.rows_without_ids,
-        part.rows_outside_range, part.without_ids_totals, part.problems, part.problem_count,
-    )  # fmt: skip
-    side.buckets[str(path)] = part.buckets.get(str(path), set())
 
 
 def merge_counts(

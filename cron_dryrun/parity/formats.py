@@ -222,6 +222,10 @@ def _missing_columns(columns: Sequence[str]) -> tuple[str, ...]:
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+# a download cut short, as the preflight and parity say it (the file's damage, then this)
+GZIP_ENDS_EARLY = "gzip stream ends early"
+JSON_ENDS_EARLY = "ends mid-JSON"
+CUT_SHORT = "the download was cut short; download the export again"
 
 
 def is_gzip(path: Path) -> bool:

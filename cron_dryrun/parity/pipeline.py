@@ -78,7 +78,7 @@ def reconcile(
             db_thread = DbThread(db_totals, first_day, last_day, db_csv, con.cursor())
             db_thread.start()
         try:
-            side = read_exports(con, files, first_day, last_day, work, say, stage)
+            side = read_exports(con, files, first_day, last_day, say, stage)
             coverage = day_coverage(b for spans in side.buckets.values() for b in spans)
             first_day, last_day = _range(first_day, last_day, coverage, side)
             export_view(con, side.sources, first_day, last_day)

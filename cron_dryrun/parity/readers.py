@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from cron_dryrun.parity.formats import (
     BATCH_VALUES,
+    CUT_SHORT,
+    GZIP_ENDS_EARLY,
+    JSON_ENDS_EARLY,
     JSON_METRICS,
     METRICS,
     PROBLEM_SAMPLE,
@@ -61,6 +64,14 @@ def read_delimited(
             yield parse_delimited_row(name, record_line, fmt.columns, fmt.metrics, values)
 
 
+class JsonEndsEarly(ValueError):
+    """The JSON text stops inside a value (at ``line``, its last): a download cut short."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(f"{JSON_ENDS_EARLY} at line {line}")
+        self.line = line
+
+
 def _iter_json_values(fh: io.TextIOBase, chunk_size: int = 1 << 20) -> Iterator[tuple[int, Any]]:
     """Top-level JSON values one after another (one page, an array, or JSON lines), with line."""
     decoder = json.JSONDecoder()
@@ -81,6 +92,9 @@ def _iter_json_values(fh: io.TextIOBase, chunk_size: int = 1 << 20) -> Iterator[
         try:
             value, end = decoder.raw_decode(buffer)
         except json.JSONDecodeError as exc:
+            if eof and (exc.msg.startswith("Unterminated string") or not buffer[exc.pos :].strip()):
+                # the text stops inside its last value: what a download cut short leaves
+                raise JsonEndsEarly(line + buffer.rstrip().count(chr(10))) from None
             if eof:
                 raise ValueError(
                     f"line {line + buffer[: exc.pos].count(chr(10))}: {exc.msg}"
@@ -116,8 +130,12 @@ def read_json_pages(path: Path) -> Iterator[BucketRow | ExportProblem]:
             for line, value in _iter_json_values(fh):
                 for page_no, page in enumerate(_json_pages(value), 1):
                     yield from _read_json_page(name, line, page_no, page)
+        except JsonEndsEarly as exc:
+            yield ExportProblem(name, exc.line, f"{exc}: {CUT_SHORT}", "file")
         except ValueError as exc:
             yield ExportProblem(name, 0, f"not valid JSON: {exc}")
+        except EOFError:  # gzip's: the stream has no end
+            yield ExportProblem(name, 0, f"{GZIP_ENDS_EARLY}: {CUT_SHORT}", "file")
 
 
 def _read_json_page(

@@ -17,7 +17,9 @@ Nothing here talks to a database server; DuckDB is an in-process engine over fil
 
 from __future__ import annotations
 
+import csv
 import importlib
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -29,10 +31,14 @@ from cron_dryrun.parity.export_sql import (
     fast_rows_sql,
     quote_name,
     quote_text,
+    sql_path,
     totals_table_ddl,
 )
 from cron_dryrun.parity.formats import (
+    CUT_SHORT,
+    GZIP_ENDS_EARLY,
     HAS_IDS_SQL,
+    KEY_TEXT_COLUMNS,
     METRICS,
     PROBLEM_SAMPLE,
     ExportFormat,
@@ -40,6 +46,7 @@ from cron_dryrun.parity.formats import (
     bucket_problem,
     sniff_export,
 )
+from cron_dryrun.parity.readers import read_json_pages
 
 if TYPE_CHECKING:
     import duckdb
@@ -48,7 +55,6 @@ if TYPE_CHECKING:
 # process peaks near 375 MB at 1M key-days (300MB: ~425 MB, no faster; benchmarks/README.md).
 DUCKDB_MEMORY_LIMIT = "250MB"
 KEYS_SQL = "project_id, api_key_id, user_id, model, service_tier, batch"
-GZIP_ENDS_EARLY = "gzip stream ends early"
 
 
 @dataclass
@@ -134,6 +140,8 @@ def stage_file(
     problem = fmt.problem(str(path))
     if problem is not None:
         return StagedFile(path, fmt, None, False, [], [problem], 1)
+    if fmt.kind == "json":
+        return stage_json(con, path, name, fmt, problem_sample)
     con.execute(f"DROP TABLE IF EXISTS {name}")
     try:
         con.execute(f"CREATE TEMP TABLE {name} AS {fast_rows_sql(path, fmt)}")
@@ -155,7 +163,7 @@ def gzip_ended_early(exc: BaseException) -> bool:
 
 
 def damaged_gzip(path: Path, fmt: ExportFormat) -> StagedFile:
-    reason = f"{GZIP_ENDS_EARLY}: the download was cut short; download the export again"
+    reason = f"{GZIP_ENDS_EARLY}: {CUT_SHORT}"
     problem = ExportProblem(str(path), 0, reason, "file")
     return StagedFile(path, fmt, None, False, [], [problem], 1, GZIP_ENDS_EARLY)
 
@@ -233,6 +241,77 @@ def stage_exact(
     problems = [ExportProblem(name, lines.get(rec, rec + 1), why) for rec, why in sample]
     damage = f"ends mid-row at line {lines.get(last, last + 1)}" if cut else None
     return StagedFile(path, fmt, table, False, [], problems, len(bad), damage)
+
+
+# stage_json's rows, as its CSV file holds them: a problem (empty for a bucket result), the
+# bucket, the key, whether it is an empty bucket, the counts
+_JSON_ROW_TYPES = {
+    "problem": "VARCHAR",
+    "bstart": "TIMESTAMP",
+    "bend": "TIMESTAMP",
+    **dict.fromkeys(("project_id", "api_key_id", "user_id", "model", "service_tier"), "VARCHAR"),
+    "batch": "BOOLEAN",
+    "is_empty": "BOOLEAN",
+    **dict.fromkeys(METRICS, "BIGINT"),
+}
+
+
+def _naive_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+
+
+def stage_json(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    table: str,
+    fmt: ExportFormat,
+    problem_sample: int = PROBLEM_SAMPLE,
+) -> StagedFile:
+    """Admin-API JSON pages, read once by the reference reader (``read_json_pages``) into
+    table ``table`` in the exact reader's layout: per bucket and key, its results and
+    counts; a problem its own row. ``take`` then reads a range from it as from a CSV the
+    exact reader staged. A JSON text that stops inside a value, or a gzip stream without
+    its end, is the file's damage (a download cut short)."""
+    problems: list[ExportProblem] = []
+    count = 0
+    damage = None
+    with tempfile.TemporaryDirectory(prefix="cron-dryrun-json-") as tmp:
+        rows = Path(tmp) / "rows.csv"
+        with open(rows, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            for item in read_json_pages(path):
+                if isinstance(item, ExportProblem):
+                    count += 1
+                    if len(problems) < problem_sample:
+                        problems.append(item)
+                    if item.kind == "file" and item.reason.endswith(f": {CUT_SHORT}"):
+                        damage = item.reason[: -len(CUT_SHORT) - 2]
+                    writer.writerow([item.reason, *[""] * (len(_JSON_ROW_TYPES) - 1)])
+                    continue
+                writer.writerow(
+                    [
+                        "", _naive_utc(item.start),
+                        _naive_utc(item.end), item.project_id,
+                        item.api_key_id, item.user_id, item.model, item.service_tier,
+                        item.batch, item.is_empty, *(item.metrics.get(m, 0) for m in METRICS),
+                    ]
+                )  # fmt: skip
+        columns = ", ".join(f"'{c}': '{t}'" for c, t in _JSON_ROW_TYPES.items())
+        text = ", ".join(f"coalesce({c}, '') AS {c}" for c in KEY_TEXT_COLUMNS)
+        sums = ", ".join(
+            f"CAST(sum({quote_name(m)}) AS BIGINT) AS {quote_name(m)}" for m in METRICS
+        )
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute(
+            f"CREATE TEMP TABLE {table} AS SELECT problem, NULL::BIGINT AS bad_rec, bstart, bend, "
+            f"{', '.join(KEY_TEXT_COLUMNS)}, batch, count(*) AS n, "
+            f"count(*) FILTER (WHERE is_empty) AS empties, {sums} FROM (SELECT "
+            f"nullif(problem, '') AS problem, bstart, bend, {text}, batch, is_empty, "
+            f"{', '.join(quote_name(m) for m in METRICS)} FROM read_csv('{sql_path(rows)}', "
+            f"columns={{{columns}}}, header=false, auto_detect=false, delim=',', quote='\"', "
+            f"escape='\"')) GROUP BY ALL"
+        )
+    return StagedFile(path, fmt, table, False, [], problems, count, damage)
 
 
 def ends_with_newline(path: Path, fmt: ExportFormat) -> bool:

@@ -432,7 +432,7 @@ def _write_run_files(
     if facts.diff_report:
         state.artefacts["diff report"] = writer.path(facts.diff_report)
         own.append(facts.diff_report)
-        from cron_dryrun.parity.reconcile import detail_path_for
+        from cron_dryrun.parity.report import detail_path_for
 
         detail = detail_path_for(writer.path(facts.diff_report))
         if detail.is_file():

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from cron_dryrun.parity.exports import METRIC_COLUMNS
+from cron_dryrun.parity.formats import METRIC_COLUMNS
 from cron_dryrun.standin.usage_truth import Usage, from_epoch
 from cron_dryrun.windows import naive_utc
 
