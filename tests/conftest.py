@@ -5,10 +5,11 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from neon_compute import SleepingCompute, sleeping_compute
+from suite_runs import RunSuite, SuiteRun, preload, run_in_process
 
 from cron_dryrun.target.database import create_app_database, database_name, drop_database
 from cron_dryrun.target.embedded import start_embedded
@@ -33,6 +34,23 @@ def app_database(pg_server: RunningPostgres) -> Iterator[str]:
         yield dsn
     finally:
         drop_database(pg_server.dsn, database_name(dsn))
+
+
+@pytest.fixture(scope="session")
+def _preloaded() -> None:
+    preload()
+
+
+@pytest.fixture
+def run_suite(pytester: pytest.Pytester, _preloaded: None) -> RunSuite:
+    """Run the acceptance suite in this process (pytester) and parse what it left: the
+    returncode, stdout, stderr, gate.json and ledger of the ``--audit-dir=`` it was given.
+    ``env`` is added to the operator-free environment a child gets from ``clean_env``."""
+
+    def run(*args: str, **kwargs: Any) -> SuiteRun:
+        return run_in_process(pytester, *args, **kwargs)
+
+    return run
 
 
 @pytest.fixture

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables an operator's shell may hold; a child run must see only what the test gives it.
@@ -119,3 +125,124 @@ def acceptance_command(*args: str) -> list[str]:
         "no:cacheprovider",
         *args,
     ]
+
+
+# -- in-process runs (pytester) -------------------------------------------------------------------
+# The plugin's hooks (gate semantics, partial runs, refusals, path options, redaction of
+# reports, the evidence-writing order) are tested in this process, as pytest's own
+# testing/test_junitxml.py tests junitxml: one `pytester.runpytest` per run, no interpreter
+# start, nothing imported twice. All of the plugin's state lives in config.stash, so each run
+# starts clean. Child processes stay where a process is the point (signals, the netguard's
+# sitecustomize, two suites at once, the whole-run leak hunt, the fault matrix's parallel runs).
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """One in-process run of the acceptance suite, parsed. ``returncode``, ``stdout`` and
+    ``stderr`` read as a child's ``CompletedProcess`` does."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    audit: Path | None
+
+    @property
+    def lines(self) -> list[str]:
+        """The terminal's lines, stdout then stderr."""
+        return (self.stdout + self.stderr).splitlines()
+
+    @property
+    def gate(self) -> dict[str, Any] | None:
+        """The run's gate.json, or None when it wrote none."""
+        if self.audit is None or not (self.audit / "gate.json").is_file():
+            return None
+        doc: dict[str, Any] = json.loads((self.audit / "gate.json").read_text())
+        return doc
+
+    @property
+    def ledger(self) -> list[dict[str, Any]]:
+        """The ledger's lines (none when it was never written)."""
+        path = (self.audit or Path("/nonexistent")) / "cron-dry-run" / "ledger.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class RunSuite(Protocol):
+    def __call__(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        paths: Sequence[str] = ("acceptance/", "-m", "dryrun"),
+    ) -> SuiteRun: ...
+
+
+# Imported here once, before any in-process run: pytester drops the modules a run imports
+# when it ends, and native extensions (duckdb, pyarrow, psycopg's) must not load twice.
+_PRELOAD = (
+    "cron_dryrun.standin",
+    "cron_dryrun.session.finish",
+    "cron_dryrun.session.reporting",
+    "cron_dryrun.session.preflight",
+    "cron_dryrun.target.providers",
+    "cron_dryrun.target.embedded",
+    "cron_dryrun.target.database",
+    "cron_dryrun.parity",
+    "cron_dryrun.evidence",
+    "cron_dryrun.rules.root_cause",
+    "duckdb",
+    "pyarrow",
+    "psycopg",
+    "httpx",
+    "jsonschema",
+    # pytest plugins' own packages, which pytest imports late (hypothesis at the terminal
+    # summary: 3 s a run when imported again, assertion rewriting included)
+    "hypothesis",
+    "pytest_html",
+    "pytest_metadata",
+    "xdist",
+)
+
+
+def preload() -> None:
+    import importlib
+    import pkgutil
+
+    import cron_dryrun
+
+    for name in _PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    for info in pkgutil.walk_packages(cron_dryrun.__path__, "cron_dryrun."):
+        if info.name.startswith("cron_dryrun.cli"):
+            continue  # commands run as their own processes
+        with contextlib.suppress(ImportError):
+            importlib.import_module(info.name)
+    for path in sorted((ROOT / "acceptance").glob("test_*.py")):
+        # the acceptance modules' own imports (not the modules: pytest imports those)
+        for line in path.read_text().splitlines():
+            if line.startswith(("import ", "from ")) and "__future__" not in line:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(line.split()[1])
+
+
+def run_in_process(
+    pytester: pytest.Pytester,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    paths: Sequence[str] = ("acceptance/", "-m", "dryrun"),
+) -> SuiteRun:
+    """`pytest acceptance/ -m dryrun -p no:cacheprovider ARGS` in this process, from ``cwd``
+    (the project root), seeing the environment a child given ``clean_env(**env)`` sees."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(OPERATOR_VARIABLES):
+                mp.delenv(name)
+        for name, value in (env or {}).items():
+            mp.setenv(name, value)
+        mp.chdir(cwd or ROOT)
+        result = pytester.runpytest(*paths, "-p", "no:cacheprovider", *args)
+    audit = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("--audit-dir=")), None)
+    return SuiteRun(int(result.ret), "\n".join(result.outlines), "\n".join(result.errlines), audit)

@@ -1,6 +1,6 @@
 """A GO the gate can stand behind: every collected check ran, one trigger, the intended target.
 
-Each test runs the acceptance suite in a child process, as an operator would.
+Each test runs the acceptance suite as an operator would, in this process (``run_suite``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from suite_runs import clean_env, run_acceptance
+from suite_runs import RunSuite
 
 LEDGER = Path("cron-dry-run") / "ledger.jsonl"
 
@@ -25,12 +25,12 @@ def ledger_lines(audit: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_a_run_that_deselects_auth_cases_is_partial_and_no_go(tmp_path: Path) -> None:
+def test_a_run_that_deselects_auth_cases_is_partial_and_no_go(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     """`--fault=auth-open -k "not refused"`: the open endpoint's refusal checks never ran."""
     audit = tmp_path / "audit"
-    result = run_acceptance(
-        f"--audit-dir={audit}", "--fault=auth-open", "-k", "not refused", env=clean_env()
-    )
+    result = run_suite(f"--audit-dir={audit}", "--fault=auth-open", "-k", "not refused")
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     assert "verdict: NO-GO" in result.stdout
     assert re.search(r"!! auth_smoke +partial +partial:", result.stdout), result.stdout[-3000:]
@@ -45,9 +45,9 @@ def test_a_run_that_deselects_auth_cases_is_partial_and_no_go(tmp_path: Path) ->
     assert line["verdict"] == "NO-GO" and line["completeness"] == "partial"
 
 
-def test_xdist_is_refused_before_anything_is_triggered(tmp_path: Path) -> None:
+def test_xdist_is_refused_before_anything_is_triggered(run_suite: RunSuite, tmp_path: Path) -> None:
     audit = tmp_path / "audit"
-    result = run_acceptance(f"--audit-dir={audit}", "-p", "xdist", "-n", "2", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}", "-p", "xdist", "-n", "2")
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert (
         "cron-dryrun: the acceptance suite cannot run under pytest-xdist (-n / --dist / -p xdist): "
@@ -62,10 +62,10 @@ def test_xdist_is_refused_before_anything_is_triggered(tmp_path: Path) -> None:
     ids=["--require-staging", "CRON_DRYRUN_TARGET=staging"],
 )
 def test_a_staging_run_never_falls_back_to_the_local_stack(
-    tmp_path: Path, switch: tuple[str, ...], env: dict[str, str]
+    run_suite: RunSuite, tmp_path: Path, switch: tuple[str, ...], env: dict[str, str]
 ) -> None:
     audit = tmp_path / "audit"
-    result = run_acceptance(f"--audit-dir={audit}", *switch, env=clean_env(**env), timeout=60)
+    result = run_suite(f"--audit-dir={audit}", *switch, env=env)
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert (
         "ERROR: cron-dryrun: this run must target staging (--require-staging / "
@@ -84,21 +84,23 @@ def test_tox_staging_requires_staging() -> None:
     assert "--require-staging" in staging
 
 
-def test_database_url_without_cron_url_needs_an_explicit_url_backend(tmp_path: Path) -> None:
+def test_database_url_without_cron_url_needs_an_explicit_url_backend(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     """A DATABASE_URL alone (maybe staging's server) must not get scratch databases made on it."""
     audit = tmp_path / "audit"
     dsn = "postgresql://operator:pw@staging-db.invalid:5432/app"
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env(DATABASE_URL=dsn), timeout=60)
+    result = run_suite(f"--audit-dir={audit}", env={"DATABASE_URL": dsn})
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert "ERROR: cron-dryrun: DATABASE_URL is set but CRON_URL is not" in result.stderr
     assert "pass --db-backend=url" in result.stderr and "Nothing was triggered." in result.stderr
     assert not ledger_lines(audit)
 
 
-def test_a_settings_error_names_a_bad_cron_dryrun_target(tmp_path: Path) -> None:
-    result = run_acceptance(
-        f"--audit-dir={tmp_path}", env=clean_env(CRON_DRYRUN_TARGET="prod"), timeout=60
-    )
+def test_a_settings_error_names_a_bad_cron_dryrun_target(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
+    result = run_suite(f"--audit-dir={tmp_path}", env={"CRON_DRYRUN_TARGET": "prod"})
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert "CRON_DRYRUN_TARGET: expected staging (refuse the local stack) or auto" in result.stderr
 
@@ -107,12 +109,13 @@ def test_a_settings_error_names_a_bad_cron_dryrun_target(tmp_path: Path) -> None
 
 
 def test_a_configuration_error_records_nothing_and_gate_json_shows_its_cause(
+    run_suite: RunSuite,
     tmp_path: Path,
 ) -> None:
     """A missing variable must not add a NO-GO line that breaks a complete ledger."""
     audit = tmp_path / "audit"
     staging = "https://staging.cogni-track.app/api/cron/daily-usage"
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env(CRON_URL=staging), timeout=60)
+    result = run_suite(f"--audit-dir={audit}", env={"CRON_URL": staging})
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert not ledger_lines(audit)
     assert not (audit / "cron-dry-run").exists()  # no summary entry, notes or smoke log
@@ -129,18 +132,20 @@ def test_a_configuration_error_records_nothing_and_gate_json_shows_its_cause(
     }
 
 
-def test_collect_only_writes_nothing(tmp_path: Path) -> None:
+def test_collect_only_writes_nothing(run_suite: RunSuite, tmp_path: Path) -> None:
     audit = tmp_path / "audit"
-    result = run_acceptance(f"--audit-dir={audit}", "--collect-only", env=clean_env(), timeout=60)
+    result = run_suite(f"--audit-dir={audit}", "--collect-only")
     assert result.returncode == 0, result.stdout[-2000:]
     assert "test_secret_is_accepted_with_a_json_body" in result.stdout
     assert not audit.exists()
 
 
-def test_a_run_that_triggers_nothing_adds_no_ledger_line(tmp_path: Path) -> None:
+def test_a_run_that_triggers_nothing_adds_no_ledger_line(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     """Only the prerequisites step selected: no request is sent, so nothing is recorded."""
     audit = tmp_path / "audit"
-    result = run_acceptance(f"--audit-dir={audit}", "-k", "prerequisites", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}", "-k", "prerequisites")
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-2000:]
     assert "nothing was triggered: no ledger line" in result.stdout
     assert not ledger_lines(audit) and not (audit / "cron-dry-run").exists()
@@ -150,11 +155,13 @@ def test_a_run_that_triggers_nothing_adds_no_ledger_line(tmp_path: Path) -> None
 # -- evidence is part of the verdict ----------------------------------------------------------------
 
 
-def test_evidence_that_cannot_be_written_is_no_go_naming_the_files(tmp_path: Path) -> None:
+def test_evidence_that_cannot_be_written_is_no_go_naming_the_files(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     audit = tmp_path / "audit"
     audit.mkdir()
     (audit / "cron-dry-run").write_text("a file where the folder should be\n")
-    result = run_acceptance(f"--audit-dir={audit}", "-k", "not refused", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}", "-k", "not refused")
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     assert "verdict: NO-GO" in result.stdout
     gate = json.loads((audit / "gate.json").read_text())
@@ -166,11 +173,13 @@ def test_evidence_that_cannot_be_written_is_no_go_naming_the_files(tmp_path: Pat
     assert (audit / "cron-dry-run").read_text() == "a file where the folder should be\n"
 
 
-def test_the_ledger_line_is_written_last_and_red_when_evidence_failed(tmp_path: Path) -> None:
+def test_the_ledger_line_is_written_last_and_red_when_evidence_failed(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     """The summary cannot be written: the checks passed, yet the ledger gets no GO line."""
     audit = tmp_path / "audit"
     (audit / "cron-dry-run" / "summary.md").mkdir(parents=True)
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}")
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     (line,) = ledger_lines(audit)
     assert line["verdict"] == "NO-GO" and line["failed_checks"] == ["evidence"]
@@ -199,9 +208,11 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mount_point)], check=True)
 
 
-def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(full_disk: Path) -> None:
+def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(
+    run_suite: RunSuite, full_disk: Path
+) -> None:
     audit = full_disk / "audit"
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}")
     output = result.stdout + result.stderr
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, output[-3000:]
     assert "verdict: NO-GO" in result.stdout
@@ -224,6 +235,7 @@ def assert_verifies(audit: Path) -> None:
 
 
 def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
+    run_suite: RunSuite,
     tmp_path: Path,
 ) -> None:
     """The notes cannot be written (a folder where the day's notes file goes), after the summary
@@ -231,7 +243,7 @@ def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
     audit = tmp_path / "audit"
     for day in {datetime.now(UTC).date(), (datetime.now(UTC) + timedelta(minutes=5)).date()}:
         (audit / "cron-dry-run" / f"notes-{day.isoformat()}.md").mkdir(parents=True)
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}")
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     gate = json.loads((audit / "gate.json").read_text())
     assert gate["verdict"] == "NO-GO" and "cron-dry-run/notes-" in gate["reasons"][-1]
@@ -243,6 +255,7 @@ def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
 
 
 def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
+    run_suite: RunSuite,
     tmp_path: Path,
 ) -> None:
     """A folder where ledger.jsonl goes: known before the manifest, so the summary entry says
@@ -250,7 +263,7 @@ def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
     the folder still verifies (the rewritten gate snapshot failed it)."""
     audit = tmp_path / "audit"
     (audit / "cron-dry-run" / "ledger.jsonl").mkdir(parents=True)
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}")
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     gate = json.loads((audit / "gate.json").read_text())
     assert gate["verdict"] == "NO-GO"
