@@ -168,13 +168,16 @@ class SuiteRun:
         return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+ACCEPTANCE = ("acceptance/", "-m", "dryrun", "-q")
+
+
 class RunSuite(Protocol):
     def __call__(
         self,
         *args: str,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
-        paths: Sequence[str] = ("acceptance/", "-m", "dryrun"),
+        command: Sequence[str] = ACCEPTANCE,
     ) -> SuiteRun: ...
 
 
@@ -232,10 +235,11 @@ def run_in_process(
     *args: str,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    paths: Sequence[str] = ("acceptance/", "-m", "dryrun"),
+    command: Sequence[str] = ACCEPTANCE,
 ) -> SuiteRun:
-    """`pytest acceptance/ -m dryrun -p no:cacheprovider ARGS` in this process, from ``cwd``
-    (the project root), seeing the environment a child given ``clean_env(**env)`` sees."""
+    """`pytest COMMAND -p no:cacheprovider ARGS` in this process, from ``cwd`` (the project
+    root), seeing the environment a child given ``clean_env(**env)`` sees. COMMAND is by
+    default `acceptance/ -m dryrun -q`, as ``run_acceptance`` runs it."""
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
             if name.startswith(OPERATOR_VARIABLES):
@@ -243,6 +247,11 @@ def run_in_process(
         for name, value in (env or {}).items():
             mp.setenv(name, value)
         mp.chdir(cwd or ROOT)
-        result = pytester.runpytest(*paths, "-p", "no:cacheprovider", *args)
+        result = pytester.runpytest(*command, "-p", "no:cacheprovider", *args)
     audit = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("--audit-dir=")), None)
-    return SuiteRun(int(result.ret), "\n".join(result.outlines), "\n".join(result.errlines), audit)
+    return SuiteRun(int(result.ret), _text(result.outlines), _text(result.errlines), audit)
+
+
+def _text(lines: list[str]) -> str:
+    """What was written, as a child's captured stream reads (each line ends in a newline)."""
+    return "".join(f"{line}\n" for line in lines)

@@ -46,7 +46,7 @@ def test_remote_target_lists_every_missing_variable(run_suite: RunSuite, tmp_pat
 
 def test_rollback_check_is_deselected_without_allow_destructive(run_suite: RunSuite) -> None:
     result = run_suite(
-        "--collect-only", "-q", paths=[str(ROOT / "acceptance" / "test_rollback.py")]
+        "--collect-only", "-q", command=[str(ROOT / "acceptance" / "test_rollback.py")]
     )
     pytest.LineMatcher(result.stdout.splitlines()).fnmatch_lines(["*1 deselected*"])
 
@@ -88,7 +88,7 @@ def test_rollback_check_runs_on_the_local_stack_with_allow_destructive(
         "-q",
         "--allow-destructive",
         f"--audit-dir={tmp_path}",
-        paths=[str(ROOT / "acceptance" / "test_rollback.py")],
+        command=[str(ROOT / "acceptance" / "test_rollback.py")],
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "1 passed" in result.stdout
@@ -141,7 +141,7 @@ def test_a_path_option_read_as_a_test_path_is_a_usage_error(
         f"AUDIT_DIR={existing}"
     )
     # no test path given: the only "path" pytest sees is the audit folder, so no ini is found
-    result = run_suite("--collect-only", "-q", "--audit-dir", existing, paths=[])
+    result = run_suite("--collect-only", "-q", "--audit-dir", existing, command=[])
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert f"write `--audit-dir={existing}`" in result.stderr
 

@@ -23,7 +23,7 @@ def test_xdist_started_from_inside_the_acceptance_folder_is_refused(
     """`cd acceptance && pytest -n 2 .`: on main every worker triggered the cron and pytest
     exited 0 with no verdict."""
     audit = tmp_path / "audit"
-    result = run_suite("-n", "2", f"--audit-dir={audit}", cwd=ROOT / "acceptance", paths=["."])
+    result = run_suite("-n", "2", f"--audit-dir={audit}", cwd=ROOT / "acceptance", command=["."])
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert XDIST_REFUSED in result.stderr.splitlines()
     assert not audit.exists()  # nothing written, nothing triggered
