@@ -42,7 +42,13 @@ def _preloaded() -> None:
 
 
 @pytest.fixture
-def run_suite(pytester: pytest.Pytester, _preloaded: None) -> RunSuite:
+def pytester(pytester: pytest.Pytester, _preloaded: None) -> pytest.Pytester:
+    """pytester, with what its in-process runs would import again each time imported once."""
+    return pytester
+
+
+@pytest.fixture
+def run_suite(pytester: pytest.Pytester) -> RunSuite:
     """Run the acceptance suite in this process (pytester) and parse what it left: the
     returncode, stdout, stderr, gate.json and ledger of the ``--audit-dir=`` it was given.
     ``env`` is added to the operator-free environment a child gets from ``clean_env``."""
