@@ -166,6 +166,38 @@ def test_every_handler_pytest_owns_and_the_root_loggers_get_the_filter_once() ->
             handler.filters[:] = [f for f in handler.filters if not isinstance(f, RedactingFilter)]
 
 
+LOGS_ON_THE_ROOT_LOGGER = """
+import logging
+import os
+
+import pytest
+
+@pytest.mark.dryrun
+@pytest.mark.prerequisites
+def test_logs_it():
+    logging.getLogger().warning("plain %s", os.environ.get("CRON_SECRET", "none"))
+"""
+
+
+def test_a_second_session_in_the_process_redacts_its_own_log_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sessions in one process (pytester, in-process): the root logger keeps the first
+    session's filter, and a record it redacted (for the first session's secrets) is redacted
+    again by the second session's, so the second's --log-file holds none of its secret."""
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    pytester.makepyfile(test_logs=LOGS_ON_THE_ROOT_LOGGER)
+    args = ("-m", "dryrun", "--log-file=log.txt", "--log-file-level=INFO")
+    first = pytester.runpytest(*args, f"--audit-dir={pytester.path / 'first'}")
+    assert first.ret == pytest.ExitCode.TESTS_FAILED, first.stdout.str()[-2000:]  # a partial run
+    monkeypatch.setenv("CRON_SECRET", SECRET)
+    second = pytester.runpytest(*args, f"--audit-dir={pytester.path / 'second'}")
+    assert second.ret == pytest.ExitCode.TESTS_FAILED, second.stdout.str()[-2000:]
+    log = (pytester.path / "log.txt").read_text()
+    assert "plain [REDACTED]" in log
+    assert pieces_left(log, [SECRET]) == []
+
+
 def test_the_debug_trace_is_redacted_from_its_first_line(tmp_path: Path) -> None:
     path = tmp_path / "pytestdebug.log"
     dsn = f"postgresql://postgres:{SECRET}@127.0.0.1:5432/app"
