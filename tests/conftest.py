@@ -48,12 +48,20 @@ def pytester(pytester: pytest.Pytester, _preloaded: None) -> pytest.Pytester:
 
 
 @pytest.fixture
-def run_suite(pytester: pytest.Pytester) -> RunSuite:
+def run_suite(pytester: pytest.Pytester, request: pytest.FixtureRequest) -> RunSuite:
     """Run the acceptance suite in this process (pytester) and parse what it left: the
     returncode, stdout, stderr, gate.json and ledger of the ``--audit-dir=`` it was given.
-    ``env`` is added to the operator-free environment a child gets from ``clean_env``."""
+    ``env`` is added to the operator-free environment a child gets from ``clean_env``.
 
-    def run(*args: str, **kwargs: Any) -> SuiteRun:
+    ``shared_postgres=True``: the local stack's database is made on the session's one
+    PostgreSQL (``--db-backend url``, a fresh database per run, as the fault matrix does)
+    instead of an embedded server started for the run (3 s each): for tests of the gate and
+    the evidence, where the backend is not what is tested."""
+
+    def run(*args: str, shared_postgres: bool = False, **kwargs: Any) -> SuiteRun:
+        if shared_postgres:
+            server: RunningPostgres = request.getfixturevalue("pg_server")
+            args = ("--db-backend", "url", "--database-url", server.dsn, *args)
         return run_in_process(pytester, *args, **kwargs)
 
     return run

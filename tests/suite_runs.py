@@ -178,6 +178,7 @@ class RunSuite(Protocol):
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         command: Sequence[str] = ACCEPTANCE,
+        shared_postgres: bool = False,
     ) -> SuiteRun: ...
 
 

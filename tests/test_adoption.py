@@ -440,7 +440,7 @@ def test_excerpts_end_on_a_word_boundary_with_dots() -> None:
 
 def test_an_open_endpoint_run_leads_with_it(run_suite: RunSuite, tmp_path: Path) -> None:
     audit = tmp_path / "audit"
-    result = run_suite("--fault=auth-open", f"--audit-dir={audit}")
+    result = run_suite("--fault=auth-open", f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     section = result.stdout.split("cron-dryrun gate: NO-GO", 1)[1]
     lines = section.splitlines()
@@ -519,7 +519,9 @@ def test_a_missing_exchange_is_named_once_not_once_per_check() -> None:
 def test_an_html_500_names_its_cause_once_and_progress_keeps_its_lines(
     run_suite: RunSuite, tmp_path: Path
 ) -> None:
-    result = run_suite("--fault=html-500", f"--audit-dir={tmp_path / 'audit'}")
+    result = run_suite(
+        "--fault=html-500", f"--audit-dir={tmp_path / 'audit'}", shared_postgres=True
+    )
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     # pytest's own short summary is left out: under CI=true pytest prints its lines uncut
     out = result.stdout.split("short test summary info", 1)[0]

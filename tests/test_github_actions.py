@@ -73,7 +73,9 @@ def test_a_run_in_github_actions_appends_the_summary_and_annotates_failed_checks
     summary = tmp_path / "step_summary.md"
     summary.write_text("## an earlier step's summary\n")
     env = dict(GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary))
-    result = run_suite("--fault=token-drift", f"--audit-dir={tmp_path / 'audit'}", env=env)
+    result = run_suite(
+        "--fault=token-drift", f"--audit-dir={tmp_path / 'audit'}", env=env, shared_postgres=True
+    )
     assert result.returncode == 1, result.stdout[-3000:]
     errors = [line for line in result.stdout.splitlines() if line.startswith("::error")]
     assert len(errors) == 1 and errors[0].startswith("::error title=parity::failed: "), errors
@@ -84,7 +86,9 @@ def test_a_run_in_github_actions_appends_the_summary_and_annotates_failed_checks
     quiet = tmp_path / "untouched.md"
     quiet.write_text("")
     result = run_suite(
-        f"--audit-dir={tmp_path / 'audit2'}", env={"GITHUB_STEP_SUMMARY": str(quiet)}
+        f"--audit-dir={tmp_path / 'audit2'}",
+        env={"GITHUB_STEP_SUMMARY": str(quiet)},
+        shared_postgres=True,
     )
     assert result.returncode == 0 and "::error" not in result.stdout
     assert quiet.read_text() == ""

@@ -112,7 +112,7 @@ def test_the_operators_own_html_report_shows_the_ledger_with_this_run(
     48-hour timeline reads the ledger too (it always said "no run recorded yet")."""
     own = tmp_path / "own.html"
     audit = tmp_path / "audit"
-    result = run_suite(f"--html={own}", f"--audit-dir={audit}")
+    result = run_suite(f"--html={own}", f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     html = own.read_text(encoding="utf-8")
     assert "Gate verdict: GO" in html

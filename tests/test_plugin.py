@@ -89,6 +89,7 @@ def test_rollback_check_runs_on_the_local_stack_with_allow_destructive(
         "--allow-destructive",
         f"--audit-dir={tmp_path}",
         command=[str(ROOT / "acceptance" / "test_rollback.py")],
+        shared_postgres=True,
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "1 passed" in result.stdout
@@ -166,7 +167,7 @@ def test_promotion_gate_needs_a_complete_ledger_of_remote_runs(
         time=datetime.now(UTC) - timedelta(hours=24), target="local stack", verdict="GO"
     )
     ledger.write_text(json.dumps(yesterday.to_json()) + "\n")
-    alone = run_suite(f"--audit-dir={local}", "--promotion-gate")
+    alone = run_suite(f"--audit-dir={local}", "--promotion-gate", shared_postgres=True)
     assert alone.returncode == 1, alone.stdout[-3000:]
     gate = json.loads((local / "gate.json").read_text())
     assert gate["verdict"] == "NO-GO" and all(s["status"] == "passed" for s in gate["steps"])

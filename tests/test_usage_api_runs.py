@@ -28,7 +28,7 @@ def test_local_stack_fetches_the_usage_into_the_audit_folder_and_its_manifest(
     tmp_path: Path,
 ) -> None:
     audit = tmp_path / "audit"
-    result = run_suite("--openai-usage=api", f"--audit-dir={audit}")
+    result = run_suite("--openai-usage=api", f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "verdict: GO" in result.stdout
     (usage,) = (audit / "telemetry-audit").glob("usage-*")
@@ -57,7 +57,9 @@ def test_usage_that_differs_from_the_database_fails_parity_as_an_export_file_wou
     tmp_path: Path,
 ) -> None:
     audit = tmp_path / "audit"
-    result = run_suite("--openai-usage=api", "--fault=token-drift", f"--audit-dir={audit}")
+    result = run_suite(
+        "--openai-usage=api", "--fault=token-drift", f"--audit-dir={audit}", shared_postgres=True
+    )
     assert result.returncode == 1, result.stdout[-3000:]
     assert _failed_steps(audit) == {"parity"}
     (parity,) = [c for c in _gate(audit)["checks"] if c["name"] == "parity"]

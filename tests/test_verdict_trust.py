@@ -30,7 +30,9 @@ def test_a_run_that_deselects_auth_cases_is_partial_and_no_go(
 ) -> None:
     """`--fault=auth-open -k "not refused"`: the open endpoint's refusal checks never ran."""
     audit = tmp_path / "audit"
-    result = run_suite(f"--audit-dir={audit}", "--fault=auth-open", "-k", "not refused")
+    result = run_suite(
+        f"--audit-dir={audit}", "--fault=auth-open", "-k", "not refused", shared_postgres=True
+    )
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     assert "verdict: NO-GO" in result.stdout
     assert re.search(r"!! auth_smoke +partial +partial:", result.stdout), result.stdout[-3000:]
@@ -145,7 +147,7 @@ def test_a_run_that_triggers_nothing_adds_no_ledger_line(
 ) -> None:
     """Only the prerequisites step selected: no request is sent, so nothing is recorded."""
     audit = tmp_path / "audit"
-    result = run_suite(f"--audit-dir={audit}", "-k", "prerequisites")
+    result = run_suite(f"--audit-dir={audit}", "-k", "prerequisites", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-2000:]
     assert "nothing was triggered: no ledger line" in result.stdout
     assert not ledger_lines(audit) and not (audit / "cron-dry-run").exists()
@@ -161,7 +163,7 @@ def test_evidence_that_cannot_be_written_is_no_go_naming_the_files(
     audit = tmp_path / "audit"
     audit.mkdir()
     (audit / "cron-dry-run").write_text("a file where the folder should be\n")
-    result = run_suite(f"--audit-dir={audit}", "-k", "not refused")
+    result = run_suite(f"--audit-dir={audit}", "-k", "not refused", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     assert "verdict: NO-GO" in result.stdout
     gate = json.loads((audit / "gate.json").read_text())
@@ -179,7 +181,7 @@ def test_the_ledger_line_is_written_last_and_red_when_evidence_failed(
     """The summary cannot be written: the checks passed, yet the ledger gets no GO line."""
     audit = tmp_path / "audit"
     (audit / "cron-dry-run" / "summary.md").mkdir(parents=True)
-    result = run_suite(f"--audit-dir={audit}")
+    result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     (line,) = ledger_lines(audit)
     assert line["verdict"] == "NO-GO" and line["failed_checks"] == ["evidence"]
@@ -212,7 +214,7 @@ def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(
     run_suite: RunSuite, full_disk: Path
 ) -> None:
     audit = full_disk / "audit"
-    result = run_suite(f"--audit-dir={audit}")
+    result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     output = result.stdout + result.stderr
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, output[-3000:]
     assert "verdict: NO-GO" in result.stdout
@@ -243,7 +245,7 @@ def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
     audit = tmp_path / "audit"
     for day in {datetime.now(UTC).date(), (datetime.now(UTC) + timedelta(minutes=5)).date()}:
         (audit / "cron-dry-run" / f"notes-{day.isoformat()}.md").mkdir(parents=True)
-    result = run_suite(f"--audit-dir={audit}")
+    result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     gate = json.loads((audit / "gate.json").read_text())
     assert gate["verdict"] == "NO-GO" and "cron-dry-run/notes-" in gate["reasons"][-1]
@@ -263,7 +265,7 @@ def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
     the folder still verifies (the rewritten gate snapshot failed it)."""
     audit = tmp_path / "audit"
     (audit / "cron-dry-run" / "ledger.jsonl").mkdir(parents=True)
-    result = run_suite(f"--audit-dir={audit}")
+    result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     gate = json.loads((audit / "gate.json").read_text())
     assert gate["verdict"] == "NO-GO"
