@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 from neon_compute import SleepingCompute, sleeping_compute
-from suite_runs import RunSuite, SuiteRun, preload, run_in_process
+from suite_runs import RunSuite, SuiteRun, preload, run_in_process, shared_server_args
 
 from cron_dryrun.target.database import create_app_database, database_name, drop_database
 from cron_dryrun.target.embedded import start_embedded
@@ -75,7 +75,7 @@ def run_suite(pytester: pytest.Pytester, request: pytest.FixtureRequest) -> RunS
     def run(*args: str, shared_postgres: bool = False, **kwargs: Any) -> SuiteRun:
         if shared_postgres:
             server: RunningPostgres = request.getfixturevalue("pg_server")
-            args = ("--db-backend", "url", "--database-url", server.dsn, *args)
+            args = (*shared_server_args(server), *args)
         return run_in_process(pytester, *args, **kwargs)
 
     return run

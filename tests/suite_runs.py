@@ -112,6 +112,12 @@ def run_acceptance(
     )
 
 
+def shared_server_args(server: Any) -> tuple[str, ...]:
+    """The local stack's database made on ``server`` (the session's one PostgreSQL, a fresh
+    database per run) instead of an embedded server started for the run: 3 s a run."""
+    return ("--db-backend", "url", "--database-url", str(server.dsn))
+
+
 def acceptance_command(*args: str) -> list[str]:
     """The operator's command, `python -m pytest acceptance/ -m dryrun ARGS`, for a child."""
     return [
