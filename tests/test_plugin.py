@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from suite_runs import ROOT, RunSuite, clean_env, recorded_files, run_acceptance
+from suite_runs import (
+    ROOT,
+    RunSuite,
+    clean_env,
+    recorded_files,
+    run_acceptance,
+    shared_server_args,
+)
 
 STAGING = "https://staging.cogni-track.app/api/cron/daily-usage"
 
@@ -51,7 +58,9 @@ def test_rollback_check_is_deselected_without_allow_destructive(run_suite: RunSu
     pytest.LineMatcher(result.stdout.splitlines()).fnmatch_lines(["*1 deselected*"])
 
 
-def test_two_suites_at_once_keep_both_entries_and_earlier_text(tmp_path: Path) -> None:
+def test_two_suites_at_once_keep_both_entries_and_earlier_text(
+    pg_server: Any, tmp_path: Path
+) -> None:
     audit = tmp_path / "audit"
     summary = audit / "cron-dry-run" / "summary.md"
     summary.parent.mkdir(parents=True)
@@ -66,6 +75,7 @@ def test_two_suites_at_once_keep_both_entries_and_earlier_text(tmp_path: Path) -
             label,
             "-k",
             "not rerun and not refused",
+            *shared_server_args(pg_server),
             env=env,
         )
 

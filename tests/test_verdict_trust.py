@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 
 import pytest
 from suite_runs import RunSuite
+
+from cron_dryrun.cli import main
 
 LEDGER = Path("cron-dry-run") / "ledger.jsonl"
 
@@ -225,20 +226,18 @@ def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(
     assert all(line["verdict"] == "NO-GO" for line in ledger_lines(audit))
 
 
-def assert_verifies(audit: Path) -> None:
+def assert_verifies(audit: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`cron-dryrun verify-evidence` over the folder, as an auditor runs it, passes."""
-    verified = subprocess.run(
-        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(audit)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    capsys.readouterr()
+    code = main(["verify-evidence", "--audit-dir", str(audit)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
 
 
 def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
     run_suite: RunSuite,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The notes cannot be written (a folder where the day's notes file goes), after the summary
     entry was: the entry is rewritten with the NO-GO gate.json has, and still verifies."""
@@ -253,12 +252,13 @@ def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
     entry = summary[summary.index("<!-- cron-dryrun:run ") :]
     assert "**NO-GO**" in entry and "**GO**" not in entry
     assert "evidence could not be written" in entry
-    assert_verifies(audit)
+    assert_verifies(audit, capsys)
 
 
 def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
     run_suite: RunSuite,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A folder where ledger.jsonl goes: known before the manifest, so the summary entry says
     NO-GO like gate.json (it said GO), the manifest lists no ledger line that never came, and
@@ -275,4 +275,4 @@ def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
     assert "**NO-GO**" in entry and "**GO**" not in entry
     (manifest,) = (audit / "manifests").glob(f"{gate['run_id']}.sha256")
     assert "ledger.jsonl" not in manifest.read_text()
-    assert_verifies(audit)
+    assert_verifies(audit, capsys)
