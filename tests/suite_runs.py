@@ -158,18 +158,18 @@ class SuiteRun:
         return (self.stdout + self.stderr).splitlines()
 
     @property
-    def gate(self) -> dict[str, Any] | None:
-        """The run's gate.json, or None when it wrote none."""
-        if self.audit is None or not (self.audit / "gate.json").is_file():
-            return None
+    def gate(self) -> dict[str, Any]:
+        """The run's gate.json (a test asking for it fails when the run wrote none)."""
+        assert self.audit is not None, "the run was given no --audit-dir="
         doc: dict[str, Any] = json.loads((self.audit / "gate.json").read_text())
         return doc
 
     @property
     def ledger(self) -> list[dict[str, Any]]:
         """The ledger's lines (none when it was never written)."""
-        path = (self.audit or Path("/nonexistent")) / "cron-dry-run" / "ledger.jsonl"
-        if not path.is_file():
+        assert self.audit is not None, "the run was given no --audit-dir="
+        path = self.audit / "cron-dry-run" / "ledger.jsonl"
+        if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -191,16 +191,6 @@ class RunSuite(Protocol):
 # Imported here once, before any in-process run: pytester drops the modules a run imports
 # when it ends, and native extensions (duckdb, pyarrow, psycopg's) must not load twice.
 _PRELOAD = (
-    "cron_dryrun.standin",
-    "cron_dryrun.session.finish",
-    "cron_dryrun.session.reporting",
-    "cron_dryrun.session.preflight",
-    "cron_dryrun.target.providers",
-    "cron_dryrun.target.embedded",
-    "cron_dryrun.target.database",
-    "cron_dryrun.parity",
-    "cron_dryrun.evidence",
-    "cron_dryrun.rules.root_cause",
     "duckdb",
     "pyarrow",
     "psycopg",
@@ -216,6 +206,8 @@ _PRELOAD = (
 
 
 def preload() -> None:
+    """Import the package (its commands aside), the libraries above and what the acceptance
+    modules import, so no in-process run imports them again."""
     import importlib
     import pkgutil
 

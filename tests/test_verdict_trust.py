@@ -5,25 +5,16 @@ Each test runs the acceptance suite as an operator would, in this process (``run
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from suite_runs import RunSuite
 
 from cron_dryrun.cli import main
-
-LEDGER = Path("cron-dry-run") / "ledger.jsonl"
-
-
-def ledger_lines(audit: Path) -> list[dict[str, Any]]:
-    path = audit / LEDGER
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_a_run_that_deselects_auth_cases_is_partial_and_no_go(
@@ -37,14 +28,14 @@ def test_a_run_that_deselects_auth_cases_is_partial_and_no_go(
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     assert "verdict: NO-GO" in result.stdout
     assert re.search(r"!! auth_smoke +partial +partial:", result.stdout), result.stdout[-3000:]
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     assert gate["verdict"] == "NO-GO" and gate["partial"] is True
     auth = next(s for s in gate["steps"] if s["name"] == "auth_smoke")
     assert auth["status"] == "partial" and auth["reason"].endswith("more not run")
     not_run = [c["nodeid"] for c in gate["checks"] if c["status"] == "not-run"]
     assert "acceptance/test_auth_smoke.py::test_refused_requests_change_no_usage_rows" in not_run
     assert any("test_refused_without_the_secret[" in n for n in not_run)
-    (line,) = ledger_lines(audit)
+    (line,) = result.ledger
     assert line["verdict"] == "NO-GO" and line["completeness"] == "partial"
 
 
@@ -75,7 +66,7 @@ def test_a_staging_run_never_falls_back_to_the_local_stack(
         "CRON_DRYRUN_TARGET=staging, as tox -e staging sets), but CRON_URL is not set"
     ) in result.stderr
     assert "Nothing was triggered." in result.stderr
-    assert not ledger_lines(audit)
+    assert not result.ledger
 
 
 def test_tox_staging_requires_staging() -> None:
@@ -97,7 +88,7 @@ def test_database_url_without_cron_url_needs_an_explicit_url_backend(
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert "ERROR: cron-dryrun: DATABASE_URL is set but CRON_URL is not" in result.stderr
     assert "pass --db-backend=url" in result.stderr and "Nothing was triggered." in result.stderr
-    assert not ledger_lines(audit)
+    assert not result.ledger
 
 
 def test_a_settings_error_names_a_bad_cron_dryrun_target(
@@ -120,9 +111,9 @@ def test_a_configuration_error_records_nothing_and_gate_json_shows_its_cause(
     staging = "https://staging.cogni-track.app/api/cron/daily-usage"
     result = run_suite(f"--audit-dir={audit}", env={"CRON_URL": staging})
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
-    assert not ledger_lines(audit)
+    assert not result.ledger
     assert not (audit / "cron-dry-run").exists()  # no summary entry, notes or smoke log
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     assert gate["verdict"] == "NO-GO"
     assert gate["reasons"] == [
         "configuration error: CRON_SECRET is not set: export CRON_SECRET=<staging secret> (env "
@@ -151,8 +142,8 @@ def test_a_run_that_triggers_nothing_adds_no_ledger_line(
     result = run_suite(f"--audit-dir={audit}", "-k", "prerequisites", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-2000:]
     assert "nothing was triggered: no ledger line" in result.stdout
-    assert not ledger_lines(audit) and not (audit / "cron-dry-run").exists()
-    assert json.loads((audit / "gate.json").read_text())["verdict"] == "NO-GO"
+    assert not result.ledger and not (audit / "cron-dry-run").exists()
+    assert result.gate["verdict"] == "NO-GO"
 
 
 # -- evidence is part of the verdict ----------------------------------------------------------------
@@ -167,7 +158,7 @@ def test_evidence_that_cannot_be_written_is_no_go_naming_the_files(
     result = run_suite(f"--audit-dir={audit}", "-k", "not refused", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     assert "verdict: NO-GO" in result.stdout
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     reason = gate["reasons"][-1]
     assert reason.startswith("evidence could not be written, so this run cannot be GO: ")
     for name in ("cron-dry-run/smoke-", "cron-dry-run/summary.md", "cron-dry-run/notes-"):
@@ -184,9 +175,9 @@ def test_the_ledger_line_is_written_last_and_red_when_evidence_failed(
     (audit / "cron-dry-run" / "summary.md").mkdir(parents=True)
     result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
-    (line,) = ledger_lines(audit)
+    (line,) = result.ledger
     assert line["verdict"] == "NO-GO" and line["failed_checks"] == ["evidence"]
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     assert all(s["status"] == "passed" for s in gate["steps"])
     assert gate["verdict"] == "NO-GO" and "cron-dry-run/summary.md" in gate["reasons"][-1]
     assert list((audit / "cron-dry-run").glob("smoke-*.log"))
@@ -223,7 +214,7 @@ def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(
     assert "No space left on device" in result.stdout
     assert "Traceback" not in output
     assert "the HTML report could not be written into the audit folder" in result.stdout
-    assert all(line["verdict"] == "NO-GO" for line in ledger_lines(audit))
+    assert all(line["verdict"] == "NO-GO" for line in result.ledger)
 
 
 def assert_verifies(audit: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -246,7 +237,7 @@ def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
         (audit / "cron-dry-run" / f"notes-{day.isoformat()}.md").mkdir(parents=True)
     result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     assert gate["verdict"] == "NO-GO" and "cron-dry-run/notes-" in gate["reasons"][-1]
     summary = (audit / "cron-dry-run" / "summary.md").read_text()
     entry = summary[summary.index("<!-- cron-dryrun:run ") :]
@@ -267,7 +258,7 @@ def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
     (audit / "cron-dry-run" / "ledger.jsonl").mkdir(parents=True)
     result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     assert gate["verdict"] == "NO-GO"
     assert "cron-dry-run/ledger.jsonl (IsADirectoryError" in gate["reasons"][-1]
     summary = (audit / "cron-dry-run" / "summary.md").read_text()
