@@ -153,11 +153,6 @@ class SuiteRun:
     audit: Path | None
 
     @property
-    def lines(self) -> list[str]:
-        """The terminal's lines, stdout then stderr."""
-        return (self.stdout + self.stderr).splitlines()
-
-    @property
     def gate(self) -> dict[str, Any]:
         """The run's gate.json (a test asking for it fails when the run wrote none)."""
         assert self.audit is not None, "the run was given no --audit-dir="
