@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables an operator's shell may hold; a child run must see only what the test gives it.
@@ -106,6 +112,12 @@ def run_acceptance(
     )
 
 
+def shared_server_args(server: Any) -> tuple[str, ...]:
+    """The local stack's database made on ``server`` (the session's one PostgreSQL, a fresh
+    database per run) instead of an embedded server started for the run: 3 s a run."""
+    return ("--db-backend", "url", "--database-url", str(server.dsn))
+
+
 def acceptance_command(*args: str) -> list[str]:
     """The operator's command, `python -m pytest acceptance/ -m dryrun ARGS`, for a child."""
     return [
@@ -119,3 +131,121 @@ def acceptance_command(*args: str) -> list[str]:
         "no:cacheprovider",
         *args,
     ]
+
+
+# -- in-process runs (pytester) -------------------------------------------------------------------
+# The plugin's hooks (gate semantics, partial runs, refusals, path options, redaction of
+# reports, the evidence-writing order) are tested in this process, as pytest's own
+# testing/test_junitxml.py tests junitxml: one `pytester.runpytest` per run, no interpreter
+# start, nothing imported twice. All of the plugin's state lives in config.stash, so each run
+# starts clean. Child processes stay where a process is the point (signals, the netguard's
+# sitecustomize, two suites at once, the whole-run leak hunt, the fault matrix's parallel runs).
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """One in-process run of the acceptance suite, parsed. ``returncode``, ``stdout`` and
+    ``stderr`` read as a child's ``CompletedProcess`` does."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    audit: Path | None
+
+    @property
+    def gate(self) -> dict[str, Any]:
+        """The run's gate.json (a test asking for it fails when the run wrote none)."""
+        assert self.audit is not None, "the run was given no --audit-dir="
+        doc: dict[str, Any] = json.loads((self.audit / "gate.json").read_text())
+        return doc
+
+    @property
+    def ledger(self) -> list[dict[str, Any]]:
+        """The ledger's lines (none when it was never written)."""
+        assert self.audit is not None, "the run was given no --audit-dir="
+        path = self.audit / "cron-dry-run" / "ledger.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+ACCEPTANCE = ("acceptance/", "-m", "dryrun", "-q")
+
+
+class RunSuite(Protocol):
+    def __call__(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        command: Sequence[str] = ACCEPTANCE,
+        shared_postgres: bool = False,
+    ) -> SuiteRun: ...
+
+
+# Imported here once, before any in-process run: pytester drops the modules a run imports
+# when it ends, and native extensions (duckdb, pyarrow, psycopg's) must not load twice.
+_PRELOAD = (
+    "duckdb",
+    "pyarrow",
+    "psycopg",
+    "httpx",
+    "jsonschema",
+    # pytest plugins' own packages, which pytest imports late (hypothesis at the terminal
+    # summary: 3 s a run when imported again, assertion rewriting included)
+    "hypothesis",
+    "pytest_html",
+    "pytest_metadata",
+    "xdist",
+)
+
+
+def preload() -> None:
+    """Import the package (its commands aside), the libraries above and what the acceptance
+    modules import, so no in-process run imports them again."""
+    import importlib
+    import pkgutil
+
+    import cron_dryrun
+
+    for name in _PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    for info in pkgutil.walk_packages(cron_dryrun.__path__, "cron_dryrun."):
+        if info.name.startswith("cron_dryrun.cli"):
+            continue  # commands run as their own processes
+        with contextlib.suppress(ImportError):
+            importlib.import_module(info.name)
+    for path in sorted((ROOT / "acceptance").glob("test_*.py")):
+        # the acceptance modules' own imports (not the modules: pytest imports those)
+        for line in path.read_text().splitlines():
+            if line.startswith(("import ", "from ")) and "__future__" not in line:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(line.split()[1])
+
+
+def run_in_process(
+    pytester: pytest.Pytester,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    command: Sequence[str] = ACCEPTANCE,
+) -> SuiteRun:
+    """`pytest COMMAND -p no:cacheprovider ARGS` in this process, from ``cwd`` (the project
+    root), seeing the environment a child given ``clean_env(**env)`` sees. COMMAND is by
+    default `acceptance/ -m dryrun -q`, as ``run_acceptance`` runs it."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(OPERATOR_VARIABLES):
+                mp.delenv(name)
+        for name, value in (env or {}).items():
+            mp.setenv(name, value)
+        mp.chdir(cwd or ROOT)
+        result = pytester.runpytest(*command, "-p", "no:cacheprovider", *args)
+    audit = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("--audit-dir=")), None)
+    return SuiteRun(int(result.ret), _text(result.outlines), _text(result.errlines), audit)
+
+
+def _text(lines: list[str]) -> str:
+    """What was written, as a child's captured stream reads (each line ends in a newline)."""
+    return "".join(f"{line}\n" for line in lines)

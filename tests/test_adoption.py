@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 from docker_engine import engine_without_registry
-from suite_runs import clean_env, recorded_files, run_acceptance
+from suite_runs import RunSuite, SuiteRun, recorded_files
 
 import cron_dryrun
 from cron_dryrun.config.settings import FAULTS, environment_variables, resolve_settings
@@ -120,10 +120,10 @@ def foreign(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
 
 def test_the_plugin_registers_its_markers_for_any_project(foreign: pytest.Pytester) -> None:
     foreign.makepyfile(test_theirs=FOREIGN_MARKED)
-    result = foreign.runpytest_subprocess("--collect-only", "-q")
+    result = foreign.runpytest("--collect-only", "-q")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
     result.stdout.fnmatch_lines(["*test_parity_of_their_own*", "*1 deselected*"])
-    listed = foreign.runpytest_subprocess("--markers").stdout.str()
+    listed = foreign.runpytest("--markers").stdout.str()
     for marker in ("dryrun", *REQUIRED_STEPS, "triggers_cron", "destructive"):
         assert f"@pytest.mark.{marker}:" in listed
 
@@ -146,9 +146,9 @@ def test_a_session_without_dryrun_tests_is_left_alone(
     foreign.makepyfile(test_theirs=FOREIGN_PLAIN)
     monkeypatch.setenv("DATABASE_URL", "sqlite:///their.db")
     monkeypatch.setenv("CRON_TIMEOUT", "not a number")
-    with_plugin = foreign.runpytest_subprocess("-q", "-rA")
+    with_plugin = foreign.runpytest("-q", "-rA")
     made_by_pytest = {p.name for p in foreign.path.iterdir()}
-    without = foreign.runpytest_subprocess("-q", "-rA", "-p", "no:cron_dryrun.plugin")
+    without = foreign.runpytest("-q", "-rA", "-p", "no:cron_dryrun.plugin")
     assert with_plugin.ret == without.ret == pytest.ExitCode.TESTS_FAILED
     assert "password=hunter2" in with_plugin.stdout.str()
     assert _normalised(with_plugin.stdout.str()) == _normalised(without.stdout.str())
@@ -165,7 +165,7 @@ def test_a_bad_setting_still_stops_a_session_with_dryrun_tests(
 ) -> None:
     foreign.makepyfile(test_theirs=FOREIGN_MARKED)
     monkeypatch.setenv("CRON_TIMEOUT", "not a number")
-    result = foreign.runpytest_subprocess("-q")
+    result = foreign.runpytest("-q")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -214,16 +214,17 @@ def test_pytest_version_lists_the_plugin_with_its_version(tmp_path: Path) -> Non
 # -- configuration problems are configuration errors -------------------------------------------
 
 
-def _lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+def _lines(result: SuiteRun) -> list[str]:
     return (result.stdout + result.stderr).strip().splitlines()
 
 
 def test_testcontainers_without_an_engine_is_one_short_configuration_error(
+    run_suite: RunSuite,
     tmp_path: Path,
 ) -> None:
     audit = tmp_path / "audit"
-    env = clean_env(DB_BACKEND="testcontainers", DOCKER_HOST="unix:///nonexistent/docker.sock")
-    result = run_acceptance(f"--audit-dir={audit}", env=env, timeout=120)
+    env = dict(DB_BACKEND="testcontainers", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    result = run_suite(f"--audit-dir={audit}", env=env)
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, _lines(result)[-30:]
     lines = _lines(result)
     assert len(lines) <= 20, "\n".join(lines)
@@ -246,14 +247,15 @@ def test_testcontainers_without_an_engine_is_one_short_configuration_error(
 
 
 def test_testcontainers_without_the_image_is_one_short_configuration_error(
+    run_suite: RunSuite,
     tmp_path: Path,
 ) -> None:
     audit = tmp_path / "audit"
     folder = Path(tempfile.mkdtemp(prefix="cd-engine-"))  # a unix socket path must be short
     try:
         with engine_without_registry(folder) as (docker_host, requests):
-            env = clean_env(DB_BACKEND="testcontainers", DOCKER_HOST=docker_host)
-            result = run_acceptance(f"--audit-dir={audit}", env=env, timeout=120)
+            env = dict(DB_BACKEND="testcontainers", DOCKER_HOST=docker_host)
+            result = run_suite(f"--audit-dir={audit}", env=env)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     lines = _lines(result)
@@ -436,9 +438,9 @@ def test_excerpts_end_on_a_word_boundary_with_dots() -> None:
     assert word_excerpt("all of it", 300, more=True) == "all of it ..."
 
 
-def test_an_open_endpoint_run_leads_with_it(tmp_path: Path) -> None:
+def test_an_open_endpoint_run_leads_with_it(run_suite: RunSuite, tmp_path: Path) -> None:
     audit = tmp_path / "audit"
-    result = run_acceptance("--fault=auth-open", f"--audit-dir={audit}", env=clean_env())
+    result = run_suite("--fault=auth-open", f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     section = result.stdout.split("cron-dryrun gate: NO-GO", 1)[1]
     lines = section.splitlines()
@@ -520,9 +522,11 @@ def test_a_missing_exchange_is_named_once_not_once_per_check() -> None:
     )
 
 
-def test_an_html_500_names_its_cause_once_and_progress_keeps_its_lines(tmp_path: Path) -> None:
-    result = run_acceptance(
-        "--fault=html-500", f"--audit-dir={tmp_path / 'audit'}", env=clean_env()
+def test_an_html_500_names_its_cause_once_and_progress_keeps_its_lines(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
+    result = run_suite(
+        "--fault=html-500", f"--audit-dir={tmp_path / 'audit'}", shared_postgres=True
     )
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     # pytest's own short summary is left out: under CI=true pytest prints its lines uncut

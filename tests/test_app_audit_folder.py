@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from suite_runs import ROOT, clean_env, run_acceptance
+from suite_runs import ROOT, clean_env, run_acceptance, shared_server_args
 from tampering import edit_file, replace_once
 
 from cron_dryrun.cli import main
@@ -31,6 +31,7 @@ from cron_dryrun.evidence import (
     summary_entry_style,
     update_notes,
 )
+from cron_dryrun.target.pg_server import RunningPostgres
 from tests.test_evidence import facts
 
 
@@ -183,7 +184,9 @@ def test_template_notes_blocks_are_keyed_by_run_id(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def guest_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[Path, bytes]]:
+def guest_run(
+    pg_server: RunningPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str, dict[Path, bytes]]:
     """One suite run into a copy of the fixture: (the copy, summary.md before, other files)."""
     audit = app_audit(tmp_path_factory.mktemp("app-audit"))
     before = (audit / SUMMARY).read_text()
@@ -192,7 +195,14 @@ def guest_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict
         for p in audit.rglob("*")
         if p.is_file() and p.name != "summary.md"
     }
-    result = run_acceptance(f"--audit-dir={audit}", "--run-label", "Dry run 1", env=clean_env())
+    # the local stack's database on the session's server (a fresh one), as the fault matrix
+    result = run_acceptance(
+        f"--audit-dir={audit}",
+        "--run-label",
+        "Dry run 1",
+        *shared_server_args(pg_server),
+        env=clean_env(),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return audit, before, untouched
 

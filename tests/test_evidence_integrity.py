@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from suite_runs import clean_env, run_acceptance
+from suite_runs import clean_env, run_acceptance, shared_server_args
 from tampering import edit_file
 
 from cron_dryrun.cli import main
@@ -23,6 +23,7 @@ from cron_dryrun.evidence import (
     render_notes,
     run_block,
 )
+from cron_dryrun.target.pg_server import RunningPostgres
 
 OPERATOR_SUMMARY = (
     "# Daily Usage Cron Dry-Run Summary\n\n## Purpose\n\nHand-written.\n\n## Runs\n"
@@ -34,11 +35,11 @@ OPERATOR_SUMMARY = (
 
 
 @pytest.fixture(scope="module")
-def audit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def audit_run(pg_server: RunningPostgres, tmp_path_factory: pytest.TempPathFactory) -> Path:
     audit = tmp_path_factory.mktemp("integrity") / "audit"
     (audit / "cron-dry-run").mkdir(parents=True)
     (audit / "cron-dry-run" / "summary.md").write_text(OPERATOR_SUMMARY)
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    result = run_acceptance(f"--audit-dir={audit}", *shared_server_args(pg_server), env=clean_env())
     assert result.returncode == 0, result.stdout[-3000:]
     return audit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from suite_runs import clean_env, run_acceptance
+from suite_runs import RunSuite
 
 from cron_dryrun.evidence import Redactor
 from cron_dryrun.rules.gate import CheckOutcome, decide
@@ -67,12 +67,15 @@ def test_step_summary_is_a_markdown_table_redacted() -> None:
 
 
 def test_a_run_in_github_actions_appends_the_summary_and_annotates_failed_checks(
+    run_suite: RunSuite,
     tmp_path: Path,
 ) -> None:
     summary = tmp_path / "step_summary.md"
     summary.write_text("## an earlier step's summary\n")
-    env = clean_env(GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary))
-    result = run_acceptance("--fault=token-drift", f"--audit-dir={tmp_path / 'audit'}", env=env)
+    env = dict(GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary))
+    result = run_suite(
+        "--fault=token-drift", f"--audit-dir={tmp_path / 'audit'}", env=env, shared_postgres=True
+    )
     assert result.returncode == 1, result.stdout[-3000:]
     errors = [line for line in result.stdout.splitlines() if line.startswith("::error")]
     assert len(errors) == 1 and errors[0].startswith("::error title=parity::failed: "), errors
@@ -82,8 +85,10 @@ def test_a_run_in_github_actions_appends_the_summary_and_annotates_failed_checks
 
     quiet = tmp_path / "untouched.md"
     quiet.write_text("")
-    result = run_acceptance(
-        f"--audit-dir={tmp_path / 'audit2'}", env=clean_env(GITHUB_STEP_SUMMARY=str(quiet))
+    result = run_suite(
+        f"--audit-dir={tmp_path / 'audit2'}",
+        env={"GITHUB_STEP_SUMMARY": str(quiet)},
+        shared_postgres=True,
     )
     assert result.returncode == 0 and "::error" not in result.stdout
     assert quiet.read_text() == ""

@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from suite_runs import RunSuite
+
 from cron_dryrun.evidence import html_report as hr
 
 NOW = datetime(2025, 10, 9, 2, 0, tzinfo=UTC)
@@ -103,14 +105,14 @@ def test_evidence_is_inline_text() -> None:
     assert "&lt; HTTP/1.1 200 OK &amp; &lt;ok&gt;" in block
 
 
-def test_the_operators_own_html_report_shows_the_ledger_with_this_run(tmp_path: Path) -> None:
+def test_the_operators_own_html_report_shows_the_ledger_with_this_run(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     """With --html at the operator's own path the banner sits in pytest-html's summary; its
     48-hour timeline reads the ledger too (it always said "no run recorded yet")."""
-    from suite_runs import clean_env, run_acceptance
-
     own = tmp_path / "own.html"
     audit = tmp_path / "audit"
-    result = run_acceptance(f"--html={own}", f"--audit-dir={audit}", env=clean_env())
+    result = run_suite(f"--html={own}", f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     html = own.read_text(encoding="utf-8")
     assert "Gate verdict: GO" in html

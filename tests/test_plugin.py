@@ -1,24 +1,34 @@
-"""The plugin as operators meet it: fail-fast configuration, deselection, concurrent evidence."""
+"""The plugin as operators meet it: fail-fast configuration, deselection, concurrent evidence.
+
+Runs go through ``run_suite`` (in this process); two suites at once need two processes."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from suite_runs import ROOT, clean_env, recorded_files, run_acceptance
+from suite_runs import (
+    ROOT,
+    RunSuite,
+    clean_env,
+    recorded_files,
+    run_acceptance,
+    shared_server_args,
+)
 
 STAGING = "https://staging.cogni-track.app/api/cron/daily-usage"
 
 
-def test_remote_target_without_database_url_fails_fast_naming_it(tmp_path: Path) -> None:
+def test_remote_target_without_database_url_fails_fast_naming_it(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     export = tmp_path / "export.csv"
     export.write_text("start_time\n")
-    env = clean_env(CRON_URL=STAGING, CRON_SECRET="not-used", OPENAI_EXPORT=str(export))
-    result = run_acceptance(f"--audit-dir={tmp_path / 'audit'}", env=env, timeout=60)
+    env = dict(CRON_URL=STAGING, CRON_SECRET="not-used", OPENAI_EXPORT=str(export))
+    result = run_suite(f"--audit-dir={tmp_path / 'audit'}", env=env)
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     lines = result.stderr.splitlines()
     assert lines[0].startswith(
@@ -34,25 +44,23 @@ def test_remote_target_without_database_url_fails_fast_naming_it(tmp_path: Path)
     )
 
 
-def test_remote_target_lists_every_missing_variable(tmp_path: Path) -> None:
-    result = run_acceptance(f"--audit-dir={tmp_path}", env=clean_env(CRON_URL=STAGING), timeout=60)
+def test_remote_target_lists_every_missing_variable(run_suite: RunSuite, tmp_path: Path) -> None:
+    result = run_suite(f"--audit-dir={tmp_path}", env={"CRON_URL": STAGING})
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     for name in ("CRON_SECRET is not set", "DATABASE_URL is not set", "OPENAI_EXPORT is not set"):
         assert name in result.stderr
 
 
-def test_rollback_check_is_deselected_without_allow_destructive(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess(
-        str(ROOT / "acceptance" / "test_rollback.py"),
-        "--collect-only",
-        "-q",
-        "-p",
-        "no:cacheprovider",
+def test_rollback_check_is_deselected_without_allow_destructive(run_suite: RunSuite) -> None:
+    result = run_suite(
+        "--collect-only", "-q", command=[str(ROOT / "acceptance" / "test_rollback.py")]
     )
-    result.stdout.fnmatch_lines(["*1 deselected*"])
+    pytest.LineMatcher(result.stdout.splitlines()).fnmatch_lines(["*1 deselected*"])
 
 
-def test_two_suites_at_once_keep_both_entries_and_earlier_text(tmp_path: Path) -> None:
+def test_two_suites_at_once_keep_both_entries_and_earlier_text(
+    pg_server: Any, tmp_path: Path
+) -> None:
     audit = tmp_path / "audit"
     summary = audit / "cron-dry-run" / "summary.md"
     summary.parent.mkdir(parents=True)
@@ -67,6 +75,7 @@ def test_two_suites_at_once_keep_both_entries_and_earlier_text(tmp_path: Path) -
             label,
             "-k",
             "not rerun and not refused",
+            *shared_server_args(pg_server),
             env=env,
         )
 
@@ -82,20 +91,15 @@ def test_two_suites_at_once_keep_both_entries_and_earlier_text(tmp_path: Path) -
     assert len(ledger) == 2
 
 
-def test_rollback_check_runs_on_the_local_stack_with_allow_destructive(tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(ROOT / "acceptance" / "test_rollback.py"),
-        "-p",
-        "no:cacheprovider",
+def test_rollback_check_runs_on_the_local_stack_with_allow_destructive(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
+    result = run_suite(
         "-q",
         "--allow-destructive",
         f"--audit-dir={tmp_path}",
-    ]
-    result = subprocess.run(
-        command, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300
+        command=[str(ROOT / "acceptance" / "test_rollback.py")],
+        shared_postgres=True,
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "1 passed" in result.stdout
@@ -104,7 +108,9 @@ def test_rollback_check_runs_on_the_local_stack_with_allow_destructive(tmp_path:
     assert "- [ ] Cron schedule disabled in Vercel" in log
 
 
-def test_staging_mode_runs_unchanged_against_a_remote_cron(pg_server: Any, tmp_path: Path) -> None:
+def test_staging_mode_runs_unchanged_against_a_remote_cron(
+    run_suite: RunSuite, pg_server: Any, tmp_path: Path
+) -> None:
     """CRON_URL + CRON_SECRET + DATABASE_URL + export: the suite targets them and provisions nothing."""
     from cron_dryrun.standin import start_local_stack
     from cron_dryrun.target.database import create_app_database
@@ -113,20 +119,22 @@ def test_staging_mode_runs_unchanged_against_a_remote_cron(pg_server: Any, tmp_p
     with start_local_stack(
         app_dsn, secret="staging-like-secret-42", export_dir=tmp_path / "exports"
     ) as stack:
-        env = clean_env(
+        env = dict(
             CRON_URL=stack.cron_url,
             CRON_SECRET=stack.secret,
             DATABASE_URL=app_dsn,
             OPENAI_EXPORT=str(tmp_path / "exports"),
         )
-        result = run_acceptance(f"--audit-dir={tmp_path / 'audit'}", env=env)
+        result = run_suite(f"--audit-dir={tmp_path / 'audit'}", env=env)
     assert result.returncode == 0, result.stdout[-3000:]
     assert f"target: {stack.cron_url}" in result.stdout and "verdict: GO" in result.stdout
     gate = (tmp_path / "audit" / "gate.json").read_text()
     assert stack.cron_url in gate and "staging-like-secret-42" not in gate
 
 
-def test_a_path_option_read_as_a_test_path_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_path_option_read_as_a_test_path_is_a_usage_error(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     from cron_dryrun.plugin import path_value_read_as_test_path
 
     existing = str(tmp_path)
@@ -144,16 +152,13 @@ def test_a_path_option_read_as_a_test_path_is_a_usage_error(tmp_path: Path) -> N
         f"AUDIT_DIR={existing}"
     )
     # no test path given: the only "path" pytest sees is the audit folder, so no ini is found
-    command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "--audit-dir", existing]
-    result = subprocess.run(
-        command, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60
-    )
+    result = run_suite("--collect-only", "-q", "--audit-dir", existing, command=[])
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert f"write `--audit-dir={existing}`" in result.stderr
 
 
 def test_promotion_gate_needs_a_complete_ledger_of_remote_runs(
-    pg_server: Any, tmp_path: Path
+    run_suite: RunSuite, pg_server: Any, tmp_path: Path
 ) -> None:
     """Local-stack runs never count; a remote run with a green run of the same URL 24 h before does."""
     import json
@@ -172,7 +177,7 @@ def test_promotion_gate_needs_a_complete_ledger_of_remote_runs(
         time=datetime.now(UTC) - timedelta(hours=24), target="local stack", verdict="GO"
     )
     ledger.write_text(json.dumps(yesterday.to_json()) + "\n")
-    alone = run_acceptance(f"--audit-dir={local}", "--promotion-gate", env=clean_env())
+    alone = run_suite(f"--audit-dir={local}", "--promotion-gate", shared_postgres=True)
     assert alone.returncode == 1, alone.stdout[-3000:]
     gate = json.loads((local / "gate.json").read_text())
     assert gate["verdict"] == "NO-GO" and all(s["status"] == "passed" for s in gate["steps"])
@@ -195,19 +200,19 @@ def test_promotion_gate_needs_a_complete_ledger_of_remote_runs(
             run_id="day-one",
         )
         record_run(EvidenceWriter(paired, Redactor([])), day_one)
-        env = clean_env(
+        env = dict(
             CRON_URL=stack.cron_url,
             CRON_SECRET=stack.secret,
             DATABASE_URL=app_dsn,
             OPENAI_EXPORT=str(tmp_path / "exports"),
         )
-        result = run_acceptance(f"--audit-dir={paired}", "--promotion-gate", env=env)
+        result = run_suite(f"--audit-dir={paired}", "--promotion-gate", env=env)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "verdict: GO" in result.stdout and "dry run: complete" in result.stdout
 
 
 def test_prerequisites_fail_naming_the_table_when_database_url_is_not_the_apps(
-    pg_server: Any, tmp_path: Path
+    run_suite: RunSuite, pg_server: Any, tmp_path: Path
 ) -> None:
     """A DATABASE_URL without the app's tables: the preflight stops the run, naming them."""
     import psycopg
@@ -222,13 +227,13 @@ def test_prerequisites_fail_naming_the_table_when_database_url_is_not_the_apps(
     with start_local_stack(
         app_dsn, secret="prereq-secret-1234", export_dir=tmp_path / "exports"
     ) as stack:
-        env = clean_env(
+        env = dict(
             CRON_URL=stack.cron_url,
             CRON_SECRET=stack.secret,
             DATABASE_URL=with_database(pg_server.dsn, empty),
             OPENAI_EXPORT=str(tmp_path / "exports"),
         )
-        result = run_acceptance(f"--audit-dir={tmp_path / 'audit'}", env=env)
+        result = run_suite(f"--audit-dir={tmp_path / 'audit'}", env=env)
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-3000:]
     assert (
         "  - table usage_events does not exist in DATABASE_URL's database (the app's "

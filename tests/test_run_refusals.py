@@ -4,12 +4,10 @@ symbolic link under the audit folder that the evidence would be written through.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from suite_runs import ROOT, clean_env, run_acceptance
+from suite_runs import ROOT, RunSuite
 
 XDIST_REFUSED = (
     "ERROR: cron-dryrun: the acceptance suite cannot run under pytest-xdist (-n / --dist / -p "
@@ -19,31 +17,30 @@ XDIST_REFUSED = (
 )
 
 
-def test_xdist_started_from_inside_the_acceptance_folder_is_refused(tmp_path: Path) -> None:
+def test_xdist_started_from_inside_the_acceptance_folder_is_refused(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     """`cd acceptance && pytest -n 2 .`: on main every worker triggered the cron and pytest
     exited 0 with no verdict."""
     audit = tmp_path / "audit"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n", "2", ".", "-p", "no:cacheprovider",
-         f"--audit-dir={audit}"],
-        cwd=ROOT / "acceptance", env=clean_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_suite("-n", "2", f"--audit-dir={audit}", cwd=ROOT / "acceptance", command=["."])
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert XDIST_REFUSED in result.stderr.splitlines()
     assert not audit.exists()  # nothing written, nothing triggered
 
 
-def test_an_xdist_worker_is_refused_whatever_its_arguments(tmp_path: Path) -> None:
+def test_an_xdist_worker_is_refused_whatever_its_arguments(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     audit = tmp_path / "audit"
-    result = run_acceptance(
-        f"--audit-dir={audit}", env=clean_env(PYTEST_XDIST_WORKER="gw0"), timeout=120
-    )
+    result = run_suite(f"--audit-dir={audit}", env={"PYTEST_XDIST_WORKER": "gw0"})
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert XDIST_REFUSED in result.stderr.splitlines()
     assert not audit.exists()
 
 
 def test_a_symlinked_folder_under_the_audit_root_is_refused_by_the_preflight(
+    run_suite: RunSuite,
     tmp_path: Path,
 ) -> None:
     """audit/cron-dry-run a link to another folder: on main the ledger, summary, notes and
@@ -53,7 +50,7 @@ def test_a_symlinked_folder_under_the_audit_root_is_refused_by_the_preflight(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (audit / "cron-dry-run").symlink_to(elsewhere, target_is_directory=True)
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env(), timeout=300)
+    result = run_suite(f"--audit-dir={audit}")
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert (
         f"  - {audit / 'cron-dry-run'} is a symbolic link (to {elsewhere}): the suite never "
@@ -66,19 +63,19 @@ def test_a_symlinked_folder_under_the_audit_root_is_refused_by_the_preflight(
 
 @pytest.mark.parametrize("value", ["bypass-value-0123456789\n", "bypass-\x1bvalue-0123456789"])
 def test_a_bypass_secret_that_cannot_be_a_header_is_refused_unquoted(
-    tmp_path: Path, value: str
+    run_suite: RunSuite, tmp_path: Path, value: str
 ) -> None:
     """On main a bypass secret ending in a newline passed the preflight; the request then failed
     locally and a complete NO-GO line advised raising --cron-timeout."""
     export = tmp_path / "export.csv"
     export.write_text("start_time\n")
-    env = clean_env(
+    env = dict(
         CRON_URL="https://staging.example.app/api/cron/daily-usage",
         CRON_SECRET="a-long-random-cron-secret-0123",
         OPENAI_EXPORT=str(export),
         VERCEL_AUTOMATION_BYPASS_SECRET=value,
     )
-    result = run_acceptance(f"--audit-dir={tmp_path / 'audit'}", env=env, timeout=120)
+    result = run_suite(f"--audit-dir={tmp_path / 'audit'}", env=env)
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     problem = (
         "  - VERCEL_AUTOMATION_BYPASS_SECRET has leading or trailing whitespace (often a newline "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,6 +165,73 @@ def test_every_handler_pytest_owns_and_the_root_loggers_get_the_filter_once() ->
         root.filters[:] = before
         for handler in root.handlers:
             handler.filters[:] = [f for f in handler.filters if not isinstance(f, RedactingFilter)]
+
+
+LOGS_ON_THE_ROOT_LOGGER = """
+import logging
+import os
+
+import pytest
+
+@pytest.mark.dryrun
+@pytest.mark.prerequisites
+def test_logs_it():
+    logging.getLogger().warning("plain %s", os.environ.get("CRON_SECRET", "none"))
+"""
+
+
+def test_a_second_session_in_the_process_redacts_its_own_log_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sessions in one process (pytester, in-process): the root logger keeps the first
+    session's filter, and a record it redacted (for the first session's secrets) is redacted
+    again by the second session's, so the second's --log-file holds none of its secret."""
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    pytester.makepyfile(test_logs=LOGS_ON_THE_ROOT_LOGGER)
+    args = ("-m", "dryrun", "--log-file=log.txt", "--log-file-level=INFO")
+    first = pytester.runpytest(*args, f"--audit-dir={pytester.path / 'first'}")
+    assert first.ret == pytest.ExitCode.TESTS_FAILED, first.stdout.str()[-2000:]  # a partial run
+    monkeypatch.setenv("CRON_SECRET", SECRET)
+    second = pytester.runpytest(*args, f"--audit-dir={pytester.path / 'second'}")
+    assert second.ret == pytest.ExitCode.TESTS_FAILED, second.stdout.str()[-2000:]
+    log = (pytester.path / "log.txt").read_text()
+    assert "plain [REDACTED]" in log
+    assert pieces_left(log, [SECRET]) == []
+
+
+FAILS_SHOWING_THE_SECRET = """
+import os
+
+import pytest
+
+@pytest.mark.dryrun
+@pytest.mark.prerequisites
+def test_fails_showing_it():
+    token = os.environ["CRON_SECRET"]
+    print("captured", token)
+    assert token == "something else"
+"""
+
+
+def test_a_dry_runs_failure_reports_are_redacted_in_the_terminal_and_junit(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report hooks in-process: the assertion, -l's locals and the captured output of a
+    failing dryrun check reach the terminal (-rA) and JUnit XML redacted."""
+    monkeypatch.setenv("CRON_SECRET", SECRET)
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    pytester.makepyfile(test_fails=FAILS_SHOWING_THE_SECRET)
+    result = pytester.runpytest(
+        "-m", "dryrun", "-rA", "-l", "--tb=long", "--junitxml=junit.xml",
+        "-o", "junit_logging=all", f"--audit-dir={pytester.path / 'audit'}",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-2000:]
+    terminal = result.stdout.str() + result.stderr.str()
+    junit = (pytester.path / "junit.xml").read_text()
+    assert "captured [REDACTED]" in terminal and "captured [REDACTED]" in junit
+    assert re.search(r"^token +=  *'\[REDACTED\]'$", terminal, re.M), terminal  # -l
+    assert pieces_left(terminal, [SECRET]) == []
+    assert pieces_left(junit, [SECRET]) == []
 
 
 def test_the_debug_trace_is_redacted_from_its_first_line(tmp_path: Path) -> None:

@@ -168,7 +168,7 @@ def probe(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
 
 
 def run_probe(p: pytest.Pytester, *args: str) -> str:
-    result = p.runpytest_subprocess("-s", "-p", "no:cacheprovider", *args)
+    result = p.runpytest("-s", "-p", "no:cacheprovider", *args)
     assert result.ret == 0, result.stdout.str()
     return result.stdout.str()
 
@@ -194,7 +194,7 @@ def test_layer_cli_beats_env(probe: pytest.Pytester, monkeypatch: pytest.MonkeyP
 
 
 def test_bad_value_stops_the_run_at_start(probe: pytest.Pytester) -> None:
-    result = probe.runpytest_subprocess("--parity-threshold", "1.5")
+    result = probe.runpytest("--parity-threshold", "1.5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -207,7 +207,7 @@ def test_fault_with_remote_target_stops_the_run(
     probe: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CRON_URL", "https://staging.cogni-track.app/api/cron/daily-usage")
-    result = probe.runpytest_subprocess("--fault", "flag-off")
+    result = probe.runpytest("--fault", "flag-off")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["ERROR: cron-dryrun: --fault flag-off injects a fault into the local stand-in only*"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from suite_runs import ROOT, clean_env, run_acceptance
+from suite_runs import ROOT, RunSuite
 from tampering import edit_file, replace_once
 
 from cron_dryrun.config.settings import SettingsError, resolve_settings
@@ -24,10 +24,11 @@ def _failed_steps(audit: Path) -> set[str]:
 
 
 def test_local_stack_fetches_the_usage_into_the_audit_folder_and_its_manifest(
+    run_suite: RunSuite,
     tmp_path: Path,
 ) -> None:
     audit = tmp_path / "audit"
-    result = run_acceptance("--openai-usage=api", f"--audit-dir={audit}", env=clean_env())
+    result = run_suite("--openai-usage=api", f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "verdict: GO" in result.stdout
     (usage,) = (audit / "telemetry-audit").glob("usage-*")
@@ -52,11 +53,12 @@ def test_local_stack_fetches_the_usage_into_the_audit_folder_and_its_manifest(
 
 
 def test_usage_that_differs_from_the_database_fails_parity_as_an_export_file_would(
+    run_suite: RunSuite,
     tmp_path: Path,
 ) -> None:
     audit = tmp_path / "audit"
-    result = run_acceptance(
-        "--openai-usage=api", "--fault=token-drift", f"--audit-dir={audit}", env=clean_env()
+    result = run_suite(
+        "--openai-usage=api", "--fault=token-drift", f"--audit-dir={audit}", shared_postgres=True
     )
     assert result.returncode == 1, result.stdout[-3000:]
     assert _failed_steps(audit) == {"parity"}
@@ -65,7 +67,7 @@ def test_usage_that_differs_from_the_database_fails_parity_as_an_export_file_wou
 
 
 def test_staging_mode_fetches_with_the_admin_key_from_the_environment(
-    pg_server: Any, tmp_path: Path
+    run_suite: RunSuite, pg_server: Any, tmp_path: Path
 ) -> None:
     from cron_dryrun.standin import start_local_stack
     from cron_dryrun.target.database import create_app_database
@@ -73,14 +75,14 @@ def test_staging_mode_fetches_with_the_admin_key_from_the_environment(
     app_dsn = create_app_database(pg_server.dsn)
     with start_local_stack(app_dsn, secret="staging-like-secret-42") as stack:
         base = dict(CRON_URL=stack.cron_url, CRON_SECRET=stack.secret, DATABASE_URL=app_dsn)
-        good = run_acceptance(
+        good = run_suite(
             "--openai-usage=api", f"--openai-base-url={stack.openai_url}",
-            f"--audit-dir={tmp_path / 'good'}", env=clean_env(OPENAI_ADMIN_KEY=stack.admin_key, **base),
+            f"--audit-dir={tmp_path / 'good'}", env=dict(OPENAI_ADMIN_KEY=stack.admin_key, **base),
         )  # fmt: skip
         wrong_key = "sk-admin-wrong-key-0123456789abcdef"
-        bad = run_acceptance(
+        bad = run_suite(
             "--openai-usage=api", f"--openai-base-url={stack.openai_url}",
-            f"--audit-dir={tmp_path / 'bad'}", env=clean_env(OPENAI_ADMIN_KEY=wrong_key, **base),
+            f"--audit-dir={tmp_path / 'bad'}", env=dict(OPENAI_ADMIN_KEY=wrong_key, **base),
         )  # fmt: skip
     assert good.returncode == 0, good.stdout[-3000:]
     assert f"target: {stack.cron_url}" in good.stdout and "verdict: GO" in good.stdout

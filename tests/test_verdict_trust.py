@@ -1,53 +1,47 @@
 """A GO the gate can stand behind: every collected check ran, one trigger, the intended target.
 
-Each test runs the acceptance suite in a child process, as an operator would.
+Each test runs the acceptance suite as an operator would, in this process (``run_suite``).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from suite_runs import clean_env, run_acceptance
+from suite_runs import RunSuite
 
-LEDGER = Path("cron-dry-run") / "ledger.jsonl"
-
-
-def ledger_lines(audit: Path) -> list[dict[str, Any]]:
-    path = audit / LEDGER
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+from cron_dryrun.cli import main
 
 
-def test_a_run_that_deselects_auth_cases_is_partial_and_no_go(tmp_path: Path) -> None:
+def test_a_run_that_deselects_auth_cases_is_partial_and_no_go(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     """`--fault=auth-open -k "not refused"`: the open endpoint's refusal checks never ran."""
     audit = tmp_path / "audit"
-    result = run_acceptance(
-        f"--audit-dir={audit}", "--fault=auth-open", "-k", "not refused", env=clean_env()
+    result = run_suite(
+        f"--audit-dir={audit}", "--fault=auth-open", "-k", "not refused", shared_postgres=True
     )
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     assert "verdict: NO-GO" in result.stdout
     assert re.search(r"!! auth_smoke +partial +partial:", result.stdout), result.stdout[-3000:]
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     assert gate["verdict"] == "NO-GO" and gate["partial"] is True
     auth = next(s for s in gate["steps"] if s["name"] == "auth_smoke")
     assert auth["status"] == "partial" and auth["reason"].endswith("more not run")
     not_run = [c["nodeid"] for c in gate["checks"] if c["status"] == "not-run"]
     assert "acceptance/test_auth_smoke.py::test_refused_requests_change_no_usage_rows" in not_run
     assert any("test_refused_without_the_secret[" in n for n in not_run)
-    (line,) = ledger_lines(audit)
+    (line,) = result.ledger
     assert line["verdict"] == "NO-GO" and line["completeness"] == "partial"
 
 
-def test_xdist_is_refused_before_anything_is_triggered(tmp_path: Path) -> None:
+def test_xdist_is_refused_before_anything_is_triggered(run_suite: RunSuite, tmp_path: Path) -> None:
     audit = tmp_path / "audit"
-    result = run_acceptance(f"--audit-dir={audit}", "-p", "xdist", "-n", "2", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}", "-p", "xdist", "-n", "2")
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert (
         "cron-dryrun: the acceptance suite cannot run under pytest-xdist (-n / --dist / -p xdist): "
@@ -62,17 +56,17 @@ def test_xdist_is_refused_before_anything_is_triggered(tmp_path: Path) -> None:
     ids=["--require-staging", "CRON_DRYRUN_TARGET=staging"],
 )
 def test_a_staging_run_never_falls_back_to_the_local_stack(
-    tmp_path: Path, switch: tuple[str, ...], env: dict[str, str]
+    run_suite: RunSuite, tmp_path: Path, switch: tuple[str, ...], env: dict[str, str]
 ) -> None:
     audit = tmp_path / "audit"
-    result = run_acceptance(f"--audit-dir={audit}", *switch, env=clean_env(**env), timeout=60)
+    result = run_suite(f"--audit-dir={audit}", *switch, env=env)
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert (
         "ERROR: cron-dryrun: this run must target staging (--require-staging / "
         "CRON_DRYRUN_TARGET=staging, as tox -e staging sets), but CRON_URL is not set"
     ) in result.stderr
     assert "Nothing was triggered." in result.stderr
-    assert not ledger_lines(audit)
+    assert not result.ledger
 
 
 def test_tox_staging_requires_staging() -> None:
@@ -84,21 +78,23 @@ def test_tox_staging_requires_staging() -> None:
     assert "--require-staging" in staging
 
 
-def test_database_url_without_cron_url_needs_an_explicit_url_backend(tmp_path: Path) -> None:
+def test_database_url_without_cron_url_needs_an_explicit_url_backend(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     """A DATABASE_URL alone (maybe staging's server) must not get scratch databases made on it."""
     audit = tmp_path / "audit"
     dsn = "postgresql://operator:pw@staging-db.invalid:5432/app"
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env(DATABASE_URL=dsn), timeout=60)
+    result = run_suite(f"--audit-dir={audit}", env={"DATABASE_URL": dsn})
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     assert "ERROR: cron-dryrun: DATABASE_URL is set but CRON_URL is not" in result.stderr
     assert "pass --db-backend=url" in result.stderr and "Nothing was triggered." in result.stderr
-    assert not ledger_lines(audit)
+    assert not result.ledger
 
 
-def test_a_settings_error_names_a_bad_cron_dryrun_target(tmp_path: Path) -> None:
-    result = run_acceptance(
-        f"--audit-dir={tmp_path}", env=clean_env(CRON_DRYRUN_TARGET="prod"), timeout=60
-    )
+def test_a_settings_error_names_a_bad_cron_dryrun_target(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
+    result = run_suite(f"--audit-dir={tmp_path}", env={"CRON_DRYRUN_TARGET": "prod"})
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert "CRON_DRYRUN_TARGET: expected staging (refuse the local stack) or auto" in result.stderr
 
@@ -107,16 +103,17 @@ def test_a_settings_error_names_a_bad_cron_dryrun_target(tmp_path: Path) -> None
 
 
 def test_a_configuration_error_records_nothing_and_gate_json_shows_its_cause(
+    run_suite: RunSuite,
     tmp_path: Path,
 ) -> None:
     """A missing variable must not add a NO-GO line that breaks a complete ledger."""
     audit = tmp_path / "audit"
     staging = "https://staging.cogni-track.app/api/cron/daily-usage"
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env(CRON_URL=staging), timeout=60)
+    result = run_suite(f"--audit-dir={audit}", env={"CRON_URL": staging})
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
-    assert not ledger_lines(audit)
+    assert not result.ledger
     assert not (audit / "cron-dry-run").exists()  # no summary entry, notes or smoke log
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     assert gate["verdict"] == "NO-GO"
     assert gate["reasons"] == [
         "configuration error: CRON_SECRET is not set: export CRON_SECRET=<staging secret> (env "
@@ -129,35 +126,39 @@ def test_a_configuration_error_records_nothing_and_gate_json_shows_its_cause(
     }
 
 
-def test_collect_only_writes_nothing(tmp_path: Path) -> None:
+def test_collect_only_writes_nothing(run_suite: RunSuite, tmp_path: Path) -> None:
     audit = tmp_path / "audit"
-    result = run_acceptance(f"--audit-dir={audit}", "--collect-only", env=clean_env(), timeout=60)
+    result = run_suite(f"--audit-dir={audit}", "--collect-only")
     assert result.returncode == 0, result.stdout[-2000:]
     assert "test_secret_is_accepted_with_a_json_body" in result.stdout
     assert not audit.exists()
 
 
-def test_a_run_that_triggers_nothing_adds_no_ledger_line(tmp_path: Path) -> None:
+def test_a_run_that_triggers_nothing_adds_no_ledger_line(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     """Only the prerequisites step selected: no request is sent, so nothing is recorded."""
     audit = tmp_path / "audit"
-    result = run_acceptance(f"--audit-dir={audit}", "-k", "prerequisites", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}", "-k", "prerequisites", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-2000:]
     assert "nothing was triggered: no ledger line" in result.stdout
-    assert not ledger_lines(audit) and not (audit / "cron-dry-run").exists()
-    assert json.loads((audit / "gate.json").read_text())["verdict"] == "NO-GO"
+    assert not result.ledger and not (audit / "cron-dry-run").exists()
+    assert result.gate["verdict"] == "NO-GO"
 
 
 # -- evidence is part of the verdict ----------------------------------------------------------------
 
 
-def test_evidence_that_cannot_be_written_is_no_go_naming_the_files(tmp_path: Path) -> None:
+def test_evidence_that_cannot_be_written_is_no_go_naming_the_files(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     audit = tmp_path / "audit"
     audit.mkdir()
     (audit / "cron-dry-run").write_text("a file where the folder should be\n")
-    result = run_acceptance(f"--audit-dir={audit}", "-k", "not refused", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}", "-k", "not refused", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
     assert "verdict: NO-GO" in result.stdout
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     reason = gate["reasons"][-1]
     assert reason.startswith("evidence could not be written, so this run cannot be GO: ")
     for name in ("cron-dry-run/smoke-", "cron-dry-run/summary.md", "cron-dry-run/notes-"):
@@ -166,15 +167,17 @@ def test_evidence_that_cannot_be_written_is_no_go_naming_the_files(tmp_path: Pat
     assert (audit / "cron-dry-run").read_text() == "a file where the folder should be\n"
 
 
-def test_the_ledger_line_is_written_last_and_red_when_evidence_failed(tmp_path: Path) -> None:
+def test_the_ledger_line_is_written_last_and_red_when_evidence_failed(
+    run_suite: RunSuite, tmp_path: Path
+) -> None:
     """The summary cannot be written: the checks passed, yet the ledger gets no GO line."""
     audit = tmp_path / "audit"
     (audit / "cron-dry-run" / "summary.md").mkdir(parents=True)
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
-    (line,) = ledger_lines(audit)
+    (line,) = result.ledger
     assert line["verdict"] == "NO-GO" and line["failed_checks"] == ["evidence"]
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     assert all(s["status"] == "passed" for s in gate["steps"])
     assert gate["verdict"] == "NO-GO" and "cron-dry-run/summary.md" in gate["reasons"][-1]
     assert list((audit / "cron-dry-run").glob("smoke-*.log"))
@@ -199,9 +202,11 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mount_point)], check=True)
 
 
-def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(full_disk: Path) -> None:
+def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(
+    run_suite: RunSuite, full_disk: Path
+) -> None:
     audit = full_disk / "audit"
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     output = result.stdout + result.stderr
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, output[-3000:]
     assert "verdict: NO-GO" in result.stdout
@@ -209,50 +214,51 @@ def test_a_full_disk_is_no_go_naming_it_and_never_a_go_ledger_line(full_disk: Pa
     assert "No space left on device" in result.stdout
     assert "Traceback" not in output
     assert "the HTML report could not be written into the audit folder" in result.stdout
-    assert all(line["verdict"] == "NO-GO" for line in ledger_lines(audit))
+    assert all(line["verdict"] == "NO-GO" for line in result.ledger)
 
 
-def assert_verifies(audit: Path) -> None:
+def assert_verifies(audit: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`cron-dryrun verify-evidence` over the folder, as an auditor runs it, passes."""
-    verified = subprocess.run(
-        [sys.executable, "-m", "cron_dryrun.cli", "verify-evidence", "--audit-dir", str(audit)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    capsys.readouterr()
+    code = main(["verify-evidence", "--audit-dir", str(audit)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
 
 
 def test_the_summary_entry_never_says_go_when_a_later_file_made_the_run_no_go(
+    run_suite: RunSuite,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The notes cannot be written (a folder where the day's notes file goes), after the summary
     entry was: the entry is rewritten with the NO-GO gate.json has, and still verifies."""
     audit = tmp_path / "audit"
     for day in {datetime.now(UTC).date(), (datetime.now(UTC) + timedelta(minutes=5)).date()}:
         (audit / "cron-dry-run" / f"notes-{day.isoformat()}.md").mkdir(parents=True)
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     assert gate["verdict"] == "NO-GO" and "cron-dry-run/notes-" in gate["reasons"][-1]
     summary = (audit / "cron-dry-run" / "summary.md").read_text()
     entry = summary[summary.index("<!-- cron-dryrun:run ") :]
     assert "**NO-GO**" in entry and "**GO**" not in entry
     assert "evidence could not be written" in entry
-    assert_verifies(audit)
+    assert_verifies(audit, capsys)
 
 
 def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
+    run_suite: RunSuite,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A folder where ledger.jsonl goes: known before the manifest, so the summary entry says
     NO-GO like gate.json (it said GO), the manifest lists no ledger line that never came, and
     the folder still verifies (the rewritten gate snapshot failed it)."""
     audit = tmp_path / "audit"
     (audit / "cron-dry-run" / "ledger.jsonl").mkdir(parents=True)
-    result = run_acceptance(f"--audit-dir={audit}", env=clean_env())
+    result = run_suite(f"--audit-dir={audit}", shared_postgres=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:]
-    gate = json.loads((audit / "gate.json").read_text())
+    gate = result.gate
     assert gate["verdict"] == "NO-GO"
     assert "cron-dry-run/ledger.jsonl (IsADirectoryError" in gate["reasons"][-1]
     summary = (audit / "cron-dry-run" / "summary.md").read_text()
@@ -260,4 +266,4 @@ def test_a_ledger_that_cannot_take_the_line_makes_the_run_no_go_everywhere(
     assert "**NO-GO**" in entry and "**GO**" not in entry
     (manifest,) = (audit / "manifests").glob(f"{gate['run_id']}.sha256")
     assert "ledger.jsonl" not in manifest.read_text()
-    assert_verifies(audit)
+    assert_verifies(audit, capsys)

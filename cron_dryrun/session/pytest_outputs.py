@@ -83,8 +83,11 @@ class RedactingFilter(logging.Filter):
         self._redaction = redaction
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.__dict__.get(_DONE):
-            return True  # one record reaches several handlers: redacted once
+        done = record.__dict__.get(_DONE, ())
+        if id(self) in done:
+            # one record reaches several handlers: redacted once by each filter, since a
+            # session in the same process (pytester) has its own filter and secrets
+            return True
         redact = self._redaction()
         try:
             message = record.getMessage()
@@ -98,7 +101,7 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact(record.exc_text)  # formatters use it, not exc_info
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
-        record.__dict__[_DONE] = True
+        record.__dict__[_DONE] = (*done, id(self))
         return True
 
 
