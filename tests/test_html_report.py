@@ -5,9 +5,11 @@ tests/test_fault_matrix.py renders real reports in headless Chromium.
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from suite_runs import RunSuite
 
 from cron_dryrun.evidence import html_report as hr
@@ -119,3 +121,28 @@ def test_the_operators_own_html_report_shows_the_ledger_with_this_run(
     assert html.count('<circle class="run green"') == 1, "this run's ledger line, drawn"
     assert "no run recorded yet" not in html
     assert (audit / "cron-dry-run" / "ledger.jsonl").read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param(("--collect-only",), id="collect-only"),
+        pytest.param(("--openai-export", "/nonexistent/usage.csv"), id="refused-by-the-preflight"),
+        pytest.param((), id="a-whole-run"),
+    ],
+)
+def test_the_temp_folder_pytest_html_writes_into_is_removed(
+    run_suite: RunSuite,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    how: tuple[str, ...],
+) -> None:
+    # pytest-html writes the report to a temp folder before the redacted copy into audit/:
+    # every kind of session leaves nothing of it behind (there were hundreds in /tmp)
+    temp_root = tmp_path / "tmp"
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+    result = run_suite(f"--audit-dir={tmp_path / 'audit'}", *how, shared_postgres=not how)
+    assert not list(temp_root.glob("cron-dryrun-html-*"))
+    # and no "Generated html report" line points at a temp file that is gone
+    assert "cron-dryrun-html-" not in result.stdout + result.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -80,7 +81,9 @@ class DryRunSession:
             self.signal_handlers = interrupts.install_handlers(self.state)
         if html_active(config):  # its hooks are unknown to pytest otherwise
             self.html = HtmlReport(self)
-            if self.wants_dryrun:
+            # --collect-only runs nothing: no report, and no "Generated html report" line
+            # pointing at a temp file
+            if self.wants_dryrun and not config.option.collectonly:
                 self.html.use_temp_report(config)
             config.pluginmanager.register(self.html, HTML_PLUGIN_NAME)
         config.pluginmanager.register(self, PLUGIN_NAME)
@@ -94,6 +97,8 @@ class DryRunSession:
             self.finish_html()
         if self.html is not None:
             self.config.pluginmanager.unregister(self.html)
+        if state.html_temp_dir is not None and not state.html_temp_kept:
+            shutil.rmtree(state.html_temp_dir, ignore_errors=True)
         self.config.pluginmanager.unregister(self)
 
     # -- what the fixtures and hooks share -----------------------------------------------------

@@ -556,6 +556,7 @@ def finish_html(state: DryRunState) -> None:
             f"{source} (free space in the audit folder and copy it there)"
         )
         state.artefacts.pop("report", None)
+        state.html_temp_kept = True
         return
     with contextlib.suppress(Exception):
         write_manifest(writer, f"{dated.stem}", [writer.relpath(dated)])

@@ -47,6 +47,7 @@ class HtmlReport:
         config.option.htmlpath = str(temp)
         config.option.self_contained_html = True
         state.html_temp_path = temp
+        state.html_temp_dir = temp.parent
         state.artefacts["report"] = state.settings.audit_dir / "report.html"
 
     def pytest_html_report_title(self, report: Any) -> None:

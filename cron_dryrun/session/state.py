@@ -90,5 +90,9 @@ class DryRunState:
     root_cause: RootCause | None = None  # the one cause behind several failing checks
     html_temp_path: Path | None = None  # where pytest-html writes before the redacted copy
     html_finished: bool = False
+    # the temp folder pytest-html writes into: removed at unconfigure, whatever the run did
+    # (collect-only, a refused configuration), unless the copy failed and the note points at it
+    html_temp_dir: Path | None = None
+    html_temp_kept: bool = False
     # (what the secrets derive from, the writer built for them): see session.finish.writer_for
     _writer: tuple[tuple[object, ...], EvidenceWriter] | None = field(default=None, repr=False)
