@@ -120,7 +120,7 @@ class UsageReader(DbLoader):
     def _try_adbc(self, first_day: date, last_day: date, duck: Any) -> Exception | None:
         try:
             self._load_adbc(first_day, last_day, duck)
-        except Exception as exc:
+        except Exception as exc:  # last resort: any ADBC failure (no driver, no common base) falls back to COPY csv
             return exc
         return None
 
