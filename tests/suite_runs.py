@@ -112,6 +112,51 @@ def run_acceptance(
     )
 
 
+@dataclass(frozen=True)
+class WorkerRun:
+    """What one worker job's run returned and printed (as a child's CompletedProcess)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+WORKER_TIMEOUT_S = 600  # a whole worker's share; a fault matrix half takes about 25 s
+
+
+def run_in_workers(
+    jobs: Sequence[tuple[Sequence[str], Mapping[str, str]]], scratch: Path, workers: int = 2
+) -> list[WorkerRun]:
+    """`pytest acceptance/ -m dryrun -q ARGS` once per job (ARGS, ENV), in ``workers`` child
+    processes that run their share one after another (tests/suite_worker.py): a process
+    apart from the tests', without an interpreter start per run. Results in the jobs' order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    specs = [
+        {"args": ["-q", *args], "env": dict(env), "result": str(scratch / f"job-{n}.json")}
+        for n, (args, env) in enumerate(jobs)
+    ]
+
+    def work(share: int) -> None:
+        jobs_file = scratch / f"worker-{share}.json"
+        jobs_file.write_text(json.dumps(specs[share::workers]))
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "suite_worker.py"), str(jobs_file)],
+            cwd=ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=WORKER_TIMEOUT_S,
+        )
+        assert done.returncode == 0, f"a suite worker failed:\n{done.stdout}\n{done.stderr}"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(work, range(workers)))
+    results = [json.loads(Path(spec["result"]).read_text()) for spec in specs]
+    return [WorkerRun(r["returncode"], r["stdout"], r["stderr"]) for r in results]
+
+
 def shared_server_args(server: Any) -> tuple[str, ...]:
     """The local stack's database made on ``server`` (the session's one PostgreSQL, a fresh
     database per run) instead of an embedded server started for the run: 3 s a run."""

@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import jsonschema
 import psycopg
 import pytest
-from suite_runs import ROOT, clean_env, run_acceptance
+from suite_runs import ROOT, clean_env, run_acceptance, run_in_workers
 
 from cron_dryrun.rules.gate import REQUIRED_STEPS
 from cron_dryrun.target.pg_server import RunningPostgres
@@ -109,7 +108,6 @@ class MatrixRun:
     output: str
     audit_dir: Path
     gate: dict[str, Any] | None
-    seconds: float
 
 
 def _clean_env() -> dict[str, str]:
@@ -127,25 +125,14 @@ def _password_dsn(server_dsn: str) -> str:
     )
 
 
-def _run_one(fault: str, database_url: str, root: Path) -> MatrixRun:
-    audit = root / fault
+def _job(fault: str, database_url: str, root: Path) -> tuple[list[str], dict[str, str]]:
+    """One run of the suite under ``fault``: its arguments and environment."""
     args = ["--fault", fault, "--db-backend", "url", "--database-url", database_url]
-    args += [f"--audit-dir={audit}", "--run-label", f"matrix {fault}"]
+    args += [f"--audit-dir={root / fault}", "--run-label", f"matrix {fault}"]
     if fault == "slow":
         args += ["--cron-timeout", SLOW_TIMEOUT_S]
-    started = time.monotonic()
     reader = "copy-csv" if fault in CSV_READER_FAULTS else "adbc"
-    result = run_acceptance(*args, env={**_clean_env(), "CRON_DRYRUN_DB_READER": reader})
-    gate_path = audit / "gate.json"
-    gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
-    return MatrixRun(
-        fault,
-        result.returncode,
-        result.stdout + result.stderr,
-        audit,
-        gate,
-        time.monotonic() - started,
-    )
+    return args, {**_clean_env(), "CRON_DRYRUN_DB_READER": reader}
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +145,16 @@ def matrix(
     database_url = _password_dsn(pg_server.dsn)
     root = tmp_path_factory.mktemp("matrix")
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = list(pool.map(lambda f: _run_one(f, database_url, root), MATRIX))
-    wall = time.monotonic() - started
-    print(f"\nfault matrix: {len(runs)} runs in {wall:.1f}s wall")
-    return {run.fault: run for run in runs}
+    # each fault's run in a process apart from the tests', two workers (one per core)
+    results = run_in_workers([_job(f, database_url, root) for f in MATRIX], root / "workers")
+    print(f"\nfault matrix: {len(results)} runs in {time.monotonic() - started:.1f}s wall")
+    runs = {}
+    for fault, result in zip(MATRIX, results, strict=True):
+        gate_path = root / fault / "gate.json"
+        gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
+        output = result.stdout + result.stderr
+        runs[fault] = MatrixRun(fault, result.returncode, output, root / fault, gate)
+    return runs
 
 
 def failed_steps(gate: dict[str, Any]) -> set[str]:

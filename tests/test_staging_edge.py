@@ -8,13 +8,12 @@ one shared PostgreSQL (a fresh database per run), two at a time.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from suite_runs import clean_env, run_acceptance
+from suite_runs import clean_env, run_in_workers
 
 from cron_dryrun.target.pg_server import RunningPostgres
 
@@ -50,31 +49,23 @@ RUNS: dict[str, tuple[list[str], dict[str, str]]] = {
 }
 
 
-def _run(name: str, database_url: str, root: Path) -> EdgeRun:
-    args, env = RUNS[name]
-    audit = root / name
-    result = run_acceptance(
-        *args,
-        "--db-backend",
-        "url",
-        "--database-url",
-        database_url,
-        f"--audit-dir={audit}",
-        env=clean_env(CRON_SECRET=SECRET, **env),
-    )
-    gate_path = audit / "gate.json"
-    gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
-    return EdgeRun(name, result.returncode, result.stdout + result.stderr, audit, gate)
-
-
 @pytest.fixture(scope="module")
 def edge_runs(
     pg_server: RunningPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, EdgeRun]:
     root = tmp_path_factory.mktemp("edge")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = list(pool.map(lambda n: _run(n, pg_server.dsn, root), RUNS))
-    return {run.name: run for run in runs}
+    shared = ["--db-backend", "url", "--database-url", pg_server.dsn]
+    jobs = [
+        ([*args, *shared, f"--audit-dir={root / name}"], clean_env(CRON_SECRET=SECRET, **env))
+        for name, (args, env) in RUNS.items()
+    ]
+    runs = {}
+    for name, result in zip(RUNS, run_in_workers(jobs, root / "workers"), strict=True):
+        gate_path = root / name / "gate.json"
+        gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
+        output = result.stdout + result.stderr
+        runs[name] = EdgeRun(name, result.returncode, output, root / name, gate)
+    return runs
 
 
 @pytest.mark.slow
