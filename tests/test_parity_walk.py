@@ -8,10 +8,11 @@ judged on its own; interleaving the two would make the order depend on the sched
 
 Definitions (the issue's "16 stays in 7 modules, 9 returns"), over each thread's calls:
 
-- A **leaf** is a parity module from which the run makes no call into another parity module
-  (formats' parsers, the pure rule, a dataclass's generated ``__init__``): entering it and
-  coming straight back is a function call, not a step of the walk, so calls into leaves are
-  left out of the walk (a leaf, by this definition, can carry the request nowhere).
+- A **leaf** is a parity module from which the run (any of its threads) makes no call into
+  another parity module (formats' parsers, the pure rule, duck, readers here): entering it
+  and coming straight back is a function call, not a step of the walk, so calls into leaves
+  are left out of the walk (a leaf, by this definition, can carry the request nowhere). It
+  is measured, not declared: a module that starts calling others stops being one.
 - A **stay** is one entry of the walk: the module of a call event from another module into a
   non-leaf module, consecutive ones into the same module collapsed into one stay (a module
   calling its own functions never left: that opens no stay).
@@ -27,7 +28,10 @@ Definitions (the issue's "16 stays in 7 modules, 9 returns"), over each thread's
   helpers, the next stage) and calls from outside parity (a thread's start, DuckDB) are not
   returns.
 
-The test prints the walk (the stays, the returns) with ``-s``.
+The test prints the walk (the stays, the returns) with ``-s``. On the code before issue 25's
+third round (main at 3b01ff2) the main thread made 26 stays in 9 modules with 14 returns
+(ADBC; 30 stays, 14 returns over COPY csv) and the database thread 2; now 10 stays in 8
+modules and none, but for the one named in CSV_PROBE.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The parity engine's one entry point: a request in, the result, its verdict and its report out.
 
 ``cron-dryrun diff`` and the parity check (acceptance/test_parity.py) both call
-``run_parity``: the engine reads the export, reads the database's totals (ADBC, else COPY
-csv), reconciles them under the policy and judges the result. Where the report goes and
+``run_parity``: the engine claims the export the preflight staged, hands the request to
+pipeline.reconcile (the database's totals read, ADBC else COPY csv, while the export is;
+then the comparison), and judges the result (rules.judge). Where the report goes and
 how it is written stays the caller's: the command writes it exclusively where the operator
 said, the check through the evidence writer.
 """

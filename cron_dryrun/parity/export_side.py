@@ -2,12 +2,13 @@
 
 ``stage_for_run`` is what the preflight calls before anything is sent: it stages every
 export (staging.stage_file: a CSV/TSV whole, gzip read to its end, in one typed pass; JSON
-pages through the reference reader, once) in an ``ExportStage`` the process keeps, and
-says which file is damaged. ``read_exports`` is where parity's request passes next: it
-takes each file's range from that stage when the file is unchanged since
-(``claim_stage``), else stages it now, and hands the comparison the export side: one
-SELECT of key-day rows per file, the counts of everything not compared, the buckets and
-the overlaps.
+pages through the reference reader, once) in an ``ExportStage`` the process keeps (in
+duck, which the engine claims it from), and says which file is damaged. ``read_exports``
+is the export-staging stage of parity's request: it takes each file's range from that
+stage when the file is unchanged since, else stages it now, and hands back the export
+side whole: one SELECT of key-day rows per file, the counts of everything not compared,
+the buckets and overlaps, the range compared, its coverage and view ``e``. It calls
+nothing above it (tests/test_parity_walk.py).
 """
 
 from __future__ import annotations
