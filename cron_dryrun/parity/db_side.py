@@ -1,10 +1,11 @@
 """The database side's contract: what a reader of usage_events delivers, in which layout.
 
 ``DbTotalsFiles`` (CSV files, or tables a ``DbLoader`` filled in the comparison's own
-DuckDB), the stats layout and the views the comparison joins (``db_views``): the
-vocabulary the database side and the comparison share, calling no other parity module
-but formats (a leaf of the walk: tests/test_parity_walk.py). It never talks to PostgreSQL:
-db_stage runs the read (db_reader, usage_arrow, usage_totals).
+DuckDB), the stats layout and the views the comparison joins (``db_views``): what the
+database side and the comparison share. It calls no parity module but formats, so the
+comparison using it never steps back into the database stage (tests/test_parity_walk.py).
+It never talks to PostgreSQL: db_stage runs the read (db_reader, usage_arrow,
+usage_totals).
 """
 
 from __future__ import annotations
