@@ -29,11 +29,6 @@ if TYPE_CHECKING:
     pass
 
 
-# DuckDB spills to disk past this; with Python, the libraries and the transfer buffers the
-# process peaks near 375 MB at 1M key-days (300MB: ~425 MB, no faster; benchmarks/README.md).
-DUCKDB_MEMORY_LIMIT = "250MB"
-
-
 DB_READERS = ("adbc", "copy-csv")
 
 
