@@ -18,39 +18,46 @@ Definitions (the issue's "16 stays in 7 modules, 9 returns"), over each thread's
   calling its own functions never left: that opens no stay).
 - A call event from module C into a non-leaf module M (C a parity module, C != M) is a
   **return** when
-  (a) M was first entered before C: the request goes back up or sideways to a module it had
-      passed (a stage calling back into the orchestrator, a progress callback defined there,
-      the comparison asking the database side), or
-  (b) C had called M before and called another non-leaf module since: a module handing the
-      request to the stages in turn (the orchestrator) may not go back to a stage it moved
-      past (the export side again after the database side).
-  A module calling itself, calls down into a module first entered after the caller (its own
-  helpers, the next stage) and calls from outside parity (a thread's start, DuckDB) are not
-  returns.
+  (a) C does not import M (directly or through other modules; the package's import graph,
+      imports under TYPE_CHECKING left out, as the layers contract reads it), so M's code
+      came to C as a callable handed down, and M was entered before C: the request goes
+      back up or sideways to a module it had passed (a progress callback or a generator
+      defined in the orchestrator, the comparison asking the database side); or
+  (b) C is an orchestrator (ORCHESTRATORS: the modules that hand the request to the
+      stages) that had handed it to M before and to another non-leaf module since: it may
+      not go back to a stage it moved past (the export side again after the database side).
+  A call along an import (a stage into its own helpers, whichever of them ran first, or a
+  helper shared below two stages) is the data's path and not a return; so are calls from
+  outside parity (a thread's start, DuckDB).
 
 The test prints the walk (the stays, the returns) with ``-s``. On the code before issue 25's
-third round (main at 3b01ff2) the main thread made 26 stays in 9 modules with 14 returns
-(ADBC; 30 stays, 14 returns over COPY csv) and the database thread 2; now 10 stays in 8
-modules and none, but for the one named in CSV_PROBE.
+third round (main at 3b01ff2) the main thread made 26 stays in 9 modules with 9 returns
+(ADBC, the export read now; 30 stays and 10 returns over COPY csv; 35 and 11 with a JSON
+file beside the CSV); now 10 stays in 8 modules and none (18 and none with the JSON file),
+but for the one named in CSV_PROBE.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import grimp
 import pytest
 
 from cron_dryrun.parity.engine import ParityRequest, run_parity
 from cron_dryrun.parity.export_side import stage_for_run
 from tests.test_db_reader import D8, varied_export, varied_rows
 from tests.test_diff_command import D6, D7, seed
+from tests.test_exports import bucket, page, result
 
 PARITY = "cron_dryrun.parity."
 
@@ -62,9 +69,14 @@ class Call:
     caller: str  # the calling frame's module; the prefix removed when it is a parity module
 
 
+ORCHESTRATORS = frozenset({"engine", "pipeline"})
+
+
 @dataclass
 class Walk:
     calls: list[Call]
+    # does the first module import the second (directly or through others)?
+    imports: Callable[[str, str], bool]
     # modules that called another parity module, in any thread of the run (None: this walk's)
     callers: frozenset[str] | None = None
 
@@ -89,15 +101,29 @@ class Walk:
         for n, call in enumerate(self._path()):
             first.setdefault(call.callee, n)
             if call.caller not in first:
-                continue  # itself, or from outside parity
+                continue  # from outside parity
             seen = handed[call.caller]
-            back = first[call.callee] < first[call.caller]
-            moved_past = call.callee in seen and seen[-1] != call.callee
+            callback = not self.imports(call.caller, call.callee)
+            back = callback and first[call.callee] < first[call.caller]
+            moved_past = (
+                call.caller in ORCHESTRATORS and call.callee in seen and seen[-1] != call.callee
+            )
             if back or moved_past:
                 found.append(f"{call.caller} -> {call.callee}.{call.function}")
             if not seen or seen[-1] != call.callee:
                 seen.append(call.callee)
         return found
+
+
+def package_imports() -> Callable[[str, str], bool]:
+    """Whether one parity module imports another, directly or through others (grimp: the
+    graph import-linter checks the layers contract on; TYPE_CHECKING imports left out)."""
+    graph = grimp.build_graph("cron_dryrun", exclude_type_checking_imports=True, cache_dir=None)
+
+    def imports(importer: str, imported: str) -> bool:
+        return bool(graph.chain_exists(importer=PARITY + importer, imported=PARITY + imported))
+
+    return imports
 
 
 def _module(frame: FrameType | None) -> str:
@@ -126,7 +152,8 @@ def trace_walks(request: ParityRequest, now: datetime) -> dict[str, Walk]:
     callers = frozenset(
         c.caller for thread in calls.values() for c in thread if c.caller != c.callee
     )
-    return {name: Walk(list(c), callers) for name, c in calls.items()}
+    imports = package_imports()
+    return {name: Walk(list(c), imports, callers) for name, c in calls.items()}
 
 
 def show(walks: dict[str, Walk]) -> str:
@@ -145,26 +172,44 @@ def test_the_return_rule_sees_a_callback_up_and_a_stage_revisited() -> None:
     """The rule itself can fail: a stage calling the orchestrator back, the orchestrator
     going back to the export side after the comparison, the comparison asking the database
     side; and passes a walk that only goes down."""
+    # who imports whom in these made-up walks (the real ones ask the package's graph)
+    imported = {
+        ("engine", "pipeline"), ("pipeline", "export_side"), ("pipeline", "db_stage"),
+        ("pipeline", "compare"), ("pipeline", "report"), ("export_side", "staging"),
+        ("export_side", "readers"), ("staging", "readers"), ("staging", "formats"),
+        ("compare", "rules"),
+    }  # fmt: skip
+
+    def imports(importer: str, module: str) -> bool:
+        return (importer, module) in imported
+
     down = Walk(
         [
             Call("pipeline", "reconcile", "engine"),
+            Call("db_stage", "read_db", "pipeline"),
+            Call("db_reader", "load", "db_stage"),  # a loader handed down, entered first here
             Call("export_side", "read_exports", "pipeline"),
+            Call("readers", "DailyRollup", "export_side"),
             Call("staging", "stage_file", "export_side"),
             Call("formats", "bucket_problem", "staging"),
+            Call("readers", "read_json_pages", "staging"),  # a helper both import: fine
+            Call("formats", "stamp", "readers"),
             Call("staging", "take", "staging"),
             Call("formats", "bucket_problem", "staging"),  # its own helper again: fine
-            Call("db_side", "read_db", "pipeline"),
-            Call("db_reader", "load", "db_side"),
-            Call("compare", "compare_sides", "pipeline"),
+            Call("readers", "time_overlaps", "export_side"),  # a stage's own loop: fine
+            Call("compare", "compare", "pipeline"),
             Call("rules", "judge", "compare"),
             Call("rules", "judge", "compare"),  # a leaf, called again: fine
             Call("pipeline", "_range", "pipeline"),  # the orchestrator's own code
             Call("report", "report_dict", "pipeline"),
-        ]
+        ],
+        imports,
     )
     assert down.returns() == []
     # formats, db_reader, rules and report call no parity module: leaves, not stays
-    assert down.stays() == ["pipeline", "export_side", "staging", "db_side", "compare"]
+    assert down.stays() == [
+        "pipeline", "db_stage", "export_side", "readers", "staging", "readers", "compare"
+    ]  # fmt: skip
     back = Walk(
         [
             Call("pipeline", "reconcile", "engine"),
@@ -176,7 +221,8 @@ def test_the_return_rule_sees_a_callback_up_and_a_stage_revisited() -> None:
             Call("rules", "judge", "compare"),
             Call("db_side", "probe", "compare"),  # back sideways to the database side
             Call("export_side", "metrics", "pipeline"),  # a stage revisited by the orchestrator
-        ]
+        ],
+        imports,
     )
     assert back.returns() == [
         "export_side -> pipeline.<lambda>",
@@ -218,6 +264,28 @@ def test_a_parity_request_never_returns_to_a_module_it_left(
     assert {name: w.returns() for name, w in walks.items() if w is not main} == {
         name: [] for name in walks if walks[name] is not main
     }
+
+
+def test_two_files_one_of_them_json_pages_walk_down_too(app_database: str, tmp_path: Path) -> None:
+    """Several files (the overlap check between them) and admin-API JSON pages (read by the
+    reference reader into the exact reader's layout): the export side's other paths."""
+    seed(app_database, varied_rows())
+    csv_export = varied_export(tmp_path / "export.csv")
+    midnight = datetime(D7.year, D7.month, D7.day, tzinfo=UTC)
+    pages = tmp_path / "pages.json"
+    pages.write_text(
+        json.dumps([page([bucket(midnight, [result(user_id="user_json", project_id="proj_j")])])])
+    )
+    request = ParityRequest(
+        exports=[csv_export, pages], dsn=app_database, report=tmp_path / "report.json",
+        first_day=D6, last_day=D7, open_from=D8, db_reader="adbc",
+    )  # fmt: skip
+    walks = trace_walks(request, now=datetime(2025, 10, 8, 2, tzinfo=UTC))
+    print(show(walks))
+    main = walks[threading.main_thread().name]
+    assert "read_json_pages" in {c.function for c in main.calls}  # the JSON path was taken
+    assert "time_overlaps" in {c.function for c in main.calls}  # and the overlap check
+    assert {name: w.returns() for name, w in walks.items()} == {name: [] for name in walks}
 
 
 def test_the_trace_ends_with_the_run(app_database: str, tmp_path: Path) -> None:
