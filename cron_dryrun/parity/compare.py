@@ -22,16 +22,17 @@ from cron_dryrun.parity.db_side import (
     DB_STATS_TABLE,
     DbTotalsFiles,
     UnrecordedProbe,
+    db_views,
     stats_csv_reader,
     tables_unrecorded_probe,
 )
-from cron_dryrun.parity.export_sql import sql_path
 from cron_dryrun.parity.formats import (
     HAS_IDS_SQL,
     KEY_TEXT_COLUMNS,
     METRICS,
     SECONDS_PER_DAY,
     DayKey,
+    sql_path,
 )
 from cron_dryrun.parity.readers import DailyRollup
 from cron_dryrun.parity.rules import (
@@ -41,13 +42,14 @@ from cron_dryrun.parity.rules import (
     Finding,
     Offender,
     Policy,
+    Progress,
     Rename,
     metric_findings,
     sql_fails_any,
 )
 
 if TYPE_CHECKING:
-    pass
+    from cron_dryrun.parity.export_side import ExportSide
 
 
 def days_between(first: date, last: date) -> list[date]:
@@ -62,6 +64,39 @@ def day_result(day: date, covered: int, open_from: date | None) -> DayResult:
     else:
         reason = None
     return DayResult(day, reason is None, reason, covered)
+
+
+def compare(
+    con: Any,
+    side: ExportSide,
+    db_files: DbTotalsFiles,
+    files: Sequence[Path],
+    policy: Policy,
+    open_from: date | None,
+    unrecorded_probe: UnrecordedProbe | None,
+    detail_path: Path | None,
+    say: Progress,
+) -> DiffResult:
+    """The comparing stage, whole: the export side (view ``e``, its range, coverage and
+    metrics) against the database side (``db_files``), judged per day under ``policy``;
+    every offender written to ``detail_path`` when given."""
+    assert side.first_day is not None and side.last_day is not None  # read_exports set them
+    say("comparing")
+    db_views(con, db_files)
+    days = [
+        day_result(day, side.coverage.get(day, 0), open_from)
+        for day in days_between(side.first_day, side.last_day)
+    ]
+    result = compare_sides(
+        con, policy, side.metrics, days, list(files), side.rollup, side.first_day,
+        side.last_day, open_from, db_files, unrecorded_probe,
+    )  # fmt: skip
+    result.db_reader, result.db_reader_fallback = db_files.reader, db_files.fallback
+    if detail_path is not None:
+        say("writing the detail file")
+        result.detail_path = detail_path
+        result.detail_lines = write_detail(con, detail_path, side.metrics, side.rollup)
+    return result
 
 
 @dataclass

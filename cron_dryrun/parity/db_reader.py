@@ -21,7 +21,7 @@ are libpq's in both; messages never carry the password.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,19 @@ class UsageReader(DbLoader):
     ) -> None:
         self.dsn, self.choice, self.parts = dsn, reader_choice(choice), parts
         self._wake = wake
+
+    def unrecorded(
+        self, days: Sequence[date], metrics: Sequence[str]
+    ) -> Mapping[date, frozenset[str]]:
+        """db_side.UnrecordedProbe for the CSV path (ADBC's answer is in its stats table).
+
+        The comparison asks it only when a judged day's DB total of a metric is 0 while the
+        export's is not: rarely, so the database is asked then, not on every run (the one
+        call a request makes back to the database side: tests/test_parity_walk.py).
+        """
+        from cron_dryrun.parity.usage_totals import unrecorded_metrics
+
+        return unrecorded_metrics(self.dsn, days, metrics)
 
     def _woke(self) -> bool:
         """Wake the database once, if a wake-up was given; True when it had been asleep."""

@@ -1,14 +1,15 @@
 """The database side's contract: what a reader of usage_events delivers, in which layout.
 
 ``DbTotalsFiles`` (CSV files, or tables a ``DbLoader`` filled in the comparison's own
-DuckDB), the stats layout, the thread the database is read in while the export is, and
-the views the comparison joins (``db_views``). This module never talks to PostgreSQL
-itself: db_reader, usage_arrow and usage_totals do.
+DuckDB), the stats layout and the views the comparison joins (``db_views``): what the
+database side and the comparison share. It calls no parity module but formats, so the
+comparison using it never steps back into the database stage (tests/test_parity_walk.py).
+It never talks to PostgreSQL: db_stage runs the read (db_reader, usage_arrow,
+usage_totals).
 """
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,16 +17,16 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cron_dryrun.parity.export_sql import sql_path, totals_csv_reader
-from cron_dryrun.parity.formats import HAS_IDS_SQL, METRICS, TOTALS_COLUMNS
+from cron_dryrun.parity.formats import (
+    HAS_IDS_SQL,
+    KEY_TEXT_COLUMNS,
+    METRICS,
+    TOTALS_COLUMNS,
+    sql_path,
+)
 
 if TYPE_CHECKING:
     pass
-
-
-# DuckDB spills to disk past this; with Python, the libraries and the transfer buffers the
-# process peaks near 375 MB at 1M key-days (300MB: ~425 MB, no faster; benchmarks/README.md).
-DUCKDB_MEMORY_LIMIT = "250MB"
 
 
 DB_READERS = ("adbc", "copy-csv")
@@ -105,6 +106,27 @@ def stats_csv_reader(path: Path) -> str:
     )
 
 
+def totals_csv_reader(paths: Sequence[Path]) -> str:
+    """TOTALS_COLUMNS rows from headerless CSV files (the database side, or a JSON export's).
+
+    Empty text cells are '' and empty counts 0: the database side writes a zero sum as an
+    empty cell (cheaper for the server to format).
+    """
+    types = {"day": "DATE", "batch": "INTEGER", "aligned": "INTEGER"}
+    columns = ", ".join(
+        f"'{c}': '{types.get(c, 'BIGINT' if c in ('record_count', *METRICS) else 'VARCHAR')}'"
+        for c in TOTALS_COLUMNS
+    )
+    files = "[" + ", ".join(f"'{sql_path(p)}'" for p in paths) + "]"
+    text = ", ".join(f'coalesce("{c}", \'\') AS "{c}"' for c in KEY_TEXT_COLUMNS)
+    counts = ", ".join(f'coalesce("{c}", 0) AS "{c}"' for c in ("record_count", *METRICS))
+    return (
+        f"SELECT day, {text}, batch <> 0 AS batch, aligned <> 0 AS aligned, {counts} "
+        f"FROM read_csv({files}, columns={{{columns}}}, header=false, auto_detect=false, "
+        f"delim=',', quote='\"', escape='\"', allow_quoted_nulls=false)"
+    )
+
+
 def db_views(con: Any, files: DbTotalsFiles) -> None:
     """Views for the join: ``e_join`` (export key-days) and ``d`` (database key-days)."""
     has_ids = HAS_IDS_SQL
@@ -118,34 +140,6 @@ def db_views(con: Any, files: DbTotalsFiles) -> None:
     con.execute("CREATE TEMP VIEW e_join AS SELECT * FROM e")
     # PostgreSQL grouped by key-day and alignment: the aligned rows are one per key-day
     con.execute(f"CREATE TEMP VIEW d AS SELECT * FROM db_daily WHERE aligned AND {has_ids}")
-
-
-def read_db(
-    source: DbTotalsWriter | DbLoader, first: date, last: date, out: Path, duck: Any
-) -> DbTotalsFiles:
-    """The database side, whichever kind: a loader fills DuckDB, a writer writes CSV."""
-    if isinstance(source, DbLoader):
-        return source.load(first, last, out, duck)
-    return source(first, last, out) or DbTotalsFiles((out,))
-
-
-class DbThread(threading.Thread):
-    def __init__(
-        self, source: DbTotalsWriter | DbLoader, first: date, last: date, out: Path, duck: Any
-    ) -> None:
-        super().__init__(name="db-totals", daemon=True)
-        self.source, self.first, self.last, self.out = source, first, last, out
-        self.duck = duck  # a DuckDB cursor of its own (a loader's), closed when done
-        self.error: BaseException | None = None
-        self.files: DbTotalsFiles | None = None
-
-    def run(self) -> None:
-        try:
-            self.files = read_db(self.source, self.first, self.last, self.out, self.duck)
-        except BaseException as exc:  # handed to the main thread, raised there
-            self.error = exc
-        finally:
-            self.duck.close()
 
 
 def tables_unrecorded_probe(con: Any) -> UnrecordedProbe:

@@ -1,26 +1,22 @@
 """The parity engine's one entry point: a request in, the result, its verdict and its report out.
 
 ``cron-dryrun diff`` and the parity check (acceptance/test_parity.py) both call
-``run_parity``: the engine reads the export, reads the database's totals (ADBC, else COPY
-csv), reconciles them under the policy and judges the result. Where the report goes and
+``run_parity``: the engine claims the export the preflight staged, hands the request to
+pipeline.reconcile (the database's totals read, ADBC else COPY csv, while the export is;
+then the comparison), and judges the result (rules.judge). Where the report goes and
 how it is written stays the caller's: the command writes it exclusively where the operator
 said, the check through the evidence writer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from cron_dryrun.parity.db_side import (
-    UnrecordedProbe,
-)
-from cron_dryrun.parity.export_side import (
-    claim_stage,
-)
+from cron_dryrun.parity.duck import claim_stage
 from cron_dryrun.parity.pipeline import reconcile
 from cron_dryrun.parity.report import detail_path_for, report_dict, report_json
 from cron_dryrun.parity.rules import (
@@ -87,10 +83,11 @@ def run_parity(
     # the export as the preflight staged it (read once per run); files changed since, or
     # never staged (``cron-dryrun diff``), are read here
     stage = claim_stage()
+    reader = UsageReader(request.dsn, request.db_reader, wake=request.wake)
     try:
         result = reconcile(
             request.exports,
-            UsageReader(request.dsn, request.db_reader, wake=request.wake),
+            reader,
             first_day=request.first_day,
             last_day=request.last_day,
             open_from=request.open_from,
@@ -98,24 +95,13 @@ def run_parity(
             detail_path=detail_path_for(request.report),
             progress=progress,
             now=now,
-            unrecorded_probe=_lazy_unrecorded_probe(request.dsn),
+            unrecorded_probe=reader.unrecorded,
             stage=stage,
         )
     finally:
         if stage is not None:
-            stage.close()
+            stage.db.close()  # duck.StageDatabase: the stage is done with
     return ParityOutcome(result, judge(result), request.report)
-
-
-def _lazy_unrecorded_probe(dsn: str) -> UnrecordedProbe:
-    """usage_totals.unrecorded_probe, imported when first called (rarely: see reconcile)."""
-
-    def probe(days: Sequence[date], metrics: Sequence[str]) -> Mapping[date, frozenset[str]]:
-        from cron_dryrun.parity.usage_totals import unrecorded_metrics
-
-        return unrecorded_metrics(dsn, days, metrics)
-
-    return probe
 
 
 def terminal_summary(result: DiffResult, report: Path) -> str:

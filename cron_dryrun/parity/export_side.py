@@ -2,38 +2,43 @@
 
 ``stage_for_run`` is what the preflight calls before anything is sent: it stages every
 export (staging.stage_file: a CSV/TSV whole, gzip read to its end, in one typed pass; JSON
-pages through the reference reader, once) in an ``ExportStage`` the process keeps, and
-says which file is damaged. ``read_exports`` is where parity's request passes next: it
-takes each file's range from that stage when the file is unchanged since
-(``claim_stage``), else stages it now, and hands the comparison the export side: one
-SELECT of key-day rows per file, the counts of everything not compared, the buckets and
-the overlaps.
+pages through the reference reader, once) in an ``ExportStage`` the process keeps (in
+duck, which the engine claims it from), and says which file is damaged. ``read_exports``
+is the export-staging stage of parity's request: it takes each file's range from that
+stage when the file is unchanged since, else stages it now, and hands back the export
+side whole: one SELECT of key-day rows per file, the counts of everything not compared,
+the buckets and overlaps, the range compared, its coverage and view ``e``. It calls
+nothing above it (tests/test_parity_walk.py).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from cron_dryrun.parity.duck import StageDatabase, keep_stage, kept_stage
+from cron_dryrun.parity.duck import claim_stage as claim_stage  # where the tests find it
 from cron_dryrun.parity.export_sql import totals_table_ddl
 from cron_dryrun.parity.formats import (
     KEY_TEXT_COLUMNS,
     METRICS,
     DayKey,
     ExportProblem,
+    export_file_message,
     sniff_export,
 )
 from cron_dryrun.parity.readers import (
     DailyRollup,
     SharedKeyDays,
     common_metrics,
-    overlapping_buckets,
+    day_coverage,
+    overlap_problem,
+    time_overlaps,
 )
-from cron_dryrun.parity.staging import StagedFile, connect, stage_file, take
+from cron_dryrun.parity.staging import StagedFile, stage_file, take
 
 
 @dataclass
@@ -47,10 +52,13 @@ class ExportSide:
     rollup: DailyRollup = field(default_factory=DailyRollup)
     buckets: dict[str, set[tuple[datetime, datetime]]] = field(default_factory=dict)
     metric_sets: list[set[str]] = field(default_factory=list)
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return common_metrics(self.metric_sets)
+    # set once every file is read: the metrics every readable file carries, the seconds
+    # of each UTC day the buckets cover, and the range compared (as asked, else the days
+    # the export covers); view ``e`` then holds the export's key-days in that range
+    metrics: tuple[str, ...] = ()
+    coverage: dict[date, int] = field(default_factory=dict)
+    first_day: date | None = None
+    last_day: date | None = None
 
 
 def _file_key(path: Path) -> tuple[str, int, int, int]:
@@ -67,8 +75,8 @@ class ExportStage:
     """
 
     def __init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="cron-dryrun-stage-")
-        self.con: Any = connect(self._tmp.name)
+        self.db = StageDatabase()
+        self.con: Any = self.db.con
         self.files: dict[str, tuple[tuple[str, int, int, int], StagedFile]] = {}
         self._staged = 0  # tables made so far: each file's name is new
 
@@ -95,31 +103,22 @@ class ExportStage:
         return known[1] if fresh and known is not None else None
 
     def close(self) -> None:
-        self.con.close()
-        self._tmp.cleanup()
-
-
-_run_stage: ExportStage | None = None
+        self.db.close()
 
 
 def stage_for_run(paths: Sequence[Path]) -> dict[Path, StagedFile]:
-    """Stage every CSV/TSV export of the run (the preflight), for parity to use later."""
-    global _run_stage
-    if _run_stage is None:
-        _run_stage = ExportStage()
+    """Stage every CSV/TSV export of the run (the preflight), for parity to use later
+    (kept in duck, which parity claims it from: ``claim_stage``)."""
+    stage = kept_stage()
+    if stage is None:
+        stage = ExportStage()
+        keep_stage(stage)
     out = {}
     for path in paths:
         fmt = sniff_export(path)
         if fmt.problem(str(path)) is None:
-            out[path] = _run_stage.stage(path)
+            out[path] = stage.stage(path)
     return out
-
-
-def claim_stage() -> ExportStage | None:
-    """The run's stage, handed over once (the claimer closes it)."""
-    global _run_stage
-    stage, _run_stage = _run_stage, None
-    return stage
 
 
 def read_exports(
@@ -130,7 +129,8 @@ def read_exports(
     say: Callable[[str], None],
     stage: ExportStage | None = None,
 ) -> ExportSide:
-    """Every export file's range: from the stage when staged and unchanged, else read now."""
+    """Every export file's range: from the stage when staged and unchanged, else read now;
+    then the range compared and view ``e`` over it (``export_view``)."""
     side = ExportSide()
     for i, path in enumerate(files, 1):
         say(f"reading export {i}/{len(files)}: {path.name}")
@@ -150,9 +150,31 @@ def read_exports(
             load.rows_outside_range, load.without_ids_totals, load.problems, load.problem_count,
         )  # fmt: skip
         side.buckets[str(path)] = load.buckets
-    for problem in overlapping_buckets(side.buckets, shared_key_days(con, side.source_of)):
-        side.rollup.add_problem(problem)
+    shared = shared_key_days(con, side.source_of)
+    for overlap in time_overlaps(side.buckets):
+        problem = overlap_problem(
+            overlap, *shared(overlap.first_file, overlap.second_file, overlap.days)
+        )
+        if problem is not None:
+            side.rollup.add_problem(problem)
+    side.metrics = common_metrics(side.metric_sets)
+    side.coverage = day_coverage([b for spans in side.buckets.values() for b in spans])
+    side.first_day, side.last_day = _range(first_day, last_day, side)
+    export_view(con, side.sources, side.first_day, side.last_day)
     return side
+
+
+def _range(first_day: date | None, last_day: date | None, side: ExportSide) -> tuple[date, date]:
+    """The range compared: as given, else the days the export covers."""
+    if first_day is not None and last_day is not None:
+        return first_day, last_day
+    known = sorted(side.coverage)
+    if not known:
+        unreadable = [export_file_message(p) for p in side.rollup.problems if p.kind == "file"]
+        raise ValueError(
+            "; ".join([*unreadable, "the export holds no readable bucket: nothing to compare"])
+        )
+    return first_day or known[0], last_day or known[-1]
 
 
 def merge_counts(

@@ -224,28 +224,3 @@ def fast_rows_sql(path: Path, fmt: ExportFormat) -> str:
 # The fast path stores counts as UINTEGER; a larger count (never seen per bucket and key)
 # is not an error: that file is read by the exact path instead.
 FAST_MAX_COUNT = 2**32 - 1
-
-
-def totals_csv_reader(paths: Sequence[Path]) -> str:
-    """TOTALS_COLUMNS rows from headerless CSV files (the database side, or a JSON export's).
-
-    Empty text cells are '' and empty counts 0: the database side writes a zero sum as an
-    empty cell (cheaper for the server to format).
-    """
-    types = {"day": "DATE", "batch": "INTEGER", "aligned": "INTEGER"}
-    columns = ", ".join(
-        f"'{c}': '{types.get(c, 'BIGINT' if c in ('record_count', *METRICS) else 'VARCHAR')}'"
-        for c in TOTALS_COLUMNS
-    )
-    files = "[" + ", ".join(f"'{sql_path(p)}'" for p in paths) + "]"
-    text = ", ".join(f'coalesce("{c}", \'\') AS "{c}"' for c in KEY_TEXT_COLUMNS)
-    counts = ", ".join(f'coalesce("{c}", 0) AS "{c}"' for c in ("record_count", *METRICS))
-    return (
-        f"SELECT day, {text}, batch <> 0 AS batch, aligned <> 0 AS aligned, {counts} "
-        f"FROM read_csv({files}, columns={{{columns}}}, header=false, auto_detect=false, "
-        f"delim=',', quote='\"', escape='\"', allow_quoted_nulls=false)"
-    )
-
-
-def sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")

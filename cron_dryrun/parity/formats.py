@@ -415,3 +415,8 @@ def expand_export_paths(paths: Iterable[Path]) -> list[Path]:
         else:
             files.append(path)
     return files
+
+
+def sql_path(path: Path) -> str:
+    """A path as a DuckDB string literal's body (every module quotes paths alike)."""
+    return str(path).replace("'", "''")

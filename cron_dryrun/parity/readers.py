@@ -401,19 +401,24 @@ def overlapping_buckets(
     problems: list[ExportProblem] = []
     for overlap in time_overlaps(per_file):
         count, first = shared_key_days(overlap.first_file, overlap.second_file, overlap.days)
-        if not count:
-            continue
-        example = f" (first: {first.label()})" if first is not None else ""
-        problems.append(
-            ExportProblem(
-                overlap.second_file,
-                0,
-                f"overlaps {overlap.first_file} at {stamp(overlap.at)} on {count} key-day(s)"
-                f"{example}: the same usage would count twice",
-                "overlap",
-            )
-        )
+        problem = overlap_problem(overlap, count, first)
+        if problem is not None:
+            problems.append(problem)
     return problems
+
+
+def overlap_problem(overlap: TimeOverlap, count: int, first: DayKey | None) -> ExportProblem | None:
+    """Two files' buckets overlap in time; ``count`` key-days of theirs are the same."""
+    if not count:
+        return None
+    example = f" (first: {first.label()})" if first is not None else ""
+    return ExportProblem(
+        overlap.second_file,
+        0,
+        f"overlaps {overlap.first_file} at {stamp(overlap.at)} on {count} key-day(s)"
+        f"{example}: the same usage would count twice",
+        "overlap",
+    )
 
 
 def write_totals_csv(rollup: DailyRollup, out: io.TextIOBase) -> None:

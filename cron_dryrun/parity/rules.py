@@ -44,6 +44,10 @@ TOTALS_LISTED = 3  # total findings named in the reasons; the report lists them 
 Progress = Callable[[str], None]
 
 
+def quiet(_message: str) -> None:
+    """The Progress that says nothing (defined here, a leaf: no stage calls back up to it)."""
+
+
 @dataclass(frozen=True)
 class Policy:
     threshold: float = 0.02

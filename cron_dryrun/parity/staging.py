@@ -18,20 +18,19 @@ Nothing here talks to a database server; DuckDB is an in-process engine over fil
 from __future__ import annotations
 
 import csv
-import importlib
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from cron_dryrun.parity.duck import duckdb_engine
 from cron_dryrun.parity.export_sql import (
     delimited_rows_sql,
     fast_rows_sql,
     quote_name,
     quote_text,
-    sql_path,
     totals_table_ddl,
 )
 from cron_dryrun.parity.formats import (
@@ -45,15 +44,13 @@ from cron_dryrun.parity.formats import (
     ExportProblem,
     bucket_problem,
     sniff_export,
+    sql_path,
 )
 from cron_dryrun.parity.readers import read_json_pages
 
 if TYPE_CHECKING:
     import duckdb
 
-# DuckDB spills to disk past this; with Python, the libraries and the transfer buffers the
-# process peaks near 375 MB at 1M key-days (300MB: ~425 MB, no faster; benchmarks/README.md).
-DUCKDB_MEMORY_LIMIT = "250MB"
 KEYS_SQL = "project_id, api_key_id, user_id, model, service_tier, batch"
 
 
@@ -106,20 +103,6 @@ class StagedFile:
     def drop(self, con: duckdb.DuckDBPyConnection) -> None:
         if self.table is not None:
             con.execute(f"DROP TABLE IF EXISTS {self.table}")
-
-
-def connect(temp_directory: str) -> duckdb.DuckDBPyConnection:
-    """The in-memory database exports are staged and compared in, under one memory limit
-    (a DbLoader's Arrow scan and grouping run under it too, on a cursor of their own)."""
-    con: duckdb.DuckDBPyConnection = duckdb_engine().connect(
-        config={
-            "memory_limit": DUCKDB_MEMORY_LIMIT,
-            "temp_directory": temp_directory,
-            "preserve_insertion_order": False,
-        }
-    )
-    con.execute("SET enable_progress_bar = false")
-    return con
 
 
 def stage_file(
@@ -496,24 +479,6 @@ class StagedExport:
         for table in self.tables:
             con.execute(f"DROP TABLE IF EXISTS {table}")
         self.tables.clear()
-
-
-def duckdb_engine() -> Any:
-    """DuckDB's engine: the C++ extension ``_duckdb``, which the ``duckdb`` package re-exports.
-
-    Imported alone it takes ~0.01 s; the package's Python layer (relation API, version
-    lookup through importlib.metadata) adds ~0.08 s, which the diff command pays before it
-    can start reading. Only ``connect`` and ``Error`` are needed here (the same objects
-    either way); without the extension module the package is used.
-    """
-    engine: Any
-    try:
-        engine = importlib.import_module("_duckdb")
-    except ImportError:
-        engine = None
-    if not (hasattr(engine, "connect") and hasattr(engine, "Error")):
-        engine = importlib.import_module("duckdb")
-    return engine
 
 
 def stage_delimited_duckdb(

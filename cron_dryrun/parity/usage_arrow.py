@@ -172,7 +172,7 @@ def _open_database(manager: Any, driver: Any, conninfo: str) -> Any:
 def _group(duck: Any, stream: Any) -> bool:
     """DuckDB scans the Arrow C stream (consumed once) into the key-day table; tables or
     nothing. True when the rows had to be grouped (some key-day spans several rows)."""
-    # the package, not only the engine (staging.duckdb_engine): its import registers the
+    # the package, not only the engine (duck.duckdb_engine): its import registers the
     # Python-side Arrow sources, without which the engine refuses any Python Arrow object
     import duckdb  # noqa: F401
 
