@@ -15,6 +15,7 @@ from suite_runs import clean_env, guarded_env, recorded_files, run_acceptance
 
 from cron_dryrun.parity import export_side, staging
 from cron_dryrun.parity.engine import reconcile
+from cron_dryrun.parity.export_side import ExportStage
 from cron_dryrun.parity.rules import judge
 from cron_dryrun.session.preflight import check_exports
 from tests.test_exports import bucket, bucket_row, page, result, write_export
@@ -38,6 +39,19 @@ def no_stage_left() -> Iterator[None]:
     stage = export_side.claim_stage()
     if stage is not None:
         stage.close()
+
+
+def staged_by_the_preflight(path: Path, monkeypatch: pytest.MonkeyPatch) -> ExportStage:
+    """The preflight's stage of ``path``, claimed; any later read of the file fails the test."""
+    assert check_exports([path]) == []
+    stage = export_side.claim_stage()
+    assert stage is not None and stage.staged(path) is not None
+
+    def read_again(*_args: object, **_kwargs: object) -> staging.StagedFile:
+        raise AssertionError("the export was read again")
+
+    monkeypatch.setattr(export_side, "stage_file", read_again)
+    return stage
 
 
 def test_a_csv_cut_mid_row_is_refused_with_its_line(tmp_path: Path) -> None:
@@ -119,14 +133,7 @@ def test_parity_compares_the_staged_json_without_reading_the_file_again(
         [path], db_side([db_row(user=f"user_{i}", input_tokens=i) for i in range(2)]),
         first_day=D7, last_day=D7, open_from=D8, now=NOW,
     )  # fmt: skip
-    assert check_exports([path]) == []
-    stage = export_side.claim_stage()
-    assert stage is not None and stage.staged(path) is not None
-
-    def read_again(*_args: object, **_kwargs: object) -> staging.StagedFile:
-        raise AssertionError("the export was read again")
-
-    monkeypatch.setattr(export_side, "stage_file", read_again)
+    stage = staged_by_the_preflight(path, monkeypatch)
     try:
         result = reconcile(
             [path], db_side([db_row(user=f"user_{i}", input_tokens=i) for i in range(2)]),
@@ -143,14 +150,7 @@ def test_parity_compares_the_staged_table_without_reading_the_file_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_export(tmp_path / "e.csv", [bucket_row(input_tokens=100, output_tokens=10)])
-    assert check_exports([path]) == []
-    stage = export_side.claim_stage()
-    assert stage is not None and stage.staged(path) is not None
-
-    def read_again(*_args: object, **_kwargs: object) -> staging.StagedFile:
-        raise AssertionError("the export was read again")
-
-    monkeypatch.setattr(export_side, "stage_file", read_again)
+    stage = staged_by_the_preflight(path, monkeypatch)
     try:
         result = reconcile(
             [path], db_side([db_row()]), first_day=D7, last_day=D7, open_from=D8, now=NOW,
