@@ -107,7 +107,7 @@ def run_parity(
 def terminal_summary(result: DiffResult, report: Path) -> str:
     """One screen: verdict, range, per-day table, counts, where the report is."""
     judgement = judge(result)
-    c = result.counts
+    counts = result.counts
     lines = [
         f"parity diff: {judgement.verdict.upper()}  "
         f"(threshold {result.policy.threshold * 100:g} %, {result.first_day} .. {result.last_day})",
@@ -127,9 +127,9 @@ def terminal_summary(result: DiffResult, report: Path) -> str:
         if not d.judged:
             lines.append(f"not judged {d.day.isoformat()}: {d.reason}")
     lines.append(
-        f"export rows {c['exportRows']} (bad {c['exportBadRows']}, without ids {c['exportRowsWithoutIds']}, "
-        f"empty buckets {c['exportEmptyBucketRows']}, outside range {c['exportRowsOutsideRange']}); "
-        f"db rows {c['dbRows']} (without ids {c['dbRowsWithoutIds']}, unaligned {c['dbUnalignedRows']})"
+        f"export rows {counts['exportRows']} (bad {counts['exportBadRows']}, without ids {counts['exportRowsWithoutIds']}, "
+        f"empty buckets {counts['exportEmptyBucketRows']}, outside range {counts['exportRowsOutsideRange']}); "
+        f"db rows {counts['dbRows']} (without ids {counts['dbRowsWithoutIds']}, unaligned {counts['dbUnalignedRows']})"
     )
     reader = f"database read: {result.db_reader}"
     if result.db_reader_fallback:

@@ -255,15 +255,15 @@ class Judgement:
 def judge(result: DiffResult) -> Judgement:
     """The parity verdict from a diff result: every failing rule becomes one reason."""
     reasons: list[str] = []
-    c = result.counts
+    counts = result.counts
     warnings = tuple(result.warnings())
-    if c["exportBadRows"] and result.policy.bad_rows_fail:
+    if counts["exportBadRows"] and result.policy.bad_rows_fail:
         files = [p for p in result.problems if p.kind == "file"]
         overlaps = [p for p in result.problems if p.kind == "overlap"]
         rows = [p for p in result.problems if p.kind == "row"]
         reasons.extend(export_file_message(p) for p in files)
         reasons.extend(f"export file {p.file} {p.reason}" for p in overlaps)
-        n_rows = c["exportBadRows"] - len(files) - len(overlaps)
+        n_rows = counts["exportBadRows"] - len(files) - len(overlaps)
         if n_rows > 0:
             first = f" (first: {rows[0]})" if rows else ""
             reasons.append(f"{n_rows} bad export row(s){first}")
@@ -274,11 +274,11 @@ def judge(result: DiffResult) -> Judgement:
         ("missingInDb", "key-day(s) in the export but missing in the DB"),
         ("missingInCsv", "key-day(s) in the DB but missing in the export"),
     ):
-        n = c[kind] - (renamed if kind != "mismatched" else 0)
+        n = counts[kind] - (renamed if kind != "mismatched" else 0)
         if n > 0:
             reason = f"{n} {'more ' if renamed and kind != 'mismatched' else ''}{text}"
-            if kind == "missingInDb" and c["dbUnalignedRows"]:
-                reason += "; " + unaligned_hint(c["dbUnalignedRows"])
+            if kind == "missingInDb" and counts["dbUnalignedRows"]:
+                reason += "; " + unaligned_hint(counts["dbUnalignedRows"])
             reasons.append(reason)
     totals = result.total_findings
     reasons.extend(f"total {f.describe()}" for f in totals[:TOTALS_LISTED])
@@ -304,12 +304,12 @@ def unaligned_hint(rows: int) -> str:
 def summary_line(result: DiffResult) -> str:
     """One line for logs and the run summary."""
     judgement = judge(result)
-    c = result.counts
+    counts = result.counts
     days = ", ".join(d.isoformat() for d in result.judged_days) or "none"
     return (
-        f"parity {judgement.verdict.upper()}: judged {days}; {c['judgedKeyDays']} key-days, "
-        f"{c['mismatched']} mismatched, {c['missingInDb']} missing in DB, "
-        f"{c['missingInCsv']} missing in export, {c['exportBadRows']} bad export rows "
+        f"parity {judgement.verdict.upper()}: judged {days}; {counts['judgedKeyDays']} key-days, "
+        f"{counts['mismatched']} mismatched, {counts['missingInDb']} missing in DB, "
+        f"{counts['missingInCsv']} missing in export, {counts['exportBadRows']} bad export rows "
         f"(threshold {result.policy.threshold * 100:g} %)"
     )
 
