@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
+from loopback import served
 from neon_compute import SleepingCompute, sleeping_compute
 from suite_runs import RunSuite, SuiteRun, preload, run_in_process, shared_server_args
 
@@ -109,11 +109,5 @@ def counting_cron() -> Iterator[tuple[str, list[str]]]:
     preflight passes): its URL and the paths that reached it."""
     hits: list[str] = []
     handler = type("Handler", (_Counting,), {"hits": hits})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}/api/cron/daily-usage", hits
-    finally:
-        server.shutdown()
-        server.server_close()

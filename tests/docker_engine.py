@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import socketserver
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from loopback import served
 
 NO_REGISTRY = (
     'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io: no such host'
@@ -69,12 +70,5 @@ def engine_without_registry(folder: Path) -> Iterator[tuple[str, list[str]]]:
     socket_path = folder / "docker.sock"
     requests: list[str] = []
     handler = type("Engine", (_Engine,), {"requests": requests})
-    server = _UnixServer(str(socket_path), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(_UnixServer(str(socket_path), handler)):
         yield f"unix://{socket_path}", requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
