@@ -171,14 +171,13 @@ def run(
         return ExitCode.USAGE
     except (OSError, ValueError) as exc:
         bar.close()
-        print(f"cron-dryrun diff: {exc}", file=sys.stderr)
+        print(f"cron-dryrun diff: {_redacted(str(exc), dsn)}", file=sys.stderr)
         return ExitCode.USAGE
     except Exception as exc:  # last resort: psycopg, ADBC and DuckDB errors share no base
-        from cron_dryrun.redaction import Redactor, dsn_passwords, redact_dsn
+        from cron_dryrun.redaction import redact_dsn
 
         bar.close()
-        # a driver may echo the connection string back: its password goes, whatever the form
-        said = Redactor(dsn_passwords(dsn)).redact(f"{type(exc).__name__}: {exc}")
+        said = _redacted(f"{type(exc).__name__}: {exc}", dsn)
         print(f"cron-dryrun diff: {redact_dsn(dsn)}: {said}", file=sys.stderr)
         return ExitCode.USAGE
     bar.close()
@@ -188,3 +187,11 @@ def run(
         print("", file=sys.stderr)
         print(outcome.failure(), file=sys.stderr)
     return ExitCode.OK if outcome.passed else ExitCode.FAIL
+
+
+def _redacted(message: str, dsn: str) -> str:
+    """An error's text with the DSN's password gone in any form (a driver may echo the
+    connection string back), redacted as the wake-up's messages are (``options.waker``)."""
+    from cron_dryrun.evidence import Redactor, run_secrets
+
+    return Redactor(run_secrets(None, dsn)).redact(message)
