@@ -76,10 +76,6 @@ def text(where: str, value: object) -> str:
     return str(value)
 
 
-def optional_text(where: str, value: object) -> str | None:
-    return str(value) if value else None
-
-
 def path(where: str, value: object) -> Path:
     return Path(str(value))
 

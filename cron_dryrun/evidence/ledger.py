@@ -60,7 +60,6 @@ DRY_RUN_RULE = (
 )
 GREEN = "GO"
 RED = "NO-GO"
-LOCAL_TARGET = "local stack"
 COMPLETE = "complete"
 PARTIAL = "partial"
 INTERRUPTED = "interrupted"

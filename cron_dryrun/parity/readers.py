@@ -419,23 +419,3 @@ def overlap_problem(overlap: TimeOverlap, count: int, first: DayKey | None) -> E
         f"{example}: the same usage would count twice",
         "overlap",
     )
-
-
-def write_totals_csv(rollup: DailyRollup, out: io.TextIOBase) -> None:
-    """The roll-up as TOTALS_COLUMNS rows (the layout DuckDB loads both sides with)."""
-    writer = csv.writer(out, lineterminator="\n")
-    for key, values in rollup.totals.items():
-        writer.writerow(
-            [
-                key.day.isoformat(),
-                key.project_id,
-                key.api_key_id,
-                key.user_id,
-                key.model,
-                key.service_tier,
-                int(key.batch),
-                1,
-                rollup.record_counts[key],
-                *values,
-            ]
-        )
