@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -560,7 +559,6 @@ def finish_html(state: DryRunState) -> None:
         return
     with contextlib.suppress(Exception):
         write_manifest(writer, f"{dated.stem}", [writer.relpath(dated)])
-    shutil.rmtree(source.parent, ignore_errors=True)
     state.artefacts["report"] = dated
 
 
