@@ -112,6 +112,12 @@ def run_acceptance(
     )
 
 
+def gate_of(audit: Path) -> dict[str, Any] | None:
+    """The gate.json a run left in ``audit``; None when it wrote none."""
+    path = audit / "gate.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 @dataclass(frozen=True)
 class WorkerRun:
     """What one worker job's run returned and printed (as a child's CompletedProcess)."""

@@ -24,7 +24,7 @@ from typing import Any
 import jsonschema
 import psycopg
 import pytest
-from suite_runs import ROOT, clean_env, run_acceptance, run_in_workers
+from suite_runs import ROOT, clean_env, gate_of, run_acceptance, run_in_workers
 
 from cron_dryrun.rules.gate import REQUIRED_STEPS
 from cron_dryrun.target.pg_server import RunningPostgres
@@ -150,10 +150,10 @@ def matrix(
     print(f"\nfault matrix: {len(results)} runs in {time.monotonic() - started:.1f}s wall")
     runs = {}
     for fault, result in zip(MATRIX, results, strict=True):
-        gate_path = root / fault / "gate.json"
-        gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
         output = result.stdout + result.stderr
-        runs[fault] = MatrixRun(fault, result.returncode, output, root / fault, gate)
+        runs[fault] = MatrixRun(
+            fault, result.returncode, output, root / fault, gate_of(root / fault)
+        )
     return runs
 
 

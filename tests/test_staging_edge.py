@@ -7,13 +7,12 @@ one shared PostgreSQL (a fresh database per run), two at a time.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from suite_runs import clean_env, run_in_workers
+from suite_runs import clean_env, gate_of, run_in_workers
 
 from cron_dryrun.target.pg_server import RunningPostgres
 
@@ -61,10 +60,8 @@ def edge_runs(
     ]
     runs = {}
     for name, result in zip(RUNS, run_in_workers(jobs, root / "workers"), strict=True):
-        gate_path = root / name / "gate.json"
-        gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
         output = result.stdout + result.stderr
-        runs[name] = EdgeRun(name, result.returncode, output, root / name, gate)
+        runs[name] = EdgeRun(name, result.returncode, output, root / name, gate_of(root / name))
     return runs
 
 
