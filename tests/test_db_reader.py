@@ -19,10 +19,12 @@ import pytest
 
 from cron_dryrun.parity import db_reader
 from cron_dryrun.parity.db_reader import UsageReader
+from cron_dryrun.parity.db_side import keyday_cells_sql
+from cron_dryrun.parity.formats import METRIC_COLUMNS, TOTALS_COLUMNS
 from cron_dryrun.parity.pipeline import reconcile
 from cron_dryrun.parity.report import report_dict
 from cron_dryrun.parity.rules import DiffResult
-from cron_dryrun.parity.usage_arrow import load_keydays
+from cron_dryrun.parity.usage_arrow import LoadedKeyDays, load_keydays
 from cron_dryrun.parity.usage_totals import unrecorded_probe
 from cron_dryrun.target.database import read_only, read_only_conninfo
 from tests.test_diff_command import D6, D7, SCHEMA, diff, midnight, only_report, seed
@@ -174,7 +176,8 @@ def test_rows_that_are_key_days_are_copied_not_grouped_and_read_alike(
     rows = [r for r in varied_rows() if r.get("openai_user_id") != "user_h"]
     seed(app_database, rows)
     con = duckdb.connect()
-    assert load_keydays(read_only_conninfo(app_database), D6, D7, con) is False
+    loaded = load_keydays(read_only_conninfo(app_database), D6, D7, con)
+    assert loaded == LoadedKeyDays(grouped=False, keyed=True)
     (copied,) = con.execute("SELECT count(*) FROM db_keydays").fetchone()  # type: ignore[misc]
     assert copied == len(rows) - 2  # the two rows outside the range are never read
     export = varied_export(tmp_path / "export.csv")
@@ -214,10 +217,10 @@ def test_rows_that_share_a_key_day_are_grouped_as_postgresql_groups_them(
         ],
     )
     con = duckdb.connect()
-    assert load_keydays(read_only_conninfo(app_database), D7, D7, con) is True
+    assert load_keydays(read_only_conninfo(app_database), D7, D7, con).grouped is True
     keydays = con.execute(
         "SELECT user_id, service_tier, batch, record_count, input_tokens, output_tokens "
-        "FROM db_keydays ORDER BY user_id"
+        f"FROM ({keyday_cells_sql('db_keydays')}) ORDER BY user_id"
     ).fetchall()
     assert keydays == [("user_a", "default", False, 3, 300, 6), ("user_t", "", False, 2, 12, 20)]
     assert con.execute("SELECT sum(key_days), sum(records) FROM db_stats").fetchone() == (2, 5)
@@ -246,6 +249,104 @@ def test_adbc_keeps_a_metric_null_in_every_row_apart_from_zero(
         "SELECT count(*) FROM db_keydays WHERE input_text_tokens IS NULL"
     ).fetchone()
     assert null_sums == 2
+
+
+def unpacked_read(dsn: str, con: Any) -> list[tuple[Any, ...]]:
+    """The range's rows as the 22-field read delivers them (usage_arrow.rows_query), in
+    TOTALS_COLUMNS: what the packed read must give back, cell for cell."""
+    import adbc_driver_manager
+    import adbc_driver_postgresql  # type: ignore[import-untyped]
+
+    from cron_dryrun.parity.usage_arrow import rows_query, rows_sql
+
+    database = adbc_driver_postgresql.connect(read_only_conninfo(dsn))
+    connection = adbc_driver_manager.AdbcConnection(database)
+    statement = adbc_driver_manager.AdbcStatement(connection)
+    try:
+        statement.set_sql_query(rows_query(D6, D7))
+        stream, _ = statement.execute_query()
+        con.register("unpacked_stream", stream)
+        con.execute(rows_sql("unpacked_stream").replace("TABLE db_keydays", "TABLE unpacked"))
+        cols = ", ".join(f'"{c}"' for c in TOTALS_COLUMNS)
+        return con.execute(f"SELECT {cols} FROM unpacked ORDER BY ALL").fetchall()
+    finally:
+        statement.close()
+        connection.close()
+        database.close()
+
+
+def test_the_packed_read_gives_back_every_cell_of_the_rows_as_they_are(
+    app_database: str,
+) -> None:
+    """Ten fields leave the server per row instead of 22 (two metrics to an int8, the key
+    cells joined, the flags and a NULL mask in two int4): taken apart again in DuckDB, every
+    cell is what the 22-field read gives, for int4's extremes, negatives, NULLs and 0s,
+    empty and NULL key cells, batch and alignment, a day before 2000."""
+    extremes = [2**31 - 1, -(2**31), -1, 0, 1, 65_536, None]
+    rows: list[dict[str, object]] = []
+    for i, value in enumerate(extremes):
+        metrics = {column: value for _, column in METRIC_COLUMNS}
+        # and every column its own value, so a metric read from its neighbour shows
+        metrics.update(
+            {
+                column: (i * 1000 + j) * (-1) ** j
+                for j, (_, column) in enumerate(METRIC_COLUMNS)
+                if j % (i + 2) == 1
+            }
+        )
+        rows.append({"openai_user_id": f"user_{i}", "batch": i % 2 == 0, **metrics})
+    rows += [
+        {"openai_user_id": None, "project_id": None, "openai_api_key_id": "", "service_tier": None},
+        {"openai_user_id": "", "project_id": "", "openai_api_key_id": "", "model": ""},
+        {
+            "openai_user_id": "user_unaligned",
+            "window_start": midnight(D6) + timedelta(hours=23),
+            "window_end": midnight(D7) + timedelta(hours=1),
+        },
+        {
+            "openai_user_id": "user_open",
+            "window_start": midnight(D6),
+            "window_end": None,
+            "batch": None,
+        },
+        {"openai_user_id": "user_ünïcode ✓", "project_id": "proj é"},
+    ]
+    seed(app_database, rows)
+    con = duckdb.connect()
+    loaded = load_keydays(read_only_conninfo(app_database), D6, D7, con)
+    assert loaded == LoadedKeyDays(grouped=False, keyed=True)
+    cols = ", ".join(f'"{c}"' for c in TOTALS_COLUMNS)
+    packed = con.execute(
+        f"SELECT {cols} FROM ({keyday_cells_sql('db_keydays')}) ORDER BY ALL"
+    ).fetchall()
+    assert packed == unpacked_read(app_database, con)
+    assert len(packed) == len(rows)
+    # the extremes really went through: a NULL stays NULL, int4's ends stay themselves
+    input_tokens = {r[TOTALS_COLUMNS.index("input_tokens")] for r in packed}
+    assert {2**31 - 1, -(2**31), None} <= input_tokens
+
+
+def test_a_key_cell_holding_the_separator_is_read_as_it_is_and_compared_alike(
+    app_database: str, tmp_path: Path
+) -> None:
+    """The packed read joins the key cells with the unit separator; a cell that holds one
+    could not be split back, so those rows are read again, field by field, in the same
+    transaction, and the report is the CSV path's."""
+    rows = [r for r in varied_rows() if r.get("openai_user_id") != "user_h"]
+    rows.append({"openai_user_id": "user\x1fsplit", "tokens_out": 77})
+    seed(app_database, rows)
+    con = duckdb.connect()
+    loaded = load_keydays(read_only_conninfo(app_database), D6, D7, con)
+    assert loaded == LoadedKeyDays(grouped=False, keyed=False)
+    users = {u for (u,) in con.execute("SELECT user_id FROM db_keydays").fetchall()}
+    assert "user\x1fsplit" in users
+    export = varied_export(tmp_path / "export.csv")
+    adbc = run_reader(app_database, export, tmp_path / "adbc", "adbc")
+    csv = run_reader(app_database, export, tmp_path / "csv", "copy-csv")
+    assert comparable(report_dict(adbc)) == comparable(report_dict(csv))
+    assert adbc.counts["missingInCsv"] == 3  # the two of varied_rows and the new key-day
+    offender_users = {o.key.user_id for o in adbc.offenders["missingInCsv"]}
+    assert "user\x1fsplit" in offender_users
 
 
 def test_the_command_reads_over_adbc_by_default(app_database: str, tmp_path: Path) -> None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 
 from cron_dryrun.parity.formats import (
     METRICS,
+    TOTALS_COLUMNS,
     DayKey,
     ExportProblem,
+    key_hash_sql,
     missing_columns_message,
     parse_count,
     sniff_export,
@@ -118,10 +121,24 @@ def via_duckdb(path: Path) -> tuple[dict[DayKey, list[int]], FileLoad]:
     """The export as the diff stages it (``stage_delimited_duckdb``): its key-day totals."""
     con = duckdb.connect()
     staged = stage_delimited_duckdb(con, path, "export_rows")
-    rows = con.execute(staged.relation).fetchall() if staged.relation is not None else []
+    rows = relation_rows(con, staged.relation)
     totals = {DayKey(*row[:7]): [int(v) for v in row[9:]] for row in rows}
     assert len(totals) == len(rows), "one row per key-day"
     return totals, staged.load
+
+
+def relation_rows(con: duckdb.DuckDBPyConnection, relation: str | None) -> list[tuple[Any, ...]]:
+    """A staged export's key-day rows in TOTALS_COLUMNS; its key hash checked on the way:
+    every row's ``kh`` is formats.key_hash_sql of its cells (what the database side's
+    packed read computes from its joined key)."""
+    if relation is None:
+        return []
+    (wrong,) = con.execute(  # type: ignore[misc]
+        f"SELECT count(*) FROM ({relation}) WHERE kh IS DISTINCT FROM {key_hash_sql()}"
+    ).fetchone()
+    assert wrong == 0
+    cols = ", ".join(f'"{c}"' for c in TOTALS_COLUMNS)
+    return con.execute(f"SELECT {cols} FROM ({relation})").fetchall()
 
 
 def key(**overrides: object) -> DayKey:
@@ -434,9 +451,8 @@ def staged(path: Path) -> tuple[dict[DayKey, list[int]], StagedExport]:
     con = duckdb.connect()
     st = stage_delimited_duckdb(con, path, "rows")
     totals = {}
-    if st.relation is not None:
-        for row in con.execute(st.relation).fetchall():
-            totals[DayKey(*row[:7])] = [int(v) for v in row[9:]]
+    for row in relation_rows(con, st.relation):
+        totals[DayKey(*row[:7])] = [int(v) for v in row[9:]]
     return totals, st
 
 

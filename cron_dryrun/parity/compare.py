@@ -23,6 +23,7 @@ from cron_dryrun.parity.db_side import (
     DbTotalsFiles,
     UnrecordedProbe,
     db_views,
+    keyday_cells_sql,
     stats_csv_reader,
     tables_unrecorded_probe,
 )
@@ -145,7 +146,7 @@ def compare_sides(
         result_day.key_days["matched"] += n  # corrected by the offenders below
     unrecorded = _unrecorded(days, metrics, unrecorded_probe)
     judged_days = [d.day for d in days if d.judged]
-    _offenders_table(con, metrics, policy, unrecorded, judged_days, export_key_days)
+    _offenders_table(con, metrics, policy, unrecorded, judged_days, export_key_days, db_files.keyed)
     for day, status, n in con.execute(
         "SELECT day, status, count(*) FROM offenders GROUP BY ALL"
     ).fetchall():
@@ -225,9 +226,11 @@ def _offenders_table(
     unrecorded: Mapping[date, Sequence[str]],
     judged_days: Sequence[date],
     export_key_days: int = 0,
+    keyed: bool = False,
 ) -> None:
     """Table ``offenders``: the key-days on one side only or out of policy, with both
-    sides' metrics, whether the day is judged and how bad it is (``worst``)."""
+    sides' metrics, whether the day is judged and how bad it is (``worst``). ``keyed``:
+    view ``d`` carries the joined key ``k`` (db_side.DbTotalsFiles.keyed)."""
     keys = ("day", *KEY_TEXT_COLUMNS, "batch")
     judged_sql = (
         "day IN (" + ", ".join(f"DATE '{d.isoformat()}'" for d in judged_days) + ")"
@@ -258,7 +261,7 @@ def _offenders_table(
     )
     narrowed = export_key_days >= TWIN_FILTER_MIN_KEY_DAYS
     if narrowed:
-        _candidates(con, metrics)
+        _candidates(con, metrics, keyed)
     else:  # a small join fits in memory: the hashes would cost more than they save
         con.execute("CREATE TEMP VIEW e_cand AS SELECT * FROM e_join")
         con.execute("CREATE TEMP VIEW d_cand AS SELECT * FROM d")
@@ -283,7 +286,7 @@ def _offenders_table(
 TWIN_FILTER_MIN_KEY_DAYS = 250_000
 
 
-def _candidates(con: Any, metrics: Sequence[str]) -> None:
+def _candidates(con: Any, metrics: Sequence[str], keyed: bool = False) -> None:
     """Tables ``e_cand`` and ``d_cand``: the key-days of each side whose key and compared
     metrics do not occur, exactly, on the other side; the join runs on these alone.
 
@@ -299,22 +302,32 @@ def _candidates(con: Any, metrics: Sequence[str]) -> None:
     # one type per column on both sides: an integer hashes alike in any width, but a
     # DOUBLE or a TIMESTAMP does not
     text = "".join(f', "{k}"::VARCHAR' for k in KEY_TEXT_COLUMNS)
-    keys = f'"day"::DATE{text}, "batch"::BOOLEAN'
+    e_keys = d_keys = f'"day"::DATE{text}, "batch"::BOOLEAN'
+    d_source = "d"
+    if keyed:
+        # the key hash both sides carry (formats.key_hash_sql), not the five texts: d's
+        # keys came joined, and splitting 1M of them to hash cells would cost more than the
+        # hashes save. Joined keys are equal only when the cells are: every database key
+        # holds exactly its 4 separators (usage_arrow checks), so an export key joined
+        # alike has cells without one, and the very same cells
+        e_keys = d_keys = '"day"::DATE, kh'
+        d_source = "d_keyed"
     values = "".join(f', coalesce("{m}", 0)::BIGINT' for m in metrics)
-    row_hash = f"hash({keys}{values})"
-    con.execute(f"CREATE TEMP TABLE e_hash AS SELECT {row_hash} AS h FROM e_join")
-    con.execute(f"CREATE TEMP TABLE d_hash AS SELECT {row_hash} AS h FROM d")
+    e_hash, d_hash = f"hash({e_keys}{values})", f"hash({d_keys}{values})"
+    con.execute(f"CREATE TEMP TABLE e_hash AS SELECT {e_hash} AS h FROM e_join")
+    con.execute(f"CREATE TEMP TABLE d_hash AS SELECT {d_hash} AS h FROM {d_source}")
     con.execute(
         "CREATE TEMP TABLE unmatched AS SELECT coalesce(x.h, y.h) AS h FROM e_hash x "
         "FULL OUTER JOIN d_hash y ON x.h = y.h WHERE x.h IS NULL OR y.h IS NULL"
     )
     con.execute("DROP TABLE e_hash")
     con.execute("DROP TABLE d_hash")
-    for side, source in (("e_cand", "e_join"), ("d_cand", "d")):
-        con.execute(
-            f"CREATE TEMP TABLE {side} AS SELECT * FROM {source} "
-            f"WHERE {row_hash} IN (SELECT h FROM unmatched)"
-        )
+    kept = "WHERE {} IN (SELECT h FROM unmatched)"
+    con.execute(f"CREATE TEMP TABLE e_cand AS SELECT * FROM e_join {kept.format(e_hash)}")
+    d_kept = f"SELECT * FROM {d_source} {kept.format(d_hash)}"
+    if d_source == "d_keyed":  # split only the rows kept
+        d_kept = keyday_cells_sql(f"({d_kept})")
+    con.execute(f"CREATE TEMP TABLE d_cand AS {d_kept}")
     con.execute("DROP TABLE unmatched")
 
 

@@ -89,6 +89,7 @@ class UsageReader(DbLoader):
     ) -> None:
         self.dsn, self.choice, self.parts = dsn, reader_choice(choice), parts
         self._wake = wake
+        self._keyed = False  # what the last ADBC read made (usage_arrow.LoadedKeyDays)
 
     def unrecorded(
         self, days: Sequence[date], metrics: Sequence[str]
@@ -115,7 +116,7 @@ class UsageReader(DbLoader):
             if error is not None and not isinstance(error, ImportError) and self._woke():
                 error = self._try_adbc(first_day, last_day, duck)
             if error is None:
-                return DbTotalsFiles((), reader="adbc", tables=True)
+                return DbTotalsFiles((), reader="adbc", tables=True, keyed=self._keyed)
             if self.choice == "adbc":  # asked for explicitly: no quiet fallback
                 if isinstance(error, ImportError):
                     raise RuntimeError(
@@ -142,9 +143,10 @@ class UsageReader(DbLoader):
         from cron_dryrun.parity.usage_arrow import drop_tables, load_keydays
 
         try:
-            load_keydays(
+            loaded = load_keydays(
                 with_connect_timeout(self.dsn, CONNECT_TIMEOUT_S), first_day, last_day, duck
             )
+            self._keyed = loaded.keyed
         except BaseException:
             drop_tables(duck)
             raise

@@ -22,6 +22,7 @@ from cron_dryrun.parity.formats import (
     KEY_TEXT_COLUMNS,
     METRICS,
     TOTALS_COLUMNS,
+    split_key_sql,
     sql_path,
 )
 
@@ -42,6 +43,8 @@ class DbTotalsFiles:
     ``adbc`` (``tables``): DuckDB tables ``DB_KEYDAYS_TABLE`` (TOTALS_COLUMNS, metric sums
     NULL where no row recorded the metric) and ``DB_STATS_TABLE`` (``db_stats_sql``) in
     the comparison's own database; no files.
+    ``keyed``: the key-day table holds the five key cells joined in one text ``k``
+    (formats.joined_key_sql), which view ``d`` splits again.
     ``fallback``: why the preferred reader was not used (for the report), or None.
     """
 
@@ -50,6 +53,7 @@ class DbTotalsFiles:
     reader: str = "copy-csv"
     tables: bool = False
     fallback: str | None = None
+    keyed: bool = False
 
 
 DB_STATS_COLUMNS: tuple[str, ...] = ("day", "aligned", "has_ids", "records", *METRICS)
@@ -81,14 +85,15 @@ class DbLoader(ABC):
     def load(self, first_day: date, last_day: date, out: Path, duck: Any) -> DbTotalsFiles: ...
 
 
-def db_stats_sql(keydays: str = DB_KEYDAYS_TABLE) -> str:
+def db_stats_sql(keydays: str = DB_KEYDAYS_TABLE, has_ids: str = HAS_IDS_SQL) -> str:
     """Per (day, aligned, has ids) over a key-day table: rows, metric sums (NULL as 0),
     ``recorded_<metric>`` (key-days where some row recorded the metric: 0 means NULL in
-    every row, which a sum of 0 cannot tell apart) and ``key_days``."""
+    every row, which a sum of 0 cannot tell apart) and ``key_days``. ``has_ids``: the
+    expression, or the column of a keyed table (usage_arrow's packed read)."""
     sums = ", ".join(f'coalesce(sum("{m}"), 0)::BIGINT AS "{m}"' for m in METRICS)
     recorded = ", ".join(f'count("{m}") AS "recorded_{m}"' for m in METRICS)
     return (
-        f"SELECT day, aligned, {HAS_IDS_SQL} AS has_ids, "
+        f"SELECT day, aligned, {has_ids} AS has_ids, "
         f"coalesce(sum(record_count), 0)::BIGINT AS records, {sums}, {recorded}, "
         f"count(*) AS key_days FROM {keydays} GROUP BY ALL"
     )
@@ -128,18 +133,39 @@ def totals_csv_reader(paths: Sequence[Path]) -> str:
 
 
 def db_views(con: Any, files: DbTotalsFiles) -> None:
-    """Views for the join: ``e_join`` (export key-days) and ``d`` (database key-days)."""
+    """Views for the join: ``e_join`` (export key-days) and ``d`` (database key-days). A
+    keyed table also gets ``d_keyed``: ``d`` with the joined key ``k`` in place of the five
+    cells, which the comparison hashes and filters before it splits the few rows it keeps
+    (``keyday_cells_sql``)."""
     has_ids = HAS_IDS_SQL
     if files.tables:  # loaded by a DbLoader; NULL sums read as 0, as the CSV reader does
-        cols = ", ".join(
+        cols = [
             f'coalesce("{c}", 0) AS "{c}"' if c in METRICS else f'"{c}"' for c in TOTALS_COLUMNS
+        ]
+        if files.keyed:
+            keyed = [c for c in cols if c.strip('"') not in KEY_TEXT_COLUMNS]
+            con.execute(
+                f"CREATE TEMP VIEW d_keyed AS SELECT k, kh, {', '.join(keyed)} "
+                f"FROM {DB_KEYDAYS_TABLE} WHERE aligned AND has_ids"
+            )
+            con.execute(f"CREATE TEMP VIEW d AS {keyday_cells_sql('d_keyed')}")
+            con.execute("CREATE TEMP VIEW e_join AS SELECT * FROM e")
+            return
+        con.execute(
+            f"CREATE TEMP VIEW db_daily AS SELECT {', '.join(cols)} FROM {DB_KEYDAYS_TABLE}"
         )
-        con.execute(f"CREATE TEMP VIEW db_daily AS SELECT {cols} FROM {DB_KEYDAYS_TABLE}")
     else:
         con.execute(f"CREATE TEMP VIEW db_daily AS {totals_csv_reader(files.totals)}")
     con.execute("CREATE TEMP VIEW e_join AS SELECT * FROM e")
     # PostgreSQL grouped by key-day and alignment: the aligned rows are one per key-day
     con.execute(f"CREATE TEMP VIEW d AS SELECT * FROM db_daily WHERE aligned AND {has_ids}")
+
+
+def keyday_cells_sql(source: str) -> str:
+    """``source``'s keyed rows (``d_keyed``'s layout) in TOTALS_COLUMNS, the key split."""
+    cols = [split_key_sql("k") if c == KEY_TEXT_COLUMNS[0] else f'"{c}"' for c in TOTALS_COLUMNS]
+    cols = [c for c in cols if c.strip('"') not in KEY_TEXT_COLUMNS[1:]]
+    return f"SELECT {', '.join(cols)} FROM {source}"
 
 
 def tables_unrecorded_probe(con: Any) -> UnrecordedProbe:

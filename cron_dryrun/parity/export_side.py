@@ -229,12 +229,13 @@ def export_view(con: Any, sources: Sequence[str], first_day: date, last_day: dat
     if len(sources) == 1:  # one file is already one row per key-day: nothing to group
         con.execute(f"CREATE TEMP VIEW e AS SELECT * FROM ({sources[0]}) WHERE {ranged}")
         return
-    con.execute(totals_table_ddl("e"))
+    con.execute(totals_table_ddl("e", key_hash=True))
     if sources:
         # several files may carry the same key-day: add them up (overlaps are reported)
         keys = ", ".join(f'"{k}"' for k in ("day", *KEY_TEXT_COLUMNS, "batch"))
         sums = ", ".join(f'sum("{m}")::BIGINT' for m in ("record_count", *METRICS))
         union = " UNION ALL ".join(f"SELECT * FROM ({src})" for src in sources)
         con.execute(
-            f"INSERT INTO e SELECT {keys}, true, {sums} FROM ({union}) WHERE {ranged} GROUP BY ALL"
+            f"INSERT INTO e SELECT {keys}, true, {sums}, kh FROM ({union}) WHERE {ranged} "
+            "GROUP BY ALL"
         )

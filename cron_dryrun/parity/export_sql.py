@@ -18,6 +18,7 @@ from cron_dryrun.parity.formats import (
     TIME_COLUMNS,
     TOTALS_COLUMNS,
     ExportFormat,
+    key_hash_sql,
 )
 
 if TYPE_CHECKING:
@@ -138,14 +139,15 @@ def delimited_rows_sql(path: Path, fmt: ExportFormat) -> str:
     )
 
 
-def totals_table_ddl(table: str) -> str:
-    """A table in TOTALS_COLUMNS layout (what both sides' key-day rows are compared in)."""
+def totals_table_ddl(table: str, key_hash: bool = False) -> str:
+    """A table in TOTALS_COLUMNS layout (what both sides' key-day rows are compared in),
+    and the key hash ``kh`` after them when asked (the export's key-days: formats.key_hash_sql)."""
     types = {"day": "DATE", "batch": "BOOLEAN", "aligned": "BOOLEAN"}
     cols = ", ".join(
         f"{quote_name(c)} {types.get(c, 'VARCHAR' if c in KEY_TEXT_COLUMNS else 'BIGINT')}"
         for c in TOTALS_COLUMNS
     )
-    return f"CREATE TEMP TABLE {table} ({cols})"
+    return f"CREATE TEMP TABLE {table} ({cols}{', kh UBIGINT' if key_hash else ''})"
 
 
 def typed_cell(name: str) -> str:
@@ -178,7 +180,7 @@ def fast_rows_sql(path: Path, fmt: ExportFormat) -> str:
     reader = (
         f"read_csv({quote_text(str(path))}, columns={{{columns}}}, header=true, auto_detect=false, "
         f"delim={quote_text(fmt.delimiter)}, quote='\"', escape='\"', strict_mode=true, "
-        f"encoding='utf-8'{fmt.duckdb_options()})"
+        f"encoding='utf-8', buffer_size={CSV_BUFFER_BYTES}{fmt.duckdb_options()})"
     )
     # with ISO columns the epoch ones are not read: a row whose ISO cell is empty gets no
     # time here and goes to the exact path, which falls back to the epoch as the rules say
@@ -213,13 +215,21 @@ def fast_rows_sql(path: Path, fmt: ExportFormat) -> str:
         + f" AS {quote_name(m)}"
         for m in METRICS
     )
+    key_hash = key_hash_sql(batch="batch_cell IN ('true', '1')")
     return (
         f"SELECT bstart, bend, {', '.join(quote_name(c) for c in KEY_TEXT_COLUMNS)}, "
-        f"batch_cell IN ('true', '1') AS batch, {ok} AS ok, {counts} FROM (SELECT *, "
+        f"batch_cell IN ('true', '1') AS batch, {ok} AS ok, {counts}, {key_hash} AS kh "
+        f"FROM (SELECT *, "
         f"{start} AS bstart, {end} AS bend, {batch} AS batch_cell FROM (SELECT {text}, "
         f"{', '.join(quote_name(c) for c in fmt.columns if c not in KEY_TEXT_COLUMNS)} FROM {reader}))"
     )
 
+
+# The typed reader's buffer (DuckDB's default is 32 MB, a few held per thread): the
+# memory they take is the staged tables' under the one limit (duck.DUCKDB_MEMORY_LIMIT),
+# and at 1M rows a smaller buffer spills less and reads no slower (benchmarks/README.md).
+# It must hold the longest line (DuckDB's max_line_size, 2 MB by default).
+CSV_BUFFER_BYTES = 4 << 20
 
 # The fast path stores counts as UINTEGER; a larger count (never seen per bucket and key)
 # is not an error: that file is read by the exact path instead.

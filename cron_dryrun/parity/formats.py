@@ -99,6 +99,39 @@ PROBLEM_SAMPLE = 1000
 HAS_IDS_SQL = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
 
 
+# A key-day's five key cells as one text, joined by the ASCII unit separator: how the
+# database side sends its keys over ADBC (one field where there were five: PostgreSQL's
+# binary COPY and the driver's parse cost per field, benchmarks/README.md), and what the
+# twin hashes of both sides are taken over. The join is exact while no cell holds the
+# separator; where one does, neither side is compared through it (usage_arrow, compare).
+KEY_SEPARATOR = "\x1f"
+
+
+def joined_key_sql(prefix: str = "") -> str:
+    """DuckDB or PostgreSQL: the key cells (never NULL) of ``prefix`` joined into one text."""
+    return "concat_ws(chr(31), " + ", ".join(f'{prefix}"{c}"' for c in KEY_TEXT_COLUMNS) + ")"
+
+
+def key_hash_sql(key: str | None = None, batch: str = "batch") -> str:
+    """DuckDB: a key-day's key as one 64-bit hash, taken over the joined key (``key``, else
+    the cells joined) and batch: equal on both sides for equal cells, so twins are hashed
+    and repeats found over integers instead of five texts."""
+    return f"hash({key or joined_key_sql()}, {batch})"
+
+
+def split_key_sql(column: str = "k") -> str:
+    """DuckDB: a joined key (``joined_key_sql``) back into its five named cells."""
+    return ", ".join(
+        f'split_part({column}, chr(31), {i}) AS "{c}"' for i, c in enumerate(KEY_TEXT_COLUMNS, 1)
+    )
+
+
+def unsplittable_key_sql(column: str = "k") -> str:
+    """DuckDB: a joined key holding more than its 4 separators (a cell held one), which
+    ``split_key_sql`` cannot take apart. LIKE, not a count: no string is built per row."""
+    return f"{column} LIKE '%" + "%".join([KEY_SEPARATOR] * 5) + "%'"
+
+
 class DayKey(NamedTuple):
     """One comparison key: a UTC day plus contract.md section 6's key fields."""
 

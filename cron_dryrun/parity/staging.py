@@ -43,6 +43,7 @@ from cron_dryrun.parity.formats import (
     ExportFormat,
     ExportProblem,
     bucket_problem,
+    key_hash_sql,
     sniff_export,
     sql_path,
 )
@@ -346,10 +347,11 @@ def take(
 def key_days_relation(
     con: duckdb.DuckDBPyConnection, table: str, first_day: date | None, last_day: date | None
 ) -> tuple[str, list[str]]:
-    """TOTALS_COLUMNS rows, one per key-day, from the typed rows in range (and the tables
-    made for it). Rows are key-days already, except where a key repeats in a day (hourly
-    buckets, or a key twice in one bucket): only those are grouped. A hash shared by two
-    different keys only sends them to the grouping, which groups by the keys themselves."""
+    """TOTALS_COLUMNS rows and the key hash ``kh``, one per key-day, from the typed rows in
+    range (and the tables made for it). Rows are key-days already, except where a key
+    repeats in a day (hourly buckets, or a key twice in one bucket): only those are grouped.
+    A hash shared by two different keys only sends them to the grouping, which groups by
+    the keys themselves."""
     ranged = "true"
     if first_day is not None:
         ranged += f" AND bstart >= TIMESTAMP '{first_day.isoformat()}'"
@@ -358,11 +360,11 @@ def key_days_relation(
     metrics = ", ".join(f"CAST({quote_name(m)} AS BIGINT) AS {quote_name(m)}" for m in METRICS)
     rows = (
         f"SELECT CAST(bstart AS DATE) AS day, {KEYS_SQL}, true AS aligned, "
-        f"1::BIGINT AS record_count, {metrics} FROM {table} WHERE {HAS_IDS_SQL} AND {ranged}"
+        f"1::BIGINT AS record_count, {metrics}, kh FROM {table} WHERE {HAS_IDS_SQL} AND {ranged}"
     )
     repeated = f"{table}_repeated"
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {repeated} AS SELECT day, hash({KEYS_SQL}) AS h "
+        f"CREATE OR REPLACE TEMP TABLE {repeated} AS SELECT day, kh AS h "
         f"FROM ({rows}) GROUP BY ALL HAVING count(*) > 1"
     )
     (n,) = con.execute(f"SELECT count(*) FROM {repeated}").fetchone() or (0,)
@@ -371,10 +373,10 @@ def key_days_relation(
         return rows, []
     grouped = f"{table}_days"
     sums = ", ".join(f"sum({quote_name(m)})::BIGINT AS {quote_name(m)}" for m in METRICS)
-    on = f"r.day = x.day AND r.h = hash({', '.join('x.' + k for k in KEYS_SQL.split(', '))})"
+    on = "r.day = x.day AND r.h = x.kh"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {grouped} AS SELECT x.day, {KEYS_SQL}, true AS aligned, "
-        f"sum(record_count)::BIGINT AS record_count, {sums} FROM ({rows}) x "
+        f"sum(record_count)::BIGINT AS record_count, {sums}, kh FROM ({rows}) x "
         f"SEMI JOIN {repeated} r ON {on} GROUP BY ALL"
     )
     single = f"SELECT x.* FROM ({rows}) x ANTI JOIN {repeated} r ON {on}"
@@ -392,7 +394,8 @@ def _take_exact(
     con.execute(f"DROP TABLE IF EXISTS {table}")
     con.execute(totals_table_ddl(table))
     _read_groups(con, str(staged.table), load, first_day, last_day, table)
-    return StagedExport(load, f"SELECT * FROM {table}", True, [table], fast=False)
+    relation = f"SELECT *, {key_hash_sql()} AS kh FROM {table}"
+    return StagedExport(load, relation, True, [table], fast=False)
 
 
 def _read_groups(

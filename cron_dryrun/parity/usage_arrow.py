@@ -25,10 +25,16 @@ the CSV path, is decided in ``db_reader`` only.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from cron_dryrun.parity.db_side import DB_KEYDAYS_TABLE, DB_STATS_TABLE, db_stats_sql
-from cron_dryrun.parity.formats import KEY_TEXT_COLUMNS, METRIC_COLUMNS, METRICS
+from cron_dryrun.parity.formats import (
+    KEY_TEXT_COLUMNS,
+    METRIC_COLUMNS,
+    METRICS,
+    key_hash_sql,
+    unsplittable_key_sql,
+)
 
 # the same expression as usage_totals: a window inside one UTC day rolls up into it
 ALIGNED_SQL = (
@@ -36,7 +42,7 @@ ALIGNED_SQL = (
     "AND window_end <= window_start::date + 1)"
 )
 # Arrow batches of this size (the driver's default is 16 MB): DuckDB's scan holds a few
-BATCH_BYTES = 8 << 20
+BATCH_BYTES = 2 << 20
 _STREAM = "usage_events_stream"
 _ROWS = "db_rows"
 TYPE_RESOLVER_OPTION = (
@@ -70,6 +76,90 @@ def rows_query(first_day: date, last_day: date) -> str:
         f"SELECT window_start::date AS day, {ALIGNED_SQL} AS aligned, {texts}, batch, "
         f"{metrics} FROM usage_events "
         f"WHERE window_start >= {start} AND window_start < {end}"
+    )
+
+
+# The packed read: what leaves the server per row is 10 fields instead of 22, because
+# PostgreSQL's binary COPY and the ADBC driver's parse cost per field (~75 ns each in the
+# driver): day, alignment, has-ids and batch in one int4; the five key cells joined in
+# one text (formats.joined_key_sql); the 14 int4 metrics two to an int8; one int4 whose
+# bits say which metrics are NULL. 1M rows: 1.9-2.1 CPU-s client and server together,
+# against 3.9-4.2 for the 22 fields (benchmarks/README.md). DuckDB takes them apart again.
+_DAY_ZERO = "DATE '2000-01-01'"
+_PG_KEY_CELLS = ("project_id", "openai_api_key_id", "openai_user_id", "model", "service_tier")
+_PAIRS = [list(METRIC_COLUMNS[i : i + 2]) for i in range(0, len(METRIC_COLUMNS), 2)]
+
+
+def packed_rows_query(first_day: date, last_day: date) -> str:
+    """PostgreSQL: usage_events rows of [first_day, last_day] (UTC), ungrouped, packed.
+
+    ``flags``: (day - 2000-01-01) * 8 + aligned * 4 + has ids * 2 + batch; ``k``: the key
+    cells joined ('' for NULL, as the app's unique index reads them); ``p0``..: two metrics
+    each, the first in the high 32 bits (NULL as 0); ``nullmask``: bit i set when the i-th
+    metric (METRIC_COLUMNS order) is NULL.
+    """
+    start, end = _timestamp(first_day), _timestamp(last_day + timedelta(days=1))
+    cells = [f"coalesce({c}, '')" for c in _PG_KEY_CELLS]
+    has_ids = " OR ".join(f"{c} <> ''" for c in cells[:3])
+    flags = (
+        f"((window_start::date - {_DAY_ZERO}) * 8 + ({ALIGNED_SQL})::int * 4 "
+        f"+ ({has_ids})::int * 2 + coalesce(batch, false)::int)"
+    )
+    key = f"concat_ws(chr(31), {', '.join(cells)})"
+    pairs = []
+    for i, pair in enumerate(_PAIRS):
+        high = f'(coalesce("{pair[0][1]}", 0)::int8 << 32)'
+        low = f'(coalesce("{pair[1][1]}", 0)::int8 & 4294967295)' if len(pair) > 1 else "0"
+        pairs.append(f"{high} | {low} AS p{i}")
+    nulls = " | ".join(f'(("{c}" IS NULL)::int << {i})' for i, (_, c) in enumerate(METRIC_COLUMNS))
+    return (
+        f"SELECT {flags} AS flags, {key} AS k, {', '.join(pairs)}, ({nulls}) AS nullmask "
+        f"FROM usage_events WHERE window_start >= {start} AND window_start < {end}"
+    )
+
+
+def packed_rows_sql(stream: str = _STREAM) -> str:
+    """DuckDB: the packed stream's rows unpacked into the key-day table (``k`` kept joined;
+    the comparison splits only the key-days it reports), with the key hash ``kh``
+    (formats.key_hash_sql, as the export side's). A metric NULL in the row is NULL."""
+    metrics = []
+    for i, pair in enumerate(_PAIRS):
+        for j, (name, _) in enumerate(pair):
+            bit = 1 << METRICS.index(name)
+            if j == 0:
+                value = f"(p{i} >> 32)"
+            else:  # the low 32 bits, read back as a signed int4
+                low = f"(p{i} & 4294967295)"
+                value = f"({low} - (({low} >> 31) << 32))"
+            metrics.append(f'CASE WHEN nullmask & {bit} = 0 THEN {value} END::INTEGER AS "{name}"')
+    batch = "(flags & 1) <> 0"
+    return (
+        f"CREATE TABLE {DB_KEYDAYS_TABLE} AS SELECT {_DAY_ZERO} + CAST(flags >> 3 AS INTEGER) AS day, "
+        f"k, {batch} AS batch, (flags & 4) <> 0 AS aligned, (flags & 2) <> 0 AS has_ids, "
+        f"1::BIGINT AS record_count, {', '.join(metrics)}, {key_hash_sql('k', batch)} AS kh "
+        f"FROM {stream}"
+    )
+
+
+_PACKED_KEY = ("day", "k", "batch", "aligned", "kh")
+
+
+def packed_checks_sql(table: str = DB_KEYDAYS_TABLE) -> str:
+    """rows, distinct key-day hashes (equal when no key-day repeats), and keys that cannot be
+    split back into five cells (a cell holding the separator: then the rows are read
+    again, unpacked)."""
+    return (
+        f"SELECT count(*), count(DISTINCT hash(day, kh, aligned)), "
+        f"count(*) FILTER (WHERE {unsplittable_key_sql('k')}) FROM {table}"
+    )
+
+
+def packed_keydays_sql(source: str) -> str:
+    """``keydays_sql`` for the packed layout: grouped on the joined key."""
+    sums = ", ".join(f'sum_no_overflow("{m}")::BIGINT AS "{m}"' for m in METRICS)
+    return (
+        f"CREATE TABLE {DB_KEYDAYS_TABLE} AS SELECT {', '.join(_PACKED_KEY)}, has_ids, "
+        f"sum(record_count)::BIGINT AS record_count, {sums} FROM {source} GROUP BY ALL"
     )
 
 
@@ -116,13 +206,23 @@ def keydays_sql(source: str) -> str:
     )
 
 
-def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> bool:
+class LoadedKeyDays(NamedTuple):
+    """What ``load_keydays`` made: ``grouped``, some key-day spanned several rows and they
+    were summed; ``keyed``, the key-day table holds the joined key ``k`` (the packed read)
+    instead of the five key cells."""
+
+    grouped: bool
+    keyed: bool
+
+
+def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> LoadedKeyDays:
     """Read the range's rows over ADBC into ``duck`` as the key-day and stats tables.
 
     ``conninfo``: a libpq connection string (URL or keywords), used as given. Raises
     ImportError when the driver is not installed, the driver's errors (adbc_driver_manager
     .Error subclasses) for anything the server or libpq refused, and DuckDB's errors; on
-    any error neither table exists afterwards. True when the rows had to be grouped.
+    any error neither table exists afterwards. The packed read first; when a key cell holds
+    the separator, the rows as they are, in the same transaction (so the same snapshot).
     """
     import adbc_driver_manager
     import adbc_driver_postgresql  # type: ignore[import-untyped]
@@ -142,13 +242,17 @@ def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> b
                     statement.set_sql_query(setting)
                     statement.execute_update()
                 statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)})
-                statement.set_sql_query(rows_query(first_day, last_day))
+                statement.set_sql_query(packed_rows_query(first_day, last_day))
                 stream, _ = statement.execute_query()
-                grouped = _group(duck, stream)
+                loaded = _group_packed(duck, stream)
+                if loaded is None:
+                    statement.set_sql_query(rows_query(first_day, last_day))
+                    stream, _ = statement.execute_query()
+                    loaded = LoadedKeyDays(_group(duck, stream), keyed=False)
             finally:
                 statement.close()
             connection.rollback()  # read-only: nothing to keep
-            return grouped
+            return loaded
         finally:
             connection.close()
     finally:
@@ -167,6 +271,32 @@ def _open_database(manager: Any, driver: Any, conninfo: str) -> Any:
         return driver.connect(conninfo, db_kwargs={TYPE_RESOLVER_OPTION: "builtin"})
     except manager.NotSupportedError:
         return driver.connect(conninfo)
+
+
+def _group_packed(duck: Any, stream: Any) -> LoadedKeyDays | None:
+    """The packed stream (consumed once) into the key-day and stats tables; None, and no
+    table, when some key cannot be split back (a cell holds the separator)."""
+    import duckdb  # noqa: F401  (as in _group: the package registers the Arrow sources)
+
+    duck.register(_STREAM, stream)
+    try:
+        duck.execute(packed_rows_sql())
+        rows, distinct, unsplittable = duck.execute(packed_checks_sql()).fetchall()[0]
+        if unsplittable:
+            drop_tables(duck)
+            return None
+        grouped = bool(rows != distinct)
+        if grouped:
+            duck.execute(f"ALTER TABLE {DB_KEYDAYS_TABLE} RENAME TO {_ROWS}")
+            duck.execute(packed_keydays_sql(_ROWS))
+            duck.execute(f"DROP TABLE {_ROWS}")
+        duck.execute(f"CREATE TABLE {DB_STATS_TABLE} AS {db_stats_sql(has_ids='has_ids')}")
+    except BaseException:
+        drop_tables(duck)
+        raise
+    finally:
+        duck.unregister(_STREAM)
+    return LoadedKeyDays(grouped, keyed=True)
 
 
 def _group(duck: Any, stream: Any) -> bool:
@@ -201,9 +331,14 @@ def drop_tables(duck: Any) -> None:
 
 
 __all__ = [
+    "LoadedKeyDays",
     "drop_tables",
     "keydays_sql",
     "load_keydays",
+    "packed_checks_sql",
+    "packed_keydays_sql",
+    "packed_rows_query",
+    "packed_rows_sql",
     "rows_are_keydays_sql",
     "rows_query",
     "rows_sql",
