@@ -474,6 +474,25 @@ def test_a_bad_file_falls_back_to_the_exact_reader(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "cell",
+    ["102.5", "-1.0", "-0.0", "4294967295.0", "4294967295.4", "4294967295.6", "1e3", "nan", "inf"],
+)
+def test_the_typed_pass_keeps_only_whole_counts_it_can_store_as_the_reference_does(
+    tmp_path: Path, cell: str
+) -> None:
+    """The typed pass's ``ok``: a count is kept when it casts to UINTEGER unchanged; a
+    fraction, a negative, NaN, infinity or a count past 2^32 - 1 sends the file to the exact
+    reader, which decides as the reference does (a bad row, or a count it keeps)."""
+    path = write_export(tmp_path / "e.csv", [bucket_row(input_tokens=cell), bucket_row(user="u2")])
+    totals, st = staged(path)
+    rollup = reference([path])
+    assert totals == rollup.totals
+    assert st.load.problem_count == rollup.problem_count
+    whole = cell in ("-0.0", "4294967295.0", "1e3")
+    assert st.fast is whole
+
+
+@pytest.mark.parametrize(
     "row",
     [
         bucket_row(input_tokens=str(2**32)),  # beyond the fast path's UINTEGER: exact path
