@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
     from cron_dryrun.parity.export_side import ExportStage
 
-# DuckDB spills to disk past this; with Python, the libraries and the transfer buffers the
-# process peaks near 375 MB at 1M key-days (300MB: ~425 MB, no faster; benchmarks/README.md).
-DUCKDB_MEMORY_LIMIT = "250MB"
+# DuckDB spills to disk past this; with Python, the libraries and the transfer buffers (the
+# typed reader's 4 MB, ADBC's 2 MB batches) the 1M-key-day diff peaks near 375 MB; at 250MB it
+# peaked near 350 MB and spilled more (benchmarks/README.md).
+DUCKDB_MEMORY_LIMIT = "275MB"
 
 
 def duckdb_engine() -> Any:
