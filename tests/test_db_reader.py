@@ -326,6 +326,69 @@ def test_the_packed_read_gives_back_every_cell_of_the_rows_as_they_are(
     assert {2**31 - 1, -(2**31), None} <= input_tokens
 
 
+def test_the_slim_read_fetches_the_keys_of_unmatched_key_days_only_and_reads_alike(
+    app_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows that are key-days are read without their key text; once the export's twins
+    are offered, only the database key-days without an export twin are fetched again with
+    their key (by id, in chunks), and the report is the CSV path's."""
+    from cron_dryrun.parity import usage_arrow
+
+    fetched: list[list[int]] = []
+    real = usage_arrow.keys_query
+
+    def spy(ids: Any) -> str:
+        fetched.append(list(ids))
+        return real(ids)
+
+    monkeypatch.setattr(usage_arrow, "keys_query", spy)
+    monkeypatch.setattr(usage_arrow, "FETCH_IDS", 1)
+    seed(app_database, [r for r in varied_rows() if r.get("openai_user_id") != "user_h"])
+    export = varied_export(tmp_path / "export.csv")
+    adbc = run_reader(app_database, export, tmp_path / "adbc", "adbc")
+    csv = run_reader(app_database, export, tmp_path / "csv", "copy-csv")
+    assert comparable(report_dict(adbc)) == comparable(report_dict(csv))
+    assert detail_lines(tmp_path / "adbc" / "detail.jsonl.gz") == detail_lines(
+        tmp_path / "csv" / "detail.jsonl.gz"
+    )
+    on_db_side = [d for d in detail_lines(tmp_path / "adbc" / "detail.jsonl.gz") if d.get("db")]
+    assert on_db_side and all(len(chunk) == 1 for chunk in fetched)
+    # every reported database key-day was fetched; the exact twins' keys never were (one
+    # more than the offenders: user_n, NULL in the database, judged as not recorded)
+    assert len(on_db_side) <= len(fetched) < adbc.counts["dbKeyDays"]
+
+
+def test_an_export_side_that_fails_never_leaves_the_database_stage_waiting(
+    app_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database stage waits for the export's twins; an export side that raises once
+    the stage is waiting withdraws them, so the stage ends instead of waiting on."""
+    import threading
+
+    from cron_dryrun.parity import db_side, export_side
+
+    waiting, stages = threading.Event(), []
+    real_wait = db_side.TwinExchange.wait
+
+    def wait(self: db_side.TwinExchange) -> Any:
+        stages.append(threading.current_thread())
+        waiting.set()
+        return real_wait(self)
+
+    def broken(*_: Any, **__: Any) -> Any:
+        assert waiting.wait(timeout=30), "the database stage never came to wait"
+        raise OSError("export unreadable (the test's)")
+
+    seed(app_database, [r for r in varied_rows() if r.get("openai_user_id") != "user_h"])
+    monkeypatch.setattr(db_side.TwinExchange, "wait", wait)
+    monkeypatch.setattr(export_side, "_read_exports", broken)
+    with pytest.raises(OSError, match="the test's"):
+        run_reader(app_database, varied_export(tmp_path / "export.csv"), tmp_path / "w", "adbc")
+    (stage,) = stages
+    stage.join(timeout=30)
+    assert not stage.is_alive()
+
+
 def test_a_key_cell_holding_the_separator_is_read_as_it_is_and_compared_alike(
     app_database: str, tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cron_dryrun.parity.db_side import (
+    D_TWINS_TABLE,
     DB_STATS_TABLE,
     DbTotalsFiles,
     UnrecordedProbe,
@@ -34,6 +35,7 @@ from cron_dryrun.parity.formats import (
     SECONDS_PER_DAY,
     DayKey,
     sql_path,
+    twin_hash_sql,
 )
 from cron_dryrun.parity.readers import DailyRollup
 from cron_dryrun.parity.rules import (
@@ -146,7 +148,10 @@ def compare_sides(
         result_day.key_days["matched"] += n  # corrected by the offenders below
     unrecorded = _unrecorded(days, metrics, unrecorded_probe)
     judged_days = [d.day for d in days if d.judged]
-    _offenders_table(con, metrics, policy, unrecorded, judged_days, export_key_days, db_files.keyed)
+    _offenders_table(
+        con, metrics, policy, unrecorded, judged_days, export_key_days, db_files.keyed,
+        db_files.slim,
+    )  # fmt: skip
     for day, status, n in con.execute(
         "SELECT day, status, count(*) FROM offenders GROUP BY ALL"
     ).fetchall():
@@ -227,6 +232,7 @@ def _offenders_table(
     judged_days: Sequence[date],
     export_key_days: int = 0,
     keyed: bool = False,
+    slim: bool = False,
 ) -> None:
     """Table ``offenders``: the key-days on one side only or out of policy, with both
     sides' metrics, whether the day is judged and how bad it is (``worst``). ``keyed``:
@@ -259,8 +265,13 @@ def _offenders_table(
         + (" AND ".join(f'e."{m}" = d."{m}"' for m in metrics) or "false")
         + ")"
     )
-    narrowed = export_key_days >= TWIN_FILTER_MIN_KEY_DAYS
-    if narrowed:
+    narrowed = slim or export_key_days >= TWIN_FILTER_MIN_KEY_DAYS
+    if slim:  # the database stage matched the twins and kept d_cand (db_side.TwinExchange)
+        con.execute(
+            f"CREATE TEMP TABLE e_cand AS SELECT * FROM e_join WHERE {twin_hash_sql(metrics)} "
+            f"NOT IN (SELECT h FROM {D_TWINS_TABLE})"
+        )
+    elif narrowed:
         _candidates(con, metrics, keyed)
     else:  # a small join fits in memory: the hashes would cost more than they save
         con.execute("CREATE TEMP VIEW e_cand AS SELECT * FROM e_join")
@@ -277,6 +288,8 @@ def _offenders_table(
     )
     for side in ("e_cand", "d_cand"):
         con.execute(f"DROP {'TABLE' if narrowed else 'VIEW'} {side}")
+    if slim:
+        con.execute(f"DROP TABLE {D_TWINS_TABLE}")
 
 
 # From this many export key-days on, the join runs on the key-days without an exact twin

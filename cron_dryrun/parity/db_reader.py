@@ -26,7 +26,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from cron_dryrun.parity.db_side import DB_READERS, DbLoader, DbTotalsFiles
+from cron_dryrun.parity.db_side import DB_READERS, DbLoader, DbTotalsFiles, TwinExchange
+from cron_dryrun.parity.usage_arrow import LoadedKeyDays
 
 ENV_VAR = "CRON_DRYRUN_DB_READER"
 CHOICES = ("auto", *DB_READERS)
@@ -89,7 +90,7 @@ class UsageReader(DbLoader):
     ) -> None:
         self.dsn, self.choice, self.parts = dsn, reader_choice(choice), parts
         self._wake = wake
-        self._keyed = False  # what the last ADBC read made (usage_arrow.LoadedKeyDays)
+        self._loaded = LoadedKeyDays(grouped=False, keyed=False)  # the last ADBC read's
 
     def unrecorded(
         self, days: Sequence[date], metrics: Sequence[str]
@@ -109,14 +110,24 @@ class UsageReader(DbLoader):
         wake, self._wake = self._wake, None
         return wake is not None and wake() > 1
 
-    def load(self, first_day: date, last_day: date, out: Path, duck: Any) -> DbTotalsFiles:
+    def load(
+        self,
+        first_day: date,
+        last_day: date,
+        out: Path,
+        duck: Any,
+        twins: TwinExchange | None = None,
+    ) -> DbTotalsFiles:
         fallback: str | None = None
         if self.choice in ("auto", "adbc"):
-            error = self._try_adbc(first_day, last_day, duck)
+            error = self._try_adbc(first_day, last_day, duck, twins)
             if error is not None and not isinstance(error, ImportError) and self._woke():
-                error = self._try_adbc(first_day, last_day, duck)
+                error = self._try_adbc(first_day, last_day, duck, twins)
             if error is None:
-                return DbTotalsFiles((), reader="adbc", tables=True, keyed=self._keyed)
+                loaded = self._loaded
+                return DbTotalsFiles(
+                    (), reader="adbc", tables=True, keyed=loaded.keyed, slim=loaded.slim
+                )
             if self.choice == "adbc":  # asked for explicitly: no quiet fallback
                 if isinstance(error, ImportError):
                     raise RuntimeError(
@@ -131,22 +142,25 @@ class UsageReader(DbLoader):
         files = copy_daily_totals_parallel(self.dsn, first_day, last_day, out, self.parts)
         return DbTotalsFiles(files.totals, files.stats, reader="copy-csv", fallback=fallback)
 
-    def _try_adbc(self, first_day: date, last_day: date, duck: Any) -> Exception | None:
+    def _try_adbc(
+        self, first_day: date, last_day: date, duck: Any, twins: TwinExchange | None
+    ) -> Exception | None:
         try:
-            self._load_adbc(first_day, last_day, duck)
+            self._load_adbc(first_day, last_day, duck, twins)
         except Exception as exc:  # last resort: any ADBC failure (no driver, no common base) falls back to COPY csv
             return exc
         return None
 
-    def _load_adbc(self, first_day: date, last_day: date, duck: Any) -> None:
+    def _load_adbc(
+        self, first_day: date, last_day: date, duck: Any, twins: TwinExchange | None
+    ) -> None:
         from cron_dryrun.config.db_url import CONNECT_TIMEOUT_S, with_connect_timeout
         from cron_dryrun.parity.usage_arrow import drop_tables, load_keydays
 
         try:
-            loaded = load_keydays(
-                with_connect_timeout(self.dsn, CONNECT_TIMEOUT_S), first_day, last_day, duck
+            self._loaded = load_keydays(
+                with_connect_timeout(self.dsn, CONNECT_TIMEOUT_S), first_day, last_day, duck, twins
             )
-            self._keyed = loaded.keyed
         except BaseException:
             drop_tables(duck)
             raise

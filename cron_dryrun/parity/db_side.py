@@ -10,6 +10,7 @@ usage_totals).
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ class DbTotalsFiles:
     the comparison's own database; no files.
     ``keyed``: the key-day table holds the five key cells joined in one text ``k``
     (formats.joined_key_sql), which view ``d`` splits again.
+    ``slim``: the key-day table holds no key text at all; the loader matched its twins
+    against the export's (``TwinExchange``) and left ``D_TWINS_TABLE`` (every compared
+    key-day's twin) and ``D_CAND_TABLE`` (the key-days without one, with their cells).
     ``fallback``: why the preferred reader was not used (for the report), or None.
     """
 
@@ -54,6 +58,7 @@ class DbTotalsFiles:
     tables: bool = False
     fallback: str | None = None
     keyed: bool = False
+    slim: bool = False
 
 
 DB_STATS_COLUMNS: tuple[str, ...] = ("day", "aligned", "has_ids", "records", *METRICS)
@@ -71,6 +76,37 @@ UnrecordedProbe = Callable[[Sequence[date], Sequence[str]], Mapping[date, frozen
 
 
 DB_KEYDAYS_TABLE, DB_STATS_TABLE = "db_keydays", "db_stats"
+# the export's twins (offered through TwinExchange), the database's, its unmatched key-days
+E_TWINS_TABLE, D_TWINS_TABLE, D_CAND_TABLE = "e_twins", "d_twins", "d_cand"
+
+
+class TwinExchange:
+    """The export's key-day twins, handed from the main thread to the database stage.
+
+    A loader that reads the rows without their key text (usage_arrow's slim read) waits
+    here, after its read, for table ``E_TWINS_TABLE`` (one twin hash per export key-day:
+    formats.twin_hash_sql over the compared metrics), to learn which key-days it must fetch
+    again with their key. The main thread offers it once the exports are read, or withdraws
+    on any error, so the wait always ends.
+    """
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._metrics: tuple[str, ...] | None = None
+
+    def offer(self, metrics: Sequence[str]) -> None:
+        """Table E_TWINS_TABLE exists, hashed over ``metrics``."""
+        self._metrics = tuple(metrics)
+        self._done.set()
+
+    def withdraw(self) -> None:
+        """No twins will come (the export side failed); a no-op once offered."""
+        self._done.set()
+
+    def wait(self) -> tuple[str, ...] | None:
+        """The compared metrics once the twins are offered; None when withdrawn."""
+        self._done.wait()
+        return self._metrics
 
 
 class DbLoader(ABC):
@@ -79,13 +115,25 @@ class DbLoader(ABC):
     ``load`` runs in the database thread with its own DuckDB cursor (a connection to the
     same in-memory database, under the same memory limit) and returns what it delivered:
     the tables (``DbTotalsFiles(tables=True)``) or, when it fell back, CSV files at ``out``.
+    ``twins``: where the export's twins will be offered, when the caller offers them.
     """
 
     @abstractmethod
-    def load(self, first_day: date, last_day: date, out: Path, duck: Any) -> DbTotalsFiles: ...
+    def load(
+        self,
+        first_day: date,
+        last_day: date,
+        out: Path,
+        duck: Any,
+        twins: TwinExchange | None = None,
+    ) -> DbTotalsFiles: ...
 
 
-def db_stats_sql(keydays: str = DB_KEYDAYS_TABLE, has_ids: str = HAS_IDS_SQL) -> str:
+def db_stats_sql(
+    keydays: str = DB_KEYDAYS_TABLE,
+    has_ids: str = HAS_IDS_SQL,
+    records: str = "coalesce(sum(record_count), 0)",
+) -> str:
     """Per (day, aligned, has ids) over a key-day table: rows, metric sums (NULL as 0),
     ``recorded_<metric>`` (key-days where some row recorded the metric: 0 means NULL in
     every row, which a sum of 0 cannot tell apart) and ``key_days``. ``has_ids``: the
@@ -94,7 +142,7 @@ def db_stats_sql(keydays: str = DB_KEYDAYS_TABLE, has_ids: str = HAS_IDS_SQL) ->
     recorded = ", ".join(f'count("{m}") AS "recorded_{m}"' for m in METRICS)
     return (
         f"SELECT day, aligned, {has_ids} AS has_ids, "
-        f"coalesce(sum(record_count), 0)::BIGINT AS records, {sums}, {recorded}, "
+        f"{records}::BIGINT AS records, {sums}, {recorded}, "
         f"count(*) AS key_days FROM {keydays} GROUP BY ALL"
     )
 
@@ -138,6 +186,10 @@ def db_views(con: Any, files: DbTotalsFiles) -> None:
     cells, which the comparison hashes and filters before it splits the few rows it keeps
     (``keyday_cells_sql``)."""
     has_ids = HAS_IDS_SQL
+    if files.slim:  # only the unmatched key-days have their cells: the join needs no more
+        con.execute("CREATE TEMP VIEW e_join AS SELECT * FROM e")
+        con.execute(f"CREATE TEMP VIEW d AS SELECT * FROM {D_CAND_TABLE}")
+        return
     if files.tables:  # loaded by a DbLoader; NULL sums read as 0, as the CSV reader does
         cols = [
             f'coalesce("{c}", 0) AS "{c}"' if c in METRICS else f'"{c}"' for c in TOTALS_COLUMNS

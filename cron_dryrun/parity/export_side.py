@@ -19,6 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from cron_dryrun.parity.db_side import E_TWINS_TABLE, TwinExchange
 from cron_dryrun.parity.duck import StageDatabase, keep_stage, kept_stage
 from cron_dryrun.parity.duck import claim_stage as claim_stage  # where the tests find it
 from cron_dryrun.parity.export_sql import totals_table_ddl
@@ -29,6 +30,7 @@ from cron_dryrun.parity.formats import (
     ExportProblem,
     export_file_message,
     sniff_export,
+    twin_hash_sql,
 )
 from cron_dryrun.parity.readers import (
     DailyRollup,
@@ -128,9 +130,31 @@ def read_exports(
     last_day: date | None,
     say: Callable[[str], None],
     stage: ExportStage | None = None,
+    twins: TwinExchange | None = None,
 ) -> ExportSide:
     """Every export file's range: from the stage when staged and unchanged, else read now;
-    then the range compared and view ``e`` over it (``export_view``)."""
+    then the range compared and view ``e`` over it (``export_view``). ``twins``: where the
+    database stage waits for the export's twins (``export_twins``): offered at the end,
+    withdrawn on any error."""
+    try:
+        side = _read_exports(con, files, first_day, last_day, say, stage)
+        if twins is not None:
+            export_twins(con, side.metrics)
+            twins.offer(side.metrics)
+        return side
+    finally:
+        if twins is not None:
+            twins.withdraw()  # a no-op once offered: else the database stage stops waiting
+
+
+def _read_exports(
+    con: Any,
+    files: Sequence[Path],
+    first_day: date | None,
+    last_day: date | None,
+    say: Callable[[str], None],
+    stage: ExportStage | None,
+) -> ExportSide:
     side = ExportSide()
     for i, path in enumerate(files, 1):
         say(f"reading export {i}/{len(files)}: {path.name}")
@@ -239,3 +263,12 @@ def export_view(con: Any, sources: Sequence[str], first_day: date, last_day: dat
             f"INSERT INTO e SELECT {keys}, true, {sums}, kh FROM ({union}) WHERE {ranged} "
             "GROUP BY ALL"
         )
+
+
+def export_twins(con: Any, metrics: Sequence[str]) -> None:
+    """Table db_side.E_TWINS_TABLE: one twin hash per export key-day of view ``e``
+    (formats.twin_hash_sql over ``metrics``), for the database stage to match its own
+    against (db_side.TwinExchange). A table, not a view: the database stage reads it on a
+    connection of its own."""
+    con.execute(f"DROP TABLE IF EXISTS {E_TWINS_TABLE}")
+    con.execute(f"CREATE TABLE {E_TWINS_TABLE} AS SELECT {twin_hash_sql(metrics)} AS h FROM e")

@@ -119,6 +119,13 @@ def key_hash_sql(key: str | None = None, batch: str = "batch") -> str:
     return f"hash({key or joined_key_sql()}, {batch})"
 
 
+def twin_hash_sql(metrics: Sequence[str]) -> str:
+    """DuckDB: a key-day's twin hash over its day, key hash ``kh`` and compared metrics (NULL
+    as 0, as the join reads it): equal on both sides for a key-day that agrees exactly."""
+    values = "".join(f', coalesce("{m}", 0)::BIGINT' for m in metrics)
+    return f'hash("day"::DATE, kh{values})'
+
+
 def split_key_sql(column: str = "k") -> str:
     """DuckDB: a joined key (``joined_key_sql``) back into its five named cells."""
     return ", ".join(

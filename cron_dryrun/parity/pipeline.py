@@ -65,11 +65,14 @@ def reconcile(
         if first_day is not None and last_day is not None:
             # the database groups while DuckDB reads the export: two cores, both busy.
             # Started after DuckDB's import: the writer may first import the PostgreSQL
-            # driver (GIL-bound), which then overlaps DuckDB's read (GIL released)
+            # driver (GIL-bound), which then overlaps DuckDB's read (GIL released). A loader
+            # reads the rows without their key text and waits for the export's twins
+            # (db_side.TwinExchange), which the export side offers once it is read
             db_thread = DbThread(db_totals, first_day, last_day, db_csv, con.cursor())
             db_thread.start()
         try:
-            side = read_exports(con, files, first_day, last_day, say, stage)
+            twins = db_thread.twins if db_thread is not None else None
+            side = read_exports(con, files, first_day, last_day, say, stage, twins)
             assert side.first_day is not None and side.last_day is not None
             if db_thread is None:  # the range came from the export: read the database now
                 say("querying the database")

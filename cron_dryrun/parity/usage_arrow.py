@@ -24,15 +24,26 @@ the CSV path, is decided in ``db_reader`` only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple
 
-from cron_dryrun.parity.db_side import DB_KEYDAYS_TABLE, DB_STATS_TABLE, db_stats_sql
+from cron_dryrun.parity.db_side import (
+    D_CAND_TABLE,
+    D_TWINS_TABLE,
+    DB_KEYDAYS_TABLE,
+    DB_STATS_TABLE,
+    E_TWINS_TABLE,
+    TwinExchange,
+    db_stats_sql,
+    keyday_cells_sql,
+)
 from cron_dryrun.parity.formats import (
     KEY_TEXT_COLUMNS,
     METRIC_COLUMNS,
     METRICS,
     key_hash_sql,
+    twin_hash_sql,
     unsplittable_key_sql,
 )
 
@@ -90,16 +101,20 @@ _PG_KEY_CELLS = ("project_id", "openai_api_key_id", "openai_user_id", "model", "
 _PAIRS = [list(METRIC_COLUMNS[i : i + 2]) for i in range(0, len(METRIC_COLUMNS), 2)]
 
 
-def packed_rows_query(first_day: date, last_day: date) -> str:
+def _key_cells_sql() -> list[str]:
+    return [f"coalesce({c}, '')" for c in _PG_KEY_CELLS]
+
+
+def packed_rows_query(first_day: date, last_day: date, with_id: bool = False) -> str:
     """PostgreSQL: usage_events rows of [first_day, last_day] (UTC), ungrouped, packed.
 
     ``flags``: (day - 2000-01-01) * 8 + aligned * 4 + has ids * 2 + batch; ``k``: the key
     cells joined ('' for NULL, as the app's unique index reads them); ``p0``..: two metrics
     each, the first in the high 32 bits (NULL as 0); ``nullmask``: bit i set when the i-th
-    metric (METRIC_COLUMNS order) is NULL.
+    metric (METRIC_COLUMNS order) is NULL; ``id`` when asked (the slim read).
     """
     start, end = _timestamp(first_day), _timestamp(last_day + timedelta(days=1))
-    cells = [f"coalesce({c}, '')" for c in _PG_KEY_CELLS]
+    cells = _key_cells_sql()
     has_ids = " OR ".join(f"{c} <> ''" for c in cells[:3])
     flags = (
         f"((window_start::date - {_DAY_ZERO}) * 8 + ({ALIGNED_SQL})::int * 4 "
@@ -113,15 +128,14 @@ def packed_rows_query(first_day: date, last_day: date) -> str:
         pairs.append(f"{high} | {low} AS p{i}")
     nulls = " | ".join(f'(("{c}" IS NULL)::int << {i})' for i, (_, c) in enumerate(METRIC_COLUMNS))
     return (
-        f"SELECT {flags} AS flags, {key} AS k, {', '.join(pairs)}, ({nulls}) AS nullmask "
+        f"SELECT {flags} AS flags, {key} AS k, {', '.join(pairs)}, ({nulls}) AS nullmask"
+        f"{', id' if with_id else ''} "
         f"FROM usage_events WHERE window_start >= {start} AND window_start < {end}"
     )
 
 
-def packed_rows_sql(stream: str = _STREAM) -> str:
-    """DuckDB: the packed stream's rows unpacked into the key-day table (``k`` kept joined;
-    the comparison splits only the key-days it reports), with the key hash ``kh``
-    (formats.key_hash_sql, as the export side's). A metric NULL in the row is NULL."""
+def _unpacked_metrics() -> list[str]:
+    """DuckDB: each metric out of its pair, NULL where the mask says so."""
     metrics = []
     for i, pair in enumerate(_PAIRS):
         for j, (name, _) in enumerate(pair):
@@ -132,12 +146,55 @@ def packed_rows_sql(stream: str = _STREAM) -> str:
                 low = f"(p{i} & 4294967295)"
                 value = f"({low} - (({low} >> 31) << 32))"
             metrics.append(f'CASE WHEN nullmask & {bit} = 0 THEN {value} END::INTEGER AS "{name}"')
-    batch = "(flags & 1) <> 0"
+    return metrics
+
+
+_BATCH = "(flags & 1) <> 0"
+_FLAG_COLUMNS = (
+    f"{_DAY_ZERO} + CAST(flags >> 3 AS INTEGER) AS day",
+    f"{_BATCH} AS batch",
+    "(flags & 4) <> 0 AS aligned",
+    "(flags & 2) <> 0 AS has_ids",
+)
+
+
+def packed_rows_sql(stream: str = _STREAM) -> str:
+    """DuckDB: the packed stream's rows unpacked into the key-day table (``k`` kept joined;
+    the comparison splits only the key-days it reports), with the key hash ``kh``
+    (formats.key_hash_sql, as the export side's). A metric NULL in the row is NULL."""
+    day, batch, aligned, has_ids = _FLAG_COLUMNS
     return (
-        f"CREATE TABLE {DB_KEYDAYS_TABLE} AS SELECT {_DAY_ZERO} + CAST(flags >> 3 AS INTEGER) AS day, "
-        f"k, {batch} AS batch, (flags & 4) <> 0 AS aligned, (flags & 2) <> 0 AS has_ids, "
-        f"1::BIGINT AS record_count, {', '.join(metrics)}, {key_hash_sql('k', batch)} AS kh "
-        f"FROM {stream}"
+        f"CREATE TABLE {DB_KEYDAYS_TABLE} AS SELECT {day}, k, {batch}, {aligned}, {has_ids}, "
+        f"1::BIGINT AS record_count, {', '.join(_unpacked_metrics())}, "
+        f"{key_hash_sql('k', _BATCH)} AS kh FROM {stream}"
+    )
+
+
+def slim_rows_sql(stream: str = _STREAM) -> str:
+    """DuckDB: the packed stream (with ``id``) into the key-day table without its key text,
+    which is most of a row's memory: the row's id, the key hash ``kh``, and whether its key
+    could not be split back (``unsplittable``: a cell holding the separator)."""
+    return (
+        f"CREATE TABLE {DB_KEYDAYS_TABLE} AS SELECT {', '.join(_FLAG_COLUMNS)}, id, "
+        f"{', '.join(_unpacked_metrics())}, {key_hash_sql('k', _BATCH)} AS kh, "
+        f"{unsplittable_key_sql('k')} AS unsplittable FROM {stream}"
+    )
+
+
+def slim_checks_sql(table: str = DB_KEYDAYS_TABLE) -> str:
+    """rows, distinct key-day hashes (equal when no key-day repeats), unsplittable keys."""
+    return (
+        f"SELECT count(*), count(DISTINCT hash(day, kh, aligned)), "
+        f"count(*) FILTER (WHERE unsplittable) FROM {table}"
+    )
+
+
+def keys_query(ids: Sequence[int]) -> str:
+    """PostgreSQL: the joined key of the usage_events rows ``ids`` (integers only)."""
+    listed = ",".join(str(int(i)) for i in ids)
+    return (
+        f"SELECT id, concat_ws(chr(31), {', '.join(_key_cells_sql())}) AS k "
+        f"FROM usage_events WHERE id = ANY('{{{listed}}}'::int8[])"
     )
 
 
@@ -209,13 +266,21 @@ def keydays_sql(source: str) -> str:
 class LoadedKeyDays(NamedTuple):
     """What ``load_keydays`` made: ``grouped``, some key-day spanned several rows and they
     were summed; ``keyed``, the key-day table holds the joined key ``k`` (the packed read)
-    instead of the five key cells."""
+    instead of the five key cells; ``slim``, it holds no key text, and the twins were
+    matched (db_side.DbTotalsFiles.slim)."""
 
     grouped: bool
     keyed: bool
+    slim: bool = False
 
 
-def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> LoadedKeyDays:
+def load_keydays(
+    conninfo: str,
+    first_day: date,
+    last_day: date,
+    duck: Any,
+    twins: TwinExchange | None = None,
+) -> LoadedKeyDays:
     """Read the range's rows over ADBC into ``duck`` as the key-day and stats tables.
 
     ``conninfo``: a libpq connection string (URL or keywords), used as given. Raises
@@ -223,6 +288,12 @@ def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> L
     .Error subclasses) for anything the server or libpq refused, and DuckDB's errors; on
     any error neither table exists afterwards. The packed read first; when a key cell holds
     the separator, the rows as they are, in the same transaction (so the same snapshot).
+
+    ``twins`` (the export's, offered once it is read): the slim read first, which keeps no
+    key text (most of a row's memory, while the export is staged beside it); after the
+    offer, the key-days without a twin are fetched again with their key, by id, in the same
+    transaction. Rows that repeat a key-day, or a key cell holding the separator, send it
+    to the packed read.
     """
     import adbc_driver_manager
     import adbc_driver_postgresql  # type: ignore[import-untyped]
@@ -242,6 +313,13 @@ def load_keydays(conninfo: str, first_day: date, last_day: date, duck: Any) -> L
                     statement.set_sql_query(setting)
                     statement.execute_update()
                 statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)})
+                if twins is not None:
+                    statement.set_sql_query(packed_rows_query(first_day, last_day, with_id=True))
+                    stream, _ = statement.execute_query()
+                    if _load_slim(duck, stream):
+                        _match_twins(statement, duck, twins)
+                        connection.rollback()
+                        return LoadedKeyDays(grouped=False, keyed=True, slim=True)
                 statement.set_sql_query(packed_rows_query(first_day, last_day))
                 stream, _ = statement.execute_query()
                 loaded = _group_packed(duck, stream)
@@ -271,6 +349,70 @@ def _open_database(manager: Any, driver: Any, conninfo: str) -> Any:
         return driver.connect(conninfo, db_kwargs={TYPE_RESOLVER_OPTION: "builtin"})
     except manager.NotSupportedError:
         return driver.connect(conninfo)
+
+
+def _load_slim(duck: Any, stream: Any) -> bool:
+    """The slim stream (consumed once) into the key-day and stats tables; False, and no
+    table, when a key-day repeats or a key cannot be split back (the packed read decides)."""
+    import duckdb  # noqa: F401  (as in _group: the package registers the Arrow sources)
+
+    duck.register(_STREAM, stream)
+    try:
+        duck.execute(slim_rows_sql())
+        rows, distinct, unsplittable = duck.execute(slim_checks_sql()).fetchall()[0]
+        if unsplittable or rows != distinct:
+            drop_tables(duck)
+            return False
+        stats = db_stats_sql(has_ids="has_ids", records="count(*)")
+        duck.execute(f"CREATE TABLE {DB_STATS_TABLE} AS {stats}")
+    except BaseException:
+        drop_tables(duck)
+        raise
+    finally:
+        duck.unregister(_STREAM)
+    return True
+
+
+# ids per query when fetching the unmatched key-days' keys (a literal array: 10,000 ids
+# are ~80 KB of query text; PostgreSQL finds them by the primary key)
+FETCH_IDS = 10_000
+_KEYS, _KEY_STREAM = "d_keys", "d_keys_stream"
+
+
+def _match_twins(statement: Any, duck: Any, twins: TwinExchange) -> None:
+    """Once the export's twins are offered: D_TWINS_TABLE (every compared key-day's twin)
+    and D_CAND_TABLE (those without an export twin, their key fetched again by id, in
+    TOTALS_COLUMNS, NULL sums read as 0). Withdrawn: nothing more (the run is failing)."""
+    metrics = twins.wait()
+    if metrics is None:
+        return
+    duck.execute(
+        f"CREATE TABLE {D_TWINS_TABLE} AS SELECT id, {twin_hash_sql(metrics)} AS h "
+        f"FROM {DB_KEYDAYS_TABLE} WHERE aligned AND has_ids"
+    )
+    ids = [
+        i
+        for (i,) in duck.execute(
+            f"SELECT id FROM {D_TWINS_TABLE} WHERE h NOT IN (SELECT h FROM {E_TWINS_TABLE}) "
+            "ORDER BY id"
+        ).fetchall()
+    ]
+    duck.execute(f"CREATE TABLE {_KEYS} (id BIGINT, k VARCHAR)")
+    for at in range(0, len(ids), FETCH_IDS):
+        statement.set_sql_query(keys_query(ids[at : at + FETCH_IDS]))
+        stream, _ = statement.execute_query()
+        duck.register(_KEY_STREAM, stream)
+        try:
+            duck.execute(f"INSERT INTO {_KEYS} SELECT id, k FROM {_KEY_STREAM}")
+        finally:
+            duck.unregister(_KEY_STREAM)
+    metric_cols = ", ".join(f'coalesce("{m}", 0) AS "{m}"' for m in METRICS)
+    keyed = (
+        f"(SELECT day, k, batch, aligned, 1::BIGINT AS record_count, {metric_cols} "
+        f"FROM {DB_KEYDAYS_TABLE} JOIN {_KEYS} USING (id) WHERE aligned AND has_ids)"
+    )
+    duck.execute(f"CREATE TABLE {D_CAND_TABLE} AS {keyday_cells_sql(keyed)}")
+    duck.execute(f"DROP TABLE {_KEYS}")
 
 
 def _group_packed(duck: Any, stream: Any) -> LoadedKeyDays | None:
@@ -326,7 +468,7 @@ def _group(duck: Any, stream: Any) -> bool:
 
 def drop_tables(duck: Any) -> None:
     """Whatever this path created in ``duck``, gone (before the CSV path takes over)."""
-    for table in (DB_STATS_TABLE, DB_KEYDAYS_TABLE, _ROWS):
+    for table in (DB_STATS_TABLE, DB_KEYDAYS_TABLE, _ROWS, D_TWINS_TABLE, D_CAND_TABLE, _KEYS):
         duck.execute(f"DROP TABLE IF EXISTS {table}")
 
 
