@@ -2,7 +2,8 @@
 
 The orchestrator: it hands the request to each stage in turn and each stage hands back
 what it made: the database-reading stage (db_stage, started in a thread first: PostgreSQL
-groups and streams its totals while DuckDB reads the export), the export-staging stage
+streams its rows while DuckDB reads the export; a loader then waits for the export's
+twins, which the export side offers, to fetch only the unmatched keys), the export-staging stage
 (export_side: the files as the preflight staged them, or read now; the range, view ``e``),
 the comparing stage (compare: one full outer join on key x day keeps only the offenders,
 the judging rule's SQL), which hands back the result. No stage calls back up or into

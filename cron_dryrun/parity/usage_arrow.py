@@ -10,6 +10,13 @@ the key-days per (day, aligned, has ids) into ``db_side.DB_STATS_TABLE``: no row
 reaches Python. Text was the cost of the
 CSV path (PostgreSQL grouping and formatting ~4.5 CPU-s for 1M key-days).
 
+Three reads, the first that fits: the slim read (``slim_rows_sql``: packed, no key text
+kept; the keys of the key-days without an export twin fetched by id once the export side
+offers its twins, ``db_side.TwinExchange``), when every row is its own key-day; the
+packed read (``packed_rows_sql``: the key kept joined), when some key-day repeats or
+there are no twins to wait for; the rows as they are (``rows_sql``), when a key cell
+holds the separator.
+
 The grouping is exactly ``usage_totals.daily_totals_query``'s: ``day`` and ``aligned``
 are computed by PostgreSQL with the same expressions; NULL ids and tier become '' and
 NULL batch false. One difference is kept on purpose: a key-day's metric sum is NULL when
