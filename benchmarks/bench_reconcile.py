@@ -308,12 +308,16 @@ def measured(cmd: list[str], out: Path, root: Path = ROOT) -> dict:
     """``cmd`` spawned by the trampoline: wall, peak RSS (KiB), CPU seconds, exit status."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     env.pop("CRON_DRYRUN_DB_READER", None)  # the reader is given on the command line
+    # cwd: ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH:
+    # started from a checkout, every run imported that checkout's package, --compare-with's
+    # included (so the two columns timed the same code)
     proc = subprocess.run(
         [sys.executable, "-c", TRAMPOLINE, str(out), *cmd],
         env=env,
         capture_output=True,
         text=True,
         check=False,
+        cwd=out.parent,
     )
     usage = json.loads(out.read_text())
     if usage["exit"] not in (0, 1) and proc.stderr.strip():  # 1: the diff found differences
@@ -421,7 +425,11 @@ def run_case(
         load_before = load_average()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         pre = subprocess.run(
-            [sys.executable, "-c", PREFLIGHT, str(export)], env=env, capture_output=True, text=True
+            [sys.executable, "-c", PREFLIGHT, str(export)],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=work,
         )
         staged_s, import_s, problems = pre.stdout.split() if pre.returncode == 0 else ("?",) * 3
         if pre.returncode != 0 or problems != "0":
