@@ -133,7 +133,11 @@ def packed_rows_query(first_day: date, last_day: date, with_id: bool = False) ->
         high = f'(coalesce("{pair[0][1]}", 0)::int8 << 32)'
         low = f'(coalesce("{pair[1][1]}", 0)::int8 & 4294967295)' if len(pair) > 1 else "0"
         pairs.append(f"{high} | {low} AS p{i}")
-    nulls = " | ".join(f'(("{c}" IS NULL)::int << {i})' for i, (_, c) in enumerate(METRIC_COLUMNS))
+    bits = " | ".join(f'(("{c}" IS NULL)::int << {i})' for i, (_, c) in enumerate(METRIC_COLUMNS))
+    # the bits are built only for a row with some NULL: one call decides for the others
+    # (the mask's 27 operators were a fifth of the backend's time)
+    any_null = "num_nulls(" + ", ".join(f'"{c}"' for _, c in METRIC_COLUMNS) + ")"
+    nulls = f"CASE WHEN {any_null} = 0 THEN 0 ELSE {bits} END"
     return (
         f"SELECT {flags} AS flags, {key} AS k, {', '.join(pairs)}, ({nulls}) AS nullmask"
         f"{', id' if with_id else ''} "
