@@ -115,17 +115,16 @@ def _key_cells_sql() -> list[str]:
 def packed_rows_query(first_day: date, last_day: date, with_id: bool = False) -> str:
     """PostgreSQL: usage_events rows of [first_day, last_day] (UTC), ungrouped, packed.
 
-    ``flags``: (day - 2000-01-01) * 8 + aligned * 4 + has ids * 2 + batch; ``k``: the key
+    ``flags``: (day - 2000-01-01) * 8 + aligned * 4 + batch; ``k``: the key
     cells joined ('' for NULL, as the app's unique index reads them); ``p0``..: two metrics
     each, the first in the high 32 bits (NULL as 0); ``nullmask``: bit i set when the i-th
     metric (METRIC_COLUMNS order) is NULL; ``id`` when asked (the slim read).
     """
     start, end = _timestamp(first_day), _timestamp(last_day + timedelta(days=1))
     cells = _key_cells_sql()
-    has_ids = " OR ".join(f"{c} <> ''" for c in cells[:3])
     flags = (
         f"((window_start::date - {_DAY_ZERO}) * 8 + ({ALIGNED_SQL})::int * 4 "
-        f"+ ({has_ids})::int * 2 + coalesce(batch, false)::int)"
+        f"+ coalesce(batch, false)::int)"
     )
     key = f"concat_ws(chr(31), {', '.join(cells)})"
     pairs = []
@@ -165,7 +164,9 @@ _FLAG_COLUMNS = (
     f"{_DAY_ZERO} + CAST(flags >> 3 AS INTEGER) AS day",
     f"{_BATCH} AS batch",
     "(flags & 4) <> 0 AS aligned",
-    "(flags & 2) <> 0 AS has_ids",
+    # the ids are the joined key's first three cells: all empty, it starts with three
+    # separators (exact while no cell holds one: ``unsplittable`` is checked)
+    "NOT starts_with(k, chr(31) || chr(31) || chr(31)) AS has_ids",
 )
 
 
