@@ -31,7 +31,7 @@ the CSV path, is decided in ``db_reader`` only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple
 
@@ -325,20 +325,20 @@ def load_keydays(
                     statement.set_sql_query(setting)
                     statement.execute_update()
                 statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)})
+                loaded: LoadedKeyDays | None = None
                 if twins is not None:
                     statement.set_sql_query(packed_rows_query(first_day, last_day, with_id=True))
-                    stream, _ = statement.execute_query()
-                    if _load_slim(duck, stream):
+                    if _read_stream(duck, statement.execute_query()[0], _SLIM) is not None:
                         _match_twins(statement, duck, twins)
-                        connection.rollback()
-                        return LoadedKeyDays(grouped=False, keyed=True, slim=True)
-                statement.set_sql_query(packed_rows_query(first_day, last_day))
-                stream, _ = statement.execute_query()
-                loaded = _group_packed(duck, stream)
+                        loaded = LoadedKeyDays(grouped=False, keyed=True, slim=True)
+                if loaded is None:
+                    statement.set_sql_query(packed_rows_query(first_day, last_day))
+                    grouped = _read_stream(duck, statement.execute_query()[0], _PACKED)
+                    loaded = None if grouped is None else LoadedKeyDays(grouped, keyed=True)
                 if loaded is None:
                     statement.set_sql_query(rows_query(first_day, last_day))
-                    stream, _ = statement.execute_query()
-                    loaded = LoadedKeyDays(_group(duck, stream), keyed=False)
+                    grouped = _read_stream(duck, statement.execute_query()[0], _ROWS_AS_THEY_ARE)
+                    loaded = LoadedKeyDays(bool(grouped), keyed=False)
             finally:
                 statement.close()
             connection.rollback()  # read-only: nothing to keep
@@ -361,28 +361,6 @@ def _open_database(manager: Any, driver: Any, conninfo: str) -> Any:
         return driver.connect(conninfo, db_kwargs={TYPE_RESOLVER_OPTION: "builtin"})
     except manager.NotSupportedError:
         return driver.connect(conninfo)
-
-
-def _load_slim(duck: Any, stream: Any) -> bool:
-    """The slim stream (consumed once) into the key-day and stats tables; False, and no
-    table, when a key-day repeats or a key cannot be split back (the packed read decides)."""
-    import duckdb  # noqa: F401  (as in _group: the package registers the Arrow sources)
-
-    duck.register(_STREAM, stream)
-    try:
-        duck.execute(slim_rows_sql())
-        rows, distinct, unsplittable = duck.execute(slim_checks_sql()).fetchall()[0]
-        if unsplittable or rows != distinct:
-            drop_tables(duck)
-            return False
-        stats = db_stats_sql(has_ids="has_ids", records="count(*)")
-        duck.execute(f"CREATE TABLE {DB_STATS_TABLE} AS {stats}")
-    except BaseException:
-        drop_tables(duck)
-        raise
-    finally:
-        duck.unregister(_STREAM)
-    return True
 
 
 # ids per query when fetching the unmatched key-days' keys (a literal array: 10,000 ids
@@ -427,49 +405,46 @@ def _match_twins(statement: Any, duck: Any, twins: TwinExchange) -> None:
     duck.execute(f"DROP TABLE {_KEYS}")
 
 
-def _group_packed(duck: Any, stream: Any) -> LoadedKeyDays | None:
-    """The packed stream (consumed once) into the key-day and stats tables; None, and no
-    table, when some key cannot be split back (a cell holds the separator)."""
-    import duckdb  # noqa: F401  (as in _group: the package registers the Arrow sources)
+class _Read(NamedTuple):
+    """One way of reading the stream into the key-day and stats tables (the three reads)."""
 
-    duck.register(_STREAM, stream)
-    try:
-        duck.execute(packed_rows_sql())
-        rows, distinct, unsplittable = duck.execute(packed_checks_sql()).fetchall()[0]
-        if unsplittable:
-            drop_tables(duck)
-            return None
-        grouped = bool(rows != distinct)
-        if grouped:
-            duck.execute(f"ALTER TABLE {DB_KEYDAYS_TABLE} RENAME TO {_ROWS}")
-            duck.execute(packed_keydays_sql(_ROWS))
-            duck.execute(f"DROP TABLE {_ROWS}")
-        duck.execute(f"CREATE TABLE {DB_STATS_TABLE} AS {db_stats_sql(has_ids='has_ids')}")
-    except BaseException:
-        drop_tables(duck)
-        raise
-    finally:
-        duck.unregister(_STREAM)
-    return LoadedKeyDays(grouped, keyed=True)
+    create: str  # CREATE TABLE DB_KEYDAYS_TABLE AS ... FROM _STREAM
+    checks: str  # rows, distinct key-days[, keys that cannot be split back]
+    group: Callable[[str], str] | None  # the grouping over a source; None: repeats refuse
+    stats: str
 
 
-def _group(duck: Any, stream: Any) -> bool:
-    """DuckDB scans the Arrow C stream (consumed once) into the key-day table; tables or
-    nothing. True when the rows had to be grouped (some key-day spans several rows)."""
+_SLIM = _Read(
+    slim_rows_sql(), slim_checks_sql(), None, db_stats_sql(has_ids="has_ids", records="count(*)")
+)
+_PACKED = _Read(
+    packed_rows_sql(), packed_checks_sql(), packed_keydays_sql, db_stats_sql(has_ids="has_ids")
+)
+_ROWS_AS_THEY_ARE = _Read(rows_sql(), rows_are_keydays_sql(), keydays_sql, db_stats_sql())
+
+
+def _read_stream(duck: Any, stream: Any, read: _Read) -> bool | None:
+    """DuckDB scans the Arrow C stream (consumed once) into the key-day and stats tables;
+    tables or nothing. True when the rows had to be grouped (some key-day spans several
+    rows); None, and no table, when ``read`` refuses them (a key that cannot be split
+    back, or repeats it cannot group): the next read decides."""
     # the package, not only the engine (duck.duckdb_engine): its import registers the
     # Python-side Arrow sources, without which the engine refuses any Python Arrow object
     import duckdb  # noqa: F401
 
     duck.register(_STREAM, stream)
     try:
-        duck.execute(rows_sql())
-        rows, distinct = duck.execute(rows_are_keydays_sql()).fetchall()[0]
+        duck.execute(read.create)
+        rows, distinct, *unsplittable = duck.execute(read.checks).fetchall()[0]
         grouped = bool(rows != distinct)
-        if grouped:
+        if any(unsplittable) or (grouped and read.group is None):
+            drop_tables(duck)
+            return None
+        if grouped and read.group is not None:
             duck.execute(f"ALTER TABLE {DB_KEYDAYS_TABLE} RENAME TO {_ROWS}")
-            duck.execute(keydays_sql(_ROWS))
+            duck.execute(read.group(_ROWS))
             duck.execute(f"DROP TABLE {_ROWS}")
-        duck.execute(f"CREATE TABLE {DB_STATS_TABLE} AS {db_stats_sql()}")
+        duck.execute(f"CREATE TABLE {DB_STATS_TABLE} AS {read.stats}")
     except BaseException:
         drop_tables(duck)
         raise
