@@ -24,10 +24,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cron_dryrun.parity.db_side import DB_READERS, DbLoader, DbTotalsFiles, TwinExchange
-from cron_dryrun.parity.usage_arrow import LoadedKeyDays
+
+if TYPE_CHECKING:
+    from cron_dryrun.parity.usage_arrow import LoadedKeyDays
 
 ENV_VAR = "CRON_DRYRUN_DB_READER"
 CHOICES = ("auto", *DB_READERS)
@@ -90,7 +92,6 @@ class UsageReader(DbLoader):
     ) -> None:
         self.dsn, self.choice, self.parts = dsn, reader_choice(choice), parts
         self._wake = wake
-        self._loaded = LoadedKeyDays(grouped=False, keyed=False)  # the last ADBC read's
 
     def unrecorded(
         self, days: Sequence[date], metrics: Sequence[str]
@@ -120,14 +121,18 @@ class UsageReader(DbLoader):
     ) -> DbTotalsFiles:
         fallback: str | None = None
         if self.choice in ("auto", "adbc"):
-            error = self._try_adbc(first_day, last_day, duck, twins)
-            if error is not None and not isinstance(error, ImportError) and self._woke():
-                error = self._try_adbc(first_day, last_day, duck, twins)
-            if error is None:
-                loaded = self._loaded
+            loaded = self._try_adbc(first_day, last_day, duck, twins)
+            if (
+                isinstance(loaded, Exception)
+                and not isinstance(loaded, ImportError)
+                and self._woke()
+            ):
+                loaded = self._try_adbc(first_day, last_day, duck, twins)
+            if not isinstance(loaded, Exception):
                 return DbTotalsFiles(
                     (), reader="adbc", tables=True, keyed=loaded.keyed, slim=loaded.slim
                 )
+            error = loaded
             if self.choice == "adbc":  # asked for explicitly: no quiet fallback
                 if isinstance(error, ImportError):
                     raise RuntimeError(
@@ -144,21 +149,21 @@ class UsageReader(DbLoader):
 
     def _try_adbc(
         self, first_day: date, last_day: date, duck: Any, twins: TwinExchange | None
-    ) -> Exception | None:
+    ) -> LoadedKeyDays | Exception:
+        """What the ADBC read made, or why it failed."""
         try:
-            self._load_adbc(first_day, last_day, duck, twins)
+            return self._load_adbc(first_day, last_day, duck, twins)
         except Exception as exc:  # last resort: any ADBC failure (no driver, no common base) falls back to COPY csv
             return exc
-        return None
 
     def _load_adbc(
         self, first_day: date, last_day: date, duck: Any, twins: TwinExchange | None
-    ) -> None:
+    ) -> LoadedKeyDays:
         from cron_dryrun.config.db_url import CONNECT_TIMEOUT_S, with_connect_timeout
         from cron_dryrun.parity.usage_arrow import drop_tables, load_keydays
 
         try:
-            self._loaded = load_keydays(
+            return load_keydays(
                 with_connect_timeout(self.dsn, CONNECT_TIMEOUT_S), first_day, last_day, duck, twins
             )
         except BaseException:

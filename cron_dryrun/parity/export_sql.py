@@ -175,7 +175,8 @@ def fast_rows_sql(path: Path, fmt: ExportFormat) -> str:
     (strict mode); the caller then falls back to ``load_delimited_exact``. Per row:
     bstart/bend (as ``delimited_rows_sql`` computes them), the trimmed key text, batch,
     ``ok`` (the batch cell is TRUE/FALSE/1/0/empty and every count whole, non-negative
-    and at most FAST_MAX_COUNT) and the counts as UINTEGER. Kept narrow on purpose: the
+    and at most FAST_MAX_COUNT), the counts as UINTEGER and the key hash ``kh``
+    (formats.key_hash_sql, as the database side's). Kept narrow on purpose: the
     rows of a 1M-row export are held in memory until the comparison is done.
     """
     types = {c: ("DOUBLE" if c in fmt.metrics else "VARCHAR") for c in fmt.columns}

@@ -105,11 +105,20 @@ HAS_IDS_SQL = "(project_id <> '' OR api_key_id <> '' OR user_id <> '')"
 # twin hashes of both sides are taken over. The join is exact while no cell holds the
 # separator; where one does, neither side is compared through it (usage_arrow, compare).
 KEY_SEPARATOR = "\x1f"
+KEY_SEPARATOR_SQL = f"chr({ord(KEY_SEPARATOR)})"  # the same in DuckDB and PostgreSQL
 
 
-def joined_key_sql(prefix: str = "") -> str:
-    """DuckDB or PostgreSQL: the key cells (never NULL) of ``prefix`` joined into one text."""
-    return "concat_ws(chr(31), " + ", ".join(f'{prefix}"{c}"' for c in KEY_TEXT_COLUMNS) + ")"
+def joined_key_sql(cells: Sequence[str] | None = None) -> str:
+    """DuckDB or PostgreSQL: the key cells (SQL expressions, never NULL; by default the
+    KEY_TEXT_COLUMNS) joined into one text."""
+    cells = cells or [f'"{c}"' for c in KEY_TEXT_COLUMNS]
+    return f"concat_ws({KEY_SEPARATOR_SQL}, {', '.join(cells)})"
+
+
+def key_has_ids_sql(column: str = "k") -> str:
+    """DuckDB: whether a joined key has any of the three ids (its first three cells): all
+    empty, it starts with three separators. Exact for a key ``unsplittable_key_sql`` passes."""
+    return f"NOT starts_with({column}, {' || '.join([KEY_SEPARATOR_SQL] * 3)})"
 
 
 def key_hash_sql(key: str | None = None, batch: str = "batch") -> str:
@@ -129,7 +138,8 @@ def twin_hash_sql(metrics: Sequence[str]) -> str:
 def split_key_sql(column: str = "k") -> str:
     """DuckDB: a joined key (``joined_key_sql``) back into its five named cells."""
     return ", ".join(
-        f'split_part({column}, chr(31), {i}) AS "{c}"' for i, c in enumerate(KEY_TEXT_COLUMNS, 1)
+        f'split_part({column}, {KEY_SEPARATOR_SQL}, {i}) AS "{c}"'
+        for i, c in enumerate(KEY_TEXT_COLUMNS, 1)
     )
 
 

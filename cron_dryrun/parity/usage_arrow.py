@@ -49,6 +49,8 @@ from cron_dryrun.parity.formats import (
     KEY_TEXT_COLUMNS,
     METRIC_COLUMNS,
     METRICS,
+    joined_key_sql,
+    key_has_ids_sql,
     key_hash_sql,
     twin_hash_sql,
     unsplittable_key_sql,
@@ -99,17 +101,14 @@ def rows_query(first_day: date, last_day: date) -> str:
 
 # The packed read: what leaves the server per row is 10 fields instead of 22, because
 # PostgreSQL's binary COPY and the ADBC driver's parse cost per field (~75 ns each in the
-# driver): day, alignment, has-ids and batch in one int4; the five key cells joined in
-# one text (formats.joined_key_sql); the 14 int4 metrics two to an int8; one int4 whose
-# bits say which metrics are NULL. 1M rows: 1.9-2.1 CPU-s client and server together,
-# against 3.9-4.2 for the 22 fields (benchmarks/README.md). DuckDB takes them apart again.
+# driver): day, alignment and batch in one int4; the five key cells joined in one text
+# (formats.joined_key_sql); the 14 int4 metrics two to an int8; one int4 whose bits say
+# which metrics are NULL. 1M rows: 3.0-3.4 CPU-s client and server together, against
+# 3.8-4.2 for the 22 fields (benchmarks/README.md). DuckDB takes them apart again.
 _DAY_ZERO = "DATE '2000-01-01'"
-_PG_KEY_CELLS = ("project_id", "openai_api_key_id", "openai_user_id", "model", "service_tier")
 _PAIRS = [list(METRIC_COLUMNS[i : i + 2]) for i in range(0, len(METRIC_COLUMNS), 2)]
-
-
-def _key_cells_sql() -> list[str]:
-    return [f"coalesce({c}, '')" for c in _PG_KEY_CELLS]
+# PostgreSQL: the key cells joined, '' for NULL (as the app's unique index reads them)
+_PG_JOINED_KEY = joined_key_sql([f"coalesce({c}, '')" for c in _TEXT_SOURCES.values()])
 
 
 def packed_rows_query(first_day: date, last_day: date, with_id: bool = False) -> str:
@@ -121,12 +120,10 @@ def packed_rows_query(first_day: date, last_day: date, with_id: bool = False) ->
     metric (METRIC_COLUMNS order) is NULL; ``id`` when asked (the slim read).
     """
     start, end = _timestamp(first_day), _timestamp(last_day + timedelta(days=1))
-    cells = _key_cells_sql()
     flags = (
         f"((window_start::date - {_DAY_ZERO}) * 8 + ({ALIGNED_SQL})::int * 4 "
         f"+ coalesce(batch, false)::int)"
     )
-    key = f"concat_ws(chr(31), {', '.join(cells)})"
     pairs = []
     for i, pair in enumerate(_PAIRS):
         high = f'(coalesce("{pair[0][1]}", 0)::int8 << 32)'
@@ -138,7 +135,7 @@ def packed_rows_query(first_day: date, last_day: date, with_id: bool = False) ->
     any_null = "num_nulls(" + ", ".join(f'"{c}"' for _, c in METRIC_COLUMNS) + ")"
     nulls = f"CASE WHEN {any_null} = 0 THEN 0 ELSE {bits} END"
     return (
-        f"SELECT {flags} AS flags, {key} AS k, {', '.join(pairs)}, ({nulls}) AS nullmask"
+        f"SELECT {flags} AS flags, {_PG_JOINED_KEY} AS k, {', '.join(pairs)}, ({nulls}) AS nullmask"
         f"{', id' if with_id else ''} "
         f"FROM usage_events WHERE window_start >= {start} AND window_start < {end}"
     )
@@ -164,9 +161,7 @@ _FLAG_COLUMNS = (
     f"{_DAY_ZERO} + CAST(flags >> 3 AS INTEGER) AS day",
     f"{_BATCH} AS batch",
     "(flags & 4) <> 0 AS aligned",
-    # the ids are the joined key's first three cells: all empty, it starts with three
-    # separators (exact while no cell holds one: ``unsplittable`` is checked)
-    "NOT starts_with(k, chr(31) || chr(31) || chr(31)) AS has_ids",
+    f"{key_has_ids_sql('k')} AS has_ids",
 )
 
 
@@ -205,8 +200,7 @@ def keys_query(ids: Sequence[int]) -> str:
     """PostgreSQL: the joined key of the usage_events rows ``ids`` (integers only)."""
     listed = ",".join(str(int(i)) for i in ids)
     return (
-        f"SELECT id, concat_ws(chr(31), {', '.join(_key_cells_sql())}) AS k "
-        f"FROM usage_events WHERE id = ANY('{{{listed}}}'::int8[])"
+        f"SELECT id, {_PG_JOINED_KEY} AS k FROM usage_events WHERE id = ANY('{{{listed}}}'::int8[])"
     )
 
 
